@@ -1,0 +1,520 @@
+//! Command-line definitions (crictl's verbs, flags and defaults).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::output::Format;
+
+/// The default runtime endpoint (the krio daemon's socket).
+pub const DEFAULT_ENDPOINT: &str = "unix:///run/krio/krio.sock";
+
+const ABOUT: &str =
+    "A crictl-style client for the CRI v1 API of any container runtime (krio, containerd, CRI-O).";
+const LONG_ABOUT: &str = "\
+A crictl-style client for the CRI v1 API of any container runtime (krio, containerd, CRI-O).
+
+Global flags go before the command, as with crictl:
+    krioctl -r unix:///run/containerd/containerd.sock ps -a
+
+IDs may be given as unique prefixes. Config files for runp/create/run are crictl's
+JSON or YAML PodSandboxConfig / ContainerConfig files (snake_case field names).
+
+Timeouts: read-only calls use --timeout; lifecycle calls (runp, create, start, stop,
+stopp, rm, rmp, exec) use at least 30s (stop adds its grace period); pulls at least 10m.
+
+Not implemented: interactive `exec -i/-t`, `attach`, `port-forward`, `stats`, `events`
+(these need the streaming server). `exec` runs commands through ExecSync.";
+
+/// Parses a Go-style duration ("2s", "500ms", "1m30s", "1h") or a bare number
+/// of seconds.
+///
+/// Errors: a message naming the bad input.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    if let Ok(secs) = s.parse::<f64>() {
+        if secs.is_finite() && secs >= 0.0 {
+            return Ok(Duration::from_secs_f64(secs));
+        }
+        return Err(format!("duration {s:?} must not be negative"));
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    if rest.is_empty() {
+        return Err("empty duration".into());
+    }
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(|| format!("duration {s:?} lacks a unit (ns, us, ms, s, m, h)"))?;
+        let (num, tail) = rest.split_at(num_end);
+        let value: f64 = num
+            .parse()
+            .map_err(|_| format!("duration {s:?}: bad number {num:?}"))?;
+        let unit_end = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, next) = tail.split_at(unit_end);
+        let scale = match unit {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(format!("duration {s:?}: unknown unit {unit:?}")),
+        };
+        total += Duration::from_secs_f64(value * scale);
+        rest = next;
+    }
+    Ok(total)
+}
+
+/// krioctl's command line.
+#[derive(Debug, Parser)]
+#[command(name = "krioctl", version, about = ABOUT, long_about = LONG_ABOUT)]
+pub struct Cli {
+    /// Runtime service endpoint (unix:///path or /path).
+    #[arg(short = 'r', long, env = "CONTAINER_RUNTIME_ENDPOINT", default_value = DEFAULT_ENDPOINT)]
+    pub runtime_endpoint: String,
+    /// Image service endpoint; defaults to the runtime endpoint.
+    #[arg(short = 'i', long, env = "IMAGE_SERVICE_ENDPOINT")]
+    pub image_endpoint: Option<String>,
+    /// Timeout of connects and calls (e.g. 2s, 500ms, 1m).
+    #[arg(short = 't', long, default_value = "2s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Print each request and response to stderr.
+    #[arg(short = 'D', long)]
+    pub debug: bool,
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// `-o` for list commands.
+#[derive(Debug, Args)]
+pub struct ListOutput {
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    pub output: Format,
+    /// Show full IDs.
+    #[arg(long)]
+    pub no_trunc: bool,
+}
+
+/// `-o` for inspect commands (json or yaml).
+#[derive(Debug, Args)]
+pub struct InspectOutput {
+    /// Output format (json or yaml).
+    #[arg(short = 'o', long = "output", value_enum, default_value = "json")]
+    pub output: Format,
+}
+
+/// Registry credentials for pulls.
+#[derive(Debug, Args, Default)]
+pub struct PullAuth {
+    /// Registry credentials as USERNAME[:PASSWORD].
+    #[arg(long)]
+    pub creds: Option<String>,
+    /// Registry auth as base64 of USERNAME:PASSWORD.
+    #[arg(long, conflicts_with = "creds")]
+    pub auth: Option<String>,
+}
+
+/// The verbs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show the runtime's name and version.
+    Version(InfoArgs),
+    /// Show the runtime's status and verbose information (Status, verbose).
+    Info(InfoArgs),
+    /// Pull an image.
+    Pull(PullArgs),
+    /// List images.
+    #[command(alias = "image", alias = "img")]
+    Images(ImagesArgs),
+    /// Remove one or more images.
+    Rmi(RmiArgs),
+    /// Show the status of one or more images.
+    Inspecti(InspectiArgs),
+    /// Show image filesystem usage.
+    Imagefsinfo(InfoArgs),
+    /// Run a new pod sandbox from a config file; prints its ID.
+    Runp(RunpArgs),
+    /// List pod sandboxes.
+    Pods(PodsArgs),
+    /// Show the status of one or more pod sandboxes.
+    Inspectp(InspectpArgs),
+    /// Stop one or more pod sandboxes.
+    Stopp(IdsArgs),
+    /// Remove one or more pod sandboxes.
+    Rmp(RmpArgs),
+    /// Create a container in a pod sandbox; prints its ID.
+    Create(CreateArgs),
+    /// Start one or more created containers.
+    Start(IdsArgs),
+    /// List containers.
+    Ps(PsArgs),
+    /// Show the status of one or more containers.
+    Inspect(InspectArgs),
+    /// Print a container's logs (decoding the CRI log file).
+    #[command(alias = "log")]
+    Logs(LogsArgs),
+    /// Stop one or more running containers.
+    Stop(StopArgs),
+    /// Remove one or more containers.
+    Rm(RmArgs),
+    /// Run a command in a running container through ExecSync (no -i/-t).
+    Exec(ExecArgs),
+    /// Run a container in a new pod sandbox (runp + create + start); prints the container ID.
+    Run(RunArgs),
+}
+
+/// `version`, `info`, `imagefsinfo`.
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// Output format (`version` defaults to text; table means text).
+    #[arg(short = 'o', long = "output", value_enum)]
+    pub output: Option<Format>,
+}
+
+/// `pull`.
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// The image reference.
+    pub image: String,
+    /// Credentials.
+    #[command(flatten)]
+    pub auth: PullAuth,
+    /// A pod sandbox config file to pass with the pull.
+    #[arg(short = 'p', long)]
+    pub pod_config: Option<PathBuf>,
+}
+
+/// `images`.
+#[derive(Debug, Args)]
+pub struct ImagesArgs {
+    /// Only images matching this reference.
+    pub repo: Option<String>,
+    /// Only print image IDs.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Show digests.
+    #[arg(long)]
+    pub digests: bool,
+    /// Verbose listing.
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
+    /// Output options.
+    #[command(flatten)]
+    pub out: ListOutput,
+}
+
+/// `rmi`.
+#[derive(Debug, Args)]
+pub struct RmiArgs {
+    /// Images (references or IDs).
+    pub images: Vec<String>,
+    /// Remove all images.
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Remove all images not used by any container.
+    #[arg(short = 'q', long)]
+    pub prune: bool,
+}
+
+/// `inspecti`.
+#[derive(Debug, Args)]
+pub struct InspectiArgs {
+    /// Images (references or IDs).
+    #[arg(required = true)]
+    pub images: Vec<String>,
+    /// Output options.
+    #[command(flatten)]
+    pub out: InspectOutput,
+}
+
+/// `runp`.
+#[derive(Debug, Args)]
+pub struct RunpArgs {
+    /// The PodSandboxConfig file (JSON or YAML).
+    pub config: PathBuf,
+    /// Runtime handler to use.
+    #[arg(short = 'r', long)]
+    pub runtime: Option<String>,
+}
+
+/// `pods`.
+#[derive(Debug, Args)]
+pub struct PodsArgs {
+    /// Filter by pod ID (prefix).
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Filter by pod name (regular expression).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Filter by pod namespace (regular expression).
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Filter by state: ready or notready.
+    #[arg(short = 's', long)]
+    pub state: Option<String>,
+    /// Filter by label KEY=VALUE (repeatable).
+    #[arg(long)]
+    pub label: Vec<String>,
+    /// Only print pod IDs.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Show only the most recently created pod.
+    #[arg(short = 'l', long)]
+    pub latest: bool,
+    /// Show the N most recently created pods.
+    #[arg(short = 'n', long)]
+    pub last: Option<usize>,
+    /// Output options.
+    #[command(flatten)]
+    pub out: ListOutput,
+}
+
+/// `inspectp`.
+#[derive(Debug, Args)]
+pub struct InspectpArgs {
+    /// Pod sandbox IDs (prefixes).
+    #[arg(required = true)]
+    pub pods: Vec<String>,
+    /// Output options.
+    #[command(flatten)]
+    pub out: InspectOutput,
+}
+
+/// `stopp`, `start`.
+#[derive(Debug, Args)]
+pub struct IdsArgs {
+    /// IDs (prefixes).
+    #[arg(required = true)]
+    pub ids: Vec<String>,
+}
+
+/// `rmp`.
+#[derive(Debug, Args)]
+pub struct RmpArgs {
+    /// Pod sandbox IDs (prefixes).
+    pub pods: Vec<String>,
+    /// Stop the pod first if it is running.
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    /// Remove all pods.
+    #[arg(short = 'a', long)]
+    pub all: bool,
+}
+
+/// `create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// The pod sandbox ID (prefix).
+    pub pod_id: String,
+    /// The ContainerConfig file (JSON or YAML).
+    pub container_config: PathBuf,
+    /// The PodSandboxConfig file the pod was run with.
+    pub pod_config: PathBuf,
+    /// Do not pull the image if it is missing.
+    #[arg(long)]
+    pub no_pull: bool,
+    /// Credentials for the pull.
+    #[command(flatten)]
+    pub auth: PullAuth,
+}
+
+/// `ps`.
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// Show all containers, not only running ones.
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Only print container IDs.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Filter by pod sandbox ID (prefix).
+    #[arg(short = 'p', long)]
+    pub pod: Option<String>,
+    /// Filter by state: created, running, exited, unknown.
+    #[arg(short = 's', long)]
+    pub state: Option<String>,
+    /// Filter by container name (regular expression).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Filter by label KEY=VALUE (repeatable).
+    #[arg(long)]
+    pub label: Vec<String>,
+    /// Filter by container ID (prefix).
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Filter by image (substring of the image reference).
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Show only the most recently created container.
+    #[arg(short = 'l', long)]
+    pub latest: bool,
+    /// Show the N most recently created containers.
+    #[arg(short = 'n', long)]
+    pub last: Option<usize>,
+    /// Output options.
+    #[command(flatten)]
+    pub out: ListOutput,
+}
+
+/// `inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Container IDs (prefixes).
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+    /// Output options.
+    #[command(flatten)]
+    pub out: InspectOutput,
+}
+
+/// `logs`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Container ID (prefix).
+    pub container: String,
+    /// Follow the log until the container exits.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Show only the last N lines.
+    #[arg(long)]
+    pub tail: Option<usize>,
+    /// Prefix each line with its timestamp.
+    #[arg(short = 't', long)]
+    pub timestamps: bool,
+}
+
+/// `stop`.
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// Seconds to wait before killing the container.
+    #[arg(short = 't', long = "timeout", default_value_t = 0)]
+    pub grace: i64,
+    /// Container IDs (prefixes).
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+/// `rm`.
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Container IDs (prefixes).
+    pub containers: Vec<String>,
+    /// Stop the container first if it is running.
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    /// Remove all containers.
+    #[arg(short = 'a', long)]
+    pub all: bool,
+}
+
+/// `exec`.
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Accepted for crictl compatibility; exec is always synchronous.
+    #[arg(short = 's', long)]
+    pub sync: bool,
+    /// Interactive stdin (not supported).
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Allocate a TTY (not supported).
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Seconds before the command is killed (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    pub timeout: i64,
+    /// Container ID (prefix).
+    pub container: String,
+    /// The command and its arguments.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub cmd: Vec<String>,
+}
+
+/// `run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The ContainerConfig file.
+    pub container_config: PathBuf,
+    /// The PodSandboxConfig file.
+    pub pod_config: PathBuf,
+    /// Runtime handler to use.
+    #[arg(short = 'r', long)]
+    pub runtime: Option<String>,
+    /// Do not pull the image if it is missing.
+    #[arg(long)]
+    pub no_pull: bool,
+    /// Credentials for the pull.
+    #[command(flatten)]
+    pub auth: PullAuth,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_duration("5").unwrap(), Duration::from_secs(5));
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("-1").is_err());
+    }
+
+    #[test]
+    fn globals_before_verb_and_verb_flags_reuse_letters() {
+        let c = Cli::try_parse_from([
+            "krioctl",
+            "-r",
+            "/tmp/s.sock",
+            "-t",
+            "5s",
+            "stop",
+            "-t",
+            "10",
+            "abc",
+        ])
+        .unwrap();
+        assert_eq!(c.runtime_endpoint, "/tmp/s.sock");
+        assert_eq!(c.timeout, Duration::from_secs(5));
+        match c.command {
+            Command::Stop(s) => {
+                assert_eq!(s.grace, 10);
+                assert_eq!(s.containers, vec!["abc"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        let c = Cli::try_parse_from(["krioctl", "exec", "abc", "ls", "-l"]).unwrap();
+        match c.command {
+            Command::Exec(e) => assert_eq!(e.cmd, vec!["ls", "-l"]),
+            other => panic!("{other:?}"),
+        }
+        let c = Cli::try_parse_from([
+            "krioctl", "ps", "-a", "-o", "json", "--label", "a=b", "--label", "c=d",
+        ])
+        .unwrap();
+        match c.command {
+            Command::Ps(p) => {
+                assert!(p.all);
+                assert_eq!(p.out.output, Format::Json);
+                assert_eq!(p.label.len(), 2);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
