@@ -1,0 +1,727 @@
+//! [`OciRuntime`]: a typed async wrapper around the OCI runtime binary (runc's command line).
+//!
+//! Every verb runs `<binary> --root <root> <verb> [options] <id> ...` with stdin `/dev/null` (or the payload for
+//! `update`), stdout and stderr captured, `kill_on_drop`, and a per-call timeout. The binary is injectable: point
+//! it at any executable (unit tests use a shell script that records its arguments). `create` is not here: the
+//! per-container monitor runs it so that it owns the container's stdio.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use oci_spec::runtime::LinuxResources;
+use serde::Deserialize;
+use tokio::io::AsyncWriteExt;
+
+/// Default timeout of one runtime invocation.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Maximum captured stdout/stderr per invocation (bytes); the rest is discarded.
+const MAX_OUTPUT: usize = 16 << 20;
+
+/// Errors of [`OciRuntime`] calls. Each names the verb and container id.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The container id is not acceptable (see [`validate_container_id`]).
+    #[error("invalid container id {id:?}: {reason}")]
+    InvalidId {
+        /// The rejected id.
+        id: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// The runtime binary could not be started.
+    #[error("runtime {verb}: spawning {binary}: {source}")]
+    Spawn {
+        /// The verb (`start`, `kill`, ...).
+        verb: &'static str,
+        /// The binary path.
+        binary: PathBuf,
+        /// Underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// I/O with the runtime process failed (writing stdin, waiting, temp files).
+    #[error("runtime {verb} {id}: {source}")]
+    Io {
+        /// The verb.
+        verb: &'static str,
+        /// Container id.
+        id: String,
+        /// Underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The runtime did not finish in time and was killed.
+    #[error("runtime {verb} {id}: timed out after {after:?}")]
+    Timeout {
+        /// The verb.
+        verb: &'static str,
+        /// Container id.
+        id: String,
+        /// The timeout that expired.
+        after: Duration,
+    },
+    /// The runtime reports that the container does not exist.
+    #[error("runtime {verb} {id}: container does not exist")]
+    NotFound {
+        /// The verb.
+        verb: &'static str,
+        /// Container id.
+        id: String,
+    },
+    /// The runtime exited unsuccessfully.
+    #[error("runtime {verb} {id} failed ({status}): {}", stderr.trim())]
+    Failed {
+        /// The verb.
+        verb: &'static str,
+        /// Container id.
+        id: String,
+        /// Exit status of the runtime process.
+        status: std::process::ExitStatus,
+        /// Captured stdout (lossy UTF-8).
+        stdout: String,
+        /// Captured stderr (lossy UTF-8).
+        stderr: String,
+    },
+    /// The runtime's JSON output could not be parsed.
+    #[error("runtime {verb} {id}: parsing output {output:?}: {source}")]
+    Parse {
+        /// The verb.
+        verb: &'static str,
+        /// Container id.
+        id: String,
+        /// The raw stdout.
+        output: String,
+        /// JSON error.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Validates a container id before it reaches a command line: 1..=128 bytes of `[A-Za-z0-9_.-]`, starting with
+/// an ASCII letter or digit (so it can never be read as an option, nor be `.`/`..`).
+///
+/// Errors: [`RuntimeError::InvalidId`].
+pub fn validate_container_id(id: &str) -> Result<(), RuntimeError> {
+    let bad = |reason| {
+        Err(RuntimeError::InvalidId {
+            id: id.to_string(),
+            reason,
+        })
+    };
+    if id.is_empty() || id.len() > 128 {
+        return bad("length must be 1..=128");
+    }
+    if !id.as_bytes()[0].is_ascii_alphanumeric() {
+        return bad("must start with a letter or digit");
+    }
+    if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    {
+        return bad("only [A-Za-z0-9_.-] allowed");
+    }
+    Ok(())
+}
+
+/// Container status as reported by `runc state` (OCI runtime spec "State").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeStatus {
+    /// Being created.
+    Creating,
+    /// Created, init waiting for `start`.
+    Created,
+    /// Running.
+    Running,
+    /// Frozen.
+    Paused,
+    /// Init exited.
+    Stopped,
+    /// A value this crate does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+/// `runc state` / `runc list` output for one container (OCI "State" plus runc extras).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct RuntimeState {
+    /// Container id.
+    pub id: String,
+    /// Host pid of the container's init (0 once stopped).
+    #[serde(default)]
+    pub pid: i32,
+    /// Status.
+    pub status: RuntimeStatus,
+    /// Bundle directory.
+    #[serde(default)]
+    pub bundle: PathBuf,
+    /// Rootfs path (runc extra).
+    #[serde(default)]
+    pub rootfs: PathBuf,
+    /// Creation time, RFC 3339 (runc extra).
+    #[serde(default)]
+    pub created: String,
+    /// Spec annotations.
+    #[serde(default)]
+    pub annotations: Option<std::collections::HashMap<String, String>>,
+}
+
+/// Options of [`OciRuntime::kill`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KillOptions {
+    /// Signal number (e.g. 15, 9).
+    pub signal: i32,
+    /// `--all`: signal every process of the container, not just init.
+    pub all: bool,
+}
+
+/// Options of [`OciRuntime::delete`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeleteOptions {
+    /// `--force`: kill a running container (SIGKILL) before deleting it.
+    pub force: bool,
+}
+
+/// Options of [`OciRuntime::exec`] (CRI `ExecSync`). The process inherits the container's capabilities,
+/// `noNewPrivileges`, user and environment from its `config.json` (runc exec semantics without `--process`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecOptions {
+    /// Command and arguments (non-empty).
+    pub args: Vec<String>,
+    /// Extra `KEY=VALUE` environment entries.
+    pub env: Vec<String>,
+    /// Working directory override (absolute).
+    pub cwd: Option<String>,
+    /// Time limit; on expiry the exec'd process is SIGKILLed and [`RuntimeError::Timeout`] returned.
+    pub timeout: Option<Duration>,
+}
+
+/// Result of [`OciRuntime::exec`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutput {
+    /// Exit code of the process (`128 + signal` if killed by a signal).
+    pub exit_code: i32,
+    /// Captured stdout (at most 16 MiB).
+    pub stdout: Vec<u8>,
+    /// Captured stderr (at most 16 MiB).
+    pub stderr: Vec<u8>,
+}
+
+/// The OCI runtime binary plus its state directory (`--root`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OciRuntime {
+    binary: PathBuf,
+    root: PathBuf,
+    timeout: Duration,
+}
+
+/// Captured result of one invocation.
+struct RawOutput {
+    status: std::process::ExitStatus,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+}
+
+impl OciRuntime {
+    /// A runtime using `binary` (e.g. `/usr/sbin/runc`) with state under `root` and [`DEFAULT_TIMEOUT`].
+    pub fn new(binary: impl Into<PathBuf>, root: impl Into<PathBuf>) -> Self {
+        OciRuntime {
+            binary: binary.into(),
+            root: root.into(),
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// Replaces the per-invocation timeout.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The runtime binary.
+    pub fn binary(&self) -> &Path {
+        &self.binary
+    }
+
+    /// The runtime state directory (`--root`).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The base command `<binary> --root <root>` with stdin null and stdout/stderr piped, `kill_on_drop`.
+    /// Exposed for verbs this wrapper does not cover.
+    pub fn command(&self) -> tokio::process::Command {
+        let mut c = tokio::process::Command::new(&self.binary);
+        c.arg("--root")
+            .arg(&self.root)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        c
+    }
+
+    async fn run(
+        &self,
+        verb: &'static str,
+        id: &str,
+        args: Vec<OsString>,
+        stdin: Option<Vec<u8>>,
+    ) -> Result<RawOutput, RuntimeError> {
+        let mut cmd = self.command();
+        cmd.arg(verb).args(args);
+        if stdin.is_some() {
+            cmd.stdin(Stdio::piped());
+        }
+        let mut child = cmd.spawn().map_err(|source| RuntimeError::Spawn {
+            verb,
+            binary: self.binary.clone(),
+            source,
+        })?;
+        let io = |source| RuntimeError::Io {
+            verb,
+            id: id.to_string(),
+            source,
+        };
+        if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            pipe.write_all(&data).await.map_err(io)?;
+            drop(pipe);
+        }
+        let out = match tokio::time::timeout(self.timeout, child.wait_with_output()).await {
+            Ok(r) => r.map_err(io)?,
+            Err(_) => {
+                return Err(RuntimeError::Timeout {
+                    verb,
+                    id: id.to_string(),
+                    after: self.timeout,
+                })
+            }
+        };
+        let raw = RawOutput {
+            status: out.status,
+            stdout: out.stdout,
+            stderr: out.stderr,
+        };
+        if raw.status.success() {
+            Ok(raw)
+        } else {
+            Err(failure(verb, id, raw))
+        }
+    }
+
+    /// `start <id>`: runs the user process of a created container (OCI "start").
+    ///
+    /// Errors: [`RuntimeError`] (`NotFound` if there is no such container, `Failed` e.g. if it is not `created`).
+    pub async fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        validate_container_id(id)?;
+        self.run("start", id, vec![id.into()], None).await.map(drop)
+    }
+
+    /// `kill [--all] <id> <signal>` (OCI "kill").
+    ///
+    /// Errors: [`RuntimeError`]; `NotFound` if the container does not exist.
+    pub async fn kill(&self, id: &str, opts: &KillOptions) -> Result<(), RuntimeError> {
+        validate_container_id(id)?;
+        let mut args: Vec<OsString> = Vec::new();
+        if opts.all {
+            args.push("--all".into());
+        }
+        args.push(id.into());
+        args.push(opts.signal.to_string().into());
+        self.run("kill", id, args, None).await.map(drop)
+    }
+
+    /// `delete [--force] <id>` (OCI "delete"): removes runtime state and the container's cgroup.
+    ///
+    /// Errors: [`RuntimeError`]; `NotFound` if the container does not exist (callers wanting idempotence can
+    /// treat it as success).
+    pub async fn delete(&self, id: &str, opts: &DeleteOptions) -> Result<(), RuntimeError> {
+        validate_container_id(id)?;
+        let mut args: Vec<OsString> = Vec::new();
+        if opts.force {
+            args.push("--force".into());
+        }
+        args.push(id.into());
+        self.run("delete", id, args, None).await.map(drop)
+    }
+
+    /// `state <id>` (OCI "state").
+    ///
+    /// Errors: [`RuntimeError`]; `NotFound` if the container does not exist; `Parse` for unexpected output.
+    pub async fn state(&self, id: &str) -> Result<RuntimeState, RuntimeError> {
+        validate_container_id(id)?;
+        let out = self.run("state", id, vec![id.into()], None).await?;
+        parse_json("state", id, &out.stdout)
+    }
+
+    /// `list --format json`: every container under `--root` (runc prints `null` when there are none).
+    ///
+    /// Errors: [`RuntimeError`].
+    pub async fn list(&self) -> Result<Vec<RuntimeState>, RuntimeError> {
+        let out = self
+            .run("list", "", vec!["--format".into(), "json".into()], None)
+            .await?;
+        let v: Option<Vec<RuntimeState>> = parse_json("list", "", &out.stdout)?;
+        Ok(v.unwrap_or_default())
+    }
+
+    /// `pause <id>`: freezes the container's cgroup.
+    ///
+    /// Errors: [`RuntimeError`].
+    pub async fn pause(&self, id: &str) -> Result<(), RuntimeError> {
+        validate_container_id(id)?;
+        self.run("pause", id, vec![id.into()], None).await.map(drop)
+    }
+
+    /// `resume <id>`: thaws a paused container.
+    ///
+    /// Errors: [`RuntimeError`].
+    pub async fn resume(&self, id: &str) -> Result<(), RuntimeError> {
+        validate_container_id(id)?;
+        self.run("resume", id, vec![id.into()], None)
+            .await
+            .map(drop)
+    }
+
+    /// `update --resources - <id>` with the OCI `LinuxResources` JSON on stdin (CRI `UpdateContainerResources`).
+    ///
+    /// Errors: [`RuntimeError`].
+    pub async fn update(&self, id: &str, resources: &LinuxResources) -> Result<(), RuntimeError> {
+        validate_container_id(id)?;
+        let data = serde_json::to_vec(resources).map_err(|e| RuntimeError::Io {
+            verb: "update",
+            id: id.to_string(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
+        })?;
+        self.run(
+            "update",
+            id,
+            vec!["--resources".into(), "-".into(), id.into()],
+            Some(data),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// `exec --pid-file <tmp> [--env K=V]... [--cwd D] <id> <args...>`: runs a process in the container and
+    /// captures its output (CRI `ExecSync`). A non-zero exit of the process is NOT an error: it is returned in
+    /// [`ExecOutput::exit_code`]. On timeout the exec'd process is SIGKILLed (via its pid file).
+    ///
+    /// Errors: [`RuntimeError`] (`Io` if `args` is empty or the temp pid file cannot be created, `Timeout`).
+    pub async fn exec(&self, id: &str, opts: &ExecOptions) -> Result<ExecOutput, RuntimeError> {
+        validate_container_id(id)?;
+        let io = |source| RuntimeError::Io {
+            verb: "exec",
+            id: id.to_string(),
+            source,
+        };
+        if opts.args.is_empty() {
+            return Err(io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "exec needs a command",
+            )));
+        }
+        let pid_dir = tempfile_dir(&self.root).map_err(io)?;
+        let pid_file = pid_dir.join("exec.pid");
+        let mut cmd = self.command();
+        cmd.arg("exec").arg("--pid-file").arg(&pid_file);
+        for e in &opts.env {
+            cmd.arg("--env").arg(e);
+        }
+        if let Some(cwd) = &opts.cwd {
+            cmd.arg("--cwd").arg(cwd);
+        }
+        cmd.arg(id).args(&opts.args);
+        let result = self.exec_inner(cmd, id, &pid_file, opts.timeout).await;
+        let _ = std::fs::remove_dir_all(&pid_dir);
+        result
+    }
+
+    async fn exec_inner(
+        &self,
+        mut cmd: tokio::process::Command,
+        id: &str,
+        pid_file: &Path,
+        timeout: Option<Duration>,
+    ) -> Result<ExecOutput, RuntimeError> {
+        let io = |source| RuntimeError::Io {
+            verb: "exec",
+            id: id.to_string(),
+            source,
+        };
+        let child = cmd.spawn().map_err(|source| RuntimeError::Spawn {
+            verb: "exec",
+            binary: self.binary.clone(),
+            source,
+        })?;
+        let wait = child.wait_with_output();
+        tokio::pin!(wait);
+        let out = match timeout {
+            None => wait.await.map_err(io)?,
+            Some(t) => match tokio::time::timeout(t, &mut wait).await {
+                Ok(r) => r.map_err(io)?,
+                Err(_) => {
+                    if let Some(pid) = std::fs::read_to_string(pid_file)
+                        .ok()
+                        .and_then(|s| s.trim().parse::<i32>().ok())
+                        .and_then(rustix::process::Pid::from_raw)
+                    {
+                        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                    }
+                    // Give runc a moment to reap and exit; dropping the future kills it otherwise.
+                    let _ = tokio::time::timeout(Duration::from_secs(5), &mut wait).await;
+                    return Err(RuntimeError::Timeout {
+                        verb: "exec",
+                        id: id.to_string(),
+                        after: t,
+                    });
+                }
+            },
+        };
+        let mut stdout = out.stdout;
+        let mut stderr = out.stderr;
+        stdout.truncate(MAX_OUTPUT);
+        stderr.truncate(MAX_OUTPUT);
+        // runc exec exits with the process's status; runc's own failures (e.g. container not running) are also
+        // exit status 1 with an error on stderr, which is indistinguishable without the pid file: no pid file
+        // means the process never started.
+        if !out.status.success() && !pid_file.exists() {
+            return Err(failure(
+                "exec",
+                id,
+                RawOutput {
+                    status: out.status,
+                    stdout,
+                    stderr,
+                },
+            ));
+        }
+        let exit_code = match (
+            out.status.code(),
+            std::os::unix::process::ExitStatusExt::signal(&out.status),
+        ) {
+            (Some(c), _) => c,
+            (None, Some(s)) => 128 + s,
+            (None, None) => -1,
+        };
+        Ok(ExecOutput {
+            exit_code,
+            stdout,
+            stderr,
+        })
+    }
+}
+
+/// A fresh private directory under `<root>/exec-tmp` for an exec pid file.
+fn tempfile_dir(root: &Path) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let base = root.join("krio-exec");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&base)?;
+    for n in 0..1000u32 {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let dir = base.join(format!("{}-{nanos}-{n}", std::process::id()));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AlreadyExists,
+        "no free exec temp dir",
+    ))
+}
+
+fn failure(verb: &'static str, id: &str, raw: RawOutput) -> RuntimeError {
+    let stderr = String::from_utf8_lossy(&raw.stderr).into_owned();
+    if stderr.contains("container does not exist") {
+        return RuntimeError::NotFound {
+            verb,
+            id: id.to_string(),
+        };
+    }
+    RuntimeError::Failed {
+        verb,
+        id: id.to_string(),
+        status: raw.status,
+        stdout: String::from_utf8_lossy(&raw.stdout).into_owned(),
+        stderr,
+    }
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(
+    verb: &'static str,
+    id: &str,
+    data: &[u8],
+) -> Result<T, RuntimeError> {
+    serde_json::from_slice(data).map_err(|source| RuntimeError::Parse {
+        verb,
+        id: id.to_string(),
+        output: String::from_utf8_lossy(data).into_owned(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A fake runtime: records its argv (one per line) in `<dir>/argv`, prints `$FAKE_STDOUT`, exits
+    /// `$FAKE_RC`, and writes stdin to `<dir>/stdin`.
+    fn fake(dir: &Path, stdout: &str, stderr: &str, rc: i32) -> PathBuf {
+        let p = dir.join("fake-runc");
+        let script = format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$@\" > {d}/argv\ncat > {d}/stdin\nprintf '%s' '{stdout}'\nprintf '%s' '{stderr}' >&2\nexit {rc}\n",
+            d = dir.display()
+        );
+        std::fs::write(&p, script).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
+
+    fn argv(dir: &Path) -> Vec<String> {
+        std::fs::read_to_string(dir.join("argv"))
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn verbs_build_expected_argv() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = OciRuntime::new(fake(dir.path(), "", "", 0), "/run/krio-runc");
+        rt.start("c1").await.unwrap();
+        assert_eq!(
+            argv(dir.path()),
+            ["--root", "/run/krio-runc", "start", "c1"]
+        );
+        rt.kill(
+            "c1",
+            &KillOptions {
+                signal: 9,
+                all: true,
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            argv(dir.path()),
+            ["--root", "/run/krio-runc", "kill", "--all", "c1", "9"]
+        );
+        rt.kill(
+            "c1",
+            &KillOptions {
+                signal: 15,
+                all: false,
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(argv(dir.path())[2..], ["kill", "c1", "15"]);
+        rt.delete("c1", &DeleteOptions { force: true })
+            .await
+            .unwrap();
+        assert_eq!(argv(dir.path())[2..], ["delete", "--force", "c1"]);
+        rt.pause("c1").await.unwrap();
+        rt.resume("c1").await.unwrap();
+        assert_eq!(argv(dir.path())[2..], ["resume", "c1"]);
+        let res = oci_spec::runtime::LinuxResources::default();
+        rt.update("c1", &res).await.unwrap();
+        assert_eq!(argv(dir.path())[2..], ["update", "--resources", "-", "c1"]);
+        let stdin: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("stdin")).unwrap()).unwrap();
+        assert!(stdin.is_object());
+    }
+
+    #[tokio::test]
+    async fn state_parses() {
+        let dir = tempfile::tempdir().unwrap();
+        let json = r#"{"ociVersion":"1.0.2","id":"c1","pid":42,"status":"running","bundle":"/b","rootfs":"/b/rootfs","created":"2024-01-01T00:00:00Z","owner":""}"#;
+        let rt = OciRuntime::new(fake(dir.path(), json, "", 0), "/r");
+        let st = rt.state("c1").await.unwrap();
+        assert_eq!((st.pid, st.status), (42, RuntimeStatus::Running));
+        let rt = OciRuntime::new(fake(dir.path(), "not json", "", 0), "/r");
+        assert!(matches!(
+            rt.state("c1").await,
+            Err(RuntimeError::Parse { .. })
+        ));
+        let rt = OciRuntime::new(fake(dir.path(), "null", "", 0), "/r");
+        assert!(rt.list().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn failures_carry_context() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = OciRuntime::new(fake(dir.path(), "out", "boom", 3), "/r");
+        match rt.start("c1").await {
+            Err(RuntimeError::Failed {
+                verb,
+                id,
+                status,
+                stdout,
+                stderr,
+            }) => {
+                assert_eq!(
+                    (
+                        verb,
+                        id.as_str(),
+                        status.code(),
+                        stdout.as_str(),
+                        stderr.as_str()
+                    ),
+                    ("start", "c1", Some(3), "out", "boom")
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let rt = OciRuntime::new(
+            fake(
+                dir.path(),
+                "",
+                "level=error msg=\"container does not exist\"",
+                1,
+            ),
+            "/r",
+        );
+        assert!(matches!(
+            rt.delete("c1", &DeleteOptions::default()).await,
+            Err(RuntimeError::NotFound { verb: "delete", .. })
+        ));
+        let rt = OciRuntime::new("/nonexistent/runc", "/r");
+        assert!(matches!(
+            rt.start("c1").await,
+            Err(RuntimeError::Spawn { .. })
+        ));
+        let slow = dir.path().join("slow");
+        std::fs::write(&slow, "#!/bin/sh\nsleep 5\n").unwrap();
+        std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let rt = OciRuntime::new(&slow, "/r").with_timeout(Duration::from_millis(200));
+        assert!(matches!(
+            rt.start("c1").await,
+            Err(RuntimeError::Timeout { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn ids_are_validated() {
+        let rt = OciRuntime::new("/bin/true", "/r");
+        for id in ["", "-rf", "../x", "a/b", "a b", ".", &"x".repeat(129)] {
+            assert!(
+                matches!(rt.start(id).await, Err(RuntimeError::InvalidId { .. })),
+                "{id:?}"
+            );
+        }
+        validate_container_id("abc-1.2_3").unwrap();
+    }
+}
