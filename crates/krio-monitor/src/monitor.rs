@@ -1,0 +1,546 @@
+//! The monitor process itself (what the `krio-monitor` binary runs).
+//!
+//! Invocation (by [`crate::spawn`]): `krio-monitor` with the [`MonitorConfig`] JSON on stdin and the sync pipe
+//! as stdout. This first process (the launcher) re-executes itself as `krio-monitor --foreground` (config piped
+//! again on stdin, same stdout) and exits at once, so the long-lived monitor is not a child of the daemon: it is
+//! reparented to init (or the nearest subreaper) and survives daemon restarts, and the daemon only ever reaps the
+//! short-lived launcher.
+//!
+//! The foreground monitor: closes inherited descriptors, `setsid()`, becomes a child subreaper, blocks
+//! SIGCHLD/SIGUSR1/SIGTERM/SIGINT/SIGHUP and receives them through a signalfd, opens the CRI log, creates the
+//! stdout/stderr pipes, runs `<runtime> --root R --log L --log-format json create --bundle B --pid-file P <id>`
+//! with stdin `/dev/null` and the pipes' write ends as stdout/stderr, reports a [`SyncMessage`], then loops on
+//! `poll(2)` over the pipes and the signalfd: output is written to the log as it arrives, children are reaped
+//! (`waitpid(-1, WNOHANG)`), SIGUSR1 reopens the log, SIGTERM/SIGINT/SIGHUP are ignored (the monitor only ends
+//! with its container; SIGKILL it to force). When the container's init is reaped the pipes are drained, the
+//! [`ExitStatus`] is written atomically to the exit file and the monitor exits 0.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use crate::logwriter::{CriLogWriter, Stream};
+use crate::types::{ExitStatus, MonitorConfig, SyncMessage};
+
+/// Largest config document accepted on stdin (bytes).
+const MAX_CONFIG: u64 = 1 << 20;
+
+/// Read size for the container's pipes (bytes).
+const READ_CHUNK: usize = 32 * 1024;
+
+/// Entry point of the `krio-monitor` binary: [`run_with_args`] with the process arguments; returns the exit code.
+pub fn main_entry() -> i32 {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    run_with_args(&args)
+}
+
+/// Runs the monitor with explicit arguments (without the program name): `[]` is the launcher (config JSON on
+/// stdin, sync pipe on stdout), `["--foreground"]` the long-lived monitor. The launcher re-executes
+/// `/proc/self/exe --foreground`, so a program embedding the monitor (e.g. a test binary acting as its own
+/// monitor) must route a sole `--foreground` argument here too.
+///
+/// Must be called at the very start of `main`: it closes every inherited descriptor >= 3 first.
+pub fn run_with_args(args: &[String]) -> i32 {
+    if let Err(e) = crate::sys::close_inherited_fds() {
+        eprintln!("krio-monitor: close_range: {e}");
+    }
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        [] => launcher(),
+        ["--foreground"] => foreground(),
+        ["--version"] => {
+            println!("krio-monitor {}", env!("CARGO_PKG_VERSION"));
+            0
+        }
+        _ => {
+            eprintln!("usage: krio-monitor [--foreground] < config.json  (see the krio-monitor crate docs)");
+            2
+        }
+    }
+}
+
+/// Writes one sync message line to stdout (the sync pipe).
+fn report(msg: &SyncMessage) {
+    let mut line = serde_json::to_vec(msg).unwrap_or_else(|_| {
+        b"{\"status\":\"error\",\"stage\":\"report\",\"message\":\"serialising status\"}".to_vec()
+    });
+    line.push(b'\n');
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(&line);
+    let _ = out.flush();
+}
+
+fn fail(stage: &str, message: impl Into<String>, runtime_stderr: String) -> i32 {
+    let message = message.into();
+    eprintln!("krio-monitor: {stage}: {message} {runtime_stderr}");
+    report(&SyncMessage::Error {
+        stage: stage.to_string(),
+        message,
+        runtime_stderr,
+    });
+    1
+}
+
+fn read_config() -> Result<(Vec<u8>, MonitorConfig), String> {
+    let mut data = Vec::new();
+    std::io::stdin()
+        .lock()
+        .take(MAX_CONFIG)
+        .read_to_end(&mut data)
+        .map_err(|e| format!("reading config from stdin: {e}"))?;
+    let cfg: MonitorConfig =
+        serde_json::from_slice(&data).map_err(|e| format!("parsing config: {e}"))?;
+    cfg.validate().map_err(|e| e.to_string())?;
+    Ok((data, cfg))
+}
+
+/// Stage 1: validate the config and hand it to a re-executed, detached copy of ourselves.
+fn launcher() -> i32 {
+    let (data, _cfg) = match read_config() {
+        Ok(v) => v,
+        Err(e) => return fail("config", e, String::new()),
+    };
+    let child = Command::new("/proc/self/exe")
+        .arg("--foreground")
+        .stdin(Stdio::piped())
+        .current_dir("/")
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            return fail(
+                "launch",
+                format!("re-executing the monitor: {e}"),
+                String::new(),
+            )
+        }
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        if let Err(e) = stdin.write_all(&data) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return fail("launch", format!("passing the config: {e}"), String::new());
+        }
+    }
+    // Exit without waiting: the monitor is reparented to init / the nearest subreaper.
+    0
+}
+
+/// Replaces stdin and stdout with `/dev/null` (after the sync message: the daemon must see EOF, and later
+/// writes must not hit a closed pipe).
+fn detach_stdio() {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        let _ = nix::unistd::dup2_stdin(&null);
+        let _ = nix::unistd::dup2_stdout(&null);
+    }
+}
+
+/// Stage 2: the long-lived monitor.
+fn foreground() -> i32 {
+    let (_, cfg) = match read_config() {
+        Ok(v) => v,
+        Err(e) => return fail("config", e, String::new()),
+    };
+    // Already a session leader only when started by hand from a shell that made us a group leader.
+    let _ = nix::unistd::setsid();
+    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+        return fail(
+            "subreaper",
+            format!("PR_SET_CHILD_SUBREAPER: {e}"),
+            String::new(),
+        );
+    }
+    let mut mask = SigSet::empty();
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGUSR1,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+    ] {
+        mask.add(s);
+    }
+    if let Err(e) = mask.thread_block() {
+        return fail("signals", format!("blocking signals: {e}"), String::new());
+    }
+    let sigfd = match SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK) {
+        Ok(fd) => fd,
+        Err(e) => return fail("signals", format!("signalfd: {e}"), String::new()),
+    };
+    let mut log = match CriLogWriter::open(cfg.log_path.as_deref(), cfg.max_log_line) {
+        Ok(l) => l,
+        Err(e) => {
+            let p = cfg
+                .log_path
+                .as_deref()
+                .unwrap_or(Path::new(""))
+                .display()
+                .to_string();
+            return fail("log", format!("opening {p}: {e}"), String::new());
+        }
+    };
+    let (out_r, out_w, err_r, err_w) = match make_pipes() {
+        Ok(p) => p,
+        Err(e) => return fail("pipes", format!("creating stdio pipes: {e}"), String::new()),
+    };
+    if let Err((msg, runtime_stderr)) = run_create(&cfg, out_w, err_w, &err_r) {
+        return fail("create", msg, runtime_stderr);
+    }
+    let container_pid = match read_pid_file(&cfg.pid_file) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = runtime_delete(&cfg);
+            return fail("pid_file", e, String::new());
+        }
+    };
+    report(&SyncMessage::Ok {
+        monitor_pid: i32::try_from(std::process::id()).unwrap_or(-1),
+        container_pid,
+    });
+    detach_stdio();
+
+    let status = supervise(
+        &cfg,
+        container_pid,
+        &sigfd,
+        &mut log,
+        [Some(out_r), Some(err_r)],
+    );
+    if let Err(e) = write_exit_file(&cfg.exit_file, &status) {
+        eprintln!(
+            "krio-monitor: writing exit file {}: {e}",
+            cfg.exit_file.display()
+        );
+        return 1;
+    }
+    0
+}
+
+type PipeSet = (OwnedFd, OwnedFd, OwnedFd, OwnedFd);
+
+/// stdout and stderr pipes: both ends close-on-exec (std's dup2 onto 1/2 clears it for the runtime), read ends
+/// non-blocking (the write ends stay blocking: they are the container's stdout/stderr).
+fn make_pipes() -> nix::Result<PipeSet> {
+    let (out_r, out_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+    let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+    for fd in [&out_r, &err_r] {
+        fcntl(fd, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+    }
+    Ok((out_r, out_w, err_r, err_w))
+}
+
+/// Runs `runtime create`. On failure returns (message, runtime error output).
+fn run_create(
+    cfg: &MonitorConfig,
+    out_w: OwnedFd,
+    err_w: OwnedFd,
+    err_r: &OwnedFd,
+) -> Result<(), (String, String)> {
+    let runtime_log = cfg.runtime_log_path();
+    let _ = std::fs::remove_file(&runtime_log);
+    let spawned = {
+        let mut cmd = Command::new(&cfg.runtime_binary);
+        cmd.arg("--root")
+            .arg(&cfg.runtime_root)
+            .arg("--log")
+            .arg(&runtime_log)
+            .arg("--log-format")
+            .arg("json")
+            .arg("create")
+            .arg("--bundle")
+            .arg(&cfg.bundle)
+            .arg("--pid-file")
+            .arg(&cfg.pid_file)
+            .arg(&cfg.id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out_w))
+            .stderr(Stdio::from(err_w))
+            .current_dir(&cfg.bundle);
+        cmd.spawn()
+        // `cmd` (holding our copies of the write ends) is dropped here.
+    };
+    let mut child = spawned.map_err(|e| {
+        (
+            format!("starting {}: {e}", cfg.runtime_binary.display()),
+            String::new(),
+        )
+    })?;
+    let deadline = Instant::now() + Duration::from_secs(cfg.create_timeout_secs);
+    let mut pause = Duration::from_millis(1);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break st,
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let _ = runtime_delete(cfg);
+                return Err((
+                    format!(
+                        "runtime create timed out after {}s",
+                        cfg.create_timeout_secs
+                    ),
+                    runtime_errors(&runtime_log, err_r),
+                ));
+            }
+            Ok(None) => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+            Err(e) => return Err((format!("waiting for runtime create: {e}"), String::new())),
+        }
+    };
+    if status.success() {
+        Ok(())
+    } else {
+        Err((
+            format!("runtime create exited with {status}"),
+            runtime_errors(&runtime_log, err_r),
+        ))
+    }
+}
+
+/// Best-effort `runtime delete --force <id>` after a failed or abandoned create.
+fn runtime_delete(cfg: &MonitorConfig) -> std::io::Result<std::process::ExitStatus> {
+    Command::new(&cfg.runtime_binary)
+        .arg("--root")
+        .arg(&cfg.runtime_root)
+        .arg("delete")
+        .arg("--force")
+        .arg(&cfg.id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+}
+
+/// The runtime's error messages: `level` error/fatal `msg`s from its JSON log, plus whatever it wrote on stderr.
+fn runtime_errors(runtime_log: &Path, err_r: &OwnedFd) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    if let Ok(text) = std::fs::read_to_string(runtime_log) {
+        for line in text.lines() {
+            match serde_json::from_str::<serde_json::Value>(line) {
+                Ok(v) => {
+                    let level = v.get("level").and_then(|l| l.as_str()).unwrap_or("");
+                    if matches!(level, "error" | "fatal" | "panic") {
+                        if let Some(m) = v.get("msg").and_then(|m| m.as_str()) {
+                            parts.push(m.to_string());
+                        }
+                    }
+                }
+                Err(_) if !line.trim().is_empty() => parts.push(line.trim().to_string()),
+                Err(_) => {}
+            }
+        }
+    }
+    let mut buf = [0u8; 4096];
+    let mut stderr = Vec::new();
+    while stderr.len() < 64 * 1024 {
+        match nix::unistd::read(err_r, &mut buf) {
+            Ok(n) if n > 0 => stderr.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    let stderr = String::from_utf8_lossy(&stderr).trim().to_string();
+    if !stderr.is_empty() {
+        parts.push(stderr);
+    }
+    parts.join("; ")
+}
+
+fn read_pid_file(path: &Path) -> Result<i32, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("reading pid file {}: {e}", path.display()))?;
+    text.trim()
+        .parse::<i32>()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| format!("pid file {} holds {text:?}", path.display()))
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .ok()
+        .and_then(|d| i64::try_from(d.as_nanos()).ok())
+        .unwrap_or(0)
+}
+
+/// Reaps every exited child; returns the container's status if its init was among them.
+fn reap(container_pid: i32) -> Option<ExitStatus> {
+    let mut found = None;
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) if pid.as_raw() == container_pid => {
+                found = Some(ExitStatus {
+                    exit_code: code,
+                    signal: None,
+                    finished_at_ns: now_ns(),
+                    oom_killed: false,
+                });
+            }
+            Ok(WaitStatus::Signaled(pid, sig, _)) if pid.as_raw() == container_pid => {
+                found = Some(ExitStatus {
+                    exit_code: 128 + sig as i32,
+                    signal: Some(sig as i32),
+                    finished_at_ns: now_ns(),
+                    oom_killed: false,
+                });
+            }
+            Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
+            Err(Errno::EINTR) | Ok(_) => continue,
+            Err(e) => {
+                eprintln!("krio-monitor: waitpid: {e}");
+                break;
+            }
+        }
+    }
+    found
+}
+
+/// Reads once from a pipe into the log. Returns false when the pipe reached EOF (or failed).
+fn pump(fd: &OwnedFd, stream: Stream, log: &mut CriLogWriter, buf: &mut [u8]) -> PumpResult {
+    match nix::unistd::read(fd, buf) {
+        Ok(0) => PumpResult::Eof,
+        Ok(n) => {
+            if let Err(e) = log.write(stream, &buf[..n], SystemTime::now()) {
+                eprintln!("krio-monitor: writing log: {e}");
+            }
+            PumpResult::Data
+        }
+        Err(Errno::EAGAIN) | Err(Errno::EINTR) => PumpResult::Empty,
+        Err(e) => {
+            eprintln!("krio-monitor: reading {}: {e}", stream.as_str());
+            PumpResult::Eof
+        }
+    }
+}
+
+#[derive(PartialEq, Eq)]
+enum PumpResult {
+    Data,
+    Empty,
+    Eof,
+}
+
+const STREAMS: [Stream; 2] = [Stream::Stdout, Stream::Stderr];
+
+/// The main loop: log output, reap children, reopen the log on SIGUSR1, until the container's init exits.
+fn supervise(
+    cfg: &MonitorConfig,
+    container_pid: i32,
+    sigfd: &SignalFd,
+    log: &mut CriLogWriter,
+    mut pipes: [Option<OwnedFd>; 2],
+) -> ExitStatus {
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut exit = reap(container_pid);
+    while exit.is_none() {
+        let mut ready = [false; 3];
+        {
+            let mut fds: Vec<PollFd> = vec![PollFd::new(sigfd.as_fd(), PollFlags::POLLIN)];
+            let mut which = Vec::new();
+            for (i, p) in pipes.iter().enumerate() {
+                if let Some(fd) = p {
+                    fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+                    which.push(i);
+                }
+            }
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(e) => {
+                    eprintln!("krio-monitor: poll: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+            let hit = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+            ready[2] = hit(&fds[0]);
+            for (k, i) in which.iter().enumerate() {
+                ready[*i] = hit(&fds[k + 1]);
+            }
+        }
+        for i in 0..2 {
+            if !ready[i] {
+                continue;
+            }
+            if let Some(fd) = &pipes[i] {
+                if pump(fd, STREAMS[i], log, &mut buf) == PumpResult::Eof {
+                    let _ = log.close_stream(STREAMS[i], SystemTime::now());
+                    pipes[i] = None;
+                }
+            }
+        }
+        if ready[2] {
+            let mut child_exited = false;
+            while let Ok(Some(si)) = sigfd.read_signal() {
+                match Signal::try_from(si.ssi_signo as i32) {
+                    Ok(Signal::SIGCHLD) => child_exited = true,
+                    Ok(Signal::SIGUSR1) => {
+                        if let Err(e) = log.reopen() {
+                            eprintln!("krio-monitor: reopening log for {}: {e}", cfg.id);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if child_exited {
+                exit = reap(container_pid);
+            }
+        }
+    }
+    // Drain what the container wrote before exiting; stop at EAGAIN (processes outside a private pid namespace
+    // may still hold the pipes open) or EOF.
+    for i in 0..2 {
+        if let Some(fd) = pipes[i].take() {
+            while pump(&fd, STREAMS[i], log, &mut buf) == PumpResult::Data {}
+        }
+        let _ = log.close_stream(STREAMS[i], SystemTime::now());
+    }
+    // Reap anything else that already exited so no zombies linger while we finish.
+    let _ = reap(container_pid);
+    exit.unwrap_or(ExitStatus {
+        exit_code: -1,
+        signal: None,
+        finished_at_ns: now_ns(),
+        oom_killed: false,
+    })
+}
+
+/// Writes the exit file atomically: `<path>.tmp`, fsync, rename, fsync of the directory.
+pub(crate) fn write_exit_file(path: &Path, status: &ExitStatus) -> std::io::Result<()> {
+    let data = serde_json::to_vec(status).map_err(std::io::Error::other)?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}

@@ -1,0 +1,248 @@
+//! Configuration, status and error types shared by the daemon side ([`crate::spawn`]) and the monitor process.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Default longest log line payload before it is split into `P` records (bytes).
+pub const DEFAULT_MAX_LOG_LINE: usize = 16 * 1024;
+
+/// Default time allowed for `runtime create` (seconds).
+pub const DEFAULT_CREATE_TIMEOUT_SECS: u64 = 120;
+
+/// What the daemon tells a monitor. Sent as one JSON document on the monitor's stdin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MonitorConfig {
+    /// Container id (passed to `runtime create`); 1..=128 bytes of `[A-Za-z0-9_.-]`, starting alphanumeric.
+    pub id: String,
+    /// Absolute OCI bundle directory (holds `config.json`).
+    pub bundle: PathBuf,
+    /// Absolute path of the OCI runtime binary (runc).
+    pub runtime_binary: PathBuf,
+    /// Absolute runtime state directory (`runc --root`).
+    pub runtime_root: PathBuf,
+    /// Absolute CRI log file (`ContainerConfig.log_path` joined to the sandbox `log_directory`); `None` discards
+    /// the container's output.
+    pub log_path: Option<PathBuf>,
+    /// Absolute path where the monitor writes the [`ExitStatus`] JSON (atomically) when the container exits.
+    pub exit_file: PathBuf,
+    /// Absolute path of the runtime's `--pid-file` (container init pid).
+    pub pid_file: PathBuf,
+    /// Absolute path for the runtime's own log during `create` (`runc --log ... --log-format json`); `None`:
+    /// `<bundle>/runtime-create.log`. Its error messages are reported when create fails.
+    #[serde(default)]
+    pub runtime_log: Option<PathBuf>,
+    /// Seconds allowed for `runtime create` before it is killed and reported as failed.
+    #[serde(default = "default_create_timeout")]
+    pub create_timeout_secs: u64,
+    /// Longest log line payload before splitting into `P` records (bytes, >= 1).
+    #[serde(default = "default_max_line")]
+    pub max_log_line: usize,
+}
+
+fn default_create_timeout() -> u64 {
+    DEFAULT_CREATE_TIMEOUT_SECS
+}
+
+fn default_max_line() -> usize {
+    DEFAULT_MAX_LOG_LINE
+}
+
+impl MonitorConfig {
+    /// A config with the defaults for the optional fields.
+    pub fn new(
+        id: impl Into<String>,
+        bundle: impl Into<PathBuf>,
+        runtime_binary: impl Into<PathBuf>,
+        runtime_root: impl Into<PathBuf>,
+        log_path: Option<PathBuf>,
+        exit_file: impl Into<PathBuf>,
+        pid_file: impl Into<PathBuf>,
+    ) -> Self {
+        MonitorConfig {
+            id: id.into(),
+            bundle: bundle.into(),
+            runtime_binary: runtime_binary.into(),
+            runtime_root: runtime_root.into(),
+            log_path,
+            exit_file: exit_file.into(),
+            pid_file: pid_file.into(),
+            runtime_log: None,
+            create_timeout_secs: DEFAULT_CREATE_TIMEOUT_SECS,
+            max_log_line: DEFAULT_MAX_LOG_LINE,
+        }
+    }
+
+    /// The runtime log path actually used (see [`MonitorConfig::runtime_log`]).
+    pub fn runtime_log_path(&self) -> PathBuf {
+        self.runtime_log
+            .clone()
+            .unwrap_or_else(|| self.bundle.join("runtime-create.log"))
+    }
+
+    /// Checks the id and that every path is absolute and NUL-free.
+    ///
+    /// Errors: [`MonitorError::InvalidConfig`] naming the field.
+    pub fn validate(&self) -> Result<(), MonitorError> {
+        let bad = |field: &'static str, reason: String| {
+            Err(MonitorError::InvalidConfig { field, reason })
+        };
+        let id = self.id.as_bytes();
+        if id.is_empty()
+            || id.len() > 128
+            || !id[0].is_ascii_alphanumeric()
+            || !id
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        {
+            return bad("id", format!("{:?} is not a valid container id", self.id));
+        }
+        let paths: [(&'static str, Option<&Path>); 7] = [
+            ("bundle", Some(&self.bundle)),
+            ("runtime_binary", Some(&self.runtime_binary)),
+            ("runtime_root", Some(&self.runtime_root)),
+            ("log_path", self.log_path.as_deref()),
+            ("exit_file", Some(&self.exit_file)),
+            ("pid_file", Some(&self.pid_file)),
+            ("runtime_log", self.runtime_log.as_deref()),
+        ];
+        for (field, p) in paths {
+            if let Some(p) = p {
+                if !p.is_absolute() || p.as_os_str().as_encoded_bytes().contains(&0) {
+                    return bad(field, format!("{} must be an absolute path", p.display()));
+                }
+            }
+        }
+        if self.max_log_line == 0 {
+            return bad("max_log_line", "must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// How the container exited; the content of [`MonitorConfig::exit_file`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitStatus {
+    /// Exit code; `128 + n` when killed by signal `n` (so SIGKILL gives 137), as the CRI / shells report it.
+    pub exit_code: i32,
+    /// The terminating signal, if any.
+    pub signal: Option<i32>,
+    /// When the monitor reaped the container's init: nanoseconds since the Unix epoch (CRI `finished_at`).
+    pub finished_at_ns: i64,
+    /// Whether the container was OOM-killed (not detected yet: always `false`).
+    pub oom_killed: bool,
+}
+
+/// What [`crate::spawn`] returns once the container is created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Spawned {
+    /// Pid of the long-lived monitor process (session leader, child subreaper).
+    pub monitor_pid: i32,
+    /// Host pid of the container's init (from the runtime's pid file).
+    pub container_pid: i32,
+}
+
+/// The one-line JSON message a monitor writes on its sync pipe (its stdout).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum SyncMessage {
+    /// The container is created (runtime `create` succeeded).
+    Ok {
+        /// The monitor's pid.
+        monitor_pid: i32,
+        /// The container init's pid.
+        container_pid: i32,
+    },
+    /// Setting up or creating the container failed; the monitor exits.
+    Error {
+        /// Which step failed (`config`, `log`, `pipes`, `create`, `pid_file`, ...).
+        stage: String,
+        /// Description of the failure.
+        message: String,
+        /// The runtime's error output (its `--log` error messages and stderr), when the runtime ran.
+        #[serde(default)]
+        runtime_stderr: String,
+    },
+}
+
+/// Errors of the daemon-side API.
+#[derive(Debug, thiserror::Error)]
+pub enum MonitorError {
+    /// A [`MonitorConfig`] field is invalid.
+    #[error("invalid monitor config field {field}: {reason}")]
+    InvalidConfig {
+        /// Field name.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// Creating the sync pipe or starting the monitor binary failed.
+    #[error("spawning monitor {binary}: {source}")]
+    Spawn {
+        /// The monitor binary.
+        binary: PathBuf,
+        /// Underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Talking to the monitor (writing the config, reading the sync pipe) failed.
+    #[error("monitor for {id}: {what}: {source}")]
+    Io {
+        /// Container id.
+        id: String,
+        /// What was being done.
+        what: &'static str,
+        /// Underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The monitor exited without reporting a status.
+    #[error("monitor for {id} exited ({launcher_status}) without reporting a status")]
+    NoStatus {
+        /// Container id.
+        id: String,
+        /// Exit status of the launcher process.
+        launcher_status: std::process::ExitStatus,
+    },
+    /// The monitor's status line is not valid JSON.
+    #[error("monitor for {id}: bad status line {line:?}: {source}")]
+    Protocol {
+        /// Container id.
+        id: String,
+        /// The raw line.
+        line: String,
+        /// JSON error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The monitor reported a failure (e.g. `runc create` failed).
+    #[error("monitor for {id}: {stage} failed: {message}{}", if runtime_stderr.is_empty() { String::new() } else { format!(": {runtime_stderr}") })]
+    CreateFailed {
+        /// Container id.
+        id: String,
+        /// Failed step.
+        stage: String,
+        /// Message.
+        message: String,
+        /// The runtime's error output.
+        runtime_stderr: String,
+    },
+    /// Reading the exit file failed.
+    #[error("reading exit file {path}: {source}")]
+    ExitFile {
+        /// The exit file.
+        path: PathBuf,
+        /// Underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The exit file is not valid JSON.
+    #[error("parsing exit file {path}: {source}")]
+    ExitFileParse {
+        /// The exit file.
+        path: PathBuf,
+        /// JSON error.
+        #[source]
+        source: serde_json::Error,
+    },
+}
