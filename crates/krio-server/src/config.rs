@@ -1,0 +1,300 @@
+//! krio's configuration: built-in defaults, `/etc/krio/krio.toml` and drop-ins in
+//! `/etc/krio/krio.d/*.toml` (applied in lexical order, later files win key by key).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Default location of the main configuration file.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/krio/krio.toml";
+
+/// The effective configuration of the daemon. Every field has a built-in default, so no
+/// file is required; `krio config` prints this structure as TOML.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Path of the CRI unix socket (kubelet's `--container-runtime-endpoint`).
+    pub listen: PathBuf,
+    /// Persistent data: images, layers, sandbox and container records.
+    pub root: PathBuf,
+    /// Volatile data (tmpfs): pinned namespaces, bundles, exit files, runtime state.
+    pub state_dir: PathBuf,
+    /// `tracing` filter, e.g. `info` or `krio=debug`.
+    pub log_level: String,
+    /// Cgroup driver reported by the `RuntimeConfig` RPC: `cgroupfs` (the only one without systemd).
+    pub cgroup_driver: CgroupDriver,
+    /// Parent cgroup for pods whose `cgroup_parent` is empty.
+    pub cgroup_parent: String,
+    /// Name of the runtime handler used when a request names none (`runtime_handler` empty).
+    pub default_runtime: String,
+    /// Runtime handlers by name (the CRI `runtime_handler` / Kubernetes RuntimeClass handler).
+    pub runtimes: BTreeMap<String, RuntimeHandler>,
+    /// Path of the `krio-monitor` binary; empty means "next to the krio binary, else in PATH".
+    pub monitor_path: PathBuf,
+    /// CNI settings.
+    pub cni: CniSection,
+    /// Image settings.
+    pub image: ImageSection,
+}
+
+/// Cgroup driver, as the CRI `RuntimeConfig` RPC reports it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupDriver {
+    /// Direct cgroupfs paths (`/sys/fs/cgroup/...`).
+    Cgroupfs,
+    /// systemd slices (requires a running systemd).
+    Systemd,
+}
+
+/// One OCI runtime handler.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeHandler {
+    /// The OCI runtime binary (absolute, or looked up in PATH).
+    pub path: PathBuf,
+    /// The runtime's `--root` state directory; empty means `<state_dir>/runtime/<name>`.
+    pub root: PathBuf,
+}
+
+impl Default for RuntimeHandler {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("runc"),
+            root: PathBuf::new(),
+        }
+    }
+}
+
+/// CNI settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CniSection {
+    /// Network configuration directory (`.conflist`, `.conf`, `.json`).
+    pub conf_dir: PathBuf,
+    /// Plugin directories, searched in order.
+    pub bin_dirs: Vec<PathBuf>,
+    /// Install krio's default bridge network into `conf_dir` when it holds no configuration.
+    pub install_default_config: bool,
+}
+
+impl Default for CniSection {
+    fn default() -> Self {
+        Self {
+            conf_dir: PathBuf::from("/etc/cni/net.d"),
+            bin_dirs: vec![PathBuf::from("/usr/lib/cni"), PathBuf::from("/opt/cni/bin")],
+            install_default_config: true,
+        }
+    }
+}
+
+/// Image settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImageSection {
+    /// containers-registries.conf(5) file with mirrors, insecure and blocked registries.
+    pub registries_conf: PathBuf,
+    /// Registries reached over plain HTTP in addition to loopback ones (`host[:port]`).
+    pub insecure_registries: Vec<String>,
+}
+
+impl Default for ImageSection {
+    fn default() -> Self {
+        Self {
+            registries_conf: PathBuf::from("/etc/containers/registries.conf"),
+            insecure_registries: Vec::new(),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let mut runtimes = BTreeMap::new();
+        runtimes.insert("runc".to_string(), RuntimeHandler::default());
+        Self {
+            listen: PathBuf::from("/run/krio/krio.sock"),
+            root: PathBuf::from("/var/lib/krio"),
+            state_dir: PathBuf::from("/run/krio"),
+            log_level: "info".to_string(),
+            cgroup_driver: CgroupDriver::Cgroupfs,
+            cgroup_parent: "/krio".to_string(),
+            default_runtime: "runc".to_string(),
+            runtimes,
+            monitor_path: PathBuf::new(),
+            cni: CniSection::default(),
+            image: ImageSection::default(),
+        }
+    }
+}
+
+/// Errors from loading the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A file could not be read.
+    #[error("reading config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A file is not valid TOML or has an unknown key or a wrong type.
+    #[error("parsing config {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The TOML error, naming the key.
+        source: toml::de::Error,
+    },
+    /// The merged configuration is inconsistent.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Loads the defaults, then `path` (when it exists, or always when `required`), then every
+    /// `*.toml` in the sibling `krio.d/` directory in lexical order. Tables merge key by key.
+    ///
+    /// Errors: [`ConfigError::Read`] / [`ConfigError::Parse`] naming the file, and
+    /// [`ConfigError::Invalid`] when the default runtime is not among the handlers.
+    pub fn load(path: &Path, required: bool) -> Result<Self, ConfigError> {
+        let mut merged = toml::Value::try_from(Config::default())
+            .map_err(|e| ConfigError::Invalid(format!("serializing defaults: {e}")))?;
+        let mut files = Vec::new();
+        if required || path.exists() {
+            files.push(path.to_path_buf());
+        }
+        if let Some(dir) = path.parent().map(|p| p.join("krio.d")) {
+            if let Ok(entries) = std::fs::read_dir(&dir) {
+                let mut dropins: Vec<PathBuf> = entries
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                    .collect();
+                dropins.sort();
+                files.extend(dropins);
+            }
+        }
+        for file in files {
+            let text = std::fs::read_to_string(&file).map_err(|source| ConfigError::Read {
+                path: file.clone(),
+                source,
+            })?;
+            let value: toml::Value =
+                toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                    path: file.clone(),
+                    source,
+                })?;
+            // Parse each file on its own too, so an unknown key is reported with its file.
+            toml::from_str::<Config>(&text).map_err(|source| ConfigError::Parse {
+                path: file.clone(),
+                source,
+            })?;
+            merge(&mut merged, value);
+        }
+        let cfg: Config = merged
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks cross-field rules: the default runtime exists and paths are absolute.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.runtimes.contains_key(&self.default_runtime) {
+            return Err(ConfigError::Invalid(format!(
+                "default_runtime {:?} is not a key of [runtimes]",
+                self.default_runtime
+            )));
+        }
+        for (name, p) in [
+            ("listen", &self.listen),
+            ("root", &self.root),
+            ("state_dir", &self.state_dir),
+        ] {
+            if !p.is_absolute() {
+                return Err(ConfigError::Invalid(format!(
+                    "{name} must be an absolute path, got {}",
+                    p.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML text.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+
+    /// The `--root` directory of runtime handler `name`.
+    pub fn runtime_root(&self, name: &str) -> PathBuf {
+        match self.runtimes.get(name) {
+            Some(h) if !h.root.as_os_str().is_empty() => h.root.clone(),
+            _ => self.state_dir.join("runtime").join(name),
+        }
+    }
+}
+
+fn merge(base: &mut toml::Value, over: toml::Value) {
+    match (base, over) {
+        (toml::Value::Table(b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_need_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config::load(&dir.path().join("krio.toml"), false).unwrap();
+        assert_eq!(cfg, Config::default());
+        assert!(Config::load(&dir.path().join("krio.toml"), true).is_err());
+    }
+
+    #[test]
+    fn file_and_dropins_merge_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("krio.toml");
+        std::fs::write(&main, "root = \"/a\"\n[cni]\nconf_dir = \"/x\"\n").unwrap();
+        std::fs::create_dir(dir.path().join("krio.d")).unwrap();
+        std::fs::write(dir.path().join("krio.d/10.toml"), "root = \"/b\"\n").unwrap();
+        std::fs::write(
+            dir.path().join("krio.d/20.toml"),
+            "[runtimes.crun]\npath = \"/usr/bin/crun\"\n",
+        )
+        .unwrap();
+        let cfg = Config::load(&main, false).unwrap();
+        assert_eq!(cfg.root, PathBuf::from("/b"));
+        assert_eq!(cfg.cni.conf_dir, PathBuf::from("/x"));
+        assert_eq!(cfg.cni.bin_dirs, CniSection::default().bin_dirs);
+        assert!(cfg.runtimes.contains_key("runc") && cfg.runtimes.contains_key("crun"));
+        let printed: Config = toml::from_str(&cfg.to_toml()).unwrap();
+        assert_eq!(printed, cfg);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("krio.toml");
+        std::fs::write(&main, "lisen = \"/a\"\n").unwrap();
+        let err = Config::load(&main, true).unwrap_err().to_string();
+        assert!(err.contains("lisen"), "{err}");
+        std::fs::write(&main, "default_runtime = \"nope\"\n").unwrap();
+        assert!(Config::load(&main, true).is_err());
+        std::fs::write(&main, "root = \"relative\"\n").unwrap();
+        assert!(Config::load(&main, true).is_err());
+    }
+}

@@ -1,0 +1,139 @@
+//! The server's error type and its mapping to gRPC status codes: the one place where errors
+//! become `tonic::Status`.
+
+use std::path::PathBuf;
+
+use tonic::{Code, Status};
+
+/// Every error a CRI handler can return. Each variant maps to one gRPC code in
+/// [`From<ServerError> for Status`].
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A request field is missing or malformed (`InvalidArgument`).
+    #[error("invalid {field}: {reason}")]
+    InvalidArgument {
+        /// The CRI field, e.g. `config.metadata.name`.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The named object does not exist (`NotFound`).
+    #[error("{kind} {id:?} not found")]
+    NotFound {
+        /// `sandbox`, `container` or `image`.
+        kind: &'static str,
+        /// The id or reference that was asked for.
+        id: String,
+    },
+    /// A name is already reserved by another object (`AlreadyExists`).
+    #[error("{kind} name {name:?} is reserved by {id}")]
+    AlreadyExists {
+        /// `sandbox` or `container`.
+        kind: &'static str,
+        /// The reserved name.
+        name: String,
+        /// The id holding it.
+        id: String,
+    },
+    /// The object is in the wrong state for the call (`FailedPrecondition`).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// An image store or registry error; mapped per variant.
+    #[error(transparent)]
+    Image(#[from] krio_image::ImageError),
+    /// The OCI spec could not be built from the request (`InvalidArgument`).
+    #[error(transparent)]
+    Spec(#[from] krio_oci::SpecError),
+    /// The OCI runtime binary failed (`Internal`).
+    #[error(transparent)]
+    Runtime(#[from] krio_oci::RuntimeError),
+    /// The container monitor failed (`Internal`).
+    #[error(transparent)]
+    Monitor(#[from] krio_monitor::MonitorError),
+    /// A namespace or CNI operation failed (`Internal`).
+    #[error(transparent)]
+    Net(#[from] krio_net::NetError),
+    /// A file-system operation failed (`Internal`).
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Several teardown steps failed; all are reported (`Internal`).
+    #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+    Many(Vec<ServerError>),
+    /// The call was cancelled or timed out (`DeadlineExceeded`).
+    #[error("{0}")]
+    DeadlineExceeded(String),
+}
+
+impl ServerError {
+    /// Shorthand for [`ServerError::InvalidArgument`].
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        ServerError::InvalidArgument {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Shorthand for an I/O error on `path`.
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        ServerError::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Collapses a list of teardown errors: `Ok` when empty, the error itself when single.
+    pub fn collect(mut errors: Vec<ServerError>) -> Result<(), ServerError> {
+        match errors.len() {
+            0 => Ok(()),
+            1 => Err(errors.remove(0)),
+            _ => Err(ServerError::Many(errors)),
+        }
+    }
+
+    /// The gRPC code this error maps to.
+    pub fn code(&self) -> Code {
+        use krio_image::ImageError as I;
+        match self {
+            ServerError::InvalidArgument { .. } | ServerError::Spec(_) => Code::InvalidArgument,
+            ServerError::NotFound { .. } => Code::NotFound,
+            ServerError::AlreadyExists { .. } => Code::AlreadyExists,
+            ServerError::FailedPrecondition(_) => Code::FailedPrecondition,
+            ServerError::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            ServerError::Image(e) => match e {
+                I::InvalidReference { .. } => Code::InvalidArgument,
+                I::NotFound { .. } => Code::NotFound,
+                I::Unauthorized { .. } => Code::PermissionDenied,
+                I::UnsupportedMediaType { .. } | I::NoMatchingPlatform { .. } => {
+                    Code::FailedPrecondition
+                }
+                _ => Code::Internal,
+            },
+            ServerError::Many(v) => v.first().map(|e| e.code()).unwrap_or(Code::Internal),
+            ServerError::Runtime(_)
+            | ServerError::Monitor(_)
+            | ServerError::Net(_)
+            | ServerError::Io { .. } => Code::Internal,
+        }
+    }
+}
+
+impl From<ServerError> for Status {
+    fn from(e: ServerError) -> Self {
+        let code = e.code();
+        if code == Code::Internal {
+            tracing::error!(error = %e, "request failed");
+        }
+        Status::new(code, e.to_string())
+    }
+}
+
+/// Result alias for handlers.
+pub type Result<T, E = ServerError> = std::result::Result<T, E>;

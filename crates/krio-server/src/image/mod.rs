@@ -1,0 +1,183 @@
+//! `ImageService` handlers: thin adapters over [`krio_image::ImageStore`].
+
+use std::collections::HashMap;
+
+use k8s_cri::v1 as cri;
+use krio_image::{ImageRecord, RegistryAuth};
+
+use crate::error::{Result, ServerError};
+use crate::state::now_ns;
+use crate::Krio;
+
+impl Krio {
+    /// CRI `PullImage`: pulls `image.image` with the request's credentials and returns the
+    /// image id (`sha256:<config digest>`), as containerd does.
+    ///
+    /// Errors: `InvalidArgument` for a missing or malformed reference, `NotFound` when the
+    /// registry has no such repository or tag (the message names the reference),
+    /// `PermissionDenied` for rejected credentials, `Internal` for registry or storage failures.
+    pub(crate) async fn pull_image(
+        &self,
+        req: cri::PullImageRequest,
+    ) -> Result<cri::PullImageResponse> {
+        let reference = req.image.map(|i| i.image).unwrap_or_default();
+        if reference.is_empty() {
+            return Err(ServerError::invalid("image.image", "is required"));
+        }
+        let auth = req.auth.map(|a| RegistryAuth {
+            username: a.username,
+            password: a.password,
+            auth: a.auth,
+            identity_token: a.identity_token,
+            registry_token: a.registry_token,
+        });
+        let started = std::time::Instant::now();
+        let image = self.images.pull(&reference, auth.as_ref()).await?;
+        tracing::info!(reference = %reference, id = %image.id, elapsed_ms = started.elapsed().as_millis() as u64, "image pulled");
+        Ok(cri::PullImageResponse {
+            image_ref: image.id,
+        })
+    }
+
+    /// CRI `ListImages`, optionally filtered by `filter.image.image` (a reference or id).
+    pub(crate) fn list_images(
+        &self,
+        req: cri::ListImagesRequest,
+    ) -> Result<cri::ListImagesResponse> {
+        let wanted = req
+            .filter
+            .and_then(|f| f.image)
+            .map(|i| i.image)
+            .filter(|s| !s.is_empty());
+        let images = match wanted {
+            Some(r) => self
+                .images
+                .resolve(&r)
+                .into_iter()
+                .map(|i| to_cri(&i))
+                .collect(),
+            None => self.images.list().iter().map(to_cri).collect(),
+        };
+        Ok(cri::ListImagesResponse { images })
+    }
+
+    /// CRI `ImageStatus`: `image` is unset (not an error) when the image is absent, as the CRI
+    /// specifies. `verbose` adds `info` with the image config as JSON.
+    ///
+    /// Errors: `InvalidArgument` when `image.image` is empty.
+    pub(crate) fn image_status(
+        &self,
+        req: cri::ImageStatusRequest,
+    ) -> Result<cri::ImageStatusResponse> {
+        let reference = req.image.map(|i| i.image).unwrap_or_default();
+        if reference.is_empty() {
+            return Err(ServerError::invalid("image.image", "is required"));
+        }
+        let Some(image) = self.images.resolve(&reference) else {
+            return Ok(cri::ImageStatusResponse::default());
+        };
+        let mut info = HashMap::new();
+        if req.verbose {
+            info.insert(
+                "info".to_string(),
+                serde_json::json!({
+                    "imageSpec": &image.config,
+                    "chainIDs": &image.chain_ids,
+                    "pulledAt": image.pulled_at_ns,
+                })
+                .to_string(),
+            );
+        }
+        Ok(cri::ImageStatusResponse {
+            image: Some(to_cri(&image)),
+            info,
+        })
+    }
+
+    /// CRI `RemoveImage` by id, tag or digest. Removing an absent image succeeds (the CRI
+    /// call is idempotent).
+    ///
+    /// Errors: `FailedPrecondition` naming the container when a container uses the image.
+    pub(crate) fn remove_image(&self, req: cri::RemoveImageRequest) -> Result<()> {
+        let reference = req.image.map(|i| i.image).unwrap_or_default();
+        if reference.is_empty() {
+            return Err(ServerError::invalid("image.image", "is required"));
+        }
+        let Some(image) = self.images.resolve(&reference) else {
+            return Ok(());
+        };
+        // Removing only a tag leaves the image in place, so only block the removal of the
+        // image itself (by id, digest, or its last name).
+        let names = image.repo_tags.len() + image.repo_digests.len();
+        let removes_image = reference.trim_start_matches("sha256:")
+            == image.id.trim_start_matches("sha256:")
+            || names <= 1
+            || reference.contains('@');
+        if removes_image {
+            if let Some(c) = self
+                .containers
+                .all()
+                .iter()
+                .find(|c| c.snapshot().image_id == image.id)
+            {
+                return Err(ServerError::FailedPrecondition(format!(
+                    "image {reference} is in use by container {}",
+                    c.id
+                )));
+            }
+        }
+        self.images.remove(&reference)?;
+        Ok(())
+    }
+
+    /// CRI `ImageFsInfo`: bytes and inodes used by the image store, and its mountpoint.
+    pub(crate) fn image_fs_info(&self) -> Result<cri::ImageFsInfoResponse> {
+        let usage = self.images.fs_usage()?;
+        let fs = cri::FilesystemUsage {
+            timestamp: now_ns(),
+            fs_id: Some(cri::FilesystemIdentifier {
+                mountpoint: usage.mountpoint.to_string_lossy().into_owned(),
+            }),
+            used_bytes: Some(cri::UInt64Value {
+                value: usage.used_bytes,
+            }),
+            inodes_used: Some(cri::UInt64Value {
+                value: usage.inodes_used,
+            }),
+        };
+        Ok(cri::ImageFsInfoResponse {
+            image_filesystems: vec![fs.clone()],
+            container_filesystems: vec![fs],
+        })
+    }
+}
+
+/// An image record in CRI form. `uid`/`username` come from the config's `User` (a numeric
+/// user goes to `uid`, a name to `username`), as kubelet's runAsNonRoot check expects.
+fn to_cri(image: &ImageRecord) -> cri::Image {
+    let user = image
+        .config
+        .config()
+        .as_ref()
+        .and_then(|c| c.user().clone())
+        .unwrap_or_default();
+    let user = user.split(':').next().unwrap_or("").to_string();
+    let (uid, username) = match user.parse::<i64>() {
+        Ok(n) => (Some(cri::Int64Value { value: n }), String::new()),
+        Err(_) if user.is_empty() => (None, String::new()),
+        Err(_) => (None, user),
+    };
+    cri::Image {
+        id: image.id.clone(),
+        repo_tags: image.repo_tags.clone(),
+        repo_digests: image.repo_digests.clone(),
+        size: image.size,
+        uid,
+        username,
+        spec: Some(cri::ImageSpec {
+            image: image.id.clone(),
+            ..Default::default()
+        }),
+        pinned: false,
+    }
+}

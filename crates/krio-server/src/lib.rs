@@ -1,0 +1,193 @@
+//! CRI v1 `RuntimeService` and `ImageService` handlers for krio.
+//!
+//! Layout: [`Krio`] holds the daemon's state (sandboxes, containers, image store, runtime
+//! handlers). Each CRI RPC is one method in a file of its own under `runtime/` or `image/`,
+//! written as validate -> look up -> act -> convert. `service.rs` is the thin tonic adapter,
+//! and `error.rs` the one place where errors become gRPC statuses.
+
+pub mod config;
+pub mod error;
+mod ids;
+mod image;
+mod persist;
+mod recover;
+mod rootfs;
+mod runtime;
+mod service;
+mod state;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use config::Config;
+pub use error::ServerError;
+pub use service::{ImageApi, RuntimeApi};
+
+use krio_image::ImageStore;
+use krio_oci::OciRuntime;
+use state::{Container, Registry, Sandbox};
+
+/// The CRI runtime name reported by `Version`.
+pub const RUNTIME_NAME: &str = "krio";
+/// The CRI API version krio implements.
+pub const CRI_API_VERSION: &str = "v1";
+
+/// The daemon's state: every sandbox, container and image it manages.
+pub struct Krio {
+    cfg: Config,
+    images: ImageStore,
+    sandboxes: Registry<Sandbox>,
+    containers: Registry<Container>,
+    runtimes: BTreeMap<String, OciRuntime>,
+    monitor_bin: PathBuf,
+    cni: krio_net::cni::Cni,
+    daemon_oom_score_adj: i32,
+}
+
+impl std::fmt::Debug for Krio {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Krio").field("cfg", &self.cfg).finish()
+    }
+}
+
+impl Krio {
+    /// Opens the stores under `cfg.root` / `cfg.state_dir`, resolves the runtime handlers and
+    /// the monitor binary, then recovers the sandboxes and containers of a previous run.
+    ///
+    /// Errors: [`ServerError::Io`] when a directory cannot be made, [`ServerError::Image`]
+    /// when the image store cannot be opened, [`ServerError::FailedPrecondition`] when a
+    /// runtime binary or the monitor cannot be found.
+    pub async fn new(cfg: Config) -> error::Result<Arc<Self>> {
+        for dir in [
+            cfg.root.clone(),
+            cfg.state_dir.clone(),
+            cfg.root.join("sandboxes"),
+            cfg.root.join("containers"),
+            cfg.state_dir.join("sandboxes"),
+            cfg.state_dir.join("containers"),
+        ] {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| ServerError::io("creating directory", &dir, e))?;
+        }
+        let registries = krio_image::RegistryConfig {
+            insecure: cfg.image.insecure_registries.clone(),
+            ..Default::default()
+        };
+        let images = ImageStore::open(&cfg.root, registries)?;
+        let mut runtimes = BTreeMap::new();
+        for (name, h) in &cfg.runtimes {
+            let binary = find_executable(&h.path).ok_or_else(|| {
+                ServerError::FailedPrecondition(format!(
+                    "runtime handler {name:?}: binary {} not found",
+                    h.path.display()
+                ))
+            })?;
+            let root = cfg.runtime_root(name);
+            std::fs::create_dir_all(&root)
+                .map_err(|e| ServerError::io("creating runtime root", &root, e))?;
+            runtimes.insert(name.clone(), OciRuntime::new(binary, root));
+        }
+        let monitor_bin = locate_monitor(&cfg.monitor_path).ok_or_else(|| {
+            ServerError::FailedPrecondition(
+                "krio-monitor not found next to krio, in monitor_path, or in PATH".to_string(),
+            )
+        })?;
+        if cfg.cni.install_default_config {
+            if let Err(e) = krio_net::cni::install_default_config(&cfg.cni.conf_dir) {
+                tracing::warn!(error = %e, "cannot install the default CNI configuration");
+            }
+        }
+        let cni = krio_net::cni::Cni::new(krio_net::cni::CniConfig {
+            conf_dir: cfg.cni.conf_dir.clone(),
+            bin_dirs: cfg.cni.bin_dirs.clone(),
+            cache_dir: cfg.root.join("cni-cache"),
+        });
+        let daemon_oom_score_adj = std::fs::read_to_string("/proc/self/oom_score_adj")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        let krio = Arc::new(Krio {
+            cfg,
+            images,
+            sandboxes: Registry::new("sandbox"),
+            containers: Registry::new("container"),
+            runtimes,
+            monitor_bin,
+            cni,
+            daemon_oom_score_adj,
+        });
+        krio.recover().await;
+        Ok(krio)
+    }
+
+    /// The effective configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    fn runtime(&self, handler: &str) -> error::Result<&OciRuntime> {
+        self.runtimes.get(handler).ok_or_else(|| {
+            ServerError::invalid("runtime_handler", format!("unknown handler {handler:?}"))
+        })
+    }
+
+    /// Resolves a request's `runtime_handler` (empty means the default).
+    fn handler_name(&self, requested: &str) -> error::Result<String> {
+        let name = if requested.is_empty() {
+            self.cfg.default_runtime.as_str()
+        } else {
+            requested
+        };
+        self.runtime(name)?;
+        Ok(name.to_string())
+    }
+
+    fn sandbox_record_path(&self, id: &str) -> PathBuf {
+        self.cfg
+            .root
+            .join("sandboxes")
+            .join(id)
+            .join("sandbox.json")
+    }
+
+    fn sandbox_run_dir(&self, id: &str) -> PathBuf {
+        self.cfg.state_dir.join("sandboxes").join(id)
+    }
+
+    fn container_data_dir(&self, id: &str) -> PathBuf {
+        self.cfg.root.join("containers").join(id)
+    }
+
+    fn container_record_path(&self, id: &str) -> PathBuf {
+        self.container_data_dir(id).join("container.json")
+    }
+
+    /// The bundle directory (config.json, rootfs mountpoint, exit and pid files).
+    fn container_run_dir(&self, id: &str) -> PathBuf {
+        self.cfg.state_dir.join("containers").join(id)
+    }
+}
+
+fn find_executable(p: &Path) -> Option<PathBuf> {
+    if p.components().count() > 1 || p.is_absolute() {
+        return p.is_file().then(|| p.to_path_buf());
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(p))
+            .find(|c| c.is_file())
+    })
+}
+
+fn locate_monitor(configured: &Path) -> Option<PathBuf> {
+    if !configured.as_os_str().is_empty() {
+        return find_executable(configured);
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("krio-monitor")))
+        .filter(|p| p.is_file())
+        .or_else(|| find_executable(Path::new("krio-monitor")))
+}

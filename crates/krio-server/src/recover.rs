@@ -1,0 +1,142 @@
+//! Start-up recovery: rebuild memory from the records on disk, reconcile with the monitors'
+//! exit files and the runtime, and clean up whatever a crash left half-made.
+
+use std::path::Path;
+
+use crate::state::{
+    Container, ContainerRecord, ContainerState, Sandbox, SandboxRecord, SandboxState,
+};
+use crate::{ids, persist, Krio};
+
+impl Krio {
+    /// Loads every sandbox and container record. A sandbox whose namespaces are gone (after a
+    /// reboot) becomes NotReady. A container whose create never finished (no pid) is torn
+    /// down. A container the runtime no longer knows and that left no exit file is marked
+    /// Exited with reason `Unknown`. Directories without a record are removed.
+    pub(crate) async fn recover(&self) {
+        for id in child_ids(&self.cfg.root.join("sandboxes")) {
+            match persist::read_json::<SandboxRecord>(&self.sandbox_record_path(&id)) {
+                Ok(Some(mut rec)) => {
+                    if rec.state == SandboxState::Ready
+                        && rec
+                            .netns
+                            .as_deref()
+                            .is_some_and(|p| !krio_net::ns::is_namespace_pin(p))
+                    {
+                        tracing::warn!(sandbox = %id, "network namespace gone; sandbox not ready");
+                        rec.state = SandboxState::NotReady;
+                        let _ = persist::write_json(&self.sandbox_record_path(&id), &rec);
+                    }
+                    let name = SandboxRecord::reserved_name(&rec.config);
+                    if let Err(e) = self.sandboxes.reserve(&name, &id) {
+                        tracing::warn!(sandbox = %id, error = %e, "duplicate sandbox name on recovery");
+                    }
+                    self.sandboxes.insert(id.clone(), Sandbox::new(rec));
+                }
+                Ok(None) => {
+                    tracing::warn!(sandbox = %id, "removing half-made sandbox");
+                    let ns_dir = self.sandbox_run_dir(&id).join("ns");
+                    let _ = krio_net::ns::unpin_namespaces(&ns_dir);
+                    let _ = std::fs::remove_dir_all(self.sandbox_run_dir(&id));
+                    let _ = std::fs::remove_dir_all(self.cfg.root.join("sandboxes").join(&id));
+                }
+                Err(e) => tracing::error!(sandbox = %id, error = %e, "unreadable sandbox record"),
+            }
+        }
+        // Run directories of sandboxes that have no record at all.
+        for id in child_ids(&self.cfg.state_dir.join("sandboxes")) {
+            if self.sandboxes.find("id", &id).ok().flatten().is_none() {
+                let _ = krio_net::ns::unpin_namespaces(&self.sandbox_run_dir(&id).join("ns"));
+                let _ = std::fs::remove_dir_all(self.sandbox_run_dir(&id));
+            }
+        }
+
+        for id in child_ids(&self.cfg.root.join("containers")) {
+            let rec = match persist::read_json::<ContainerRecord>(&self.container_record_path(&id))
+            {
+                Ok(Some(rec)) => rec,
+                Ok(None) => {
+                    tracing::warn!(container = %id, "removing container directory without record");
+                    let _ = crate::rootfs::unmount(&self.container_run_dir(&id).join("rootfs"));
+                    let _ = std::fs::remove_dir_all(self.container_run_dir(&id));
+                    let _ = std::fs::remove_dir_all(self.container_data_dir(&id));
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(container = %id, error = %e, "unreadable container record");
+                    continue;
+                }
+            };
+            let sandbox_known = self
+                .sandboxes
+                .find("id", &rec.sandbox_id)
+                .ok()
+                .flatten()
+                .is_some();
+            if !sandbox_known || (rec.state == ContainerState::Created && rec.pid == 0) {
+                tracing::warn!(container = %id, "tearing down half-made or orphaned container");
+                if let Err(e) = self.teardown_container(&rec).await {
+                    tracing::error!(container = %id, error = %e, "teardown failed");
+                }
+                continue;
+            }
+            let rec = self.reconcile(rec).await;
+            if let Some(sb) = self.sandboxes.find("id", &rec.sandbox_id).ok().flatten() {
+                let name = crate::runtime::container_name(&rec.config, &sb.snapshot().config);
+                let _ = self.containers.reserve(&name, &id);
+            }
+            self.containers.insert(id.clone(), Container::new(rec));
+        }
+        for id in child_ids(&self.cfg.state_dir.join("containers")) {
+            if self.containers.find("id", &id).ok().flatten().is_none()
+                && !self.container_data_dir(&id).exists()
+            {
+                let _ = crate::rootfs::unmount(&self.container_run_dir(&id).join("rootfs"));
+                let _ = std::fs::remove_dir_all(self.container_run_dir(&id));
+            }
+        }
+        tracing::info!(
+            sandboxes = self.sandboxes.all().len(),
+            containers = self.containers.all().len(),
+            "state recovered"
+        );
+    }
+
+    /// Brings a recovered container record up to date with its exit file and the runtime.
+    async fn reconcile(&self, mut rec: ContainerRecord) -> ContainerRecord {
+        if self.refresh_exit(&mut rec) {
+            let _ = persist::write_json(&self.container_record_path(&rec.id), &rec);
+            return rec;
+        }
+        if !matches!(rec.state, ContainerState::Created | ContainerState::Running) {
+            return rec;
+        }
+        let known = match self.runtime(&rec.runtime_handler) {
+            Ok(rt) => rt.state(&rec.id).await.is_ok(),
+            Err(_) => false,
+        };
+        if !known {
+            tracing::warn!(container = %rec.id, "container vanished while krio was down");
+            rec.state = ContainerState::Exited;
+            rec.exit_code = 255;
+            rec.finished_at = crate::state::now_ns();
+            rec.reason = "Unknown".to_string();
+            rec.message = "the container's process was gone when krio restarted".to_string();
+            let _ = persist::write_json(&self.container_record_path(&rec.id), &rec);
+        }
+        rec
+    }
+}
+
+/// Names of the subdirectories of `dir` that are valid ids.
+fn child_ids(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.len() == 64 && ids::validate("id", n).is_ok())
+        .collect()
+}

@@ -1,0 +1,224 @@
+//! `CreateContainer`: validate, look up the sandbox and the image, reserve the name, mount the
+//! rootfs, write the bundle, and have a monitor run `runtime create`. A failure undoes every
+//! step through the same idempotent teardown that `RemoveContainer` uses.
+
+use std::path::PathBuf;
+
+use k8s_cri::v1 as cri;
+use tracing::Instrument;
+
+use crate::error::{Result, ServerError};
+use crate::state::{now_ns, Container, ContainerRecord, ContainerState, SandboxState};
+use crate::{ids, persist, rootfs, validate, Krio};
+
+impl Krio {
+    /// CRI `CreateContainer`.
+    ///
+    /// Errors: `InvalidArgument` naming the field for a bad config; `NotFound` for an unknown
+    /// sandbox or an image that is not present (kubelet pulls first); `FailedPrecondition` when
+    /// the sandbox is not ready; `AlreadyExists` when the container name is reserved in the pod;
+    /// `Internal` when mounting or the runtime fails.
+    pub(crate) async fn create_container(
+        &self,
+        req: cri::CreateContainerRequest,
+    ) -> Result<cri::CreateContainerResponse> {
+        ids::validate("pod_sandbox_id", &req.pod_sandbox_id)?;
+        let config = req
+            .config
+            .ok_or_else(|| ServerError::invalid("config", "is required"))?;
+        validate::container_config(&config)?;
+        let sandbox = self.sandboxes.get("pod_sandbox_id", &req.pod_sandbox_id)?;
+        let sb = sandbox.snapshot();
+        if sb.state != SandboxState::Ready {
+            return Err(ServerError::FailedPrecondition(format!(
+                "sandbox {} is not ready",
+                sb.id
+            )));
+        }
+        let image_ref = config
+            .image
+            .as_ref()
+            .map(|i| i.image.clone())
+            .unwrap_or_default();
+        let image = self
+            .images
+            .resolve(&image_ref)
+            .ok_or_else(|| ServerError::NotFound {
+                kind: "image",
+                id: image_ref.clone(),
+            })?;
+        let name = super::container_remove::container_name(&config, &sb.config);
+        let id = ids::new_id()?;
+        self.containers.reserve(&name, &id)?;
+        let log_path = if sb.config.log_directory.is_empty() || config.log_path.is_empty() {
+            String::new()
+        } else {
+            PathBuf::from(&sb.config.log_directory)
+                .join(&config.log_path)
+                .to_string_lossy()
+                .into_owned()
+        };
+        let mut record = ContainerRecord {
+            id: id.clone(),
+            sandbox_id: sb.id.clone(),
+            image_ref,
+            image_id: image.id.clone(),
+            image_digest_ref: image
+                .repo_digests
+                .first()
+                .cloned()
+                .unwrap_or_else(|| image.id.clone()),
+            runtime_handler: sb.runtime_handler.clone(),
+            log_path,
+            created_at: now_ns(),
+            started_at: 0,
+            finished_at: 0,
+            exit_code: 0,
+            state: ContainerState::Created,
+            reason: String::new(),
+            message: String::new(),
+            pid: 0,
+            monitor_pid: 0,
+            stop_signal: image
+                .config
+                .config()
+                .as_ref()
+                .and_then(|c| c.stop_signal().clone()),
+            config,
+        };
+        let span = tracing::info_span!("create_container", container = %id, name = %name);
+        let result = self
+            .setup_container(&mut record, &sb, &image)
+            .instrument(span)
+            .await;
+        match result {
+            Ok(()) => {
+                self.containers.insert(id.clone(), Container::new(record));
+                Ok(cri::CreateContainerResponse { container_id: id })
+            }
+            Err(e) => {
+                if let Err(undo) = self.teardown_container(&record).await {
+                    tracing::warn!(container = %id, error = %undo, "undo after failed create");
+                }
+                self.containers.release(&name, &id);
+                Err(e)
+            }
+        }
+    }
+
+    async fn setup_container(
+        &self,
+        rec: &mut ContainerRecord,
+        sb: &crate::state::SandboxRecord,
+        image: &krio_image::ImageRecord,
+    ) -> Result<()> {
+        let run_dir = self.container_run_dir(&rec.id);
+        let data_dir = self.container_data_dir(&rec.id);
+        for d in [&run_dir, &data_dir] {
+            std::fs::create_dir_all(d).map_err(|e| ServerError::io("creating directory", d, e))?;
+        }
+        // The record goes to disk first, so a daemon killed in the middle finds and cleans
+        // the half-made container on restart (state stays Created with pid 0).
+        persist::write_json(&self.container_record_path(&rec.id), rec)?;
+        let lowers = self.images.layer_dirs(image)?;
+        let rootfs_dir = run_dir.join("rootfs");
+        rootfs::mount_overlay(
+            &lowers,
+            &data_dir.join("upper"),
+            &data_dir.join("work"),
+            &rootfs_dir,
+        )?;
+        if !rec.log_path.is_empty() {
+            if let Some(parent) = PathBuf::from(&rec.log_path).parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| ServerError::io("creating log directory", parent, e))?;
+            }
+        }
+        let sandbox_dir = self.sandbox_run_dir(&sb.id);
+        let mut sandbox_mounts = Vec::new();
+        for (file, dest) in [
+            ("hostname", "/etc/hostname"),
+            ("hosts", "/etc/hosts"),
+            ("resolv.conf", "/etc/resolv.conf"),
+        ] {
+            let already = rec.config.mounts.iter().any(|m| m.container_path == dest);
+            if !already {
+                sandbox_mounts.push(bind_mount(&sandbox_dir.join(file), dest)?);
+            }
+        }
+        let image_config = image.config.config().clone();
+        let sandbox_config = effective_pid_mode(&sb.config);
+        let spec = krio_oci::build_spec(&krio_oci::SpecInputs {
+            container: &rec.config,
+            sandbox: &sandbox_config,
+            image_config: image_config.as_ref(),
+            rootfs: &rootfs_dir,
+            namespaces: krio_oci::NamespacePaths {
+                network: sb.netns.clone(),
+                ipc: sb.ipcns.clone(),
+                uts: sb.utsns.clone(),
+                pid: None,
+            },
+            sandbox_mounts,
+            cgroups_path: format!("{}/{}", sb.cgroup_parent, rec.id),
+            daemon_oom_score_adj: self.daemon_oom_score_adj,
+            sandbox_id: &sb.id,
+            pids_limit: None,
+            cgroup_v2: krio_oci::host_uses_cgroup_v2(),
+        })?;
+        krio_oci::write_bundle(&run_dir, &spec)?;
+        let runtime = self.runtime(&rec.runtime_handler)?;
+        let mut monitor = krio_monitor::MonitorConfig::new(
+            rec.id.clone(),
+            run_dir.clone(),
+            runtime.binary(),
+            runtime.root(),
+            (!rec.log_path.is_empty()).then(|| PathBuf::from(&rec.log_path)),
+            run_dir.join("exit.json"),
+            run_dir.join("pid"),
+        );
+        monitor.runtime_log = Some(run_dir.join("runtime.log"));
+        let bin = self.monitor_bin.clone();
+        let spawned = tokio::task::spawn_blocking(move || krio_monitor::spawn(&monitor, &bin))
+            .await
+            .map_err(|e| {
+                ServerError::io("spawning monitor", &run_dir, std::io::Error::other(e))
+            })??;
+        rec.pid = spawned.container_pid;
+        rec.monitor_pid = spawned.monitor_pid;
+        persist::write_json(&self.container_record_path(&rec.id), rec)?;
+        Ok(())
+    }
+}
+
+/// A read-write bind mount of a sandbox file (`rbind`, `rprivate`), as containerd mounts the
+/// pod's hosts, hostname and resolv.conf.
+fn bind_mount(source: &std::path::Path, dest: &str) -> Result<oci_spec::runtime::Mount> {
+    oci_spec::runtime::MountBuilder::default()
+        .destination(dest)
+        .source(source)
+        .typ("bind")
+        .options(vec![
+            "rbind".to_string(),
+            "rprivate".to_string(),
+            "rw".to_string(),
+        ])
+        .build()
+        .map_err(|e| ServerError::invalid("mounts", e.to_string()))
+}
+
+/// The sandbox config as the spec builder should see it. krio pins pod namespaces without a
+/// process, and a PID namespace cannot be pinned without its init; until pods get a minimal
+/// init process, a pod-level PID namespace (`POD`, the proto default) gives each container its
+/// own PID namespace (`CONTAINER`), which is what kubelet asks for unless
+/// `shareProcessNamespace` is set.
+fn effective_pid_mode(config: &cri::PodSandboxConfig) -> cri::PodSandboxConfig {
+    let mut config = config.clone();
+    let linux = config.linux.get_or_insert_with(Default::default);
+    let sc = linux.security_context.get_or_insert_with(Default::default);
+    let ns = sc.namespace_options.get_or_insert_with(Default::default);
+    if ns.pid == cri::NamespaceMode::Pod as i32 {
+        ns.pid = cri::NamespaceMode::Container as i32;
+    }
+    config
+}

@@ -1,0 +1,130 @@
+//! `ContainerStatus` and `ListContainers`.
+
+use std::collections::HashMap;
+
+use k8s_cri::v1 as cri;
+
+use super::sandbox_list::labels_match;
+use crate::error::Result;
+use crate::state::{Container, ContainerRecord};
+use crate::{ids, persist, Krio};
+
+impl Krio {
+    /// The container's current record: the snapshot, moved to Exited when the monitor has
+    /// written the exit file (persisted when no operation holds the container).
+    fn current(&self, c: &Container) -> ContainerRecord {
+        let mut snap = c.snapshot();
+        if self.refresh_exit(&mut snap) {
+            if let Ok(mut rec) = c.record.try_lock() {
+                if self.refresh_exit(&mut rec) {
+                    if let Err(e) = persist::write_json(&self.container_record_path(&rec.id), &*rec)
+                    {
+                        tracing::warn!(container = %rec.id, error = %e, "persisting exit");
+                    }
+                    c.publish(&rec);
+                }
+            }
+        }
+        snap
+    }
+
+    /// CRI `ContainerStatus`: state, exit code, created/started/finished times (nanoseconds
+    /// since the epoch), `log_path`, image, labels, annotations, mounts. `verbose` adds `info`
+    /// (pid, sandbox id, runtime handler, record as JSON).
+    ///
+    /// Errors: `InvalidArgument` for a malformed id, `NotFound` for an unknown one.
+    pub(crate) fn container_status(
+        &self,
+        req: cri::ContainerStatusRequest,
+    ) -> Result<cri::ContainerStatusResponse> {
+        ids::validate("container_id", &req.container_id)?;
+        let c = self.containers.get("container_id", &req.container_id)?;
+        let rec = self.current(&c);
+        let mut info = HashMap::new();
+        if req.verbose {
+            info.insert(
+                "info".to_string(),
+                serde_json::json!({
+                    "pid": rec.pid,
+                    "sandboxID": rec.sandbox_id,
+                    "runtimeHandler": rec.runtime_handler,
+                    "monitorPid": rec.monitor_pid,
+                    "record": &rec,
+                })
+                .to_string(),
+            );
+        }
+        let status = cri::ContainerStatus {
+            id: rec.id.clone(),
+            metadata: rec.config.metadata.clone(),
+            state: rec.state.to_cri() as i32,
+            created_at: rec.created_at,
+            started_at: rec.started_at,
+            finished_at: rec.finished_at,
+            exit_code: rec.exit_code,
+            image: Some(image_spec(&rec)),
+            image_ref: rec.image_digest_ref.clone(),
+            reason: rec.reason.clone(),
+            message: rec.message.clone(),
+            labels: rec.config.labels.clone(),
+            annotations: rec.config.annotations.clone(),
+            mounts: rec.config.mounts.clone(),
+            log_path: rec.log_path.clone(),
+            resources: None,
+            image_id: rec.image_id.clone(),
+            user: None,
+        };
+        Ok(cri::ContainerStatusResponse {
+            status: Some(status),
+            info,
+        })
+    }
+
+    /// CRI `ListContainers`, filtered by id (full or prefix), state, sandbox id (full or
+    /// prefix) and label selector.
+    pub(crate) fn list_containers(
+        &self,
+        req: cri::ListContainersRequest,
+    ) -> Result<cri::ListContainersResponse> {
+        let f = req.filter.unwrap_or_default();
+        let mut containers: Vec<cri::Container> = self
+            .containers
+            .all()
+            .iter()
+            .filter(|c| {
+                (f.id.is_empty() || c.id.starts_with(&f.id))
+                    && (f.pod_sandbox_id.is_empty() || c.sandbox_id.starts_with(&f.pod_sandbox_id))
+            })
+            .map(|c| self.current(c))
+            .filter(|r| {
+                f.state
+                    .as_ref()
+                    .is_none_or(|s| s.state == r.state.to_cri() as i32)
+                    && labels_match(&r.config.labels, &f.label_selector)
+            })
+            .map(|r| cri::Container {
+                id: r.id.clone(),
+                pod_sandbox_id: r.sandbox_id.clone(),
+                metadata: r.config.metadata.clone(),
+                image: Some(image_spec(&r)),
+                image_ref: r.image_digest_ref.clone(),
+                state: r.state.to_cri() as i32,
+                created_at: r.created_at,
+                labels: r.config.labels.clone(),
+                annotations: r.config.annotations.clone(),
+                image_id: r.image_id.clone(),
+            })
+            .collect();
+        containers.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        Ok(cri::ListContainersResponse { containers })
+    }
+}
+
+fn image_spec(rec: &ContainerRecord) -> cri::ImageSpec {
+    let mut spec = rec.config.image.clone().unwrap_or_default();
+    if spec.user_specified_image.is_empty() {
+        spec.user_specified_image = spec.image.clone();
+    }
+    spec.image = rec.image_id.clone();
+    spec
+}

@@ -1,0 +1,86 @@
+//! `RemoveContainer`: kill if needed, `runtime delete`, unmount the rootfs, delete the
+//! container's directories, release its name. Idempotent; unknown ids succeed, as the CRI
+//! requires. The log file stays: kubelet owns log rotation and removal.
+
+use k8s_cri::v1 as cri;
+
+use crate::error::{Result, ServerError};
+use crate::runtime::StopMode;
+use crate::state::{Container, ContainerRecord};
+use crate::{ids, rootfs, Krio};
+
+impl Krio {
+    /// CRI `RemoveContainer`.
+    ///
+    /// Errors: `InvalidArgument` for a malformed id; `Internal` listing every teardown step
+    /// that failed (the container stays listed so a retry can finish).
+    pub(crate) async fn remove_container(&self, req: cri::RemoveContainerRequest) -> Result<()> {
+        ids::validate("container_id", &req.container_id)?;
+        let Some(c) = self.containers.find("container_id", &req.container_id)? else {
+            return Ok(());
+        };
+        self.remove_container_obj(&c).await
+    }
+
+    /// Removes one container object; used by `RemoveContainer` and `RemovePodSandbox`.
+    pub(crate) async fn remove_container_obj(&self, c: &Container) -> Result<()> {
+        self.stop_container_obj(c, StopMode::Kill).await?;
+        let rec = c.record.lock().await;
+        self.teardown_container(&rec).await?;
+        self.containers.remove(&rec.id);
+        if let Some(sb) = self.sandboxes.find("pod_sandbox_id", &rec.sandbox_id)? {
+            self.containers
+                .release(&container_name(&rec.config, &sb.snapshot().config), &rec.id);
+        }
+        tracing::info!(container = %rec.id, "container removed");
+        Ok(())
+    }
+
+    /// Undoes everything `CreateContainer` may have done, whatever state it reached:
+    /// `runtime delete --force`, unmount, delete the run and data directories. Every step
+    /// runs; all failures are reported. Idempotent.
+    pub(crate) async fn teardown_container(&self, rec: &ContainerRecord) -> Result<()> {
+        let mut errors = Vec::new();
+        if let Ok(runtime) = self.runtime(&rec.runtime_handler) {
+            if let Err(e) = runtime
+                .delete(&rec.id, &krio_oci::DeleteOptions { force: true })
+                .await
+            {
+                if !matches!(e, krio_oci::RuntimeError::NotFound { .. }) {
+                    errors.push(ServerError::from(e));
+                }
+            }
+        }
+        if rec.monitor_pid > 0 {
+            // The monitor exits once the container's init is gone; give it a moment so it
+            // is not killed in the middle of writing the exit file.
+            let exit = self.container_run_dir(&rec.id).join("exit.json");
+            super::container_stop::wait_exit_file(&exit, std::time::Duration::from_secs(2)).await;
+        }
+        let run_dir = self.container_run_dir(&rec.id);
+        if let Err(e) = rootfs::unmount(&run_dir.join("rootfs")) {
+            errors.push(e);
+        }
+        if errors.is_empty() {
+            for dir in [run_dir, self.container_data_dir(&rec.id)] {
+                match std::fs::remove_dir_all(&dir) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => errors.push(ServerError::io("removing directory", &dir, e)),
+                }
+            }
+        }
+        ServerError::collect(errors)
+    }
+}
+
+/// The reserved container name: `<name>_<pod name>_<pod namespace>_<pod uid>_<attempt>`,
+/// as containerd and CRI-O build it.
+pub(crate) fn container_name(c: &cri::ContainerConfig, pod: &cri::PodSandboxConfig) -> String {
+    let pod = pod.metadata.clone().unwrap_or_default();
+    let meta = c.metadata.clone().unwrap_or_default();
+    format!(
+        "{}_{}_{}_{}_{}",
+        meta.name, pod.name, pod.namespace, pod.uid, meta.attempt
+    )
+}

@@ -1,0 +1,15 @@
+//! `RuntimeService` handlers, one file per RPC group.
+
+mod container_create;
+mod container_list;
+mod container_remove;
+mod container_start;
+mod container_stop;
+mod sandbox_list;
+mod sandbox_remove;
+mod sandbox_run;
+mod sandbox_stop;
+mod version;
+
+pub(crate) use container_remove::container_name;
+pub(crate) use container_stop::StopMode;

@@ -1,0 +1,74 @@
+//! `RemovePodSandbox`: stop the pod if needed, remove every container of it, delete its
+//! directories and release its name. Idempotent; unknown ids succeed, as the CRI requires.
+
+use k8s_cri::v1 as cri;
+
+use crate::error::{Result, ServerError};
+use crate::state::SandboxRecord;
+use crate::{ids, Krio};
+
+impl Krio {
+    /// CRI `RemovePodSandbox`.
+    ///
+    /// Errors: `InvalidArgument` for an empty or malformed id; `Internal` listing every step
+    /// that failed. The sandbox stays listed (NotReady) when a step failed, so a retry can
+    /// finish the job.
+    pub(crate) async fn remove_pod_sandbox(&self, req: cri::RemovePodSandboxRequest) -> Result<()> {
+        ids::validate("pod_sandbox_id", &req.pod_sandbox_id)?;
+        let Some(sandbox) = self.sandboxes.find("pod_sandbox_id", &req.pod_sandbox_id)? else {
+            return Ok(());
+        };
+        let mut errors = Vec::new();
+        if let Err(e) = self.stop_sandbox(&sandbox).await {
+            errors.push(e);
+        }
+        for c in self.containers.all() {
+            if c.sandbox_id == sandbox.id {
+                if let Err(e) = self.remove_container_obj(&c).await {
+                    errors.push(e);
+                }
+            }
+        }
+        if !errors.is_empty() {
+            return ServerError::collect(errors);
+        }
+        let rec = sandbox.record.lock().await;
+        self.remove_pod_cgroup(&rec);
+        for dir in [
+            self.sandbox_run_dir(&rec.id),
+            self.cfg.root.join("sandboxes").join(&rec.id),
+        ] {
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => errors.push(ServerError::io("removing directory", &dir, e)),
+            }
+        }
+        if errors.is_empty() {
+            self.sandboxes.remove(&rec.id);
+            self.sandboxes
+                .release(&SandboxRecord::reserved_name(&rec.config), &rec.id);
+            tracing::info!(sandbox = %rec.id, "sandbox removed");
+        }
+        ServerError::collect(errors)
+    }
+
+    /// Removes the pod cgroup krio made under its own `cgroup_parent` (kubelet-given parents
+    /// belong to kubelet). Every v1 controller hierarchy and the unified one are tried;
+    /// absent directories are fine.
+    fn remove_pod_cgroup(&self, rec: &SandboxRecord) {
+        if !rec
+            .cgroup_parent
+            .starts_with(&format!("{}/pod-", self.cfg.cgroup_parent))
+        {
+            return;
+        }
+        let rel = rec.cgroup_parent.trim_start_matches('/');
+        if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
+            for e in entries.flatten() {
+                let _ = std::fs::remove_dir(e.path().join(rel));
+            }
+        }
+        let _ = std::fs::remove_dir(std::path::Path::new("/sys/fs/cgroup").join(rel));
+    }
+}

@@ -1,0 +1,300 @@
+//! `RunPodSandbox`: validate, reserve the name, pin namespaces, write the pod's files, set up
+//! the network, record the sandbox. A failure undoes every step already done.
+
+use std::path::Path;
+
+use k8s_cri::v1 as cri;
+use krio_net::ns::{self, NsKind};
+use tracing::Instrument;
+
+use crate::error::{Result, ServerError};
+use crate::state::{now_ns, Sandbox, SandboxRecord, SandboxState};
+use crate::{ids, persist, validate, Krio};
+
+/// `NamespaceMode::NODE`: the pod uses the host's namespace.
+pub(crate) const NS_NODE: i32 = cri::NamespaceMode::Node as i32;
+
+impl Krio {
+    /// CRI `RunPodSandbox`.
+    ///
+    /// Errors: `InvalidArgument` naming the field for a bad config or unknown handler;
+    /// `AlreadyExists` when the pod's name (name, namespace, uid, attempt) is reserved;
+    /// `FailedPrecondition` when the pod needs a network and none is configured.
+    pub(crate) async fn run_pod_sandbox(
+        &self,
+        req: cri::RunPodSandboxRequest,
+    ) -> Result<cri::RunPodSandboxResponse> {
+        let config = req
+            .config
+            .ok_or_else(|| ServerError::invalid("config", "is required"))?;
+        validate::sandbox_config(&config)?;
+        let handler = self.handler_name(&req.runtime_handler)?;
+        let name = SandboxRecord::reserved_name(&config);
+        let id = ids::new_id()?;
+        self.sandboxes.reserve(&name, &id)?;
+        let span = tracing::info_span!("run_pod_sandbox", sandbox = %id, name = %name);
+        let mut record = SandboxRecord {
+            id: id.clone(),
+            runtime_handler: handler,
+            created_at: now_ns(),
+            state: SandboxState::Ready,
+            netns: None,
+            ipcns: None,
+            utsns: None,
+            ips: Vec::new(),
+            cgroup_parent: String::new(),
+            config,
+        };
+        match self.setup_sandbox(&mut record).instrument(span).await {
+            Ok(()) => {
+                self.sandboxes.insert(id.clone(), Sandbox::new(record));
+                tracing::info!(sandbox = %id, "sandbox ready");
+                Ok(cri::RunPodSandboxResponse { pod_sandbox_id: id })
+            }
+            Err(e) => {
+                for undo in self.teardown_sandbox_network(&record).await {
+                    tracing::warn!(sandbox = %id, error = %undo, "undo after failed run");
+                }
+                for dir in [
+                    self.sandbox_run_dir(&id),
+                    self.cfg.root.join("sandboxes").join(&id),
+                ] {
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+                self.sandboxes.release(&name, &id);
+                Err(e)
+            }
+        }
+    }
+
+    async fn setup_sandbox(&self, rec: &mut SandboxRecord) -> Result<()> {
+        let run_dir = self.sandbox_run_dir(&rec.id);
+        let data_dir = self.cfg.root.join("sandboxes").join(&rec.id);
+        for d in [&run_dir, &data_dir] {
+            std::fs::create_dir_all(d).map_err(|e| ServerError::io("creating directory", d, e))?;
+        }
+        let opts = rec.ns_options();
+        let host_network = opts.network == NS_NODE;
+        let mut kinds = Vec::new();
+        if !host_network {
+            kinds.push(NsKind::Net);
+            kinds.push(NsKind::Uts);
+        }
+        if opts.ipc != NS_NODE {
+            kinds.push(NsKind::Ipc);
+        }
+        let hostname = pod_hostname(&rec.config, host_network);
+        if !host_network && !kinds.is_empty() {
+            if let Err(reason) = self.cni.status() {
+                return Err(ServerError::FailedPrecondition(format!(
+                    "network is not ready: {reason}"
+                )));
+            }
+        }
+        if !kinds.is_empty() {
+            let ns_dir = run_dir.join("ns");
+            let host = (!host_network).then(|| hostname.clone());
+            let pinned = tokio::task::spawn_blocking(move || {
+                ns::pin_namespaces(&ns_dir, &kinds, host.as_deref())
+            })
+            .await
+            .map_err(|e| {
+                ServerError::io("pinning namespaces", &run_dir, std::io::Error::other(e))
+            })??;
+            rec.netns = pinned.net;
+            rec.ipcns = pinned.ipc;
+            rec.utsns = pinned.uts;
+        }
+        rec.cgroup_parent = rec
+            .config
+            .linux
+            .as_ref()
+            .map(|l| l.cgroup_parent.clone())
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| format!("{}/pod-{}", self.cfg.cgroup_parent, &rec.id[..12]));
+        if let Some(netns) = rec.netns.clone() {
+            let status = self.cni.add(&self.pod_network(rec, &netns)).await?;
+            rec.ips = status.ips.iter().map(|ip| ip.to_string()).collect();
+        }
+        write_pod_files(&run_dir, &rec.config, &hostname, &rec.ips, host_network)?;
+        persist::write_json(&self.sandbox_record_path(&rec.id), rec)?;
+        Ok(())
+    }
+
+    /// The CNI view of a pod: ids, names, netns and port mappings with a host port.
+    pub(crate) fn pod_network(
+        &self,
+        rec: &SandboxRecord,
+        netns: &Path,
+    ) -> krio_net::cni::PodNetwork {
+        let m = rec.config.metadata.clone().unwrap_or_default();
+        krio_net::cni::PodNetwork {
+            id: rec.id.clone(),
+            name: m.name,
+            namespace: m.namespace,
+            uid: m.uid,
+            netns: netns.to_path_buf(),
+            ifname: "eth0".to_string(),
+            port_mappings: rec
+                .config
+                .port_mappings
+                .iter()
+                .filter(|p| p.host_port > 0)
+                .filter_map(|p| {
+                    Some(krio_net::cni::PortMapping {
+                        protocol: match cri::Protocol::try_from(p.protocol) {
+                            Ok(cri::Protocol::Udp) => krio_net::cni::Protocol::Udp,
+                            Ok(cri::Protocol::Sctp) => krio_net::cni::Protocol::Sctp,
+                            _ => krio_net::cni::Protocol::Tcp,
+                        },
+                        container_port: u16::try_from(p.container_port).ok()?,
+                        host_port: u16::try_from(p.host_port).ok()?,
+                        host_ip: p.host_ip.parse().ok(),
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    /// Tears down the network of a sandbox: CNI DEL (from the cached result), then unpins the
+    /// namespaces. Keeps going past failures and returns all of them; idempotent.
+    pub(crate) async fn teardown_sandbox_network(&self, rec: &SandboxRecord) -> Vec<ServerError> {
+        let mut errors = Vec::new();
+        if let Some(netns) = &rec.netns {
+            if let Err(e) = self.cni.del(&self.pod_network(rec, netns)).await {
+                errors.push(e.into());
+            }
+        }
+        let ns_dir = self.sandbox_run_dir(&rec.id).join("ns");
+        match tokio::task::spawn_blocking(move || ns::unpin_namespaces(&ns_dir)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => errors.push(e.into()),
+            Err(e) => errors.push(ServerError::io(
+                "unpinning namespaces",
+                self.sandbox_run_dir(&rec.id),
+                std::io::Error::other(e),
+            )),
+        }
+        errors
+    }
+}
+
+/// The pod's hostname: the requested one, else the pod name (kubelet always sets it); the
+/// node's for host-network pods.
+fn pod_hostname(config: &cri::PodSandboxConfig, host_network: bool) -> String {
+    if host_network {
+        return nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_default();
+    }
+    if !config.hostname.is_empty() {
+        return config.hostname.clone();
+    }
+    let name = config
+        .metadata
+        .as_ref()
+        .map(|m| m.name.clone())
+        .unwrap_or_default();
+    // A pod name is a DNS subdomain; keep what is valid in a hostname.
+    let cleaned: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(63)
+        .collect();
+    cleaned.trim_matches('-').to_string()
+}
+
+/// Writes `hostname`, `hosts` and `resolv.conf` for the pod's containers to mount.
+/// Without a DNS config the host's resolv.conf is used, as containerd and CRI-O do.
+fn write_pod_files(
+    dir: &Path,
+    config: &cri::PodSandboxConfig,
+    hostname: &str,
+    ips: &[String],
+    host_network: bool,
+) -> Result<()> {
+    persist::write_atomic(&dir.join("hostname"), format!("{hostname}\n").as_bytes())?;
+    let hosts = if host_network {
+        std::fs::read_to_string("/etc/hosts").unwrap_or_default()
+    } else {
+        let mut h = String::from(
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\
+             fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\n\
+             ff02::2\tip6-allrouters\n",
+        );
+        for ip in ips {
+            h.push_str(&format!("{ip}\t{hostname}\n"));
+        }
+        h
+    };
+    persist::write_atomic(&dir.join("hosts"), hosts.as_bytes())?;
+    let resolv = match &config.dns_config {
+        Some(dns)
+            if !(dns.servers.is_empty() && dns.searches.is_empty() && dns.options.is_empty()) =>
+        {
+            let mut r = String::new();
+            if !dns.searches.is_empty() {
+                r.push_str(&format!("search {}\n", dns.searches.join(" ")));
+            }
+            for s in &dns.servers {
+                r.push_str(&format!("nameserver {s}\n"));
+            }
+            if !dns.options.is_empty() {
+                r.push_str(&format!("options {}\n", dns.options.join(" ")));
+            }
+            r
+        }
+        _ => std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+    };
+    persist::write_atomic(&dir.join("resolv.conf"), resolv.as_bytes())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolv_conf_from_dns_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = cri::PodSandboxConfig {
+            dns_config: Some(cri::DnsConfig {
+                servers: vec!["10.0.0.10".into()],
+                searches: vec!["ns.svc.cluster.local".into(), "svc.cluster.local".into()],
+                options: vec!["ndots:5".into()],
+            }),
+            ..Default::default()
+        };
+        write_pod_files(dir.path(), &config, "web-0", &["10.88.0.5".into()], false).unwrap();
+        let r = std::fs::read_to_string(dir.path().join("resolv.conf")).unwrap();
+        assert_eq!(
+            r,
+            "search ns.svc.cluster.local svc.cluster.local\nnameserver 10.0.0.10\noptions ndots:5\n"
+        );
+        let h = std::fs::read_to_string(dir.path().join("hosts")).unwrap();
+        assert!(h.contains("10.88.0.5\tweb-0\n"));
+        let n = std::fs::read_to_string(dir.path().join("hostname")).unwrap();
+        assert_eq!(n, "web-0\n");
+    }
+
+    #[test]
+    fn hostname_falls_back_to_pod_name() {
+        let mut config = cri::PodSandboxConfig {
+            metadata: Some(cri::PodSandboxMetadata {
+                name: "my_pod".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(pod_hostname(&config, false), "my-pod");
+        config.hostname = "explicit".into();
+        assert_eq!(pod_hostname(&config, false), "explicit");
+    }
+}

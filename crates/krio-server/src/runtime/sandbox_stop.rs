@@ -1,0 +1,48 @@
+//! `StopPodSandbox`: kill every container of the pod, tear down the network, unpin the
+//! namespaces. Idempotent; unknown ids succeed, as the CRI requires ("must not return an error
+//! if all relevant resources have already been reclaimed"). containerd 1.6 answers NotFound
+//! here; krio follows the CRI text instead.
+
+use k8s_cri::v1 as cri;
+
+use crate::error::{Result, ServerError};
+use crate::runtime::StopMode;
+use crate::state::{Sandbox, SandboxState};
+use crate::{ids, persist, Krio};
+
+impl Krio {
+    /// CRI `StopPodSandbox`.
+    ///
+    /// Errors: `InvalidArgument` for an empty or malformed id; `Internal` listing every
+    /// teardown step that failed (the others still ran).
+    pub(crate) async fn stop_pod_sandbox(&self, req: cri::StopPodSandboxRequest) -> Result<()> {
+        ids::validate("pod_sandbox_id", &req.pod_sandbox_id)?;
+        let Some(sandbox) = self.sandboxes.find("pod_sandbox_id", &req.pod_sandbox_id)? else {
+            return Ok(());
+        };
+        self.stop_sandbox(&sandbox).await
+    }
+
+    /// Stops `sandbox`: containers first (forcibly, as the CRI asks), then the network.
+    pub(crate) async fn stop_sandbox(&self, sandbox: &Sandbox) -> Result<()> {
+        let mut errors = Vec::new();
+        for c in self.containers.all() {
+            if c.sandbox_id == sandbox.id {
+                if let Err(e) = self.stop_container_obj(&c, StopMode::Kill).await {
+                    errors.push(e);
+                }
+            }
+        }
+        let mut rec = sandbox.record.lock().await;
+        errors.extend(self.teardown_sandbox_network(&rec).await);
+        if rec.state != SandboxState::NotReady {
+            rec.state = SandboxState::NotReady;
+            if let Err(e) = persist::write_json(&self.sandbox_record_path(&rec.id), &*rec) {
+                errors.push(e);
+            }
+            sandbox.publish(&rec);
+        }
+        tracing::info!(sandbox = %rec.id, failures = errors.len(), "sandbox stopped");
+        ServerError::collect(errors)
+    }
+}

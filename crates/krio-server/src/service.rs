@@ -1,0 +1,372 @@
+//! The tonic adapters: each RPC unwraps the request, calls the handler on [`Krio`], and maps
+//! the result. RPCs that later issues implement answer `Unimplemented` with a message.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::image_service_server::ImageService;
+use k8s_cri::v1::runtime_service_server::RuntimeService;
+use tonic::{Request, Response, Status};
+
+use crate::error::ServerError;
+use crate::Krio;
+
+/// The CRI `RuntimeService` served by krio.
+#[derive(Debug, Clone)]
+pub struct RuntimeApi(pub Arc<Krio>);
+
+/// The CRI `ImageService` served by krio.
+#[derive(Debug, Clone)]
+pub struct ImageApi(pub Arc<Krio>);
+
+impl RuntimeApi {
+    /// The tonic server for this service.
+    pub fn server(self) -> cri::runtime_service_server::RuntimeServiceServer<Self> {
+        cri::runtime_service_server::RuntimeServiceServer::new(self)
+    }
+}
+
+impl ImageApi {
+    /// The tonic server for this service.
+    pub fn server(self) -> cri::image_service_server::ImageServiceServer<Self> {
+        cri::image_service_server::ImageServiceServer::new(self)
+    }
+}
+
+/// Logs the call's outcome and latency, and converts it to a gRPC response.
+fn respond<T>(
+    rpc: &'static str,
+    started: Instant,
+    r: Result<T, ServerError>,
+) -> Result<Response<T>, Status> {
+    let micros = started.elapsed().as_micros() as u64;
+    match r {
+        Ok(v) => {
+            tracing::debug!(rpc, micros, "ok");
+            Ok(Response::new(v))
+        }
+        Err(e) => {
+            tracing::info!(rpc, micros, code = ?e.code(), error = %e, "failed");
+            Err(e.into())
+        }
+    }
+}
+
+fn unimplemented<T>(rpc: &str) -> Result<Response<T>, Status> {
+    Err(Status::unimplemented(format!(
+        "{rpc} is not implemented by krio yet"
+    )))
+}
+
+type EventStream = Pin<
+    Box<dyn futures::Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send + 'static>,
+>;
+
+#[tonic::async_trait]
+impl RuntimeService for RuntimeApi {
+    async fn version(
+        &self,
+        r: Request<cri::VersionRequest>,
+    ) -> Result<Response<cri::VersionResponse>, Status> {
+        Ok(Response::new(self.0.version(r.into_inner())))
+    }
+
+    async fn run_pod_sandbox(
+        &self,
+        r: Request<cri::RunPodSandboxRequest>,
+    ) -> Result<Response<cri::RunPodSandboxResponse>, Status> {
+        let t = Instant::now();
+        respond(
+            "RunPodSandbox",
+            t,
+            self.0.run_pod_sandbox(r.into_inner()).await,
+        )
+    }
+
+    async fn stop_pod_sandbox(
+        &self,
+        r: Request<cri::StopPodSandboxRequest>,
+    ) -> Result<Response<cri::StopPodSandboxResponse>, Status> {
+        let t = Instant::now();
+        let res = self.0.stop_pod_sandbox(r.into_inner()).await;
+        respond(
+            "StopPodSandbox",
+            t,
+            res.map(|()| cri::StopPodSandboxResponse {}),
+        )
+    }
+
+    async fn remove_pod_sandbox(
+        &self,
+        r: Request<cri::RemovePodSandboxRequest>,
+    ) -> Result<Response<cri::RemovePodSandboxResponse>, Status> {
+        let t = Instant::now();
+        let res = self.0.remove_pod_sandbox(r.into_inner()).await;
+        respond(
+            "RemovePodSandbox",
+            t,
+            res.map(|()| cri::RemovePodSandboxResponse {}),
+        )
+    }
+
+    async fn pod_sandbox_status(
+        &self,
+        r: Request<cri::PodSandboxStatusRequest>,
+    ) -> Result<Response<cri::PodSandboxStatusResponse>, Status> {
+        let t = Instant::now();
+        respond(
+            "PodSandboxStatus",
+            t,
+            self.0.pod_sandbox_status(r.into_inner()),
+        )
+    }
+
+    async fn list_pod_sandbox(
+        &self,
+        r: Request<cri::ListPodSandboxRequest>,
+    ) -> Result<Response<cri::ListPodSandboxResponse>, Status> {
+        let t = Instant::now();
+        respond("ListPodSandbox", t, self.0.list_pod_sandbox(r.into_inner()))
+    }
+
+    async fn create_container(
+        &self,
+        r: Request<cri::CreateContainerRequest>,
+    ) -> Result<Response<cri::CreateContainerResponse>, Status> {
+        let t = Instant::now();
+        respond(
+            "CreateContainer",
+            t,
+            self.0.create_container(r.into_inner()).await,
+        )
+    }
+
+    async fn start_container(
+        &self,
+        r: Request<cri::StartContainerRequest>,
+    ) -> Result<Response<cri::StartContainerResponse>, Status> {
+        let t = Instant::now();
+        let res = self.0.start_container(r.into_inner()).await;
+        respond(
+            "StartContainer",
+            t,
+            res.map(|()| cri::StartContainerResponse {}),
+        )
+    }
+
+    async fn stop_container(
+        &self,
+        r: Request<cri::StopContainerRequest>,
+    ) -> Result<Response<cri::StopContainerResponse>, Status> {
+        let t = Instant::now();
+        let res = self.0.stop_container(r.into_inner()).await;
+        respond(
+            "StopContainer",
+            t,
+            res.map(|()| cri::StopContainerResponse {}),
+        )
+    }
+
+    async fn remove_container(
+        &self,
+        r: Request<cri::RemoveContainerRequest>,
+    ) -> Result<Response<cri::RemoveContainerResponse>, Status> {
+        let t = Instant::now();
+        let res = self.0.remove_container(r.into_inner()).await;
+        respond(
+            "RemoveContainer",
+            t,
+            res.map(|()| cri::RemoveContainerResponse {}),
+        )
+    }
+
+    async fn list_containers(
+        &self,
+        r: Request<cri::ListContainersRequest>,
+    ) -> Result<Response<cri::ListContainersResponse>, Status> {
+        let t = Instant::now();
+        respond("ListContainers", t, self.0.list_containers(r.into_inner()))
+    }
+
+    async fn container_status(
+        &self,
+        r: Request<cri::ContainerStatusRequest>,
+    ) -> Result<Response<cri::ContainerStatusResponse>, Status> {
+        let t = Instant::now();
+        respond(
+            "ContainerStatus",
+            t,
+            self.0.container_status(r.into_inner()),
+        )
+    }
+
+    async fn update_container_resources(
+        &self,
+        _r: Request<cri::UpdateContainerResourcesRequest>,
+    ) -> Result<Response<cri::UpdateContainerResourcesResponse>, Status> {
+        unimplemented("UpdateContainerResources")
+    }
+
+    async fn reopen_container_log(
+        &self,
+        _r: Request<cri::ReopenContainerLogRequest>,
+    ) -> Result<Response<cri::ReopenContainerLogResponse>, Status> {
+        unimplemented("ReopenContainerLog")
+    }
+
+    async fn exec_sync(
+        &self,
+        _r: Request<cri::ExecSyncRequest>,
+    ) -> Result<Response<cri::ExecSyncResponse>, Status> {
+        unimplemented("ExecSync")
+    }
+
+    async fn exec(
+        &self,
+        _r: Request<cri::ExecRequest>,
+    ) -> Result<Response<cri::ExecResponse>, Status> {
+        unimplemented("Exec")
+    }
+
+    async fn attach(
+        &self,
+        _r: Request<cri::AttachRequest>,
+    ) -> Result<Response<cri::AttachResponse>, Status> {
+        unimplemented("Attach")
+    }
+
+    async fn port_forward(
+        &self,
+        _r: Request<cri::PortForwardRequest>,
+    ) -> Result<Response<cri::PortForwardResponse>, Status> {
+        unimplemented("PortForward")
+    }
+
+    async fn container_stats(
+        &self,
+        _r: Request<cri::ContainerStatsRequest>,
+    ) -> Result<Response<cri::ContainerStatsResponse>, Status> {
+        unimplemented("ContainerStats")
+    }
+
+    async fn list_container_stats(
+        &self,
+        _r: Request<cri::ListContainerStatsRequest>,
+    ) -> Result<Response<cri::ListContainerStatsResponse>, Status> {
+        unimplemented("ListContainerStats")
+    }
+
+    async fn pod_sandbox_stats(
+        &self,
+        _r: Request<cri::PodSandboxStatsRequest>,
+    ) -> Result<Response<cri::PodSandboxStatsResponse>, Status> {
+        unimplemented("PodSandboxStats")
+    }
+
+    async fn list_pod_sandbox_stats(
+        &self,
+        _r: Request<cri::ListPodSandboxStatsRequest>,
+    ) -> Result<Response<cri::ListPodSandboxStatsResponse>, Status> {
+        unimplemented("ListPodSandboxStats")
+    }
+
+    async fn update_runtime_config(
+        &self,
+        _r: Request<cri::UpdateRuntimeConfigRequest>,
+    ) -> Result<Response<cri::UpdateRuntimeConfigResponse>, Status> {
+        // kubelet sends the pod CIDR here; krio's CNI configuration owns addressing, so
+        // accepting and ignoring it is what CRI-O does with a CNI network.
+        Ok(Response::new(cri::UpdateRuntimeConfigResponse {}))
+    }
+
+    async fn status(
+        &self,
+        r: Request<cri::StatusRequest>,
+    ) -> Result<Response<cri::StatusResponse>, Status> {
+        let t = Instant::now();
+        respond("Status", t, self.0.status(r.into_inner()))
+    }
+
+    async fn checkpoint_container(
+        &self,
+        _r: Request<cri::CheckpointContainerRequest>,
+    ) -> Result<Response<cri::CheckpointContainerResponse>, Status> {
+        unimplemented("CheckpointContainer")
+    }
+
+    type GetContainerEventsStream = EventStream;
+
+    async fn get_container_events(
+        &self,
+        _r: Request<cri::GetEventsRequest>,
+    ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
+        unimplemented("GetContainerEvents")
+    }
+
+    async fn list_metric_descriptors(
+        &self,
+        _r: Request<cri::ListMetricDescriptorsRequest>,
+    ) -> Result<Response<cri::ListMetricDescriptorsResponse>, Status> {
+        unimplemented("ListMetricDescriptors")
+    }
+
+    async fn list_pod_sandbox_metrics(
+        &self,
+        _r: Request<cri::ListPodSandboxMetricsRequest>,
+    ) -> Result<Response<cri::ListPodSandboxMetricsResponse>, Status> {
+        unimplemented("ListPodSandboxMetrics")
+    }
+
+    async fn runtime_config(
+        &self,
+        _r: Request<cri::RuntimeConfigRequest>,
+    ) -> Result<Response<cri::RuntimeConfigResponse>, Status> {
+        Ok(Response::new(self.0.runtime_config()))
+    }
+}
+
+#[tonic::async_trait]
+impl ImageService for ImageApi {
+    async fn list_images(
+        &self,
+        r: Request<cri::ListImagesRequest>,
+    ) -> Result<Response<cri::ListImagesResponse>, Status> {
+        let t = Instant::now();
+        respond("ListImages", t, self.0.list_images(r.into_inner()))
+    }
+
+    async fn image_status(
+        &self,
+        r: Request<cri::ImageStatusRequest>,
+    ) -> Result<Response<cri::ImageStatusResponse>, Status> {
+        let t = Instant::now();
+        respond("ImageStatus", t, self.0.image_status(r.into_inner()))
+    }
+
+    async fn pull_image(
+        &self,
+        r: Request<cri::PullImageRequest>,
+    ) -> Result<Response<cri::PullImageResponse>, Status> {
+        let t = Instant::now();
+        respond("PullImage", t, self.0.pull_image(r.into_inner()).await)
+    }
+
+    async fn remove_image(
+        &self,
+        r: Request<cri::RemoveImageRequest>,
+    ) -> Result<Response<cri::RemoveImageResponse>, Status> {
+        let t = Instant::now();
+        let res = self.0.remove_image(r.into_inner());
+        respond("RemoveImage", t, res.map(|()| cri::RemoveImageResponse {}))
+    }
+
+    async fn image_fs_info(
+        &self,
+        _r: Request<cri::ImageFsInfoRequest>,
+    ) -> Result<Response<cri::ImageFsInfoResponse>, Status> {
+        let t = Instant::now();
+        respond("ImageFsInfo", t, self.0.image_fs_info())
+    }
+}

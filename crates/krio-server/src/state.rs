@@ -1,0 +1,321 @@
+//! In-memory objects (sandboxes and containers) and their on-disk records.
+//!
+//! Each object is an `Arc` with its own async lock, so a slow operation on one pod never
+//! blocks calls about another: the global maps are held only for lookups and inserts.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+
+use k8s_cri::v1 as cri;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, ServerError};
+use crate::ids;
+
+/// Lifecycle state of a sandbox (CRI `PodSandboxState`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum SandboxState {
+    /// Namespaces pinned and network set up (`SANDBOX_READY`).
+    Ready,
+    /// Stopped: containers killed, network torn down, namespaces unpinned (`SANDBOX_NOTREADY`).
+    NotReady,
+}
+
+impl SandboxState {
+    /// The CRI enum value.
+    pub fn to_cri(self) -> cri::PodSandboxState {
+        match self {
+            SandboxState::Ready => cri::PodSandboxState::SandboxReady,
+            SandboxState::NotReady => cri::PodSandboxState::SandboxNotready,
+        }
+    }
+}
+
+/// The persisted record of a sandbox (`<root>/sandboxes/<id>/sandbox.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SandboxRecord {
+    /// Sandbox id (64 hex).
+    pub id: String,
+    /// The `RunPodSandbox` config, verbatim.
+    pub config: cri::PodSandboxConfig,
+    /// Runtime handler name (resolved; never empty).
+    pub runtime_handler: String,
+    /// Creation time, nanoseconds since the epoch.
+    pub created_at: i64,
+    /// Current state.
+    pub state: SandboxState,
+    /// Pinned network namespace, when the pod does not use the host's.
+    pub netns: Option<PathBuf>,
+    /// Pinned IPC namespace, when the pod does not use the host's.
+    pub ipcns: Option<PathBuf>,
+    /// Pinned UTS namespace, when the pod does not use the host's network.
+    pub utsns: Option<PathBuf>,
+    /// Pod IPs, primary first.
+    pub ips: Vec<String>,
+    /// Cgroup parent of the pod's containers.
+    pub cgroup_parent: String,
+}
+
+impl SandboxRecord {
+    /// The reserved name: `<name>_<namespace>_<uid>_<attempt>`, as CRI-O and containerd build it.
+    pub fn reserved_name(config: &cri::PodSandboxConfig) -> String {
+        let m = config.metadata.clone().unwrap_or_default();
+        format!("{}_{}_{}_{}", m.name, m.namespace, m.uid, m.attempt)
+    }
+
+    /// Namespace mode of the pod (`NamespaceOption`), defaulting to POD for all.
+    pub fn ns_options(&self) -> cri::NamespaceOption {
+        self.config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// A live sandbox: its record behind a per-object lock.
+#[derive(Debug)]
+pub struct Sandbox {
+    /// Sandbox id (immutable).
+    pub id: String,
+    /// The record; held across a whole operation on this pod.
+    pub record: tokio::sync::Mutex<SandboxRecord>,
+    /// A snapshot for lock-free listing, refreshed after each change.
+    pub snapshot: Mutex<SandboxRecord>,
+}
+
+impl Sandbox {
+    /// Wraps a record.
+    pub fn new(record: SandboxRecord) -> Arc<Self> {
+        Arc::new(Sandbox {
+            id: record.id.clone(),
+            snapshot: Mutex::new(record.clone()),
+            record: tokio::sync::Mutex::new(record),
+        })
+    }
+
+    /// A copy of the latest committed record, without waiting for an operation in progress.
+    pub fn snapshot(&self) -> SandboxRecord {
+        match self.snapshot.lock() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Publishes `record` as the latest snapshot.
+    pub fn publish(&self, record: &SandboxRecord) {
+        match self.snapshot.lock() {
+            Ok(mut g) => *g = record.clone(),
+            Err(p) => *p.into_inner() = record.clone(),
+        }
+    }
+}
+
+/// Lifecycle state of a container (CRI `ContainerState`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum ContainerState {
+    /// Created by the runtime, process not started (`CONTAINER_CREATED`).
+    Created,
+    /// Process running (`CONTAINER_RUNNING`).
+    Running,
+    /// Process exited; exit code recorded (`CONTAINER_EXITED`).
+    Exited,
+    /// State could not be determined (`CONTAINER_UNKNOWN`).
+    Unknown,
+}
+
+impl ContainerState {
+    /// The CRI enum value.
+    pub fn to_cri(self) -> cri::ContainerState {
+        match self {
+            ContainerState::Created => cri::ContainerState::ContainerCreated,
+            ContainerState::Running => cri::ContainerState::ContainerRunning,
+            ContainerState::Exited => cri::ContainerState::ContainerExited,
+            ContainerState::Unknown => cri::ContainerState::ContainerUnknown,
+        }
+    }
+}
+
+/// The persisted record of a container (`<root>/containers/<id>/container.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    /// Container id (64 hex).
+    pub id: String,
+    /// Owning sandbox id.
+    pub sandbox_id: String,
+    /// The `CreateContainer` config, verbatim.
+    pub config: cri::ContainerConfig,
+    /// The image as the request named it (`config.image.image`).
+    pub image_ref: String,
+    /// Resolved image id (`sha256:<config digest>`).
+    pub image_id: String,
+    /// A repo digest of the image when known (`name@sha256:...`), else the image id.
+    pub image_digest_ref: String,
+    /// Runtime handler name.
+    pub runtime_handler: String,
+    /// Absolute log path, or empty when the pod has no `log_directory` / container no `log_path`.
+    pub log_path: String,
+    /// Creation time, nanoseconds since the epoch.
+    pub created_at: i64,
+    /// Start time, nanoseconds since the epoch (0 until started).
+    pub started_at: i64,
+    /// Finish time, nanoseconds since the epoch (0 until exited).
+    pub finished_at: i64,
+    /// Exit code (128+n for signal n), valid when exited.
+    pub exit_code: i32,
+    /// Current state.
+    pub state: ContainerState,
+    /// Short reason for the state (`Completed`, `Error`, `OOMKilled`, ...).
+    pub reason: String,
+    /// Human readable detail.
+    pub message: String,
+    /// Pid of the container's init process on the host (0 when unknown).
+    pub pid: i32,
+    /// Pid of its krio-monitor.
+    pub monitor_pid: i32,
+    /// The image's `StopSignal` (`SIGTERM`, `TERM` or a number), if it sets one.
+    #[serde(default)]
+    pub stop_signal: Option<String>,
+}
+
+/// A live container: its record behind a per-object lock.
+#[derive(Debug)]
+pub struct Container {
+    /// Container id (immutable).
+    pub id: String,
+    /// Owning sandbox id (immutable).
+    pub sandbox_id: String,
+    /// The record; held across a whole operation on this container.
+    pub record: tokio::sync::Mutex<ContainerRecord>,
+    /// A snapshot for lock-free listing, refreshed after each change.
+    pub snapshot: Mutex<ContainerRecord>,
+}
+
+impl Container {
+    /// Wraps a record.
+    pub fn new(record: ContainerRecord) -> Arc<Self> {
+        Arc::new(Container {
+            id: record.id.clone(),
+            sandbox_id: record.sandbox_id.clone(),
+            snapshot: Mutex::new(record.clone()),
+            record: tokio::sync::Mutex::new(record),
+        })
+    }
+
+    /// A copy of the latest committed record.
+    pub fn snapshot(&self) -> ContainerRecord {
+        match self.snapshot.lock() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Publishes `record` as the latest snapshot.
+    pub fn publish(&self, record: &ContainerRecord) {
+        match self.snapshot.lock() {
+            Ok(mut g) => *g = record.clone(),
+            Err(p) => *p.into_inner() = record.clone(),
+        }
+    }
+}
+
+/// A map of live objects keyed by id, plus name reservations.
+#[derive(Debug)]
+pub struct Registry<T> {
+    kind: &'static str,
+    objects: RwLock<HashMap<String, Arc<T>>>,
+    names: Mutex<HashMap<String, String>>,
+}
+
+impl<T> Registry<T> {
+    /// An empty registry for objects of `kind` (`sandbox` or `container`).
+    pub fn new(kind: &'static str) -> Self {
+        Registry {
+            kind,
+            objects: RwLock::new(HashMap::new()),
+            names: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<T>>> {
+        self.objects.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<T>>> {
+        self.objects.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn names(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.names.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reserves `name` for `id`.
+    ///
+    /// Errors: [`ServerError::AlreadyExists`] naming the holder when another id has it.
+    pub fn reserve(&self, name: &str, id: &str) -> Result<()> {
+        let mut names = self.names();
+        match names.get(name) {
+            Some(holder) if holder != id => Err(ServerError::AlreadyExists {
+                kind: self.kind,
+                name: name.to_string(),
+                id: holder.clone(),
+            }),
+            _ => {
+                names.insert(name.to_string(), id.to_string());
+                Ok(())
+            }
+        }
+    }
+
+    /// Releases `name` if `id` holds it.
+    pub fn release(&self, name: &str, id: &str) {
+        let mut names = self.names();
+        if names.get(name).is_some_and(|h| h == id) {
+            names.remove(name);
+        }
+    }
+
+    /// Inserts an object.
+    pub fn insert(&self, id: String, obj: Arc<T>) {
+        self.write().insert(id, obj);
+    }
+
+    /// Removes an object by exact id.
+    pub fn remove(&self, id: &str) {
+        self.write().remove(id);
+    }
+
+    /// All objects.
+    pub fn all(&self) -> Vec<Arc<T>> {
+        self.read().values().cloned().collect()
+    }
+
+    /// Looks an object up by full id or unique prefix; `Ok(None)` when absent.
+    ///
+    /// Errors: [`ServerError::InvalidArgument`] for a malformed or ambiguous id.
+    pub fn find(&self, field: &'static str, id: &str) -> Result<Option<Arc<T>>> {
+        let map = self.read();
+        if let Some(o) = map.get(id) {
+            return Ok(Some(o.clone()));
+        }
+        Ok(ids::resolve(field, id, map.keys())?.and_then(|k| map.get(&k).cloned()))
+    }
+
+    /// Like [`Registry::find`] but absent is [`ServerError::NotFound`].
+    pub fn get(&self, field: &'static str, id: &str) -> Result<Arc<T>> {
+        self.find(field, id)?.ok_or_else(|| ServerError::NotFound {
+            kind: self.kind,
+            id: id.to_string(),
+        })
+    }
+}
+
+/// Nanoseconds since the Unix epoch, now.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
