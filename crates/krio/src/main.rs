@@ -1,0 +1,131 @@
+//! The krio daemon: serves CRI v1 (`RuntimeService` and `ImageService`) over gRPC on a unix
+//! socket. All defaults are built in; `/etc/krio/krio.toml` and `krio.d/*.toml` override them.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use krio_server::config::{Config, DEFAULT_CONFIG_PATH};
+use krio_server::{ImageApi, Krio, RuntimeApi};
+use tokio::net::UnixListener;
+use tokio::signal::unix::{signal, SignalKind};
+
+/// krio: a Kubernetes container runtime (CRI v1).
+#[derive(Debug, Parser)]
+#[command(name = "krio", version, about)]
+struct Cli {
+    /// Configuration file; drop-ins are read from `krio.d/` beside it.
+    #[arg(long, short = 'c', default_value = DEFAULT_CONFIG_PATH, env = "KRIO_CONFIG")]
+    config: PathBuf,
+    /// CRI socket path (overrides `listen`).
+    #[arg(long)]
+    listen: Option<PathBuf>,
+    /// Persistent data directory (overrides `root`).
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// Volatile state directory (overrides `state_dir`).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// CNI configuration directory (overrides `cni.conf_dir`).
+    #[arg(long)]
+    cni_conf_dir: Option<PathBuf>,
+    /// Log filter, e.g. `info` or `krio_server=debug` (overrides `log_level`).
+    #[arg(long)]
+    log_level: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the effective configuration as TOML and exit.
+    Config,
+}
+
+fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+    let explicit = cli.config.as_os_str() != DEFAULT_CONFIG_PATH;
+    let mut cfg = Config::load(&cli.config, explicit)?;
+    if let Some(v) = &cli.listen {
+        cfg.listen = v.clone();
+    }
+    if let Some(v) = &cli.root {
+        cfg.root = v.clone();
+    }
+    if let Some(v) = &cli.state_dir {
+        cfg.state_dir = v.clone();
+    }
+    if let Some(v) = &cli.cni_conf_dir {
+        cfg.cni.conf_dir = v.clone();
+    }
+    if let Some(v) = &cli.log_level {
+        cfg.log_level = v.clone();
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let cfg = load_config(&cli)?;
+    if let Some(Command::Config) = cli.command {
+        print!("{}", cfg.to_toml());
+        return Ok(());
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cfg.log_level)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    // Two workers match the nodes krio is built for and keep the daemon small; blocking work
+    // (unpacking, namespace pinning) goes to tokio's blocking pool.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(serve(cfg))
+}
+
+async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let listen = cfg.listen.clone();
+    let krio = Krio::new(cfg).await.context("initializing krio")?;
+    if let Some(dir) = listen.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    if listen.exists() {
+        if std::os::unix::net::UnixStream::connect(&listen).is_ok() {
+            anyhow::bail!("{} is in use by another process", listen.display());
+        }
+        std::fs::remove_file(&listen)
+            .with_context(|| format!("removing stale {}", listen.display()))?;
+    }
+    let listener =
+        UnixListener::bind(&listen).with_context(|| format!("binding {}", listen.display()))?;
+    std::fs::set_permissions(&listen, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("chmod {}", listen.display()))?;
+    tracing::info!(socket = %listen.display(), version = env!("CARGO_PKG_VERSION"), "krio serving CRI v1");
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!("shutting down; containers keep running under their monitors");
+    };
+    tonic::transport::Server::builder()
+        .add_service(RuntimeApi(krio.clone()).server())
+        .add_service(ImageApi(krio).server())
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::UnixListenerStream::new(listener),
+            shutdown,
+        )
+        .await
+        .context("serving gRPC")?;
+    let _ = std::fs::remove_file(&listen);
+    Ok(())
+}

@@ -1,0 +1,518 @@
+//! Shared harness for krio's end-to-end tests: a real daemon (this crate's binary), real runc,
+//! the real local registry (Debian's docker-registry on 127.0.0.1:5000) with images built by
+//! `krio-testimg`, and real CNI plugins. Missing prerequisites fail the test loudly.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use hyper_util::rt::TokioIo;
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+/// The shared local registry.
+pub const REGISTRY: &str = "127.0.0.1:5000";
+
+/// `127.0.0.1:5000/krio-test/<name>:latest`.
+pub fn image(name: &str) -> String {
+    format!("{REGISTRY}/krio-test/{name}:latest")
+}
+
+/// Panics with a clear message unless we are root and the tools exist.
+pub fn require_prerequisites() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "krio end-to-end tests need root (run them as root, as CI does)"
+    );
+    for bin in ["runc", "docker-registry"] {
+        assert!(
+            which(bin).is_some(),
+            "prerequisite {bin} is not installed: run scripts/test.sh, which installs it"
+        );
+    }
+    for p in [
+        "/bin/busybox",
+        "/usr/lib/cni/loopback",
+        "/usr/lib/cni/bridge",
+    ] {
+        assert!(
+            Path::new(p).exists(),
+            "prerequisite {p} is missing: run scripts/test.sh, which installs busybox-static and containernetworking-plugins"
+        );
+    }
+    assert!(
+        monitor_binary().is_file(),
+        "{} is missing: build the workspace first (cargo build --workspace --bins)",
+        monitor_binary().display()
+    );
+}
+
+fn which(bin: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(bin))
+            .find(|c| c.is_file())
+    })
+}
+
+/// `target/<profile>/krio-monitor`, beside the daemon binary under test.
+pub fn monitor_binary() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_krio"))
+        .parent()
+        .expect("binary dir")
+        .join("krio-monitor")
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("repo root")
+        .to_path_buf()
+}
+
+/// Starts the shared registry (idempotent) and pushes every test image, once per test binary.
+pub fn ensure_images() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        require_prerequisites();
+        let status = Command::new("bash")
+            .arg(repo_root().join("scripts/registry.sh"))
+            .args(["start", "5000"])
+            .status()
+            .expect("running scripts/registry.sh");
+        assert!(status.success(), "scripts/registry.sh start 5000 failed");
+        let catalog = krio_testimg::Catalog::from_host().expect("building the test image catalog");
+        let client = krio_testimg::RegistryClient::new(REGISTRY).expect("registry client");
+        for img in catalog.build_all().expect("building test images") {
+            client.push_test_image(&img).expect("pushing a test image");
+        }
+    });
+}
+
+/// Which CNI network the daemon gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Network {
+    /// A loopback-only conflist.
+    Loopback,
+    /// A bridge network (bridge, host-local IPAM, portmap) with its own bridge and subnet.
+    Bridge {
+        /// Third octet of the 10.<x>.<y>.0/24 subnet; also names the bridge.
+        subnet: u8,
+    },
+}
+
+/// A krio daemon running in a private directory tree.
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub root: PathBuf,
+    pub state: PathBuf,
+    pub logs: PathBuf,
+    pub config: PathBuf,
+    pub cgroup_parent: String,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    /// Starts a daemon with a loopback-only network.
+    pub async fn start() -> Daemon {
+        Self::start_with(Network::Loopback).await
+    }
+
+    /// Starts a daemon with the given network.
+    pub async fn start_with(network: Network) -> Daemon {
+        require_prerequisites();
+        let dir = tempfile::Builder::new()
+            .prefix("krio-e2e-")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
+        let d = dir.path().to_path_buf();
+        let cni = d.join("cni");
+        std::fs::create_dir_all(&cni).unwrap();
+        let conflist = match network {
+            Network::Loopback => serde_json::json!({
+                "cniVersion": "1.0.0",
+                "name": "krio-e2e-lo",
+                "plugins": [{"type": "loopback"}]
+            }),
+            Network::Bridge { subnet } => serde_json::json!({
+                "cniVersion": "1.0.0",
+                "name": format!("krio-e2e-br{subnet}"),
+                "plugins": [
+                    {"type": "bridge", "bridge": format!("krioe2e{subnet}"), "isGateway": true,
+                     "ipMasq": true, "hairpinMode": true,
+                     "ipam": {"type": "host-local", "ranges": [[{"subnet": format!("10.123.{subnet}.0/24")}]],
+                              "routes": [{"dst": "0.0.0.0/0"}],
+                              "dataDir": d.join("ipam").to_string_lossy()}},
+                    {"type": "portmap", "capabilities": {"portMappings": true}}
+                ]
+            }),
+        };
+        std::fs::write(cni.join("10-test.conflist"), conflist.to_string()).unwrap();
+        let cgroup_parent = format!(
+            "/krio-e2e-{}",
+            &d.file_name().unwrap().to_string_lossy()[9..]
+        );
+        let config = d.join("krio.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"{sock}\"\nroot = \"{root}\"\nstate_dir = \"{state}\"\nlog_level = \"krio=debug,krio_server=debug,info\"\n\
+                 monitor_path = \"{mon}\"\ncgroup_parent = \"{cg}\"\n[cni]\nconf_dir = \"{cni}\"\ninstall_default_config = false\n\
+                 [image]\nregistries_conf = \"{d}/registries.conf\"\n",
+                sock = d.join("krio.sock").display(),
+                root = d.join("root").display(),
+                state = d.join("run").display(),
+                mon = monitor_binary().display(),
+                cg = cgroup_parent,
+                cni = cni.display(),
+                d = d.display(),
+            ),
+        )
+        .unwrap();
+        let mut daemon = Daemon {
+            socket: d.join("krio.sock"),
+            root: d.join("root"),
+            state: d.join("run"),
+            logs: d.join("logs"),
+            config,
+            cgroup_parent,
+            child: None,
+            dir,
+        };
+        daemon.spawn().await;
+        daemon
+    }
+
+    async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("daemon.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_krio"))
+            .arg("--config")
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawning krio");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if self.socket.exists() {
+                if let Ok(mut c) = self.try_runtime().await {
+                    if c.version(cri::VersionRequest::default()).await.is_ok() {
+                        return;
+                    }
+                }
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!(
+                    "krio exited during start-up with {status}; log:\n{}",
+                    self.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "krio did not answer within 20s; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    /// Kills the daemon with SIGKILL (containers and monitors keep running).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the daemon again on the same directories.
+    pub async fn restart(&mut self) {
+        self.kill9();
+        self.spawn().await;
+    }
+
+    async fn try_runtime(&self) -> Result<RuntimeServiceClient<Channel>, tonic::transport::Error> {
+        Ok(RuntimeServiceClient::new(connect(&self.socket).await?))
+    }
+
+    /// A `RuntimeService` client.
+    pub async fn runtime(&self) -> RuntimeServiceClient<Channel> {
+        self.try_runtime().await.expect("connecting to krio")
+    }
+
+    /// An `ImageService` client.
+    pub async fn images(&self) -> ImageServiceClient<Channel> {
+        ImageServiceClient::new(connect(&self.socket).await.expect("connecting to krio"))
+    }
+
+    /// Every mountpoint under the daemon's directories.
+    pub fn mounts(&self) -> Vec<String> {
+        let dir = self.dir.path().to_string_lossy().to_string();
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+            .filter(|m| m.starts_with(&dir))
+            .collect()
+    }
+
+    /// Pids of processes whose command line mentions the daemon's directory (monitors,
+    /// runtimes), other than the daemon itself.
+    pub fn processes(&self) -> Vec<(i32, String)> {
+        let dir = self.dir.path().to_string_lossy().to_string();
+        let me = self.child.as_ref().map(|c| c.id() as i32);
+        let mut out = Vec::new();
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            if Some(pid) == me {
+                continue;
+            }
+            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(&dir) {
+                out.push((pid, cmd));
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+        // Clean whatever a failed test left: runtime containers, monitors, mounts, cgroups.
+        let runc_root = self.state.join("runtime/runc");
+        if let Ok(entries) = std::fs::read_dir(&runc_root) {
+            for e in entries.flatten() {
+                let _ = Command::new("runc")
+                    .arg("--root")
+                    .arg(&runc_root)
+                    .args(["delete", "--force"])
+                    .arg(e.file_name())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+        for (pid, _) in self.processes() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let mut mounts = self.mounts();
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in mounts {
+            let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
+        }
+        if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
+            for e in entries.flatten() {
+                let base = e.path().join(self.cgroup_parent.trim_start_matches('/'));
+                remove_cgroup_tree(&base);
+            }
+        }
+    }
+}
+
+fn remove_cgroup_tree(p: &Path) {
+    if let Ok(entries) = std::fs::read_dir(p) {
+        for e in entries.flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                remove_cgroup_tree(&e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(p);
+}
+
+/// Connects a tonic channel to a unix socket.
+pub async fn connect(socket: &Path) -> Result<Channel, tonic::transport::Error> {
+    let socket = socket.to_path_buf();
+    Endpoint::try_from("http://[::]:50051")?
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let socket = socket.clone();
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(
+                    tokio::net::UnixStream::connect(socket).await?,
+                ))
+            }
+        }))
+        .await
+}
+
+/// A pod config with a fresh uid and a log directory under the daemon's tree.
+pub fn pod_config(d: &Daemon, name: &str) -> cri::PodSandboxConfig {
+    cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: name.to_string(),
+            namespace: "default".to_string(),
+            uid: format!("uid-{name}-{}", std::process::id()),
+            attempt: 0,
+        }),
+        hostname: name.to_string(),
+        log_directory: d.logs.join(name).to_string_lossy().into_owned(),
+        linux: Some(cri::LinuxPodSandboxConfig::default()),
+        ..Default::default()
+    }
+}
+
+/// A container config running `sh -c script` in the given image.
+pub fn container_config(name: &str, image: &str, script: &str) -> cri::ContainerConfig {
+    cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata {
+            name: name.to_string(),
+            attempt: 0,
+        }),
+        image: Some(cri::ImageSpec {
+            image: image.to_string(),
+            ..Default::default()
+        }),
+        command: vec!["sh".into(), "-c".into(), script.to_string()],
+        log_path: format!("{name}.log"),
+        linux: Some(cri::LinuxContainerConfig::default()),
+        ..Default::default()
+    }
+}
+
+/// Pulls `reference` through the daemon.
+pub async fn pull(d: &Daemon, reference: &str) -> String {
+    d.images()
+        .await
+        .pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: reference.to_string(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("pulling {reference}: {e}; daemon log:\n{}", d.log()))
+        .into_inner()
+        .image_ref
+}
+
+/// Runs a pod and returns its id.
+pub async fn run_pod(d: &Daemon, config: &cri::PodSandboxConfig) -> String {
+    d.runtime()
+        .await
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}; daemon log:\n{}", d.log()))
+        .into_inner()
+        .pod_sandbox_id
+}
+
+/// Creates and starts a container; returns its id.
+pub async fn run_container(
+    d: &Daemon,
+    pod_id: &str,
+    pod: &cri::PodSandboxConfig,
+    config: cri::ContainerConfig,
+) -> String {
+    let mut rt = d.runtime().await;
+    let id = rt
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod_id.to_string(),
+            config: Some(config),
+            sandbox_config: Some(pod.clone()),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("CreateContainer: {e}; daemon log:\n{}", d.log()))
+        .into_inner()
+        .container_id;
+    rt.start_container(cri::StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("StartContainer: {e}; daemon log:\n{}", d.log()));
+    id
+}
+
+/// The container's status.
+pub async fn status(d: &Daemon, id: &str) -> cri::ContainerStatus {
+    d.runtime()
+        .await
+        .container_status(cri::ContainerStatusRequest {
+            container_id: id.to_string(),
+            verbose: false,
+        })
+        .await
+        .expect("ContainerStatus")
+        .into_inner()
+        .status
+        .expect("status set")
+}
+
+/// Waits (up to 30 s) until the container has exited; returns its final status.
+pub async fn wait_exited(d: &Daemon, id: &str) -> cri::ContainerStatus {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = status(d, id).await;
+        if s.state == cri::ContainerState::ContainerExited as i32 {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "container {id} did not exit: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Parses a CRI log file into (stream, tag, text) records, checking each timestamp.
+pub fn read_cri_log(path: &Path) -> Vec<(String, String, String)> {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    text.lines()
+        .map(|line| {
+            let mut parts = line.splitn(4, ' ');
+            let ts = parts.next().unwrap();
+            let stream = parts
+                .next()
+                .unwrap_or_else(|| panic!("no stream in {line:?}"));
+            let tag = parts.next().unwrap_or_else(|| panic!("no tag in {line:?}"));
+            let msg = parts.next().unwrap_or("");
+            assert!(
+                ts.len() >= 20 && ts.contains('T') && (ts.ends_with('Z') || ts.contains('+')),
+                "bad RFC3339Nano timestamp {ts:?} in {line:?}"
+            );
+            (stream.to_string(), tag.to_string(), msg.to_string())
+        })
+        .collect()
+}
+
+/// Stops and removes a pod, asserting success.
+pub async fn remove_pod(d: &Daemon, pod_id: &str) {
+    let mut rt = d.runtime().await;
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod_id.to_string(),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("StopPodSandbox: {e}; daemon log:\n{}", d.log()));
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod_id.to_string(),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("RemovePodSandbox: {e}; daemon log:\n{}", d.log()));
+}

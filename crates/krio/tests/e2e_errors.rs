@@ -1,0 +1,271 @@
+//! End to end: bad input gets a clear gRPC status naming the field, and the daemon keeps serving.
+
+mod common;
+
+use common::*;
+use k8s_cri::v1 as cri;
+use tonic::Code;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_requests_get_clear_statuses() {
+    ensure_images();
+    let d = Daemon::start().await;
+    let mut rt = d.runtime().await;
+    let mut img = d.images().await;
+
+    // Unknown sandbox in CreateContainer: NotFound.
+    let err = rt
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: "0".repeat(64),
+            config: Some(container_config("c", &image("busybox"), "true")),
+            sandbox_config: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    assert!(err.message().contains(&"0".repeat(64)), "{}", err.message());
+
+    // A tag the registry does not have: NotFound naming the reference.
+    let missing = format!("{REGISTRY}/krio-test/busybox:no-such-tag");
+    let err = img
+        .pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: missing.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    assert!(err.message().contains(&missing), "{}", err.message());
+
+    // A malformed reference: InvalidArgument.
+    let err = img
+        .pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: "UPPER/Case::bad".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+
+    // Missing metadata and missing fields of it: InvalidArgument naming the field.
+    let err = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(cri::PodSandboxConfig::default()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("config.metadata"),
+        "{}",
+        err.message()
+    );
+    let mut pod = pod_config(&d, "bad");
+    pod.metadata.as_mut().unwrap().name.clear();
+    let err = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("config.metadata.name"),
+        "{}",
+        err.message()
+    );
+
+    // An unknown runtime handler: InvalidArgument naming it; nothing is left behind.
+    let err = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod_config(&d, "h")),
+            runtime_handler: "nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("runtime_handler"),
+        "{}",
+        err.message()
+    );
+
+    // A container config without an image: InvalidArgument naming the field.
+    pull(&d, &image("busybox")).await;
+    let pod = pod_config(&d, "ok");
+    let pod_id = run_pod(&d, &pod).await;
+    let mut c = container_config("noimage", "", "true");
+    c.image = None;
+    let err = rt
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod_id.clone(),
+            config: Some(c),
+            sandbox_config: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("config.image.image"),
+        "{}",
+        err.message()
+    );
+    // An image that is not pulled: NotFound.
+    let err = rt
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod_id.clone(),
+            config: Some(container_config("nopull", &image("zstd"), "true")),
+            sandbox_config: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    // A log path escaping the log directory: InvalidArgument.
+    let mut c = container_config("escape", &image("busybox"), "true");
+    c.log_path = "../../etc/evil.log".into();
+    let err = rt
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod_id.clone(),
+            config: Some(c),
+            sandbox_config: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    // The same pod name again: AlreadyExists.
+    let err = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
+    // Nothing half-made: only the one pod, no containers.
+    assert_eq!(
+        rt.list_pod_sandbox(cri::ListPodSandboxRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .items
+            .len(),
+        1
+    );
+    assert!(rt
+        .list_containers(cri::ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers
+        .is_empty());
+    assert_eq!(
+        std::fs::read_dir(d.root.join("containers"))
+            .unwrap()
+            .count(),
+        0
+    );
+
+    // Stop and remove of unknown ids succeed (the CRI makes them idempotent); empty ids do not.
+    let unknown = "f".repeat(64);
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: unknown.clone(),
+    })
+    .await
+    .unwrap();
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: unknown.clone(),
+    })
+    .await
+    .unwrap();
+    rt.stop_container(cri::StopContainerRequest {
+        container_id: unknown.clone(),
+        timeout: 0,
+    })
+    .await
+    .unwrap();
+    rt.remove_container(cri::RemoveContainerRequest {
+        container_id: unknown.clone(),
+    })
+    .await
+    .unwrap();
+    let err = rt
+        .stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let err = rt
+        .container_status(cri::ContainerStatusRequest {
+            container_id: unknown.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+
+    // Still serving.
+    let v = rt
+        .version(cri::VersionRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(v.runtime_name, "krio");
+    assert_eq!(v.runtime_api_version, "v1");
+    remove_pod(&d, &pod_id).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_and_runtime_config_are_honest() {
+    require_prerequisites();
+    let d = Daemon::start().await;
+    let mut rt = d.runtime().await;
+    let st = rt
+        .status(cri::StatusRequest { verbose: true })
+        .await
+        .unwrap()
+        .into_inner();
+    let conds = st.status.unwrap().conditions;
+    let get = |t: &str| conds.iter().find(|c| c.r#type == t).cloned().unwrap();
+    assert!(get("RuntimeReady").status);
+    assert!(get("NetworkReady").status, "{:?}", get("NetworkReady"));
+    assert!(st.info.contains_key("config"));
+    // Removing the network configuration makes NetworkReady false, with a reason.
+    for e in std::fs::read_dir(d.dir.path().join("cni"))
+        .unwrap()
+        .flatten()
+    {
+        std::fs::remove_file(e.path()).unwrap();
+    }
+    let st = rt
+        .status(cri::StatusRequest { verbose: false })
+        .await
+        .unwrap()
+        .into_inner();
+    let net = st
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.r#type == "NetworkReady")
+        .unwrap();
+    assert!(!net.status);
+    assert!(!net.reason.is_empty() && !net.message.is_empty());
+    let rc = rt
+        .runtime_config(cri::RuntimeConfigRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        rc.linux.unwrap().cgroup_driver,
+        cri::CgroupDriver::Cgroupfs as i32
+    );
+}

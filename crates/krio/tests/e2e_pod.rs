@@ -1,0 +1,403 @@
+//! End to end: a real pod from the real local registry, through real runc.
+
+mod common;
+
+use common::*;
+use k8s_cri::v1 as cri;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pulled_image_is_listed_with_tag_and_digest() {
+    ensure_images();
+    let d = Daemon::start().await;
+    let reference = image("busybox");
+    let id = pull(&d, &reference).await;
+    assert!(id.starts_with("sha256:") && id.len() == 71, "image id {id}");
+    let images = d
+        .images()
+        .await
+        .list_images(cri::ListImagesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .images;
+    let img = images
+        .iter()
+        .find(|i| i.id == id)
+        .expect("pulled image listed");
+    assert!(
+        img.repo_tags.contains(&reference),
+        "tags {:?}",
+        img.repo_tags
+    );
+    let digest_ref = img
+        .repo_digests
+        .iter()
+        .find(|r| r.starts_with(&format!("{REGISTRY}/krio-test/busybox@sha256:")))
+        .expect("repo digest listed");
+    assert_eq!(
+        digest_ref.len(),
+        format!("{REGISTRY}/krio-test/busybox@sha256:").len() + 64
+    );
+    assert!(img.size > 500_000, "size {}", img.size);
+    // ImageStatus by tag and by digest reference find the same image.
+    for r in [reference.as_str(), digest_ref.as_str(), id.as_str()] {
+        let st = d
+            .images()
+            .await
+            .image_status(cri::ImageStatusRequest {
+                image: Some(cri::ImageSpec {
+                    image: r.to_string(),
+                    ..Default::default()
+                }),
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(st.image.map(|i| i.id), Some(id.clone()), "ImageStatus({r})");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn container_logs_exit_codes_and_clean_teardown() {
+    ensure_images();
+    let d = Daemon::start().await;
+    pull(&d, &image("busybox")).await;
+    let pod = pod_config(&d, "logs");
+    let pod_id = run_pod(&d, &pod).await;
+
+    let script = "echo out-1; sleep 0.2; echo err-1 >&2; sleep 0.2; echo out-2; sleep 0.2; printf 'no-newline' >&2; exit 0";
+    let ok = run_container(
+        &d,
+        &pod_id,
+        &pod,
+        container_config("ok", &image("busybox"), script),
+    )
+    .await;
+    let fail = run_container(
+        &d,
+        &pod_id,
+        &pod,
+        container_config("fail", &image("busybox"), "echo bye; exit 3"),
+    )
+    .await;
+
+    let st = wait_exited(&d, &ok).await;
+    assert_eq!(st.exit_code, 0);
+    assert_eq!(st.reason, "Completed");
+    assert!(
+        st.created_at > 0 && st.started_at >= st.created_at && st.finished_at >= st.started_at,
+        "{st:?}"
+    );
+    assert_eq!(st.log_path, format!("{}/ok.log", pod.log_directory));
+    assert_eq!(
+        st.image.as_ref().map(|i| i.user_specified_image.clone()),
+        Some(image("busybox"))
+    );
+    assert!(st.image_ref.contains("@sha256:") || st.image_ref.starts_with("sha256:"));
+    let records = read_cri_log(std::path::Path::new(&st.log_path));
+    let expected = vec![
+        ("stdout".to_string(), "F".to_string(), "out-1".to_string()),
+        ("stderr".to_string(), "F".to_string(), "err-1".to_string()),
+        ("stdout".to_string(), "F".to_string(), "out-2".to_string()),
+        (
+            "stderr".to_string(),
+            "F".to_string(),
+            "no-newline".to_string(),
+        ),
+    ];
+    assert_eq!(records, expected);
+
+    let st = wait_exited(&d, &fail).await;
+    assert_eq!(st.exit_code, 3);
+    assert_eq!(st.reason, "Error");
+    assert_eq!(
+        read_cri_log(std::path::Path::new(&st.log_path)),
+        vec![("stdout".to_string(), "F".to_string(), "bye".to_string())]
+    );
+
+    let listed = d
+        .runtime()
+        .await
+        .list_containers(cri::ListContainersRequest {
+            filter: Some(cri::ContainerFilter {
+                pod_sandbox_id: pod_id.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert_eq!(listed.len(), 2);
+    assert!(listed
+        .iter()
+        .all(|c| c.state == cri::ContainerState::ContainerExited as i32));
+
+    let mut rt = d.runtime().await;
+    for id in [&ok, &fail] {
+        rt.stop_container(cri::StopContainerRequest {
+            container_id: id.to_string(),
+            timeout: 5,
+        })
+        .await
+        .unwrap();
+        rt.remove_container(cri::RemoveContainerRequest {
+            container_id: id.to_string(),
+        })
+        .await
+        .unwrap();
+        // Idempotent: a second remove succeeds.
+        rt.remove_container(cri::RemoveContainerRequest {
+            container_id: id.to_string(),
+        })
+        .await
+        .unwrap();
+    }
+    remove_pod(&d, &pod_id).await;
+    assert_eq!(
+        d.mounts(),
+        Vec::<String>::new(),
+        "mounts left under krio's directories"
+    );
+    assert_eq!(d.processes(), Vec::<(i32, String)>::new(), "processes left");
+    let pods = rt
+        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert!(pods.is_empty(), "{pods:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stop_escalates_to_sigkill_and_pod_teardown_leaves_nothing() {
+    ensure_images();
+    let d = Daemon::start().await;
+    pull(&d, &image("busybox-oci")).await;
+    let pod = pod_config(&d, "stop");
+    let pod_id = run_pod(&d, &pod).await;
+    // PID 1 ignores SIGTERM without a handler, so the stop must escalate to SIGKILL.
+    let stubborn = run_container(
+        &d,
+        &pod_id,
+        &pod,
+        container_config("stubborn", &image("busybox-oci"), "sleep 1000"),
+    )
+    .await;
+    // This one handles SIGTERM and exits 143 at once.
+    let polite = run_container(
+        &d,
+        &pod_id,
+        &pod,
+        container_config(
+            "polite",
+            &image("busybox-oci"),
+            "trap 'exit 143' TERM; while true; do sleep 0.1; done",
+        ),
+    )
+    .await;
+    let long = run_container(
+        &d,
+        &pod_id,
+        &pod,
+        container_config("long", &image("busybox-oci"), "sleep 1000"),
+    )
+    .await;
+    assert_eq!(
+        status(&d, &stubborn).await.state,
+        cri::ContainerState::ContainerRunning as i32
+    );
+    let pod_status = d
+        .runtime()
+        .await
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: pod_id.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(pod_status.state, cri::PodSandboxState::SandboxReady as i32);
+    assert_eq!(pod_status.metadata, pod.metadata);
+
+    let mut rt = d.runtime().await;
+    rt.stop_container(cri::StopContainerRequest {
+        container_id: stubborn.clone(),
+        timeout: 1,
+    })
+    .await
+    .unwrap();
+    let st = status(&d, &stubborn).await;
+    assert_eq!(st.state, cri::ContainerState::ContainerExited as i32);
+    assert_eq!(st.exit_code, 137);
+    rt.stop_container(cri::StopContainerRequest {
+        container_id: polite.clone(),
+        timeout: 10,
+    })
+    .await
+    .unwrap();
+    assert_eq!(status(&d, &polite).await.exit_code, 143);
+    // Stopping again is fine (idempotent).
+    rt.stop_container(cri::StopContainerRequest {
+        container_id: polite.clone(),
+        timeout: 10,
+    })
+    .await
+    .unwrap();
+
+    // StopPodSandbox kills the still-running container; RemovePodSandbox removes them all.
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod_id.clone(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        status(&d, &long).await.state,
+        cri::ContainerState::ContainerExited as i32
+    );
+    let st = rt
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: pod_id.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(st.state, cri::PodSandboxState::SandboxNotready as i32);
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod_id.clone(),
+    })
+    .await
+    .unwrap();
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod_id.clone(),
+    })
+    .await
+    .unwrap();
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod_id.clone(),
+    })
+    .await
+    .unwrap();
+    let left = rt
+        .list_containers(cri::ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(d.mounts(), Vec::<String>::new());
+    assert_eq!(d.processes(), Vec::<(i32, String)>::new());
+    assert_eq!(
+        std::fs::read_dir(d.state.join("sandboxes"))
+            .unwrap()
+            .count(),
+        0
+    );
+    assert_eq!(
+        std::fs::read_dir(d.root.join("containers"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_layer_image_shows_whiteouts_and_changes() {
+    ensure_images();
+    let d = Daemon::start().await;
+    pull(&d, &image("layered")).await;
+    let pod = pod_config(&d, "layered");
+    let pod_id = run_pod(&d, &pod).await;
+    let mut script = String::new();
+    for (path, _) in krio_testimg::catalog::LAYERED_FILES {
+        script.push_str(&format!("echo \"{path}=$(cat {path})\"; "));
+    }
+    for path in krio_testimg::catalog::LAYERED_ABSENT {
+        script.push_str(&format!(
+            "if [ -e {path} ]; then echo \"present {path}\"; else echo \"absent {path}\"; fi; "
+        ));
+    }
+    let id = run_container(
+        &d,
+        &pod_id,
+        &pod,
+        container_config("view", &image("layered"), &script),
+    )
+    .await;
+    let st = wait_exited(&d, &id).await;
+    assert_eq!(st.exit_code, 0);
+    let lines: Vec<String> = read_cri_log(std::path::Path::new(&st.log_path))
+        .into_iter()
+        .map(|r| r.2)
+        .collect();
+    let mut expected: Vec<String> = krio_testimg::catalog::LAYERED_FILES
+        .iter()
+        .map(|(p, content)| format!("{p}={}", content.trim_end_matches('\n')))
+        .collect();
+    expected.extend(
+        krio_testimg::catalog::LAYERED_ABSENT
+            .iter()
+            .map(|p| format!("absent {p}")),
+    );
+    assert_eq!(lines, expected);
+    remove_pod(&d, &pod_id).await;
+    assert_eq!(d.mounts(), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn containers_survive_a_daemon_kill9() {
+    ensure_images();
+    let mut d = Daemon::start().await;
+    pull(&d, &image("busybox")).await;
+    let pod = pod_config(&d, "restart");
+    let pod_id = run_pod(&d, &pod).await;
+    let id = run_container(
+        &d,
+        &pod_id,
+        &pod,
+        container_config(
+            "survivor",
+            &image("busybox"),
+            "trap 'echo bye; exit 7' TERM; echo up; while true; do sleep 0.1; done",
+        ),
+    )
+    .await;
+    d.restart().await;
+    assert_eq!(
+        status(&d, &id).await.state,
+        cri::ContainerState::ContainerRunning as i32
+    );
+    let mut rt = d.runtime().await;
+    rt.stop_container(cri::StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 10,
+    })
+    .await
+    .unwrap();
+    let st = status(&d, &id).await;
+    assert_eq!(st.exit_code, 7);
+    let lines: Vec<String> = read_cri_log(std::path::Path::new(&st.log_path))
+        .into_iter()
+        .map(|r| r.2)
+        .collect();
+    assert_eq!(lines, vec!["up".to_string(), "bye".to_string()]);
+    // A second restart while the pod is stopped-but-present keeps it listed.
+    d.restart().await;
+    let mut rt = d.runtime().await;
+    let pods = rt
+        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(pods.len(), 1);
+    remove_pod(&d, &pod_id).await;
+    assert_eq!(d.mounts(), Vec::<String>::new());
+    assert_eq!(d.processes(), Vec::<(i32, String)>::new());
+}
