@@ -14,6 +14,7 @@ target/release/krio-testimg push --registry 127.0.0.1:5000
 
 sock=/run/krio/krio.sock
 log=/tmp/krio-demo/krio.log
+rm -rf /tmp/krio-demo/logs   # the example pod's log_directory: start with fresh logs
 mkdir -p /tmp/krio-demo
 if [ -S "$sock" ] && target/release/krioctl -r "unix://$sock" version >/dev/null 2>&1; then
 	echo "== krio is already running on $sock"
@@ -40,6 +41,7 @@ k images
 echo "== krioctl runp examples/pod.json"
 pod=$(k runp examples/pod.json)
 echo "pod: $pod"
+k inspectp "$pod" | grep -E '"(ip|state)"' || true
 echo "== krioctl create + start"
 ctr=$(k create "$pod" examples/container.json examples/pod.json)
 k start "$ctr"
