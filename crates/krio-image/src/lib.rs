@@ -1,0 +1,45 @@
+//! The image side of the CRI `ImageService`, as a library (no gRPC here):
+//!
+//! * [`Reference`]: image references per the distribution reference grammar, normalized like
+//!   Docker (`busybox` = `docker.io/library/busybox:latest`);
+//! * a registry client (OCI distribution API: bearer/basic auth, manifests, streaming blobs;
+//!   plain HTTP for loopback and configured insecure registries, mirrors);
+//! * [`ImageStore`]: content store (`blobs/`), layer store (`layers/<chain-id>/diff`, overlayfs
+//!   lower dirs unpacked by `krio_layer`) and image records (`images/<id>.json`), with
+//!   streaming, verified, parallel pulls ([`ImageStore::pull`]).
+
+mod digest;
+mod error;
+mod manifest;
+mod pull;
+mod reference;
+mod registry;
+mod spool;
+mod store;
+
+pub use digest::{chain_ids, Algorithm, Digest, Hasher};
+pub use error::ImageError;
+pub use manifest::{
+    classify, layer_compression, select_platform, Compression, Descriptor, Document, Platform,
+    RawPlatform,
+};
+pub use reference::Reference;
+pub use registry::{is_loopback_host, RegistryAuth, RegistryConfig};
+pub use store::{FsUsage, ImageRecord, ImageStore, LayerMeta};
+
+/// Media type constants (OCI image-spec and Docker schema 2).
+pub mod media_types {
+    pub use crate::manifest::{
+        DOCKER_CONFIG, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, DOCKER_SCHEMA1,
+        DOCKER_SCHEMA1_SIGNED, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST,
+    };
+}
+
+#[cfg(test)]
+mod send_sync {
+    fn assert_send_sync<T: Send + Sync>() {}
+    #[test]
+    fn store_is_send_sync() {
+        assert_send_sync::<super::ImageStore>();
+    }
+}
