@@ -66,6 +66,9 @@ pub enum ServerError {
     /// Several teardown steps failed; all are reported (`Internal`).
     #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
     Many(Vec<ServerError>),
+    /// The task running a handler panicked (`Internal`).
+    #[error("handler task failed: {0}")]
+    Task(String),
     /// The call was cancelled or timed out (`DeadlineExceeded`).
     #[error("{0}")]
     DeadlineExceeded(String),
@@ -120,6 +123,7 @@ impl ServerError {
             ServerError::Runtime(_)
             | ServerError::Monitor(_)
             | ServerError::Net(_)
+            | ServerError::Task(_)
             | ServerError::Io { .. } => Code::Internal,
         }
     }

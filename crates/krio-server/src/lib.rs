@@ -27,7 +27,7 @@ pub use service::{ImageApi, RuntimeApi};
 
 use krio_image::ImageStore;
 use krio_oci::OciRuntime;
-use state::{Container, Registry, Sandbox};
+use state::{Container, Pending, Registry, Sandbox};
 
 /// The CRI runtime name reported by `Version`.
 pub const RUNTIME_NAME: &str = "krio";
@@ -40,6 +40,8 @@ pub struct Krio {
     images: ImageStore,
     sandboxes: Registry<Sandbox>,
     containers: Registry<Container>,
+    pending_sandboxes: Pending,
+    pending_containers: Pending,
     runtimes: BTreeMap<String, OciRuntime>,
     monitor_bin: PathBuf,
     cni: krio_net::cni::Cni,
@@ -113,6 +115,8 @@ impl Krio {
             images,
             sandboxes: Registry::new("sandbox"),
             containers: Registry::new("container"),
+            pending_sandboxes: Pending::default(),
+            pending_containers: Pending::default(),
             runtimes,
             monitor_bin,
             cni,

@@ -54,6 +54,18 @@ fn respond<T>(
     }
 }
 
+/// Runs a handler on its own task, so a client that gives up (kubelet's deadline) never
+/// cancels a multi-step operation halfway; the work finishes and leaves consistent state.
+async fn detached<T, F>(krio: &Arc<Krio>, f: impl FnOnce(Arc<Krio>) -> F) -> Result<T, ServerError>
+where
+    F: std::future::Future<Output = Result<T, ServerError>> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::spawn(f(krio.clone()))
+        .await
+        .map_err(|e| ServerError::Task(e.to_string()))?
+}
+
 fn unimplemented<T>(rpc: &str) -> Result<Response<T>, Status> {
     Err(Status::unimplemented(format!(
         "{rpc} is not implemented by krio yet"
@@ -90,7 +102,8 @@ impl RuntimeService for RuntimeApi {
         r: Request<cri::StopPodSandboxRequest>,
     ) -> Result<Response<cri::StopPodSandboxResponse>, Status> {
         let t = Instant::now();
-        let res = self.0.stop_pod_sandbox(r.into_inner()).await;
+        let req = r.into_inner();
+        let res = detached(&self.0, |k| async move { k.stop_pod_sandbox(req).await }).await;
         respond(
             "StopPodSandbox",
             t,
@@ -103,7 +116,8 @@ impl RuntimeService for RuntimeApi {
         r: Request<cri::RemovePodSandboxRequest>,
     ) -> Result<Response<cri::RemovePodSandboxResponse>, Status> {
         let t = Instant::now();
-        let res = self.0.remove_pod_sandbox(r.into_inner()).await;
+        let req = r.into_inner();
+        let res = detached(&self.0, |k| async move { k.remove_pod_sandbox(req).await }).await;
         respond(
             "RemovePodSandbox",
             t,
@@ -148,7 +162,8 @@ impl RuntimeService for RuntimeApi {
         r: Request<cri::StartContainerRequest>,
     ) -> Result<Response<cri::StartContainerResponse>, Status> {
         let t = Instant::now();
-        let res = self.0.start_container(r.into_inner()).await;
+        let req = r.into_inner();
+        let res = detached(&self.0, |k| async move { k.start_container(req).await }).await;
         respond(
             "StartContainer",
             t,
@@ -161,7 +176,8 @@ impl RuntimeService for RuntimeApi {
         r: Request<cri::StopContainerRequest>,
     ) -> Result<Response<cri::StopContainerResponse>, Status> {
         let t = Instant::now();
-        let res = self.0.stop_container(r.into_inner()).await;
+        let req = r.into_inner();
+        let res = detached(&self.0, |k| async move { k.stop_container(req).await }).await;
         respond(
             "StopContainer",
             t,
@@ -174,7 +190,8 @@ impl RuntimeService for RuntimeApi {
         r: Request<cri::RemoveContainerRequest>,
     ) -> Result<Response<cri::RemoveContainerResponse>, Status> {
         let t = Instant::now();
-        let res = self.0.remove_container(r.into_inner()).await;
+        let req = r.into_inner();
+        let res = detached(&self.0, |k| async move { k.remove_container(req).await }).await;
         respond(
             "RemoveContainer",
             t,
@@ -350,7 +367,9 @@ impl ImageService for ImageApi {
         r: Request<cri::PullImageRequest>,
     ) -> Result<Response<cri::PullImageResponse>, Status> {
         let t = Instant::now();
-        respond("PullImage", t, self.0.pull_image(r.into_inner()).await)
+        let req = r.into_inner();
+        let res = detached(&self.0, |k| async move { k.pull_image(req).await }).await;
+        respond("PullImage", t, res)
     }
 
     async fn remove_image(

@@ -319,3 +319,124 @@ pub fn now_ns() -> i64 {
         .map(|d| d.as_nanos() as i64)
         .unwrap_or(0)
 }
+
+/// Creations in progress, by reserved name, so a retried request can be answered with the
+/// object its first attempt made.
+///
+/// kubelet gives up on a slow `RunPodSandbox` or `CreateContainer` after its deadline and sends
+/// the same request again. krio runs every creation on a task of its own, so a caller that goes
+/// away never cancels it halfway; the finished id stays here until a retry takes it (the same
+/// thing CRI-O does with its resource cache).
+#[derive(Debug, Default)]
+pub struct Pending {
+    map: Mutex<HashMap<String, tokio::sync::watch::Receiver<PendingState>>>,
+}
+
+/// The state of one pending creation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PendingState {
+    /// Still running.
+    Running,
+    /// Finished with this id.
+    Done(String),
+    /// Failed; everything it made was undone and the name released.
+    Failed,
+}
+
+/// What [`Pending::begin`] decided.
+#[derive(Debug)]
+pub enum Begin {
+    /// This request creates the object; report the outcome through the sender.
+    Create(tokio::sync::watch::Sender<PendingState>),
+    /// An earlier request with the same name is running or finished unclaimed: wait for it.
+    Join(tokio::sync::watch::Receiver<PendingState>),
+}
+
+impl Pending {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, tokio::sync::watch::Receiver<PendingState>>>
+    {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Joins a pending creation of `name`, or reserves the name with `reserve` and starts one.
+    /// The check and the reservation happen under one lock, so two identical requests can
+    /// never both create.
+    ///
+    /// Errors: whatever `reserve` returns (`AlreadyExists` when a finished object holds the name).
+    pub fn begin(&self, name: &str, reserve: impl FnOnce() -> Result<()>) -> Result<Begin> {
+        let mut map = self.lock();
+        if let Some(rx) = map.get(name) {
+            if *rx.borrow() != PendingState::Failed {
+                return Ok(Begin::Join(rx.clone()));
+            }
+            map.remove(name);
+        }
+        reserve()?;
+        let (tx, rx) = tokio::sync::watch::channel(PendingState::Running);
+        map.insert(name.to_string(), rx);
+        Ok(Begin::Create(tx))
+    }
+
+    /// Forgets `name` (its caller has the result).
+    pub fn finish(&self, name: &str) {
+        self.lock().remove(name);
+    }
+
+    /// Waits for a joined creation; `Some(id)` when it succeeded.
+    pub async fn wait(mut rx: tokio::sync::watch::Receiver<PendingState>) -> Option<String> {
+        loop {
+            match rx.borrow_and_update().clone() {
+                PendingState::Done(id) => return Some(id),
+                PendingState::Failed => return None,
+                PendingState::Running => {}
+            }
+            if rx.changed().await.is_err() {
+                return match rx.borrow().clone() {
+                    PendingState::Done(id) => Some(id),
+                    _ => None,
+                };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn pending_hands_the_result_to_a_retry() {
+        let p = Pending::default();
+        let Begin::Create(tx) = p.begin("n", || Ok(())).unwrap() else {
+            panic!()
+        };
+        let Begin::Join(rx) = p.begin("n", || panic!("must not reserve twice")).unwrap() else {
+            panic!()
+        };
+        let waiter = tokio::spawn(Pending::wait(rx));
+        tx.send(PendingState::Done("id1".into())).unwrap();
+        assert_eq!(waiter.await.unwrap(), Some("id1".into()));
+        // An abandoned, finished creation is still handed to the next retry...
+        let Begin::Join(rx) = p.begin("n", || panic!()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(Pending::wait(rx).await, Some("id1".into()));
+        // ...until its caller took it; then the name goes back to the registry's rules.
+        p.finish("n");
+        assert!(p
+            .begin("n", || Err(ServerError::FailedPrecondition("taken".into())))
+            .is_err());
+    }
+
+    #[tokio::test]
+    async fn a_failed_creation_lets_the_retry_start_afresh() {
+        let p = Pending::default();
+        let Begin::Create(tx) = p.begin("n", || Ok(())).unwrap() else {
+            panic!()
+        };
+        tx.send(PendingState::Failed).unwrap();
+        assert!(matches!(p.begin("n", || Ok(())).unwrap(), Begin::Create(_)));
+    }
+}

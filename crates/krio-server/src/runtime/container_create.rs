@@ -3,12 +3,16 @@
 //! step through the same idempotent teardown that `RemoveContainer` uses.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use k8s_cri::v1 as cri;
 use tracing::Instrument;
 
 use crate::error::{Result, ServerError};
-use crate::state::{now_ns, Container, ContainerRecord, ContainerState, SandboxState};
+use crate::state::{
+    now_ns, Begin, Container, ContainerRecord, ContainerState, Pending, PendingState,
+    SandboxRecord, SandboxState,
+};
 use crate::{ids, persist, rootfs, validate, Krio};
 
 impl Krio {
@@ -19,7 +23,7 @@ impl Krio {
     /// the sandbox is not ready; `AlreadyExists` when the container name is reserved in the pod;
     /// `Internal` when mounting or the runtime fails.
     pub(crate) async fn create_container(
-        &self,
+        self: &Arc<Self>,
         req: cri::CreateContainerRequest,
     ) -> Result<cri::CreateContainerResponse> {
         ids::validate("pod_sandbox_id", &req.pod_sandbox_id)?;
@@ -49,7 +53,24 @@ impl Krio {
             })?;
         let name = super::container_remove::container_name(&config, &sb.config);
         let id = ids::new_id()?;
-        self.containers.reserve(&name, &id)?;
+        let tx = match self
+            .pending_containers
+            .begin(&name, || self.containers.reserve(&name, &id))?
+        {
+            Begin::Create(tx) => tx,
+            Begin::Join(rx) => {
+                // A retry of a creation still running, or finished after its caller left.
+                return match Pending::wait(rx).await {
+                    Some(container_id) => {
+                        self.pending_containers.finish(&name);
+                        Ok(cri::CreateContainerResponse { container_id })
+                    }
+                    None => Err(ServerError::FailedPrecondition(format!(
+                        "an earlier attempt to create container {name} failed; retry"
+                    ))),
+                };
+            }
+        };
         let log_path = if sb.config.log_directory.is_empty() || config.log_path.is_empty() {
             String::new()
         } else {
@@ -58,7 +79,7 @@ impl Krio {
                 .to_string_lossy()
                 .into_owned()
         };
-        let mut record = ContainerRecord {
+        let record = ContainerRecord {
             id: id.clone(),
             sandbox_id: sb.id.clone(),
             image_ref,
@@ -86,21 +107,46 @@ impl Krio {
                 .and_then(|c| c.stop_signal().clone()),
             config,
         };
-        let span = tracing::info_span!("create_container", container = %id, name = %name);
-        let result = self
-            .setup_container(&mut record, &sb, &image)
-            .instrument(span)
-            .await;
-        match result {
+        // The work runs on its own task: a caller that gives up does not cancel it halfway.
+        let this = self.clone();
+        let task_name = name.clone();
+        let task = tokio::spawn(async move {
+            let span = tracing::info_span!("create_container", container = %id, name = %task_name);
+            let result = this
+                .finish_create(record, &sb, &image, &task_name)
+                .instrument(span)
+                .await;
+            let _ = tx.send(match &result {
+                Ok(id) => PendingState::Done(id.clone()),
+                Err(_) => PendingState::Failed,
+            });
+            result
+        });
+        let result = task.await.map_err(|e| ServerError::Task(e.to_string()))?;
+        self.pending_containers.finish(&name);
+        Ok(cri::CreateContainerResponse {
+            container_id: result?,
+        })
+    }
+
+    async fn finish_create(
+        &self,
+        mut record: ContainerRecord,
+        sb: &SandboxRecord,
+        image: &krio_image::ImageRecord,
+        name: &str,
+    ) -> Result<String> {
+        let id = record.id.clone();
+        match self.setup_container(&mut record, sb, image).await {
             Ok(()) => {
                 self.containers.insert(id.clone(), Container::new(record));
-                Ok(cri::CreateContainerResponse { container_id: id })
+                Ok(id)
             }
             Err(e) => {
                 if let Err(undo) = self.teardown_container(&record).await {
                     tracing::warn!(container = %id, error = %undo, "undo after failed create");
                 }
-                self.containers.release(&name, &id);
+                self.containers.release(name, &id);
                 Err(e)
             }
         }
@@ -109,7 +155,7 @@ impl Krio {
     async fn setup_container(
         &self,
         rec: &mut ContainerRecord,
-        sb: &crate::state::SandboxRecord,
+        sb: &SandboxRecord,
         image: &krio_image::ImageRecord,
     ) -> Result<()> {
         let run_dir = self.container_run_dir(&rec.id);

@@ -56,7 +56,7 @@ impl Krio {
     /// Removes the pod cgroup krio made under its own `cgroup_parent` (kubelet-given parents
     /// belong to kubelet). Every v1 controller hierarchy and the unified one are tried;
     /// absent directories are fine.
-    fn remove_pod_cgroup(&self, rec: &SandboxRecord) {
+    pub(crate) fn remove_pod_cgroup(&self, rec: &SandboxRecord) {
         if !rec
             .cgroup_parent
             .starts_with(&format!("{}/pod-", self.cfg.cgroup_parent))

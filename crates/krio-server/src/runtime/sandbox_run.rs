@@ -2,13 +2,14 @@
 //! the network, record the sandbox. A failure undoes every step already done.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use k8s_cri::v1 as cri;
 use krio_net::ns::{self, NsKind};
 use tracing::Instrument;
 
 use crate::error::{Result, ServerError};
-use crate::state::{now_ns, Sandbox, SandboxRecord, SandboxState};
+use crate::state::{now_ns, Begin, Pending, PendingState, Sandbox, SandboxRecord, SandboxState};
 use crate::{ids, persist, validate, Krio};
 
 /// `NamespaceMode::NODE`: the pod uses the host's namespace.
@@ -21,7 +22,7 @@ impl Krio {
     /// `AlreadyExists` when the pod's name (name, namespace, uid, attempt) is reserved;
     /// `FailedPrecondition` when the pod needs a network and none is configured.
     pub(crate) async fn run_pod_sandbox(
-        &self,
+        self: &Arc<Self>,
         req: cri::RunPodSandboxRequest,
     ) -> Result<cri::RunPodSandboxResponse> {
         let config = req
@@ -31,9 +32,26 @@ impl Krio {
         let handler = self.handler_name(&req.runtime_handler)?;
         let name = SandboxRecord::reserved_name(&config);
         let id = ids::new_id()?;
-        self.sandboxes.reserve(&name, &id)?;
-        let span = tracing::info_span!("run_pod_sandbox", sandbox = %id, name = %name);
-        let mut record = SandboxRecord {
+        let tx = match self
+            .pending_sandboxes
+            .begin(&name, || self.sandboxes.reserve(&name, &id))?
+        {
+            Begin::Create(tx) => tx,
+            Begin::Join(rx) => {
+                // kubelet retried a request whose first attempt is still running or
+                // finished after kubelet gave up: answer with that sandbox.
+                return match Pending::wait(rx).await {
+                    Some(pod_sandbox_id) => {
+                        self.pending_sandboxes.finish(&name);
+                        Ok(cri::RunPodSandboxResponse { pod_sandbox_id })
+                    }
+                    None => Err(ServerError::FailedPrecondition(format!(
+                        "an earlier attempt to create sandbox {name} failed; retry"
+                    ))),
+                };
+            }
+        };
+        let record = SandboxRecord {
             id: id.clone(),
             runtime_handler: handler,
             created_at: now_ns(),
@@ -45,23 +63,49 @@ impl Krio {
             cgroup_parent: String::new(),
             config,
         };
-        match self.setup_sandbox(&mut record).instrument(span).await {
+        // The work runs on its own task: a caller that gives up does not cancel it halfway.
+        let this = self.clone();
+        let task_name = name.clone();
+        let task = tokio::spawn(async move {
+            let span =
+                tracing::info_span!("run_pod_sandbox", sandbox = %record.id, name = %task_name);
+            let result = this
+                .create_sandbox(record, &task_name)
+                .instrument(span)
+                .await;
+            let _ = tx.send(match &result {
+                Ok(id) => PendingState::Done(id.clone()),
+                Err(_) => PendingState::Failed,
+            });
+            result
+        });
+        let result = task.await.map_err(|e| ServerError::Task(e.to_string()))?;
+        self.pending_sandboxes.finish(&name);
+        Ok(cri::RunPodSandboxResponse {
+            pod_sandbox_id: result?,
+        })
+    }
+
+    async fn create_sandbox(&self, mut record: SandboxRecord, name: &str) -> Result<String> {
+        let id = record.id.clone();
+        match self.setup_sandbox(&mut record).await {
             Ok(()) => {
                 self.sandboxes.insert(id.clone(), Sandbox::new(record));
                 tracing::info!(sandbox = %id, "sandbox ready");
-                Ok(cri::RunPodSandboxResponse { pod_sandbox_id: id })
+                Ok(id)
             }
             Err(e) => {
                 for undo in self.teardown_sandbox_network(&record).await {
                     tracing::warn!(sandbox = %id, error = %undo, "undo after failed run");
                 }
+                self.remove_pod_cgroup(&record);
                 for dir in [
                     self.sandbox_run_dir(&id),
                     self.cfg.root.join("sandboxes").join(&id),
                 ] {
                     let _ = std::fs::remove_dir_all(&dir);
                 }
-                self.sandboxes.release(&name, &id);
+                self.sandboxes.release(name, &id);
                 Err(e)
             }
         }
