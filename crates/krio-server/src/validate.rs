@@ -41,6 +41,9 @@ pub fn sandbox_config(config: &cri::PodSandboxConfig) -> Result<()> {
         for (k, v) in &linux.sysctls {
             sysctl(k, v)?;
         }
+        if !linux.cgroup_parent.is_empty() {
+            cgroup_path("config.linux.cgroup_parent", &linux.cgroup_parent)?;
+        }
     }
     if let Some(dns) = &config.dns_config {
         for s in dns.servers.iter().chain(&dns.searches).chain(&dns.options) {
@@ -92,6 +95,23 @@ pub fn relative_path(field: &'static str, p: &str) -> Result<()> {
         return Err(ServerError::invalid(
             field,
             format!("{p:?} must be a relative path without '..'"),
+        ));
+    }
+    Ok(())
+}
+
+/// A cgroupfs path: absolute, no `..` or empty components, no control characters.
+pub fn cgroup_path(field: &'static str, p: &str) -> Result<()> {
+    let ok = p.starts_with('/')
+        && p.len() <= 4096
+        && !p.chars().any(|c| c.is_control())
+        && p[1..]
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..");
+    if !ok && p != "/" {
+        return Err(ServerError::invalid(
+            field,
+            format!("{p:?} must be an absolute cgroup path without '..'"),
         ));
     }
     Ok(())
@@ -231,6 +251,10 @@ mod tests {
         assert!(relative_path("f", "/a").is_err());
         assert!(relative_path("f", "../a").is_err());
         assert!(relative_path("f", "a/../../b").is_err());
+        cgroup_path("f", "/kubepods/pod1").unwrap();
+        assert!(cgroup_path("f", "kubepods").is_err());
+        assert!(cgroup_path("f", "/kubepods/../x").is_err());
+        assert!(cgroup_path("f", "/a//b").is_err());
         hostname("pod-1.example").unwrap();
         assert!(hostname("-bad").is_err());
         assert!(hostname("a b").is_err());

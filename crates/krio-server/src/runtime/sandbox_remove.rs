@@ -53,14 +53,18 @@ impl Krio {
         ServerError::collect(errors)
     }
 
+    /// Whether krio made the pod cgroup (the pod named no `cgroup_parent`): kubelet creates and
+    /// removes the cgroups it names itself.
+    pub(crate) fn owns_pod_cgroup(&self, rec: &SandboxRecord) -> bool {
+        rec.cgroup_parent
+            .starts_with(&format!("{}/pod-", self.cfg.cgroup_parent))
+    }
+
     /// Removes the pod cgroup krio made under its own `cgroup_parent` (kubelet-given parents
     /// belong to kubelet). Every v1 controller hierarchy and the unified one are tried;
     /// absent directories are fine.
     pub(crate) fn remove_pod_cgroup(&self, rec: &SandboxRecord) {
-        if !rec
-            .cgroup_parent
-            .starts_with(&format!("{}/pod-", self.cfg.cgroup_parent))
-        {
+        if !self.owns_pod_cgroup(rec) {
             return;
         }
         let rel = rec.cgroup_parent.trim_start_matches('/');

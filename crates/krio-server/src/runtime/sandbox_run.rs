@@ -156,6 +156,9 @@ impl Krio {
             .map(|l| l.cgroup_parent.clone())
             .filter(|p| !p.is_empty())
             .unwrap_or_else(|| format!("{}/pod-{}", self.cfg.cgroup_parent, &rec.id[..12]));
+        if self.owns_pod_cgroup(rec) {
+            create_pod_cgroup(&rec.cgroup_parent)?;
+        }
         if let Some(netns) = rec.netns.clone() {
             let status = self.cni.add(&self.pod_network(rec, &netns)).await?;
             rec.ips = status.ips.iter().map(|ip| ip.to_string()).collect();
@@ -221,6 +224,34 @@ impl Krio {
         }
         errors
     }
+}
+
+/// Creates the pod cgroup in every mounted hierarchy (each cgroup v1 controller and the v2
+/// tree), so pod-level limits have a home before the first container starts. runc fills in
+/// the cpuset values of parents it needs.
+///
+/// Errors: [`ServerError::Io`] when a directory cannot be made in a hierarchy that exists.
+fn create_pod_cgroup(parent: &str) -> Result<()> {
+    let rel = parent.trim_start_matches('/');
+    let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return Ok(());
+    };
+    let is_v2_root = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let hierarchies: Vec<std::path::PathBuf> = if is_v2_root {
+        vec![std::path::PathBuf::from("/sys/fs/cgroup")]
+    } else {
+        entries
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.path())
+            .collect()
+    };
+    for h in hierarchies {
+        let dir = h.join(rel);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| ServerError::io("creating pod cgroup", &dir, e))?;
+    }
+    Ok(())
 }
 
 /// The pod's hostname: the requested one, else the pod name (kubelet always sets it); the
