@@ -236,6 +236,56 @@ pub enum MonitorError {
         #[source]
         source: std::io::Error,
     },
+    /// The `krio-monitor pod-init` launcher reported a failure (the pin was removed again).
+    #[error("starting pod init for pin {pin}: {stage} failed: {message}")]
+    PodInitFailed {
+        /// The requested pin path.
+        pin: PathBuf,
+        /// Failed step (see [`PodInitMessage::Error`]).
+        stage: String,
+        /// Message.
+        message: String,
+    },
+    /// The pod-init launcher exited without reporting a status.
+    #[error("pod init launcher for pin {pin} exited ({launcher_status}) without reporting a status")]
+    PodInitNoStatus {
+        /// The requested pin path.
+        pin: PathBuf,
+        /// Exit status of the launcher process.
+        launcher_status: std::process::ExitStatus,
+    },
+    /// The pod-init launcher's status line is not valid JSON.
+    #[error("pod init launcher for pin {pin}: bad status line {line:?}: {source}")]
+    PodInitProtocol {
+        /// The requested pin path.
+        pin: PathBuf,
+        /// The raw line.
+        line: String,
+        /// JSON error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A system call while starting, checking or stopping a pod init failed.
+    #[error("pod init (pid {pid}, pin {pin}): {what}: {source}")]
+    PodInitIo {
+        /// The init's pid (0 when not known yet).
+        pid: i32,
+        /// The pin path.
+        pin: PathBuf,
+        /// What was being done.
+        what: &'static str,
+        /// Underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The pod init did not die within the stop timeout after SIGKILL.
+    #[error("pod init (pid {pid}) still running {waited_ms} ms after SIGKILL")]
+    PodInitStopTimeout {
+        /// The init's pid.
+        pid: i32,
+        /// How long we waited (milliseconds).
+        waited_ms: u64,
+    },
     /// The exit file is not valid JSON.
     #[error("parsing exit file {path}: {source}")]
     ExitFileParse {
@@ -244,5 +294,38 @@ pub enum MonitorError {
         /// JSON error.
         #[source]
         source: serde_json::Error,
+    },
+}
+
+/// A running pod init: PID 1 of a pod-level PID namespace (CRI `NamespaceMode::POD` for `pid`, i.e.
+/// `shareProcessNamespace`), started by [`crate::spawn_pod_init`].
+///
+/// Persist both fields with the sandbox: [`crate::stop_pod_init`] and [`crate::pod_init_running`] use them to make
+/// sure a pid still names this init (and not a recycled pid) before signalling it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodInit {
+    /// Host pid of the init (it is pid 1 inside its own PID namespace).
+    pub pid: i32,
+    /// The init's start time: field 22 (`starttime`) of `/proc/<pid>/stat`, in clock ticks since boot.
+    pub start_time: u64,
+}
+
+/// The one-line JSON message the `krio-monitor pod-init` launcher writes on its stdout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum PodInitMessage {
+    /// The init runs and its PID namespace is pinned.
+    Ok {
+        /// Host pid of the init.
+        pid: i32,
+        /// Its `/proc/<pid>/stat` start time (clock ticks since boot).
+        start_time: u64,
+    },
+    /// Starting the init failed; everything done was undone.
+    Error {
+        /// Which step failed (`args`, `pin`, `setsid`, `unshare`, `spawn`, `mount`, `stat`).
+        stage: String,
+        /// Description of the failure.
+        message: String,
     },
 }

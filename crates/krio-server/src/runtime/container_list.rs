@@ -115,7 +115,7 @@ impl Krio {
                 image_id: r.image_id.clone(),
             })
             .collect();
-        containers.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        containers.sort_by_key(|c| std::cmp::Reverse(c.created_at));
         Ok(cri::ListContainersResponse { containers })
     }
 }

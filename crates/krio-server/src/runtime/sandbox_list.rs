@@ -79,7 +79,7 @@ impl Krio {
                 runtime_handler: r.runtime_handler.clone(),
             })
             .collect();
-        items.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        items.sort_by_key(|p| std::cmp::Reverse(p.created_at));
         Ok(cri::ListPodSandboxResponse { items })
     }
 }
