@@ -228,16 +228,23 @@ impl RuntimeService for RuntimeApi {
 
     async fn reopen_container_log(
         &self,
-        _r: Request<cri::ReopenContainerLogRequest>,
+        r: Request<cri::ReopenContainerLogRequest>,
     ) -> Result<Response<cri::ReopenContainerLogResponse>, Status> {
-        unimplemented("ReopenContainerLog")
+        let t = Instant::now();
+        let res = self.0.reopen_container_log(r.into_inner()).await;
+        respond(
+            "ReopenContainerLog",
+            t,
+            res.map(|()| cri::ReopenContainerLogResponse {}),
+        )
     }
 
     async fn exec_sync(
         &self,
-        _r: Request<cri::ExecSyncRequest>,
+        r: Request<cri::ExecSyncRequest>,
     ) -> Result<Response<cri::ExecSyncResponse>, Status> {
-        unimplemented("ExecSync")
+        let t = Instant::now();
+        respond("ExecSync", t, self.0.exec_sync(r.into_inner()).await)
     }
 
     async fn exec(

@@ -401,3 +401,72 @@ async fn containers_survive_a_daemon_kill9() {
     assert_eq!(d.mounts(), Vec::<String>::new());
     assert_eq!(d.processes(), Vec::<(i32, String)>::new());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_sync_and_log_reopen() {
+    ensure_images();
+    let d = Daemon::start().await;
+    pull(&d, &image("busybox")).await;
+    let pod = pod_config(&d, "exec");
+    let pod_id = run_pod(&d, &pod).await;
+    let id = run_container(
+        &d,
+        &pod_id,
+        &pod,
+        container_config(
+            "ticker",
+            &image("busybox"),
+            "i=0; while true; do i=$((i+1)); echo tick-$i; sleep 0.05; done",
+        ),
+    )
+    .await;
+    let mut rt = d.runtime().await;
+    let out = rt
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: id.clone(),
+            cmd: vec![
+                "sh".into(),
+                "-c".into(),
+                "echo hi; echo err >&2; exit 4".into(),
+            ],
+            timeout: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+    assert_eq!(out.exit_code, 4);
+    let err = rt
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: id.clone(),
+            cmd: vec![],
+            timeout: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+
+    // kubelet's rotation: rename the log, then ReopenContainerLog; new lines go to a new file.
+    let log = std::path::PathBuf::from(status(&d, &id).await.log_path);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let rotated = log.with_extension("log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    rt.reopen_container_log(cri::ReopenContainerLogRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let old = read_cri_log(&rotated);
+    let new = read_cri_log(&log);
+    assert!(
+        !old.is_empty() && !new.is_empty(),
+        "old {old:?} new {new:?}"
+    );
+    let n = |r: &(String, String, String)| r.2.trim_start_matches("tick-").parse::<u32>().unwrap();
+    // Nothing is lost or repeated across the rotation.
+    assert_eq!(n(new.first().unwrap()), n(old.last().unwrap()) + 1);
+    remove_pod(&d, &pod_id).await;
+    assert_eq!(d.processes(), Vec::<(i32, String)>::new());
+}

@@ -1,6 +1,7 @@
 //! `RuntimeService` handlers, one file per RPC group.
 
 mod container_create;
+mod container_exec;
 mod container_list;
 mod container_remove;
 mod container_start;

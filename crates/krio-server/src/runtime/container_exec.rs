@@ -1,0 +1,93 @@
+//! `ExecSync` and `ReopenContainerLog`.
+
+use std::time::Duration;
+
+use k8s_cri::v1 as cri;
+
+use crate::error::{Result, ServerError};
+use crate::state::ContainerState;
+use crate::{ids, Krio};
+
+impl Krio {
+    /// CRI `ExecSync`: runs `cmd` in a running container and returns its stdout, stderr and
+    /// exit code. `timeout` is in seconds; 0 means none. A command killed by the timeout
+    /// reports exit code 137, as runc's SIGKILL does.
+    ///
+    /// Errors: `InvalidArgument` for a malformed id or an empty `cmd`; `NotFound` for an
+    /// unknown container; `FailedPrecondition` unless it is running; `Internal` when the
+    /// runtime fails to start the process.
+    pub(crate) async fn exec_sync(
+        &self,
+        req: cri::ExecSyncRequest,
+    ) -> Result<cri::ExecSyncResponse> {
+        ids::validate("container_id", &req.container_id)?;
+        if req.cmd.is_empty() || req.cmd[0].is_empty() {
+            return Err(ServerError::invalid("cmd", "must name a command"));
+        }
+        let c = self.containers.get("container_id", &req.container_id)?;
+        let mut rec = c.snapshot();
+        self.refresh_exit(&mut rec);
+        if rec.state != ContainerState::Running {
+            return Err(ServerError::FailedPrecondition(format!(
+                "container {} is not running",
+                rec.id
+            )));
+        }
+        let runtime = self.runtime(&rec.runtime_handler)?;
+        let out = runtime
+            .exec(
+                &rec.id,
+                &krio_oci::ExecOptions {
+                    args: req.cmd,
+                    env: Vec::new(),
+                    cwd: None,
+                    timeout: (req.timeout > 0).then(|| Duration::from_secs(req.timeout as u64)),
+                },
+            )
+            .await?;
+        Ok(cri::ExecSyncResponse {
+            stdout: out.stdout,
+            stderr: out.stderr,
+            exit_code: out.exit_code,
+        })
+    }
+
+    /// CRI `ReopenContainerLog`: asks the container's monitor (SIGUSR1) to reopen `log_path`,
+    /// after kubelet rotated it, and waits up to 5 s for the new file to appear.
+    ///
+    /// Errors: `InvalidArgument` for a malformed id; `NotFound` for an unknown container;
+    /// `FailedPrecondition` unless it is running; `DeadlineExceeded` when the monitor does not
+    /// reopen in time.
+    pub(crate) async fn reopen_container_log(
+        &self,
+        req: cri::ReopenContainerLogRequest,
+    ) -> Result<()> {
+        ids::validate("container_id", &req.container_id)?;
+        let c = self.containers.get("container_id", &req.container_id)?;
+        let mut rec = c.snapshot();
+        self.refresh_exit(&mut rec);
+        if rec.state != ContainerState::Running {
+            return Err(ServerError::FailedPrecondition(format!(
+                "container {} is not running",
+                rec.id
+            )));
+        }
+        if rec.log_path.is_empty() || rec.monitor_pid <= 0 {
+            return Ok(());
+        }
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(rec.monitor_pid),
+            nix::sys::signal::Signal::SIGUSR1,
+        )
+        .map_err(|e| ServerError::io("signalling monitor for", &rec.log_path, e.into()))?;
+        let path = std::path::PathBuf::from(&rec.log_path);
+        if super::container_stop::wait_exit_file(&path, Duration::from_secs(5)).await {
+            Ok(())
+        } else {
+            Err(ServerError::DeadlineExceeded(format!(
+                "log {} was not reopened within 5s",
+                rec.log_path
+            )))
+        }
+    }
+}
