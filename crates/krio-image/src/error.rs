@@ -7,7 +7,9 @@ use std::path::PathBuf;
 /// The variants are chosen so that a CRI server can map them onto gRPC status codes:
 /// [`ImageError::InvalidReference`] → `InvalidArgument`, [`ImageError::NotFound`] → `NotFound`,
 /// [`ImageError::Unauthorized`] → `PermissionDenied`/`Unauthenticated`, [`ImageError::InUse`] →
-/// `FailedPrecondition`, the rest → `Internal`/`Unavailable`.
+/// `FailedPrecondition`, [`ImageError::Blocked`] → `PermissionDenied`,
+/// [`ImageError::AuthFile`] and [`ImageError::RegistriesConf`] → `FailedPrecondition`,
+/// [`ImageError::Stalled`] → `DeadlineExceeded`, the rest → `Internal`/`Unavailable`.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
     /// The image reference does not follow the distribution reference grammar.
@@ -161,6 +163,40 @@ pub enum ImageError {
         /// The OS error.
         #[source]
         source: std::io::Error,
+    },
+    /// A registries.conf file (containers-registries.conf(5)) is malformed.
+    #[error("registries configuration {path}: {reason}")]
+    RegistriesConf {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, naming the TOML field.
+        reason: String,
+    },
+    /// The reference matches a `[[registry]]` table with `blocked = true`.
+    #[error("pulling {reference:?} is blocked by registries.conf (prefix {prefix:?})")]
+    Blocked {
+        /// The fully-qualified reference.
+        reference: String,
+        /// The prefix of the blocking `[[registry]]` table.
+        prefix: String,
+    },
+    /// The auth file (`config.json`) given as `RegistryConfig::auth_file` is malformed.
+    #[error("auth file {path}: {reason}")]
+    AuthFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, naming the JSON field.
+        reason: String,
+    },
+    /// A download received no bytes for `RegistryConfig::progress_timeout`.
+    #[error("pull stalled: no data for {seconds}s on {what} from {registry}")]
+    Stalled {
+        /// Registry endpoint (`scheme://host[:port]`).
+        registry: String,
+        /// What was being downloaded (e.g. `layer 2 blob sha256:...`, `manifest latest`).
+        what: String,
+        /// The progress timeout, in seconds.
+        seconds: u64,
     },
     /// The pull was cancelled or a worker task died.
     #[error("pull of {reference:?} aborted: {detail}")]

@@ -3,11 +3,16 @@
 //! * [`Reference`]: image references per the distribution reference grammar, normalized like
 //!   Docker (`busybox` = `docker.io/library/busybox:latest`);
 //! * a registry client (OCI distribution API: bearer/basic auth, manifests, streaming blobs;
-//!   plain HTTP for loopback and configured insecure registries, mirrors);
+//!   plain HTTP for loopback and configured insecure registries, mirrors, retries with
+//!   backoff and a no-progress timeout);
+//! * [`RegistryConfig`]: containers-registries.conf(5) v2 (prefixes, mirrors, insecure,
+//!   blocked, short-name aliases and search registries) and a Docker-style auth file;
 //! * [`ImageStore`]: content store (`blobs/`), layer store (`layers/<chain-id>/diff`, overlayfs
 //!   lower dirs unpacked by `krio_layer`) and image records (`images/<id>.json`), with
 //!   streaming, verified, parallel pulls ([`ImageStore::pull`]).
 
+mod authfile;
+mod config;
 mod digest;
 mod error;
 mod manifest;
@@ -17,6 +22,10 @@ mod registry;
 mod spool;
 mod store;
 
+pub use config::{
+    is_loopback_host, PullFromMirror, RegistryConfig, RegistryMirror, RegistryTable,
+    DEFAULT_MAX_ATTEMPTS, DEFAULT_PROGRESS_TIMEOUT, DEFAULT_REGISTRIES_CONF, DEFAULT_RETRY_BACKOFF,
+};
 pub use digest::{chain_ids, Algorithm, Digest, Hasher};
 pub use error::ImageError;
 pub use manifest::{
@@ -24,7 +33,7 @@ pub use manifest::{
     RawPlatform,
 };
 pub use reference::Reference;
-pub use registry::{is_loopback_host, RegistryAuth, RegistryConfig};
+pub use registry::RegistryAuth;
 pub use store::{FsUsage, ImageRecord, ImageStore, LayerMeta};
 
 /// Media type constants (OCI image-spec and Docker schema 2).
@@ -34,6 +43,9 @@ pub mod media_types {
         DOCKER_SCHEMA1_SIGNED, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST,
     };
 }
+
+#[cfg(test)]
+mod fuzz_tests;
 
 #[cfg(test)]
 mod send_sync {

@@ -263,6 +263,11 @@ pub fn classify(
             });
         }
     }
+    // Strict JSON first: the typed parse below skips unknown members without checking them
+    // (invalid UTF-8, lone surrogates), and a registry must not get that leniency.
+    serde_json::from_slice::<serde_json::Value>(bytes)
+        .map_err(|e| invalid(format!("not valid JSON: {e}")))?;
+    // Then the typed parse, which also refuses duplicate members (e.g. two `mediaType`s).
     let doc: RawDoc =
         serde_json::from_slice(bytes).map_err(|e| invalid(format!("not valid JSON: {e}")))?;
     if doc.schema_version == Some(1) || doc.fs_layers.is_some() {

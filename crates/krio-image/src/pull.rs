@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
+use crate::authfile::AuthStore;
 use crate::digest::{chain_ids, Digest};
 use crate::error::ImageError;
 use crate::manifest::{self, classify, select_platform, Document, DOCKER_CONFIG, OCI_CONFIG};
@@ -97,23 +98,36 @@ impl ImageStore {
     /// Layers already in the store (same chain id) are not downloaded again. Every blob is
     /// verified while streaming; a failed or cancelled pull leaves nothing visible.
     ///
+    /// Registries: short names resolve through [`RegistryConfig::candidates`] (alias, search
+    /// registries, docker.io); each candidate is fetched from the endpoints registries.conf
+    /// gives (mirrors first, then the possibly rewritten location). `auth` is the CRI
+    /// `AuthConfig`; without it, credentials come from [`RegistryConfig::auth_file`] for the
+    /// endpoint contacted. Requests are retried on transient failures and a download with no
+    /// progress for [`RegistryConfig::progress_timeout`] is cancelled.
+    ///
     /// Errors: [`ImageError::InvalidReference`], [`ImageError::NotFound`] (unknown
     /// repository/tag/digest, naming the reference), [`ImageError::Unauthorized`],
+    /// [`ImageError::Blocked`], [`ImageError::Stalled`], [`ImageError::AuthFile`],
     /// [`ImageError::DigestMismatch`], [`ImageError::SizeMismatch`],
     /// [`ImageError::UnsupportedMediaType`], [`ImageError::InvalidManifest`],
-    /// [`ImageError::NoMatchingPlatform`], [`ImageError::Registry`], [`ImageError::Layer`],
-    /// [`ImageError::Io`].
+    /// [`ImageError::NoMatchingPlatform`], [`ImageError::Registry`] (also transient failures
+    /// after the last retry), [`ImageError::Layer`], [`ImageError::Io`].
+    ///
+    /// [`RegistryConfig::candidates`]: crate::RegistryConfig::candidates
+    /// [`RegistryConfig::auth_file`]: crate::RegistryConfig::auth_file
+    /// [`RegistryConfig::progress_timeout`]: crate::RegistryConfig::progress_timeout
     pub async fn pull(
         &self,
         reference: &str,
         auth: Option<&RegistryAuth>,
     ) -> Result<ImageRecord, ImageError> {
-        let r = Reference::parse(reference)?;
+        let candidates = self.registries.candidates(reference)?;
         let fingerprint = auth
             .and_then(|a| serde_json::to_vec(a).ok())
             .map(|b| hex::encode(sha2::Sha256::digest(&b)))
             .unwrap_or_default();
-        let key = format!("{r} {fingerprint}");
+        let names: Vec<String> = candidates.iter().map(|c| c.to_string()).collect();
+        let key = format!("{} {fingerprint}", names.join(","));
         loop {
             enum Role {
                 Leader(tokio::sync::watch::Sender<Option<Option<ImageRecord>>>),
@@ -137,7 +151,7 @@ impl ImageStore {
                         key: key.clone(),
                         tx,
                     };
-                    let result = self.pull_once(&r, auth).await;
+                    let result = self.pull_candidates(reference, &candidates, auth).await;
                     let _ = guard.tx.send(Some(result.as_ref().ok().cloned()));
                     drop(guard);
                     return result;
@@ -158,18 +172,81 @@ impl ImageStore {
         }
     }
 
+    /// Tries each candidate of a (possibly short) reference in order (registries.conf
+    /// aliases / unqualified-search-registries); the first that can be pulled wins.
+    async fn pull_candidates(
+        &self,
+        input: &str,
+        candidates: &[Reference],
+        auth: Option<&RegistryAuth>,
+    ) -> Result<ImageRecord, ImageError> {
+        let auth_file = match (&self.registries.auth_file, auth) {
+            (Some(p), None) => Some(AuthStore::load(p)?),
+            _ => None,
+        };
+        let mut errors = Vec::new();
+        for r in candidates {
+            match self.pull_once(r, auth, auth_file.as_ref()).await {
+                Ok(rec) => return Ok(rec),
+                // Only "not there / not reachable" moves on to the next candidate: an image
+                // that was found but is broken must not be replaced by another registry's.
+                Err(
+                    e @ (ImageError::NotFound { .. }
+                    | ImageError::Unauthorized { .. }
+                    | ImageError::Registry { .. }
+                    | ImageError::Blocked { .. }
+                    | ImageError::Stalled { .. }),
+                ) if candidates.len() > 1 => {
+                    tracing::info!(candidate = %r, error = %e, "short-name candidate failed");
+                    errors.push(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if errors.iter().all(ImageError::is_not_found) {
+            return Err(ImageError::NotFound {
+                reference: input.to_string(),
+                detail: Some(format!(
+                    "tried {}",
+                    candidates
+                        .iter()
+                        .map(|c| c.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+            });
+        }
+        match errors.into_iter().find(|e| !e.is_not_found()) {
+            Some(e) => Err(e),
+            None => Err(ImageError::NotFound {
+                reference: input.to_string(),
+                detail: None,
+            }),
+        }
+    }
+
     async fn pull_once(
         &self,
         r: &Reference,
         auth: Option<&RegistryAuth>,
+        auth_file: Option<&AuthStore>,
     ) -> Result<ImageRecord, ImageError> {
         let started = std::time::Instant::now();
         let rstr = r.to_string();
         // 1. Top-level manifest, from the first endpoint (mirrors first) that has it.
         let mut last_err = None;
         let mut found = None;
-        for ep in self.registries.endpoints(r.domain()) {
-            let session = Session::new(self.http.clone(), r.clone(), ep, auth);
+        for ep in self.registries.sources(r)? {
+            // The request's credentials go everywhere; auth-file credentials are looked up
+            // for the endpoint really contacted (mirror or rewritten location).
+            let file_auth = auth_file.and_then(|f| f.lookup(&ep.host, &ep.path));
+            let session = Session::new(
+                self.http.clone(),
+                r.clone(),
+                ep,
+                auth.or(file_auth.as_ref()),
+                &self.registries,
+            );
             match session.get_manifest(&r.manifest_ref()).await {
                 Ok(m) => {
                     found = Some((session, m));
@@ -550,9 +627,10 @@ async fn download(session: &Session, digest: &Digest, size: u64, index: usize, m
         let mut resp = session.open_blob(digest, &what).await?;
         let mut h = digest.hasher();
         let mut n = 0u64;
-        while let Some(chunk) = resp
-            .chunk()
+        while let Some(chunk) = session
+            .within_progress(resp.chunk())
             .await
+            .ok_or_else(|| session.stalled(&what))?
             .map_err(|e| session.stream_error(&what, e))?
         {
             n += chunk.len() as u64;
@@ -751,3 +829,7 @@ fn apply_one(
     tracing::debug!(chain_id = %job.chain_id, entries = stats.entries, bytes = stats.bytes, "layer applied");
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "pull/tests.rs"]
+mod tests;

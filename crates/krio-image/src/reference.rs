@@ -170,6 +170,25 @@ impl fmt::Display for Reference {
     }
 }
 
+/// For a reference written without a registry host (a "short name" such as `busybox:1.36` or
+/// `foo/bar@sha256:...`), returns `(name, suffix)`: the repository as written (`busybox`,
+/// `foo/bar`) and the rest (`:1.36`, `@sha256:...`, `:t@sha256:...` or empty).
+/// `None` for fully-qualified references. Does not validate; call [`Reference::parse`] first.
+pub(crate) fn split_short_name(s: &str) -> Option<(&str, &str)> {
+    let at = s.find('@').unwrap_or(s.len());
+    let rest = &s[..at];
+    let last_slash = rest.rfind('/').map(|i| i + 1).unwrap_or(0);
+    let name_end = rest[last_slash..]
+        .rfind(':')
+        .map(|i| last_slash + i)
+        .unwrap_or(rest.len());
+    let name = &s[..name_end];
+    match split_domain(name) {
+        (None, _) => Some((name, &s[name_end..])),
+        (Some(_), _) => None,
+    }
+}
+
 /// Splits the registry domain off a name the way Docker does: the first component is a domain when
 /// it contains `.` or `:`, is `localhost`, or contains uppercase letters.
 fn split_domain(name: &str) -> (Option<&str>, &str) {
@@ -204,7 +223,7 @@ fn validate_tag(t: &str) -> Result<(), String> {
 }
 
 /// `domain := host [':' port]`, `host := domain-name | IPv4 | '[' IPv6 ']'`.
-fn validate_domain(d: &str) -> Result<(), String> {
+pub(crate) fn validate_domain(d: &str) -> Result<(), String> {
     let (host, port) = if let Some(rest) = d.strip_prefix('[') {
         let (v6, after) = rest
             .split_once(']')

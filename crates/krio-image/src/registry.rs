@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::config::{Endpoint, RegistryConfig};
 use crate::digest::Digest;
 use crate::error::ImageError;
 use crate::manifest::MANIFEST_ACCEPT;
@@ -71,73 +72,6 @@ impl RegistryAuth {
     }
 }
 
-/// How registries are reached.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct RegistryConfig {
-    /// Registry hosts (`host[:port]`, as written in references) reached over plain HTTP.
-    /// Loopback registries (`localhost`, `127.0.0.0/8`, `[::1]`) always use plain HTTP.
-    #[serde(default)]
-    pub insecure: Vec<String>,
-    /// Mirrors per registry host (`docker.io` → [`http://127.0.0.1:5000`, ...]): endpoint URLs
-    /// (`scheme://host[:port]`) tried in order before the registry itself.
-    #[serde(default)]
-    pub mirrors: HashMap<String, Vec<String>>,
-    /// Maximum number of layer downloads running at once per pull (0 = default 3).
-    #[serde(default)]
-    pub max_concurrent_downloads: usize,
-}
-
-/// True for registry hosts on the loopback interface.
-pub fn is_loopback_host(domain: &str) -> bool {
-    let host = if let Some(rest) = domain.strip_prefix('[') {
-        rest.split(']').next().unwrap_or("")
-    } else {
-        domain.split(':').next().unwrap_or("")
-    };
-    if host == "localhost" {
-        return true;
-    }
-    host.parse::<std::net::IpAddr>()
-        .map(|ip| ip.is_loopback())
-        .unwrap_or(false)
-}
-
-/// One place content can be fetched from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Endpoint {
-    /// `scheme://host[:port]` without trailing slash.
-    pub base: String,
-    /// True for a configured mirror.
-    pub mirror: bool,
-}
-
-impl RegistryConfig {
-    /// Endpoints for `domain`, mirrors first.
-    pub(crate) fn endpoints(&self, domain: &str) -> Vec<Endpoint> {
-        let mut out: Vec<Endpoint> = self
-            .mirrors
-            .get(domain)
-            .into_iter()
-            .flatten()
-            .map(|m| Endpoint {
-                base: m.trim_end_matches('/').to_string(),
-                mirror: true,
-            })
-            .collect();
-        let plain = is_loopback_host(domain) || self.insecure.iter().any(|h| h == domain);
-        let host = if domain == "docker.io" {
-            "registry-1.docker.io"
-        } else {
-            domain
-        };
-        out.push(Endpoint {
-            base: format!("{}://{host}", if plain { "http" } else { "https" }),
-            mirror: false,
-        });
-        out
-    }
-}
-
 /// Shared HTTP machinery (connection pool).
 pub(crate) fn http_client() -> Result<reqwest::Client, ImageError> {
     reqwest::Client::builder()
@@ -167,6 +101,34 @@ pub(crate) struct Session {
     auth: Option<RegistryAuth>,
     /// The Authorization header value that worked last.
     authz: Mutex<Option<String>>,
+    /// Tries per request (at least 1).
+    attempts: u32,
+    /// Delay before the 2nd try (doubling).
+    backoff: Duration,
+    /// No-progress limit (zero = none).
+    progress_timeout: Duration,
+}
+
+/// Longest wait between two tries.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
+
+/// The outcome of one try of a request.
+enum Attempt {
+    /// A response that is final (success or a non-transient status).
+    Done(Response),
+    /// A transient failure: what happened, the server's `Retry-After`, whether it was a stall.
+    Transient {
+        detail: String,
+        retry_after: Option<Duration>,
+        stalled: bool,
+    },
+}
+
+/// `Retry-After` in seconds (HTTP dates are ignored), capped at [`MAX_RETRY_DELAY`].
+fn retry_after(resp: &Response) -> Option<Duration> {
+    header_str(resp.headers(), "retry-after")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|s| Duration::from_secs(s).min(MAX_RETRY_DELAY))
 }
 
 #[derive(Deserialize)]
@@ -245,6 +207,7 @@ impl Session {
         reference: Reference,
         endpoint: Endpoint,
         auth: Option<&RegistryAuth>,
+        cfg: &RegistryConfig,
     ) -> Session {
         let initial = auth
             .filter(|a| !a.registry_token.is_empty())
@@ -255,6 +218,29 @@ impl Session {
             endpoint,
             auth: auth.cloned(),
             authz: Mutex::new(initial),
+            attempts: cfg.attempts(),
+            backoff: cfg.retry_backoff,
+            progress_timeout: cfg.progress_timeout,
+        }
+    }
+
+    /// Awaits `fut` for at most the progress timeout; `None` when it elapsed.
+    pub(crate) async fn within_progress<T>(
+        &self,
+        fut: impl std::future::Future<Output = T>,
+    ) -> Option<T> {
+        if self.progress_timeout.is_zero() {
+            return Some(fut.await);
+        }
+        tokio::time::timeout(self.progress_timeout, fut).await.ok()
+    }
+
+    /// The [`ImageError::Stalled`] error for `what`.
+    pub(crate) fn stalled(&self, what: &str) -> ImageError {
+        ImageError::Stalled {
+            registry: self.endpoint.base.clone(),
+            what: what.to_string(),
+            seconds: self.progress_timeout.as_secs(),
         }
     }
 
@@ -271,7 +257,7 @@ impl Session {
 
     fn unauthorized(&self, detail: String) -> ImageError {
         ImageError::Unauthorized {
-            registry: self.reference.domain().to_string(),
+            registry: self.endpoint.host.clone(),
             reference: self.reference.to_string(),
             detail,
         }
@@ -281,26 +267,90 @@ impl Session {
         self.authz.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Sends a request, answering one auth challenge if the registry asks for it.
-    async fn send(&self, build: impl Fn() -> RequestBuilder) -> Result<Response, ImageError> {
+    /// Sends a GET-like request (`what` names it in errors), retrying transient failures
+    /// (transport errors, no response within the progress timeout, HTTP 429 and 5xx) with
+    /// exponential backoff, up to `attempts` tries.
+    async fn send(
+        &self,
+        what: &str,
+        build: impl Fn() -> RequestBuilder,
+    ) -> Result<Response, ImageError> {
+        let mut delay = self.backoff;
+        let mut attempt = 1;
+        loop {
+            match self.send_attempt(&build).await? {
+                Attempt::Done(resp) => return Ok(resp),
+                Attempt::Transient {
+                    detail,
+                    retry_after,
+                    stalled,
+                } => {
+                    if attempt >= self.attempts {
+                        if stalled {
+                            return Err(self.stalled(what));
+                        }
+                        return Err(self.reg_err(format!(
+                            "{what}: {detail} (gave up after {attempt} attempts)"
+                        )));
+                    }
+                    let wait = retry_after.unwrap_or(delay).min(MAX_RETRY_DELAY);
+                    tracing::warn!(registry = %self.endpoint.base, %what, %detail, attempt, retry_in_ms = wait.as_millis() as u64, "transient registry failure, retrying");
+                    tokio::time::sleep(wait).await;
+                    delay = (delay * 2).min(MAX_RETRY_DELAY);
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// One try: sends the request, answering one auth challenge if the registry asks for it.
+    async fn send_attempt(
+        &self,
+        build: &impl Fn() -> RequestBuilder,
+    ) -> Result<Attempt, ImageError> {
         let mut tried_challenge = false;
         loop {
             let mut rb = build();
             if let Some(h) = self.current_authz() {
                 rb = rb.header(AUTHORIZATION, h);
             }
-            let resp = rb
-                .send()
-                .await
-                .map_err(|e| self.reg_err(format!("request failed: {e}")))?;
-            if resp.status() != StatusCode::UNAUTHORIZED || tried_challenge {
-                if resp.status() == StatusCode::UNAUTHORIZED {
+            let resp = match self.within_progress(rb.send()).await {
+                None => {
+                    return Ok(Attempt::Transient {
+                        detail: format!("no response within {}s", self.progress_timeout.as_secs()),
+                        retry_after: None,
+                        stalled: true,
+                    })
+                }
+                Some(Err(e)) if e.is_builder() => {
+                    return Err(self.reg_err(format!("request failed: {e}")))
+                }
+                Some(Err(e)) => {
+                    return Ok(Attempt::Transient {
+                        detail: format!("request failed: {e}"),
+                        retry_after: None,
+                        stalled: false,
+                    })
+                }
+                Some(Ok(r)) => r,
+            };
+            let status = resp.status();
+            if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+                let ra = retry_after(&resp);
+                return Ok(Attempt::Transient {
+                    detail: format!("status {status}{}", registry_error_text(resp).await),
+                    retry_after: ra,
+                    stalled: false,
+                });
+            }
+            if status != StatusCode::UNAUTHORIZED || tried_challenge {
+                if status == StatusCode::UNAUTHORIZED {
                     return Err(self.unauthorized(format!(
                         "status 401 after authenticating{}",
                         registry_error_text(resp).await
                     )));
                 }
-                return Ok(resp);
+                return Ok(Attempt::Done(resp));
             }
             tried_challenge = true;
             let challenge = resp
@@ -342,7 +392,7 @@ impl Session {
                 let scope = params
                     .get("scope")
                     .cloned()
-                    .unwrap_or_else(|| format!("repository:{}:pull", self.reference.path()));
+                    .unwrap_or_else(|| format!("repository:{}:pull", self.endpoint.path));
                 let service = params.get("service").cloned().unwrap_or_default();
                 let identity = self
                     .auth
@@ -405,8 +455,7 @@ impl Session {
     fn url(&self, kind: &str, what: &str) -> String {
         format!(
             "{}/v2/{}/{kind}/{what}",
-            self.endpoint.base,
-            self.reference.path()
+            self.endpoint.base, self.endpoint.path
         )
     }
 
@@ -434,8 +483,11 @@ impl Session {
         tag_or_digest: &str,
     ) -> Result<FetchedManifest, ImageError> {
         let url = self.url("manifests", tag_or_digest);
+        let what = format!("manifest {tag_or_digest}");
         let resp = self
-            .send(|| self.http.get(&url).header(ACCEPT, MANIFEST_ACCEPT))
+            .send(&what, || {
+                self.http.get(&url).header(ACCEPT, MANIFEST_ACCEPT)
+            })
             .await?;
         if !resp.status().is_success() {
             return Err(self
@@ -444,7 +496,6 @@ impl Session {
         }
         let content_type = header_str(resp.headers(), CONTENT_TYPE.as_str());
         let header_digest = header_str(resp.headers(), "docker-content-digest");
-        let what = format!("manifest {tag_or_digest}");
         let bytes = self
             .read_limited(resp, crate::manifest::MAX_MANIFEST_BYTES, &what)
             .await?;
@@ -516,7 +567,7 @@ impl Session {
         what: &str,
     ) -> Result<Response, ImageError> {
         let url = self.url("blobs", digest.as_str());
-        let resp = self.send(|| self.http.get(&url)).await?;
+        let resp = self.send(what, || self.http.get(&url)).await?;
         if !resp.status().is_success() {
             return Err(self.status_error(resp, what).await);
         }
@@ -530,9 +581,10 @@ impl Session {
         what: &str,
     ) -> Result<Vec<u8>, ImageError> {
         let mut out = Vec::new();
-        while let Some(chunk) = resp
-            .chunk()
+        while let Some(chunk) = self
+            .within_progress(resp.chunk())
             .await
+            .ok_or_else(|| self.stalled(what))?
             .map_err(|e| self.reg_err(format!("reading {what}: {e}")))?
         {
             if out.len() as u64 + chunk.len() as u64 > limit {
@@ -578,273 +630,5 @@ async fn registry_error_text(resp: Response) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn challenge_parsing() {
-        let (s, p) = parse_challenge(
-            r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:samalba/my-app:pull,push""#,
-        )
-        .unwrap();
-        assert_eq!(s, "bearer");
-        assert_eq!(p["realm"], "https://auth.docker.io/token");
-        assert_eq!(p["service"], "registry.docker.io");
-        assert_eq!(p["scope"], "repository:samalba/my-app:pull,push");
-        let (s, p) = parse_challenge(r#"Basic realm="Registry Realm""#).unwrap();
-        assert_eq!(s, "basic");
-        assert_eq!(p["realm"], "Registry Realm");
-        let (s, p) = parse_challenge("Bearer realm=https://x/t, service=y").unwrap();
-        assert_eq!(s, "bearer");
-        assert_eq!(p["realm"], "https://x/t");
-        assert_eq!(p["service"], "y");
-    }
-
-    #[test]
-    fn endpoints_and_loopback() {
-        assert!(is_loopback_host("localhost:5000"));
-        assert!(is_loopback_host("127.0.0.1:5020"));
-        assert!(is_loopback_host("127.1.2.3"));
-        assert!(is_loopback_host("[::1]:5000"));
-        assert!(!is_loopback_host("quay.io"));
-        assert!(!is_loopback_host("10.0.0.1:5000"));
-        let mut c = RegistryConfig::default();
-        assert_eq!(
-            c.endpoints("docker.io")[0].base,
-            "https://registry-1.docker.io"
-        );
-        assert_eq!(
-            c.endpoints("127.0.0.1:5020")[0].base,
-            "http://127.0.0.1:5020"
-        );
-        c.insecure.push("reg.local:80".into());
-        c.mirrors
-            .insert("docker.io".into(), vec!["http://127.0.0.1:5000/".into()]);
-        assert_eq!(c.endpoints("reg.local:80")[0].base, "http://reg.local:80");
-        let e = c.endpoints("docker.io");
-        assert_eq!(e.len(), 2);
-        assert_eq!(e[0].base, "http://127.0.0.1:5000");
-        assert!(e[0].mirror);
-    }
-
-    #[test]
-    fn auth_decoding() {
-        let a = RegistryAuth {
-            auth: base64::engine::general_purpose::STANDARD.encode("u:p:q"),
-            ..Default::default()
-        };
-        assert_eq!(a.basic(), Some(("u".into(), "p:q".into())));
-        let a = RegistryAuth {
-            username: "x".into(),
-            password: "secret".into(),
-            ..Default::default()
-        };
-        assert_eq!(a.basic(), Some(("x".into(), "secret".into())));
-        assert!(!format!("{a:?}").contains("secret"));
-        assert_eq!(RegistryAuth::default().basic(), None);
-    }
-
-    /// A fake token-auth registry (unit-test only; real registries are used by the
-    /// integration tests). Answers one request per connection.
-    async fn fake_registry() -> String {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap().to_string();
-        let a2 = addr.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut c, _)) = l.accept().await else {
-                    return;
-                };
-                let addr = a2.clone();
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut tmp = [0u8; 4096];
-                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                        let n = c.read(&mut tmp).await.unwrap();
-                        if n == 0 {
-                            return;
-                        }
-                        buf.extend_from_slice(&tmp[..n]);
-                    }
-                    let head = String::from_utf8_lossy(&buf).to_string();
-                    let body_start = head.find("\r\n\r\n").unwrap() + 4;
-                    let line = head.lines().next().unwrap_or("").to_string();
-                    let authz = head
-                        .lines()
-                        .find_map(|l| {
-                            let (k, v) = l.split_once(':')?;
-                            k.eq_ignore_ascii_case("authorization")
-                                .then(|| v.trim().to_string())
-                        })
-                        .unwrap_or_default();
-                    let basic_up = format!(
-                        "Basic {}",
-                        base64::engine::general_purpose::STANDARD.encode("u:p")
-                    );
-                    let manifest = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855","size":0},"layers":[]}"#;
-                    let (status, extra, body): (&str, String, String) = if line
-                        .starts_with("GET /token")
-                    {
-                        if authz == basic_up {
-                            ("200 OK", String::new(), r#"{"token":"tok-basic"}"#.into())
-                        } else if authz.is_empty()
-                            && line.contains("scope=repository%3Aanon%2Fr%3Apull")
-                        {
-                            (
-                                "200 OK",
-                                String::new(),
-                                r#"{"access_token":"tok-anon"}"#.into(),
-                            )
-                        } else {
-                            ("401 Unauthorized", String::new(), String::new())
-                        }
-                    } else if line.starts_with("POST /token") {
-                        let body = &buf[body_start.min(buf.len())..];
-                        let form = String::from_utf8_lossy(body);
-                        if form.contains("grant_type=refresh_token")
-                            && form.contains("refresh_token=rt")
-                        {
-                            ("200 OK", String::new(), r#"{"token":"tok-refresh"}"#.into())
-                        } else {
-                            ("401 Unauthorized", String::new(), String::new())
-                        }
-                    } else if line.starts_with("GET /v2/basic/") {
-                        if authz == basic_up {
-                            (
-                                "200 OK",
-                                "Content-Type: application/vnd.oci.image.manifest.v1+json\r\n"
-                                    .into(),
-                                manifest.into(),
-                            )
-                        } else {
-                            (
-                                "401 Unauthorized",
-                                "WWW-Authenticate: Basic realm=\"fake\"\r\n".into(),
-                                String::new(),
-                            )
-                        }
-                    } else if line.starts_with("GET /v2/") {
-                        if [
-                            "Bearer tok-basic",
-                            "Bearer tok-anon",
-                            "Bearer tok-refresh",
-                            "Bearer given",
-                        ]
-                        .contains(&authz.as_str())
-                        {
-                            if line.contains("/manifests/missing") {
-                                ("404 Not Found", String::new(), r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#.into())
-                            } else {
-                                (
-                                    "200 OK",
-                                    "Content-Type: application/vnd.oci.image.manifest.v1+json\r\n"
-                                        .into(),
-                                    manifest.into(),
-                                )
-                            }
-                        } else {
-                            let repo = line.split('/').nth(2).unwrap_or("").to_string()
-                                + "/"
-                                + line.split('/').nth(3).unwrap_or("");
-                            (
-                                "401 Unauthorized",
-                                format!("WWW-Authenticate: Bearer realm=\"http://{addr}/token\",service=\"fake\",scope=\"repository:{repo}:pull\"\r\n"),
-                                String::new(),
-                            )
-                        }
-                    } else {
-                        ("404 Not Found", String::new(), String::new())
-                    };
-                    let resp = format!(
-                        "HTTP/1.1 {status}\r\nConnection: close\r\nContent-Length: {}\r\n{extra}\r\n{body}",
-                        body.len()
-                    );
-                    let _ = c.write_all(resp.as_bytes()).await;
-                    let _ = c.shutdown().await;
-                });
-            }
-        });
-        addr
-    }
-
-    fn session(addr: &str, path: &str, auth: Option<&RegistryAuth>) -> Session {
-        let r = Reference::parse(&format!("{addr}/{path}:t")).unwrap();
-        let ep = RegistryConfig::default().endpoints(r.domain()).remove(0);
-        Session::new(http_client().unwrap(), r, ep, auth)
-    }
-
-    #[tokio::test]
-    async fn token_and_basic_auth_flows() {
-        let addr = fake_registry().await;
-        let up = RegistryAuth {
-            username: "u".into(),
-            password: "p".into(),
-            ..Default::default()
-        };
-        // bearer via basic credentials at the token realm
-        let m = session(&addr, "priv/r", Some(&up))
-            .get_manifest("t")
-            .await
-            .unwrap();
-        assert_eq!(m.digest, Digest::sha256_of(&m.bytes));
-        // anonymous token
-        session(&addr, "anon/r", None)
-            .get_manifest("t")
-            .await
-            .unwrap();
-        // refused: no credentials for a private repo
-        assert!(matches!(
-            session(&addr, "priv/r", None).get_manifest("t").await,
-            Err(ImageError::Unauthorized { .. })
-        ));
-        // base64 `auth` field
-        let enc = RegistryAuth {
-            auth: base64::engine::general_purpose::STANDARD.encode("u:p"),
-            ..Default::default()
-        };
-        session(&addr, "priv/r", Some(&enc))
-            .get_manifest("t")
-            .await
-            .unwrap();
-        // identity token (OAuth2 refresh token grant)
-        let idt = RegistryAuth {
-            identity_token: "rt".into(),
-            ..Default::default()
-        };
-        session(&addr, "priv/r", Some(&idt))
-            .get_manifest("t")
-            .await
-            .unwrap();
-        // registry token used as is
-        let rt = RegistryAuth {
-            registry_token: "given".into(),
-            ..Default::default()
-        };
-        session(&addr, "priv/r", Some(&rt))
-            .get_manifest("t")
-            .await
-            .unwrap();
-        // basic challenge
-        session(&addr, "basic/r", Some(&up))
-            .get_manifest("t")
-            .await
-            .unwrap();
-        assert!(matches!(
-            session(&addr, "basic/r", None).get_manifest("t").await,
-            Err(ImageError::Unauthorized { .. })
-        ));
-        // missing manifest after auth -> NotFound naming the reference and registry code
-        match session(&addr, "priv/r", Some(&up))
-            .get_manifest("missing")
-            .await
-        {
-            Err(ImageError::NotFound { reference, detail }) => {
-                assert!(reference.ends_with("priv/r:t"));
-                assert!(detail.unwrap().contains("MANIFEST_UNKNOWN"));
-            }
-            Err(e) => panic!("{e}"),
-            Ok(_) => panic!("found"),
-        }
-    }
-}
+#[path = "registry/tests.rs"]
+mod tests;

@@ -16,11 +16,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use crate::config::RegistryConfig;
 use crate::digest::Digest;
 use crate::error::ImageError;
 use crate::manifest::Platform;
-use crate::reference::Reference;
-use crate::registry::RegistryConfig;
 
 /// One stored image, as the CRI `Image` message needs it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -326,7 +325,7 @@ impl ImageStore {
         self.read_state().images.values().cloned().collect()
     }
 
-    fn find(st: &State, s: &str) -> Option<(String, Match)> {
+    fn find(&self, st: &State, s: &str) -> Option<(String, Match)> {
         let s = s.trim();
         if let Some(hex) = s.strip_prefix("sha256:") {
             if hex.len() == 64 && is_hex(hex) && st.images.contains_key(s) {
@@ -339,7 +338,8 @@ impl ImageStore {
                 return Some((id, Match::Id));
             }
         }
-        if let Ok(r) = Reference::parse(s) {
+        // Short names resolve like pulls do (alias, search registries, docker.io).
+        for r in self.registries.candidates(s).unwrap_or_default() {
             if let Some(d) = r.digest() {
                 let name = r.digested_name(d);
                 if let Some(rec) = st.images.values().find(|i| i.repo_digests.contains(&name)) {
@@ -365,11 +365,14 @@ impl ImageStore {
     }
 
     /// Looks an image up by id (`sha256:<64hex>`, bare hex, or a unique hex prefix of at least
-    /// 12), by repo tag (normalized: `busybox` == `docker.io/library/busybox:latest`) or by repo
-    /// digest (`name@sha256:...`; `name:tag@digest` matches by digest). `None` when unknown.
+    /// 12), by repo tag (normalized: `busybox` == `docker.io/library/busybox:latest`; short
+    /// names go through registries.conf aliases and search registries in order, as in
+    /// [`ImageStore::pull`]) or by repo digest (`name@sha256:...`; `name:tag@digest` matches by
+    /// digest). `None` when unknown.
     pub fn resolve(&self, name_or_id: &str) -> Option<ImageRecord> {
         let st = self.read_state();
-        Self::find(&st, name_or_id).and_then(|(id, _)| st.images.get(&id).cloned())
+        self.find(&st, name_or_id)
+            .and_then(|(id, _)| st.images.get(&id).cloned())
     }
 
     fn record_path(&self, id: &str) -> Result<PathBuf, ImageError> {
@@ -397,7 +400,7 @@ impl ImageStore {
     pub fn remove(&self, name_or_id: &str) -> Result<(), ImageError> {
         {
             let mut st = self.write_state();
-            let Some((id, how)) = Self::find(&st, name_or_id) else {
+            let Some((id, how)) = self.find(&st, name_or_id) else {
                 return Ok(());
             };
             let Some(mut rec) = st.images.get(&id).cloned() else {
