@@ -97,6 +97,9 @@ pub struct ImageSection {
     pub registries_conf: PathBuf,
     /// Registries reached over plain HTTP in addition to loopback ones (`host[:port]`).
     pub insecure_registries: Vec<String>,
+    /// A docker-style `config.json` with registry credentials, used when a pull request
+    /// carries no `AuthConfig`; empty means none.
+    pub auth_file: PathBuf,
 }
 
 impl Default for ImageSection {
@@ -104,6 +107,7 @@ impl Default for ImageSection {
         Self {
             registries_conf: PathBuf::from("/etc/containers/registries.conf"),
             insecure_registries: Vec::new(),
+            auth_file: PathBuf::new(),
         }
     }
 }

@@ -114,9 +114,12 @@ impl ServerError {
                 I::InvalidReference { .. } => Code::InvalidArgument,
                 I::NotFound { .. } => Code::NotFound,
                 I::Unauthorized { .. } => Code::PermissionDenied,
-                I::UnsupportedMediaType { .. } | I::NoMatchingPlatform { .. } => {
-                    Code::FailedPrecondition
-                }
+                I::Blocked { .. } => Code::PermissionDenied,
+                I::UnsupportedMediaType { .. }
+                | I::NoMatchingPlatform { .. }
+                | I::AuthFile { .. }
+                | I::RegistriesConf { .. } => Code::FailedPrecondition,
+                I::Stalled { .. } => Code::DeadlineExceeded,
                 _ => Code::Internal,
             },
             ServerError::Many(v) => v.first().map(|e| e.code()).unwrap_or(Code::Internal),

@@ -73,10 +73,13 @@ impl Krio {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| ServerError::io("creating directory", &dir, e))?;
         }
-        let registries = krio_image::RegistryConfig {
-            insecure: cfg.image.insecure_registries.clone(),
-            ..Default::default()
-        };
+        let mut registries = krio_image::RegistryConfig::load(
+            &cfg.image.registries_conf,
+            &cfg.image.insecure_registries,
+        )?;
+        if !cfg.image.auth_file.as_os_str().is_empty() {
+            registries.auth_file = Some(cfg.image.auth_file.clone());
+        }
         let images = ImageStore::open(&cfg.root, registries)?;
         let mut runtimes = BTreeMap::new();
         for (name, h) in &cfg.runtimes {
