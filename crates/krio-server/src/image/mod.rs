@@ -94,8 +94,9 @@ impl Krio {
         })
     }
 
-    /// CRI `RemoveImage` by id, tag or digest. Removing an absent image succeeds (the CRI
-    /// call is idempotent).
+    /// CRI `RemoveImage` by id, tag or digest. By id or digest the image goes with all its
+    /// names; by tag only that tag goes (the image with it when it was its last name).
+    /// Removing an absent image succeeds (the CRI call is idempotent).
     ///
     /// Errors: `FailedPrecondition` naming the container when a container uses the image.
     pub(crate) fn remove_image(&self, req: cri::RemoveImageRequest) -> Result<()> {
@@ -126,7 +127,15 @@ impl Krio {
                 )));
             }
         }
-        self.images.remove(&reference)?;
+        // A digest names content, not a name: removing by digest removes the image with
+        // every name it has, as removing by id does (containerd removes all references of
+        // the resolved image; krio keeps "by tag removes just that tag").
+        let target = if removes_image && reference.contains('@') {
+            image.id.as_str()
+        } else {
+            reference.as_str()
+        };
+        self.images.remove(target)?;
         Ok(())
     }
 
