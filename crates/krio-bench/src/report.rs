@@ -1,0 +1,482 @@
+//! Pooling of per-round results into `results.json` and generation of `BENCHMARKS.md`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{BenchError, Result};
+use crate::results::{Unit, WorkloadResult, SCHEMA_VERSION};
+use crate::stats::Summary;
+
+/// The runtime every ratio is relative to.
+pub const BASELINE: &str = "containerd";
+/// The runtime under test (numerator of every ratio).
+pub const SUBJECT: &str = "krio";
+
+const TEMPLATE: &str = include_str!("../templates/BENCHMARKS.md.in");
+const WORKLOAD_ORDER: &[&str] = &["start", "teardown", "calls", "memory", "pull"];
+/// Display order of metrics (digits stripped, so `total_pss_10pods` is `total_pss_pods`).
+const METRIC_ORDER: &[&str] = &[
+    "total",
+    "parallel_total",
+    "parallel_round_wall",
+    "run_pod_sandbox",
+    "create_container",
+    "start_container",
+    "stop_pod_sandbox",
+    "remove_pod_sandbox",
+    "status",
+    "version",
+    "list_containers",
+    "list_pod_sandbox",
+    "list_images",
+    "container_status",
+    "teardown_pod",
+    "daemon_rss_idle",
+    "total_pss_pods",
+    "daemon_pss_pods",
+    "monitors_pss_pods",
+    "monitor_count_pods",
+    "daemon_rss_pods",
+    "pull",
+    "pull_parallel",
+    "create_container_after_pull",
+    "pull_and_create",
+    "peak_rss",
+    "daemon_peak_rss",
+    "daemon_hwm",
+    "image_size",
+];
+
+type SamplesByRuntime = BTreeMap<String, Vec<f64>>;
+
+/// One (workload, metric) with every runtime's pooled summary.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Row {
+    /// Workload name.
+    pub workload: String,
+    /// Metric name within the workload.
+    pub metric: String,
+    /// Unit of the summaries.
+    pub unit: Unit,
+    /// Summary of all samples of all rounds, by runtime label.
+    pub by_runtime: BTreeMap<String, Summary>,
+    /// `krio p50 / containerd p50`, when both exist and the denominator is non-zero.
+    pub ratio_p50: Option<f64>,
+    /// `krio p99 / containerd p99`, likewise.
+    pub ratio_p99: Option<f64>,
+}
+
+/// The content of `results.json`: pooled rows plus every raw per-round result.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Results {
+    /// [`SCHEMA_VERSION`].
+    pub schema: u32,
+    /// Runtime labels present, baseline first, then subject, then others alphabetically.
+    pub runtimes: Vec<String>,
+    /// Pooled rows in display order.
+    pub rows: Vec<Row>,
+    /// Every per-round result the rows were pooled from.
+    pub runs: Vec<WorkloadResult>,
+}
+
+fn ratio(a: Option<&Summary>, b: Option<&Summary>, f: fn(&Summary) -> f64) -> Option<f64> {
+    let (a, b) = (f(a?), f(b?));
+    (b != 0.0 && a.is_finite() && b.is_finite()).then(|| a / b)
+}
+
+fn workload_rank(w: &str) -> usize {
+    WORKLOAD_ORDER
+        .iter()
+        .position(|x| *x == w)
+        .unwrap_or(WORKLOAD_ORDER.len())
+}
+
+/// Ordering key: position in [`METRIC_ORDER`], then name stem, then the number in the name
+/// (so `total_pss_10pods` sorts after `_0pods` and before `_50pods`).
+fn metric_key(m: &str) -> (usize, String, u64) {
+    let digits: String = m.chars().filter(|c| c.is_ascii_digit()).collect();
+    let stem: String = m.chars().filter(|c| !c.is_ascii_digit()).collect();
+    let rank = METRIC_ORDER
+        .iter()
+        .position(|x| *x == stem)
+        .unwrap_or(METRIC_ORDER.len());
+    (rank, stem, digits.parse().unwrap_or(0))
+}
+
+impl Results {
+    /// Pools `runs` by (workload, metric, runtime), concatenating samples of all rounds.
+    pub fn pool(runs: Vec<WorkloadResult>) -> Results {
+        let mut samples: BTreeMap<(String, String), (Unit, SamplesByRuntime)> = BTreeMap::new();
+        let mut names = BTreeSet::new();
+        for r in &runs {
+            names.insert(r.runtime.clone());
+            for (m, metric) in &r.metrics {
+                let e = samples
+                    .entry((r.workload.clone(), m.clone()))
+                    .or_insert_with(|| (metric.unit, BTreeMap::new()));
+                e.1.entry(r.runtime.clone())
+                    .or_default()
+                    .extend(&metric.samples);
+            }
+        }
+        let mut rows: Vec<Row> = samples
+            .into_iter()
+            .map(|((workload, metric), (unit, by))| {
+                let by_runtime: BTreeMap<String, Summary> = by
+                    .into_iter()
+                    .filter_map(|(rt, s)| Summary::from_samples(&s).map(|s| (rt, s)))
+                    .collect();
+                Row {
+                    ratio_p50: ratio(by_runtime.get(SUBJECT), by_runtime.get(BASELINE), |s| s.p50),
+                    ratio_p99: ratio(by_runtime.get(SUBJECT), by_runtime.get(BASELINE), |s| s.p99),
+                    workload,
+                    metric,
+                    unit,
+                    by_runtime,
+                }
+            })
+            .collect();
+        rows.sort_by(|a, b| {
+            (
+                workload_rank(&a.workload),
+                &a.workload,
+                metric_key(&a.metric),
+            )
+                .cmp(&(
+                    workload_rank(&b.workload),
+                    &b.workload,
+                    metric_key(&b.metric),
+                ))
+        });
+        let mut runtimes: Vec<String> = Vec::new();
+        for fixed in [BASELINE, SUBJECT] {
+            if names.remove(fixed) {
+                runtimes.push(fixed.to_owned());
+            }
+        }
+        runtimes.extend(names);
+        Results {
+            schema: SCHEMA_VERSION,
+            runtimes,
+            rows,
+            runs,
+        }
+    }
+
+    /// Reads every `*.json` in `dir` except `results.json` as a [`WorkloadResult`] and pools them.
+    ///
+    /// # Errors
+    /// [`BenchError::Io`]/[`BenchError::Json`] for unreadable files; [`BenchError::InvalidParam`] if none.
+    pub fn load_dir(dir: &Path) -> Result<Results> {
+        let mut files: Vec<PathBuf> = fs::read_dir(dir)
+            .map_err(|e| BenchError::io("listing", dir, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.extension().is_some_and(|x| x == "json")
+                    && p.file_name().is_some_and(|n| n != "results.json")
+            })
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            return Err(BenchError::InvalidParam {
+                field: "in",
+                reason: format!("no per-workload *.json results in {}", dir.display()),
+            });
+        }
+        let runs = files
+            .iter()
+            .map(|p| WorkloadResult::read(p))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Results::pool(runs))
+    }
+
+    /// Writes `results.json`.
+    ///
+    /// # Errors
+    /// [`BenchError::Io`]/[`BenchError::Json`].
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self).map_err(|source| BenchError::Json {
+            path: path.to_owned(),
+            source,
+        })?;
+        fs::write(path, text).map_err(|e| BenchError::io("writing", path, e))
+    }
+
+    /// The row for (workload, metric), if present.
+    pub fn row(&self, workload: &str, metric: &str) -> Option<&Row> {
+        self.rows
+            .iter()
+            .find(|r| r.workload == workload && r.metric == metric)
+    }
+
+    /// All samples of (workload, metric) for `runtime`, pooled over rounds in round order.
+    pub fn samples(&self, runtime: &str, workload: &str, metric: &str) -> Vec<f64> {
+        let mut runs: Vec<&WorkloadResult> = self
+            .runs
+            .iter()
+            .filter(|r| r.runtime == runtime && r.workload == workload)
+            .collect();
+        runs.sort_by_key(|r| r.round);
+        runs.iter()
+            .filter_map(|r| r.metrics.get(metric))
+            .flat_map(|m| m.samples.iter().copied())
+            .collect()
+    }
+
+    /// The Markdown table: one line per (workload, metric); for each runtime `p50 / p99`, then ratios.
+    pub fn markdown_table(&self) -> String {
+        let mut out = String::from("| workload | metric | unit |");
+        for rt in &self.runtimes {
+            out.push_str(&format!(" {rt} p50 / p99 |"));
+        }
+        out.push_str(&format!(
+            " {SUBJECT}/{BASELINE} p50 | {SUBJECT}/{BASELINE} p99 | n |\n"
+        ));
+        out.push_str("|---|---|---|");
+        for _ in &self.runtimes {
+            out.push_str("---:|");
+        }
+        out.push_str("---:|---:|---:|\n");
+        for row in &self.rows {
+            let unit = match row.unit {
+                Unit::Ms => "ms",
+                Unit::Bytes => "MiB",
+                Unit::Count => "count",
+            };
+            out.push_str(&format!("| {} | {} | {unit} |", row.workload, row.metric));
+            for rt in &self.runtimes {
+                match row.by_runtime.get(rt) {
+                    Some(s) => out.push_str(&format!(
+                        " {} / {} |",
+                        fmt_value(row.unit, s.p50),
+                        fmt_value(row.unit, s.p99)
+                    )),
+                    None => out.push_str(" — |"),
+                }
+            }
+            let n: Vec<String> = self
+                .runtimes
+                .iter()
+                .filter_map(|rt| row.by_runtime.get(rt).map(|s| s.n.to_string()))
+                .collect();
+            out.push_str(&format!(
+                " {} | {} | {} |\n",
+                fmt_ratio(row.ratio_p50),
+                fmt_ratio(row.ratio_p99),
+                n.join("/")
+            ));
+        }
+        out
+    }
+
+    /// Fills the `BENCHMARKS.md` template: table, plot path (relative to the Markdown file), the
+    /// caller's setup notes (Markdown) and the generation line.
+    pub fn render_markdown(
+        &self,
+        results_path: &str,
+        plot_path: &str,
+        notes: &str,
+        generated: &str,
+    ) -> String {
+        let param = |w: &str, k: &str| -> String {
+            self.runs
+                .iter()
+                .find(|r| r.workload == w)
+                .and_then(|r| r.params.get(k))
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "?".to_owned())
+        };
+        let calls_containers = match (
+            param("calls", "pods").parse::<u64>(),
+            param("calls", "containers_per_pod").parse::<u64>(),
+        ) {
+            (Ok(a), Ok(b)) => format!("{} ({a} pods × {b})", a * b),
+            _ => "?".to_owned(),
+        };
+        TEMPLATE
+            .replace("{{RESULTS}}", results_path)
+            .replace("{{GENERATED}}", generated)
+            .replace("{{TABLE}}", &self.markdown_table())
+            .replace("{{PLOT}}", plot_path)
+            .replace("{{PAR_WIDTH}}", &param("start", "parallel_width"))
+            .replace("{{CALLS_CONTAINERS}}", &calls_containers)
+            .replace("{{NOTES}}", notes.trim())
+    }
+}
+
+/// Formats a value for the table: ms with 3 significant figures, bytes as MiB with one decimal.
+pub fn fmt_value(unit: Unit, v: f64) -> String {
+    match unit {
+        Unit::Ms if v.abs() >= 100.0 => format!("{v:.0}"),
+        Unit::Ms if v.abs() >= 10.0 => format!("{v:.1}"),
+        Unit::Ms => format!("{v:.2}"),
+        Unit::Bytes => format!("{:.1}", v / (1024.0 * 1024.0)),
+        Unit::Count if v.fract() == 0.0 => format!("{v:.0}"),
+        Unit::Count => format!("{v:.1}"),
+    }
+}
+
+fn fmt_ratio(r: Option<f64>) -> String {
+    r.map(|r| format!("{r:.2}"))
+        .unwrap_or_else(|| "—".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(rt: &str, wl: &str, round: u32, metric: &str, unit: Unit, v: &[f64]) -> WorkloadResult {
+        let mut r = WorkloadResult::new(rt, wl, round);
+        r.param("parallel_width", 10);
+        for x in v {
+            r.push(metric, unit, *x);
+        }
+        r.finish();
+        r
+    }
+
+    #[test]
+    fn pools_rounds_and_ratios() {
+        let res = Results::pool(vec![
+            run("krio", "start", 0, "total", Unit::Ms, &[10.0, 20.0]),
+            run("containerd", "start", 0, "total", Unit::Ms, &[40.0]),
+            run("containerd", "start", 1, "total", Unit::Ms, &[60.0]),
+            run("krio", "start", 1, "total", Unit::Ms, &[30.0]),
+            run("floor", "pull", 0, "pull", Unit::Ms, &[5.0]),
+            run(
+                "containerd",
+                "memory",
+                0,
+                "total_pss_50pods",
+                Unit::Bytes,
+                &[50.0 * 1048576.0],
+            ),
+            run(
+                "containerd",
+                "memory",
+                0,
+                "total_pss_10pods",
+                Unit::Bytes,
+                &[10.0 * 1048576.0],
+            ),
+            run(
+                "containerd",
+                "memory",
+                0,
+                "total_pss_0pods",
+                Unit::Bytes,
+                &[1048576.0],
+            ),
+            run(
+                "containerd",
+                "memory",
+                0,
+                "daemon_rss_idle",
+                Unit::Bytes,
+                &[1048576.0],
+            ),
+            run(
+                "containerd",
+                "start",
+                0,
+                "run_pod_sandbox",
+                Unit::Ms,
+                &[1.0],
+            ),
+            run("containerd", "start", 0, "aaa_unknown", Unit::Ms, &[1.0]),
+        ]);
+        assert_eq!(res.runtimes, vec!["containerd", "krio", "floor"]);
+        let row = res.row("start", "total").unwrap();
+        assert_eq!(row.by_runtime["krio"].n, 3);
+        assert_eq!(row.by_runtime["krio"].p50, 20.0);
+        assert_eq!(row.by_runtime["containerd"].p50, 50.0);
+        assert!((row.ratio_p50.unwrap() - 0.4).abs() < 1e-12);
+        assert_eq!(
+            res.samples("krio", "start", "total"),
+            vec![10.0, 20.0, 30.0]
+        );
+        assert!(res.row("pull", "pull").unwrap().ratio_p50.is_none());
+        // order: start before memory before pull; memory levels numeric
+        let order: Vec<&str> = res.rows.iter().map(|r| r.metric.as_str()).collect();
+        assert_eq!(
+            order,
+            vec![
+                "total",
+                "run_pod_sandbox",
+                "aaa_unknown",
+                "daemon_rss_idle",
+                "total_pss_0pods",
+                "total_pss_10pods",
+                "total_pss_50pods",
+                "pull"
+            ]
+        );
+    }
+
+    #[test]
+    fn table_and_markdown() {
+        let res = Results::pool(vec![
+            run("containerd", "start", 0, "total", Unit::Ms, &[150.0, 250.0]),
+            run("krio", "start", 0, "total", Unit::Ms, &[50.0, 50.0]),
+            run(
+                "containerd",
+                "memory",
+                0,
+                "daemon_rss_idle",
+                Unit::Bytes,
+                &[45.0 * 1048576.0],
+            ),
+        ]);
+        let t = res.markdown_table();
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines[0], "| workload | metric | unit | containerd p50 / p99 | krio p50 / p99 | krio/containerd p50 | krio/containerd p99 | n |");
+        assert_eq!(
+            lines[2],
+            "| start | total | ms | 200 / 249 | 50.0 / 50.0 | 0.25 | 0.20 | 2/2 |"
+        );
+        assert_eq!(
+            lines[3],
+            "| memory | daemon_rss_idle | MiB | 45.0 / 45.0 | — | — | — | 1 |"
+        );
+        let md = res.render_markdown(
+            "bench/out/results.json",
+            "bench/out/start.svg",
+            "\nnotes here\n",
+            "gen",
+        );
+        assert!(md.contains("| start | total | ms | 200 / 249 |"));
+        assert!(md.contains("![Start latency distributions](bench/out/start.svg)"));
+        assert!(md.contains("notes here"));
+        assert!(md.contains("10 pods at once"));
+        assert!(!md.contains("{{"), "unfilled placeholder in:\n{md}");
+    }
+
+    #[test]
+    fn load_dir_roundtrip() {
+        let dir = tempfile::tempdir().unwrap();
+        run("krio", "start", 0, "total", Unit::Ms, &[1.0])
+            .write(dir.path())
+            .unwrap();
+        run("containerd", "start", 0, "total", Unit::Ms, &[2.0])
+            .write(dir.path())
+            .unwrap();
+        let res = Results::load_dir(dir.path()).unwrap();
+        res.write(&dir.path().join("results.json")).unwrap();
+        let again = Results::load_dir(dir.path()).unwrap();
+        assert_eq!(again.runs.len(), 2);
+        assert_eq!(again.row("start", "total").unwrap().ratio_p50, Some(0.5));
+        assert!(Results::load_dir(tempfile::tempdir().unwrap().path()).is_err());
+    }
+
+    #[test]
+    fn formatting() {
+        assert_eq!(fmt_value(Unit::Ms, 1.234), "1.23");
+        assert_eq!(fmt_value(Unit::Ms, 12.34), "12.3");
+        assert_eq!(fmt_value(Unit::Ms, 123.4), "123");
+        assert_eq!(fmt_value(Unit::Bytes, 1572864.0), "1.5");
+        assert_eq!(fmt_value(Unit::Count, 3.0), "3");
+    }
+}
