@@ -379,6 +379,51 @@ impl Pending {
         Ok(Begin::Create(tx))
     }
 
+    /// Creates an object once per reserved name: reserves `name` with `reserve` and runs
+    /// `work` on its own task (so a caller that gives up never cancels it halfway), or, when a
+    /// creation of the same name is running or finished unclaimed, waits for it and returns its
+    /// id. `kind` names the object in errors.
+    ///
+    /// Errors: whatever `reserve` or `work` return; `FailedPrecondition` when the joined
+    /// attempt failed (the retry may simply be sent again); [`ServerError::Task`] when the
+    /// task panicked.
+    pub async fn run<F>(
+        &self,
+        kind: &str,
+        name: &str,
+        reserve: impl FnOnce() -> Result<()>,
+        work: F,
+    ) -> Result<String>
+    where
+        F: std::future::Future<Output = Result<String>> + Send + 'static,
+    {
+        let tx = match self.begin(name, reserve)? {
+            Begin::Create(tx) => tx,
+            Begin::Join(rx) => {
+                return match Pending::wait(rx).await {
+                    Some(id) => {
+                        self.finish(name);
+                        Ok(id)
+                    }
+                    None => Err(ServerError::FailedPrecondition(format!(
+                        "an earlier attempt to create {kind} {name} failed; retry"
+                    ))),
+                };
+            }
+        };
+        let task = tokio::spawn(async move {
+            let result = work.await;
+            let _ = tx.send(match &result {
+                Ok(id) => PendingState::Done(id.clone()),
+                Err(_) => PendingState::Failed,
+            });
+            result
+        });
+        let result = task.await.map_err(|e| ServerError::Task(e.to_string()))?;
+        self.finish(name);
+        result
+    }
+
     /// Forgets `name` (its caller has the result).
     pub fn finish(&self, name: &str) {
         self.lock().remove(name);

@@ -10,8 +10,7 @@ use tracing::Instrument;
 
 use crate::error::{Result, ServerError};
 use crate::state::{
-    now_ns, Begin, Container, ContainerRecord, ContainerState, Pending, PendingState,
-    SandboxRecord, SandboxState,
+    now_ns, Container, ContainerRecord, ContainerState, SandboxRecord, SandboxState,
 };
 use crate::{ids, persist, rootfs, validate, Krio};
 
@@ -53,24 +52,6 @@ impl Krio {
             })?;
         let name = super::container_remove::container_name(&config, &sb.config);
         let id = ids::new_id()?;
-        let tx = match self
-            .pending_containers
-            .begin(&name, || self.containers.reserve(&name, &id))?
-        {
-            Begin::Create(tx) => tx,
-            Begin::Join(rx) => {
-                // A retry of a creation still running, or finished after its caller left.
-                return match Pending::wait(rx).await {
-                    Some(container_id) => {
-                        self.pending_containers.finish(&name);
-                        Ok(cri::CreateContainerResponse { container_id })
-                    }
-                    None => Err(ServerError::FailedPrecondition(format!(
-                        "an earlier attempt to create container {name} failed; retry"
-                    ))),
-                };
-            }
-        };
         let log_path = if sb.config.log_directory.is_empty() || config.log_path.is_empty() {
             String::new()
         } else {
@@ -107,26 +88,25 @@ impl Krio {
                 .and_then(|c| c.stop_signal().clone()),
             config,
         };
-        // The work runs on its own task: a caller that gives up does not cancel it halfway.
         let this = self.clone();
         let task_name = name.clone();
-        let task = tokio::spawn(async move {
-            let span = tracing::info_span!("create_container", container = %id, name = %task_name);
-            let result = this
-                .finish_create(record, &sb, &image, &task_name)
+        let work = async move {
+            let span =
+                tracing::info_span!("create_container", container = %record.id, name = %task_name);
+            this.finish_create(record, &sb, &image, &task_name)
                 .instrument(span)
-                .await;
-            let _ = tx.send(match &result {
-                Ok(id) => PendingState::Done(id.clone()),
-                Err(_) => PendingState::Failed,
-            });
-            result
-        });
-        let result = task.await.map_err(|e| ServerError::Task(e.to_string()))?;
-        self.pending_containers.finish(&name);
-        Ok(cri::CreateContainerResponse {
-            container_id: result?,
-        })
+                .await
+        };
+        let container_id = self
+            .pending_containers
+            .run(
+                "container",
+                &name,
+                || self.containers.reserve(&name, &id),
+                work,
+            )
+            .await?;
+        Ok(cri::CreateContainerResponse { container_id })
     }
 
     async fn finish_create(

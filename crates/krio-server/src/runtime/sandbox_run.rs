@@ -9,7 +9,7 @@ use krio_net::ns::{self, NsKind};
 use tracing::Instrument;
 
 use crate::error::{Result, ServerError};
-use crate::state::{now_ns, Begin, Pending, PendingState, Sandbox, SandboxRecord, SandboxState};
+use crate::state::{now_ns, Sandbox, SandboxRecord, SandboxState};
 use crate::{ids, persist, validate, Krio};
 
 /// `NamespaceMode::NODE`: the pod uses the host's namespace.
@@ -32,25 +32,6 @@ impl Krio {
         let handler = self.handler_name(&req.runtime_handler)?;
         let name = SandboxRecord::reserved_name(&config);
         let id = ids::new_id()?;
-        let tx = match self
-            .pending_sandboxes
-            .begin(&name, || self.sandboxes.reserve(&name, &id))?
-        {
-            Begin::Create(tx) => tx,
-            Begin::Join(rx) => {
-                // kubelet retried a request whose first attempt is still running or
-                // finished after kubelet gave up: answer with that sandbox.
-                return match Pending::wait(rx).await {
-                    Some(pod_sandbox_id) => {
-                        self.pending_sandboxes.finish(&name);
-                        Ok(cri::RunPodSandboxResponse { pod_sandbox_id })
-                    }
-                    None => Err(ServerError::FailedPrecondition(format!(
-                        "an earlier attempt to create sandbox {name} failed; retry"
-                    ))),
-                };
-            }
-        };
         let record = SandboxRecord {
             id: id.clone(),
             runtime_handler: handler,
@@ -63,27 +44,25 @@ impl Krio {
             cgroup_parent: String::new(),
             config,
         };
-        // The work runs on its own task: a caller that gives up does not cancel it halfway.
         let this = self.clone();
         let task_name = name.clone();
-        let task = tokio::spawn(async move {
+        let work = async move {
             let span =
                 tracing::info_span!("run_pod_sandbox", sandbox = %record.id, name = %task_name);
-            let result = this
-                .create_sandbox(record, &task_name)
+            this.create_sandbox(record, &task_name)
                 .instrument(span)
-                .await;
-            let _ = tx.send(match &result {
-                Ok(id) => PendingState::Done(id.clone()),
-                Err(_) => PendingState::Failed,
-            });
-            result
-        });
-        let result = task.await.map_err(|e| ServerError::Task(e.to_string()))?;
-        self.pending_sandboxes.finish(&name);
-        Ok(cri::RunPodSandboxResponse {
-            pod_sandbox_id: result?,
-        })
+                .await
+        };
+        let pod_sandbox_id = self
+            .pending_sandboxes
+            .run(
+                "sandbox",
+                &name,
+                || self.sandboxes.reserve(&name, &id),
+                work,
+            )
+            .await?;
+        Ok(cri::RunPodSandboxResponse { pod_sandbox_id })
     }
 
     async fn create_sandbox(&self, mut record: SandboxRecord, name: &str) -> Result<String> {
