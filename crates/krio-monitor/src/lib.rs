@@ -7,20 +7,26 @@
 //! [`MonitorConfig::exit_file`] and exits. `SIGUSR1` makes it reopen the log file (CRI `ReopenContainerLog`;
 //! the new file exists as soon as the reopen is done, which the daemon can poll for).
 //!
+//! The same binary also provides a minimal pod init for pod-level PID namespaces (`krio-monitor pod-init <pin>`,
+//! see [`spawn_pod_init`] / [`stop_pod_init`]): PID 1 of a new PID namespace that only reaps children, pinned by
+//! a bind mount, started without a pause image.
+//!
 //! Not supported yet: terminals (`process.terminal = true` specs need a console socket), stdin / attach, OOM
 //! detection (`oom_killed` is always `false`).
 
 pub mod logwriter;
 mod monitor;
+mod podinit;
 mod spawn;
 mod sys;
 mod types;
 
 pub use monitor::{main_entry, run_with_args};
+pub use podinit::{pod_init_running, spawn_pod_init, stop_pod_init};
 pub use spawn::{read_exit_file, spawn};
 pub use types::{
-    ExitStatus, MonitorConfig, MonitorError, Spawned, SyncMessage, DEFAULT_CREATE_TIMEOUT_SECS,
-    DEFAULT_MAX_LOG_LINE,
+    ExitStatus, MonitorConfig, MonitorError, PodInit, PodInitMessage, Spawned, SyncMessage,
+    DEFAULT_CREATE_TIMEOUT_SECS, DEFAULT_MAX_LOG_LINE,
 };
 
 #[cfg(test)]

@@ -45,9 +45,10 @@ pub fn main_entry() -> i32 {
 }
 
 /// Runs the monitor with explicit arguments (without the program name): `[]` is the launcher (config JSON on
-/// stdin, sync pipe on stdout), `["--foreground"]` the long-lived monitor. The launcher re-executes
-/// `/proc/self/exe --foreground`, so a program embedding the monitor (e.g. a test binary acting as its own
-/// monitor) must route a sole `--foreground` argument here too.
+/// stdin, sync pipe on stdout), `["--foreground"]` the long-lived monitor, `["pod-init", pin]` the pod-init
+/// launcher and `["pod-init-run", pin]` the pod init itself (see [`crate::spawn_pod_init`]). The launchers
+/// re-execute `/proc/self/exe --foreground` / `/proc/self/exe pod-init-run <pin>`, so a program embedding the
+/// monitor (e.g. a test binary acting as its own monitor) must route those arguments here too.
 ///
 /// Must be called at the very start of `main`: it closes every inherited descriptor >= 3 first.
 pub fn run_with_args(args: &[String]) -> i32 {
@@ -62,12 +63,14 @@ pub fn run_with_args(args: &[String]) -> i32 {
     {
         [] => launcher(),
         ["--foreground"] => foreground(),
+        ["pod-init", pin] => crate::podinit::launcher(pin),
+        ["pod-init-run", _pin] => crate::podinit::init_main(),
         ["--version"] => {
             println!("krio-monitor {}", env!("CARGO_PKG_VERSION"));
             0
         }
         _ => {
-            eprintln!("usage: krio-monitor [--foreground] < config.json  (see the krio-monitor crate docs)");
+            eprintln!("usage: krio-monitor [--foreground] < config.json | krio-monitor pod-init <pin>  (see the krio-monitor crate docs)");
             2
         }
     }
