@@ -247,7 +247,9 @@ pub enum MonitorError {
         message: String,
     },
     /// The pod-init launcher exited without reporting a status.
-    #[error("pod init launcher for pin {pin} exited ({launcher_status}) without reporting a status")]
+    #[error(
+        "pod init launcher for pin {pin} exited ({launcher_status}) without reporting a status"
+    )]
     PodInitNoStatus {
         /// The requested pin path.
         pin: PathBuf,
@@ -323,7 +325,7 @@ pub enum PodInitMessage {
     },
     /// Starting the init failed; everything done was undone.
     Error {
-        /// Which step failed (`args`, `pin`, `setsid`, `unshare`, `spawn`, `mount`, `stat`).
+        /// Which step failed (`args`, `pin`, `setsid`, `unshare`, `spawn`, `ready`, `mount`, `stat`).
         stage: String,
         /// Description of the failure.
         message: String,

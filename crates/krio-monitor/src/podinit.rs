@@ -1,0 +1,465 @@
+//! A minimal pod init: PID 1 of a pod-level PID namespace, pinned by a bind mount.
+//!
+//! krio pins a pod's net/ipc/uts namespaces without a pause process (`krio-net`), but a PID namespace dies with
+//! its first process, so a pod-level PID namespace (CRI `NamespaceMode::POD` for `pid`, Kubernetes
+//! `shareProcessNamespace`) needs a live init. This module provides one that costs a few hundred KiB:
+//!
+//! * Daemon side: [`spawn_pod_init`] runs `krio-monitor pod-init <pin>` (the launcher) and reads its one-line
+//!   [`PodInitMessage`]; [`stop_pod_init`] kills the init (and with it every process in the namespace) and
+//!   removes the pin; [`pod_init_running`] checks that a recorded init is still alive.
+//! * Launcher (`krio-monitor pod-init <pin>`): closes inherited descriptors, creates `<pin>` (mode 0444,
+//!   `O_EXCL`), `setsid()`, `unshare(CLONE_NEWPID)`, re-executes itself as `krio-pod-init pod-init-run <pin>`
+//!   (so that child is PID 1 of the new namespace), waits for its `ready` line, bind-mounts `/proc/<child>/ns/pid` onto `<pin>`, reports
+//!   the child's host pid and start time, and exits without waiting: the init is reparented to the host init (or
+//!   the nearest child subreaper), never left as a child of the daemon.
+//! * Init (`pod-init-run`): refuses to run unless it is PID 1, `setsid()`, `chdir("/")`, stdio on `/dev/null`, no
+//!   other descriptor, every signal blocked (only SIGKILL, and SIGSTOP, can affect it), writes `ready` on the
+//!   pipe it got as stdout (then replaces it with `/dev/null`), and reaps every child
+//!   forever: `waitpid(-1)` while it has children, `sigwait(SIGCHLD)` when it has none.
+
+use std::fs::OpenOptions;
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::wait::waitpid;
+use nix::unistd::Pid;
+
+use crate::types::{MonitorError, PodInit, PodInitMessage};
+
+/// Longest status line accepted from the launcher (bytes).
+const MAX_STATUS_LINE: u64 = 64 * 1024;
+
+/// How long [`stop_pod_init`] waits for the init (and its namespace) to die after SIGKILL.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the launcher waits for the init to report readiness.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The init's `argv[0]` (what `ps` shows).
+const INIT_ARGV0: &str = "krio-pod-init";
+
+/// Starts a pod init with `monitor_binary` and pins its PID namespace at `pin`.
+///
+/// * `pin`: absolute path of a file to create (it must not exist; its parent must); the PID namespace is
+///   bind-mounted onto it, so it can be handed to runc as the OCI `linux.namespaces[{type: pid, path}]` or to
+///   `nsenter --pid=<pin>`. Putting it in the pod's `krio-net` namespace directory (e.g. `<ns dir>/pid`) gives it
+///   that directory's shared propagation, and `krio_net::unpin_namespaces` then also removes it.
+///
+/// Blocking (it waits for the short-lived launcher, a few milliseconds): call it from `spawn_blocking` in async
+/// code. The launcher runs with stdin `/dev/null`, stdout = a close-on-exec sync pipe, stderr `/dev/null`, cwd
+/// `/`, environment reduced to `PATH`; it closes every other inherited descriptor first thing, and the init gets
+/// only `/dev/null` on 0-2, so no descriptor of the caller reaches the init. The init stays in the caller's
+/// cgroups and mount namespace; move it into the pod cgroup if it should be accounted there.
+///
+/// Returns the init's host pid and start time ([`PodInit`]); keep both for [`stop_pod_init`].
+///
+/// Errors: [`MonitorError::InvalidConfig`] (`pin` not absolute); [`MonitorError::Spawn`] if the binary cannot
+/// start; [`MonitorError::PodInitFailed`] naming the failed step (e.g. `pin` when the file already exists,
+/// `mount`); [`MonitorError::PodInitNoStatus`] / [`MonitorError::PodInitProtocol`] /
+/// [`MonitorError::PodInitIo`] for a broken launcher. On failure nothing is left behind (the launcher kills the
+/// init and removes the pin).
+pub fn spawn_pod_init(monitor_binary: &Path, pin: &Path) -> Result<PodInit, MonitorError> {
+    if !pin.is_absolute() || pin.as_os_str().as_encoded_bytes().contains(&0) {
+        return Err(MonitorError::InvalidConfig {
+            field: "pin",
+            reason: format!("{} must be an absolute path", pin.display()),
+        });
+    }
+    let io = |what: &'static str| {
+        move |source| MonitorError::PodInitIo {
+            pid: 0,
+            pin: pin.to_path_buf(),
+            what,
+            source,
+        }
+    };
+    let spawn_err = |source| MonitorError::Spawn {
+        binary: monitor_binary.to_path_buf(),
+        source,
+    };
+    let (sync_r, sync_w) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| spawn_err(std::io::Error::from(e)))?;
+    let child = {
+        let mut cmd = Command::new(monitor_binary);
+        cmd.arg("pod-init")
+            .arg(pin)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(sync_w))
+            .stderr(Stdio::null())
+            .current_dir("/")
+            .env_clear()
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            );
+        cmd.spawn()
+        // `cmd` drops here, closing our copy of the write end: EOF means "launcher gone".
+    };
+    let mut child = child.map_err(spawn_err)?;
+    let launcher_status = child.wait().map_err(io("waiting for the launcher"))?;
+    let mut line = String::new();
+    BufReader::new(std::fs::File::from(sync_r).take(MAX_STATUS_LINE))
+        .read_line(&mut line)
+        .map_err(io("reading the sync pipe"))?;
+    if line.trim().is_empty() {
+        return Err(MonitorError::PodInitNoStatus {
+            pin: pin.to_path_buf(),
+            launcher_status,
+        });
+    }
+    let msg: PodInitMessage =
+        serde_json::from_str(line.trim()).map_err(|source| MonitorError::PodInitProtocol {
+            pin: pin.to_path_buf(),
+            line: line.clone(),
+            source,
+        })?;
+    match msg {
+        PodInitMessage::Ok { pid, start_time } => Ok(PodInit { pid, start_time }),
+        PodInitMessage::Error { stage, message } => Err(MonitorError::PodInitFailed {
+            pin: pin.to_path_buf(),
+            stage,
+            message,
+        }),
+    }
+}
+
+/// Stops a pod init: checks that `init.pid` still is that init, SIGKILLs it through a pidfd (the kernel then
+/// kills every process of its PID namespace), waits until it and the namespace are gone, then unmounts
+/// (`MNT_DETACH`, never following symlinks) and removes `pin`.
+///
+/// The pid is only signalled when `/proc/<pid>/stat` still shows `init.start_time` and, if `pin` is still a
+/// namespace mount, `/proc/<pid>/ns/pid` is the namespace pinned there: a recycled pid is never killed.
+///
+/// Idempotent: an init that is already gone (or whose pid now names another process) and a missing or
+/// unmounted pin are `Ok(())`. Blocking (up to 10 s waiting for the namespace to die): use `spawn_blocking`.
+///
+/// Errors: [`MonitorError::InvalidConfig`] (`pid` <= 0, `pin` not absolute); [`MonitorError::PodInitIo`] if
+/// signalling, unmounting or removing fails; [`MonitorError::PodInitStopTimeout`] if the init outlives SIGKILL
+/// for 10 s (the pin is left in place so the call can be retried).
+pub fn stop_pod_init(init: &PodInit, pin: &Path) -> Result<(), MonitorError> {
+    if init.pid <= 0 {
+        return Err(MonitorError::InvalidConfig {
+            field: "pid",
+            reason: format!("{} is not a valid pid", init.pid),
+        });
+    }
+    if !pin.is_absolute() {
+        return Err(MonitorError::InvalidConfig {
+            field: "pin",
+            reason: format!("{} must be an absolute path", pin.display()),
+        });
+    }
+    let io = |what: &'static str| {
+        move |source| MonitorError::PodInitIo {
+            pid: init.pid,
+            pin: pin.to_path_buf(),
+            what,
+            source,
+        }
+    };
+    if let Some(pidfd) = open_pidfd(init.pid).map_err(io("pidfd_open"))? {
+        // The pidfd pins the process identity; check after opening it that the pid is still ours.
+        if is_our_init(init, pin) {
+            match rustix::process::pidfd_send_signal(&pidfd, rustix::process::Signal::KILL) {
+                Ok(()) | Err(rustix::io::Errno::SRCH) => {}
+                Err(e) => return Err(io("pidfd_send_signal(SIGKILL)")(e.into())),
+            }
+            wait_pidfd(&pidfd, init.pid)?;
+        }
+    }
+    unmount_all(pin).map_err(io("unmounting the pin"))?;
+    match std::fs::remove_file(pin) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io("removing the pin")(e)),
+    }
+}
+
+/// Whether `init` is still running: `/proc/<pid>/stat` exists, shows `init.start_time`, and the process is not
+/// a zombie. Use it to reconcile sandboxes after a daemon restart.
+pub fn pod_init_running(init: &PodInit) -> bool {
+    match read_stat(init.pid) {
+        Some((state, start)) => start == init.start_time && state != 'Z' && state != 'X',
+        None => false,
+    }
+}
+
+/// `pidfd_open(pid)`; `Ok(None)` if no such process.
+fn open_pidfd(pid: i32) -> std::io::Result<Option<std::os::fd::OwnedFd>> {
+    let Some(p) = rustix::process::Pid::from_raw(pid) else {
+        return Ok(None);
+    };
+    match rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(rustix::io::Errno::SRCH) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether the process at `init.pid` is the recorded init (start time, and the pinned namespace if any).
+fn is_our_init(init: &PodInit, pin: &Path) -> bool {
+    match read_stat(init.pid) {
+        Some((_, start)) if start == init.start_time => {}
+        _ => return false,
+    }
+    if !is_nsfs(pin) {
+        return true;
+    }
+    match (
+        std::fs::metadata(pin),
+        std::fs::metadata(format!("/proc/{}/ns/pid", init.pid)),
+    ) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        // A zombie's namespace links are gone; the start time matched, so it is ours (and SIGKILL is harmless).
+        (Ok(_), Err(_)) => true,
+        _ => false,
+    }
+}
+
+/// Waits until the pidfd reports the process exited (after its whole PID namespace was torn down).
+fn wait_pidfd(pidfd: &std::os::fd::OwnedFd, pid: i32) -> Result<(), MonitorError> {
+    let start = Instant::now();
+    loop {
+        let left = STOP_TIMEOUT.saturating_sub(start.elapsed());
+        if left.is_zero() {
+            return Err(MonitorError::PodInitStopTimeout {
+                pid,
+                waited_ms: u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
+            });
+        }
+        let ms = u16::try_from(left.as_millis().min(1000)).unwrap_or(1000);
+        let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(n) if n > 0 => return Ok(()),
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => {
+                return Err(MonitorError::PodInitIo {
+                    pid,
+                    pin: PathBuf::new(),
+                    what: "polling the pidfd",
+                    source: e.into(),
+                })
+            }
+        }
+    }
+}
+
+/// `(state, starttime)` from `/proc/<pid>/stat` (fields 3 and 22).
+pub(crate) fn read_stat(pid: i32) -> Option<(char, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // comm (field 2) may contain spaces and parentheses: parse after the last ')'.
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next()?.chars().next()?;
+    // `rest` starts at field 3 (state); starttime is field 22, i.e. 19 further fields.
+    let start = fields.nth(18)?.parse().ok()?;
+    Some((state, start))
+}
+
+fn is_nsfs(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path)
+        .map(|st| st.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
+        .unwrap_or(false)
+}
+
+/// Lazily unmounts everything stacked on `path`; "not a mount point" / "missing" end the loop.
+fn unmount_all(path: &Path) -> std::io::Result<()> {
+    for _ in 0..16 {
+        match umount2(path, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW) {
+            Ok(()) => continue,
+            Err(Errno::EINVAL) | Err(Errno::ENOENT) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Process side.
+
+fn report(msg: &PodInitMessage) {
+    let mut line = serde_json::to_vec(msg).unwrap_or_else(|_| {
+        b"{\"status\":\"error\",\"stage\":\"report\",\"message\":\"serialising status\"}".to_vec()
+    });
+    line.push(b'\n');
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(&line);
+    let _ = out.flush();
+}
+
+fn fail(stage: &str, message: impl Into<String>) -> i32 {
+    let message = message.into();
+    eprintln!("krio-monitor pod-init: {stage}: {message}");
+    report(&PodInitMessage::Error {
+        stage: stage.to_string(),
+        message,
+    });
+    1
+}
+
+/// `krio-monitor pod-init <pin>`: the launcher (see the module docs). Inherited descriptors are already closed.
+pub(crate) fn launcher(pin: &str) -> i32 {
+    let pin = PathBuf::from(pin);
+    if !pin.is_absolute() {
+        return fail(
+            "args",
+            format!("{} must be an absolute path", pin.display()),
+        );
+    }
+    if let Err(e) = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o444)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(&pin)
+    {
+        return fail("pin", format!("creating {}: {e}", pin.display()));
+    }
+    let mut child: Option<std::process::Child> = None;
+    let result = launch(&pin, &mut child);
+    match result {
+        Ok((pid, start_time)) => {
+            report(&PodInitMessage::Ok { pid, start_time });
+            // Exit without waiting: the init is reparented to the host init / the nearest subreaper.
+            0
+        }
+        Err((stage, message)) => {
+            if let Some(mut c) = child {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            let _ = unmount_all(&pin);
+            let _ = std::fs::remove_file(&pin);
+            fail(stage, message)
+        }
+    }
+}
+
+type LaunchError = (&'static str, String);
+
+fn launch(pin: &Path, child: &mut Option<std::process::Child>) -> Result<(i32, u64), LaunchError> {
+    // A new session (we are a child of the daemon, never a group leader), so the init is cut off from the
+    // daemon's session and terminal job control.
+    nix::unistd::setsid().map_err(|e| ("setsid", e.to_string()))?;
+    // Children created from now on are in a new PID namespace; the first one is its init.
+    unshare(CloneFlags::CLONE_NEWPID).map_err(|e| ("unshare", format!("CLONE_NEWPID: {e}")))?;
+    // The init reports readiness (session, signal mask in place) with one line on this pipe.
+    let (ready_r, ready_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
+        .map_err(|e| ("spawn", format!("creating the ready pipe: {e}")))?;
+    let spawned = {
+        let mut cmd = Command::new("/proc/self/exe");
+        cmd.arg0(INIT_ARGV0)
+            .arg("pod-init-run")
+            .arg(pin)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(ready_w))
+            .stderr(Stdio::null())
+            .current_dir("/")
+            .env_clear();
+        cmd.spawn()
+        // `cmd` drops here with our copy of the write end: EOF means "init gone".
+    }
+    .map_err(|e| ("spawn", format!("starting the init: {e}")))?;
+    let pid = i32::try_from(spawned.id()).map_err(|e| ("spawn", e.to_string()));
+    *child = Some(spawned);
+    let pid = pid?;
+    wait_ready(&ready_r)?;
+    let ns = PathBuf::from(format!("/proc/{pid}/ns/pid"));
+    mount(Some(&ns), pin, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(|e| {
+        (
+            "mount",
+            format!("bind-mounting {} onto {}: {e}", ns.display(), pin.display()),
+        )
+    })?;
+    let (_, start_time) = read_stat(pid).ok_or(("stat", format!("reading /proc/{pid}/stat")))?;
+    // Release the handle without killing or waiting: dropping a Child does neither.
+    child.take();
+    Ok((pid, start_time))
+}
+
+/// Waits (up to [`READY_TIMEOUT`]) for the init's `ready` line.
+fn wait_ready(ready_r: &std::os::fd::OwnedFd) -> Result<(), LaunchError> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 16];
+    while !got.contains(&b'\n') {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(("ready", "the init did not report readiness in time".into()));
+        }
+        let ms = u16::try_from(left.as_millis().min(1000)).unwrap_or(1000);
+        let mut fds = [PollFd::new(ready_r.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(0) | Err(Errno::EINTR) => continue,
+            Ok(_) => {}
+            Err(e) => return Err(("ready", format!("poll: {e}"))),
+        }
+        match nix::unistd::read(ready_r, &mut buf) {
+            Ok(0) => return Err(("ready", "the init exited before it was ready".into())),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(Errno::EINTR) | Err(Errno::EAGAIN) => {}
+            Err(e) => return Err(("ready", format!("read: {e}"))),
+        }
+        if got.len() > 64 {
+            break;
+        }
+    }
+    if got == b"ready\n" {
+        Ok(())
+    } else {
+        Err((
+            "ready",
+            format!("unexpected message {:?}", String::from_utf8_lossy(&got)),
+        ))
+    }
+}
+
+/// `krio-pod-init pod-init-run <pin>`: PID 1 of the pod's PID namespace. Never returns unless misused.
+pub(crate) fn init_main() -> i32 {
+    if std::process::id() != 1 {
+        eprintln!("krio-monitor pod-init-run: must be PID 1 of a new PID namespace");
+        return 2;
+    }
+    let _ = nix::unistd::setsid();
+    let _ = nix::unistd::chdir("/");
+    // Block every signal: as a namespace init the kernel already drops unhandled signals sent from inside the
+    // namespace, and blocked ones from outside just stay pending. Only SIGKILL (and SIGSTOP) act on us.
+    // SIGCHLD stays blocked too and is collected with sigwait below.
+    let _ = SigSet::all().thread_block();
+    let _ = nix::sys::prctl::set_name(c"krio-pod-init");
+    // Tell the launcher we are set up, then put /dev/null on stdout (dropping the ready pipe).
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(b"ready\n");
+        let _ = out.flush();
+    }
+    if let Ok(null) = OpenOptions::new().write(true).open("/dev/null") {
+        let _ = nix::unistd::dup2_stdout(&null);
+    }
+    let mut chld = SigSet::empty();
+    chld.add(Signal::SIGCHLD);
+    loop {
+        match waitpid(Pid::from_raw(-1), None) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            // No children: sleep until one (an orphan reparented to us) exits. A SIGCHLD that arrives between
+            // waitpid and sigwait stays pending, so it is not lost.
+            Err(Errno::ECHILD) => {
+                if chld.wait().is_err() {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
