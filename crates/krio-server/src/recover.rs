@@ -17,13 +17,15 @@ impl Krio {
         for id in child_ids(&self.cfg.root.join("sandboxes")) {
             match persist::read_json::<SandboxRecord>(&self.sandbox_record_path(&id)) {
                 Ok(Some(mut rec)) => {
-                    if rec.state == SandboxState::Ready
-                        && rec
-                            .netns
-                            .as_deref()
-                            .is_some_and(|p| !krio_net::ns::is_namespace_pin(p))
-                    {
-                        tracing::warn!(sandbox = %id, "network namespace gone; sandbox not ready");
+                    let netns_gone = rec
+                        .netns
+                        .as_deref()
+                        .is_some_and(|p| !krio_net::ns::is_namespace_pin(p));
+                    let init_gone = rec
+                        .pod_init
+                        .is_some_and(|init| !krio_monitor::pod_init_running(&init));
+                    if rec.state == SandboxState::Ready && (netns_gone || init_gone) {
+                        tracing::warn!(sandbox = %id, netns_gone, init_gone, "sandbox namespaces gone; sandbox not ready");
                         rec.state = SandboxState::NotReady;
                         let _ = persist::write_json(&self.sandbox_record_path(&id), &rec);
                     }

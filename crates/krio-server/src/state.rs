@@ -51,6 +51,13 @@ pub struct SandboxRecord {
     pub ipcns: Option<PathBuf>,
     /// Pinned UTS namespace, when the pod does not use the host's network.
     pub utsns: Option<PathBuf>,
+    /// Pinned PID namespace shared by the pod's containers (`pid` mode POD), held by the
+    /// pod's init process.
+    #[serde(default)]
+    pub pidns: Option<PathBuf>,
+    /// The pod init holding `pidns`.
+    #[serde(default)]
+    pub pod_init: Option<krio_monitor::PodInit>,
     /// Pod IPs, primary first.
     pub ips: Vec<String>,
     /// Cgroup parent of the pod's containers.

@@ -177,12 +177,16 @@ async fn stop_escalates_to_sigkill_and_pod_teardown_leaves_nothing() {
     pull(&d, &image("busybox-oci")).await;
     let pod = pod_config(&d, "stop");
     let pod_id = run_pod(&d, &pod).await;
-    // PID 1 ignores SIGTERM without a handler, so the stop must escalate to SIGKILL.
     let stubborn = run_container(
         &d,
         &pod_id,
         &pod,
-        container_config("stubborn", &image("busybox-oci"), "sleep 1000"),
+        container_config(
+            "stubborn",
+            &image("busybox-oci"),
+            // Ignores SIGTERM, so the stop must escalate to SIGKILL.
+            "trap '' TERM; while true; do sleep 0.2; done",
+        ),
     )
     .await;
     // This one handles SIGTERM and exits 143 at once.
@@ -469,4 +473,118 @@ async fn exec_sync_and_log_reopen() {
     assert_eq!(n(new.first().unwrap()), n(old.last().unwrap()) + 1);
     remove_pod(&d, &pod_id).await;
     assert_eq!(d.processes(), Vec::<(i32, String)>::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pod_pid_namespace_is_shared_through_the_pod_init() {
+    ensure_images();
+    let d = Daemon::start().await;
+    pull(&d, &image("busybox")).await;
+    let mut pod = pod_config(&d, "sharedpid");
+    pod.linux = Some(cri::LinuxPodSandboxConfig {
+        security_context: Some(cri::LinuxSandboxSecurityContext {
+            namespace_options: Some(cri::NamespaceOption {
+                pid: cri::NamespaceMode::Pod as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let pod_id = run_pod(&d, &pod).await;
+    let _sleeper = run_container(
+        &d,
+        &pod_id,
+        &pod,
+        container_config("sleeper", &image("busybox"), "exec sleep 1000"),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let viewer = run_container(
+        &d,
+        &pod_id,
+        &pod,
+        container_config(
+            "viewer",
+            &image("busybox"),
+            "cat /proc/1/comm; for p in /proc/[0-9]*; do cat $p/comm; done | sort -u",
+        ),
+    )
+    .await;
+    let st = wait_exited(&d, &viewer).await;
+    let lines: Vec<String> = read_cri_log(std::path::Path::new(&st.log_path))
+        .into_iter()
+        .map(|r| r.2)
+        .collect();
+    assert_eq!(
+        lines.first().map(String::as_str),
+        Some("krio-pod-init"),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l == "sleep"),
+        "the other container's process is visible: {lines:?}"
+    );
+
+    // With pid CONTAINER, a container sees only itself.
+    let pod2 = pod_config(&d, "ownpid");
+    let mut pod2 = pod2;
+    pod2.linux = Some(cri::LinuxPodSandboxConfig {
+        security_context: Some(cri::LinuxSandboxSecurityContext {
+            namespace_options: Some(cri::NamespaceOption {
+                pid: cri::NamespaceMode::Container as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let pod2_id = run_pod(&d, &pod2).await;
+    let own = run_container(
+        &d,
+        &pod2_id,
+        &pod2,
+        container_config("own", &image("busybox"), "echo $$; cat /proc/1/comm; true"),
+    )
+    .await;
+    let st = wait_exited(&d, &own).await;
+    let lines: Vec<String> = read_cri_log(std::path::Path::new(&st.log_path))
+        .into_iter()
+        .map(|r| r.2)
+        .collect();
+    assert_eq!(lines, vec!["1".to_string(), "sh".to_string()]);
+
+    let info = d
+        .runtime()
+        .await
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: pod_id.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .info;
+    let record: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
+    let init_pid = record["pod_init"]["pid"]
+        .as_i64()
+        .expect("the pod init is recorded");
+    assert!(std::path::Path::new(&format!("/proc/{init_pid}")).exists());
+
+    remove_pod(&d, &pod_id).await;
+    remove_pod(&d, &pod2_id).await;
+    assert_eq!(d.mounts(), Vec::<String>::new());
+    // Gone, or a zombie waiting for the host's PID 1 to reap it (the init is not krio's child).
+    let stat = std::fs::read_to_string(format!("/proc/{init_pid}/stat")).unwrap_or_default();
+    let state = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .next()
+        .unwrap_or("");
+    assert!(
+        stat.is_empty() || state == "Z" || !stat.contains("krio-pod-init"),
+        "pod init left running: {stat}"
+    );
 }

@@ -173,7 +173,7 @@ impl Krio {
             }
         }
         let image_config = image.config.config().clone();
-        let sandbox_config = effective_pid_mode(&sb.config);
+        let sandbox_config = effective_pid_mode(sb);
         let spec = krio_oci::build_spec(&krio_oci::SpecInputs {
             container: &rec.config,
             sandbox: &sandbox_config,
@@ -183,7 +183,7 @@ impl Krio {
                 network: sb.netns.clone(),
                 ipc: sb.ipcns.clone(),
                 uts: sb.utsns.clone(),
-                pid: None,
+                pid: sb.pidns.clone(),
             },
             sandbox_mounts,
             cgroups_path: format!("{}/{}", sb.cgroup_parent, rec.id),
@@ -233,13 +233,14 @@ fn bind_mount(source: &std::path::Path, dest: &str) -> Result<oci_spec::runtime:
         .map_err(|e| ServerError::invalid("mounts", e.to_string()))
 }
 
-/// The sandbox config as the spec builder should see it. krio pins pod namespaces without a
-/// process, and a PID namespace cannot be pinned without its init; until pods get a minimal
-/// init process, a pod-level PID namespace (`POD`, the proto default) gives each container its
-/// own PID namespace (`CONTAINER`), which is what kubelet asks for unless
-/// `shareProcessNamespace` is set.
-fn effective_pid_mode(config: &cri::PodSandboxConfig) -> cri::PodSandboxConfig {
-    let mut config = config.clone();
+/// The sandbox config as the spec builder should see it. A sandbox recorded without a pod
+/// PID namespace (one made before pods had an init) gives each container its own PID
+/// namespace when the pod asked for a shared one.
+fn effective_pid_mode(sb: &SandboxRecord) -> cri::PodSandboxConfig {
+    let mut config = sb.config.clone();
+    if sb.pidns.is_some() {
+        return config;
+    }
     let linux = config.linux.get_or_insert_with(Default::default);
     let sc = linux.security_context.get_or_insert_with(Default::default);
     let ns = sc.namespace_options.get_or_insert_with(Default::default);

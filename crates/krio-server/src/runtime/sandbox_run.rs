@@ -40,6 +40,8 @@ impl Krio {
             netns: None,
             ipcns: None,
             utsns: None,
+            pidns: None,
+            pod_init: None,
             ips: Vec::new(),
             cgroup_parent: String::new(),
             config,
@@ -138,6 +140,24 @@ impl Krio {
         if self.owns_pod_cgroup(rec) {
             create_pod_cgroup(&rec.cgroup_parent)?;
         }
+        if opts.pid == cri::NamespaceMode::Pod as i32 {
+            // A PID namespace cannot be pinned without a live init: the pod gets a minimal one
+            // (krio-monitor pod-init) that reaps orphans, instead of a pause container.
+            let ns_dir = run_dir.join("ns");
+            std::fs::create_dir_all(&ns_dir)
+                .map_err(|e| ServerError::io("creating directory", &ns_dir, e))?;
+            let pin = ns_dir.join("pid");
+            let bin = self.monitor_bin.clone();
+            let pin2 = pin.clone();
+            let init =
+                tokio::task::spawn_blocking(move || krio_monitor::spawn_pod_init(&bin, &pin2))
+                    .await
+                    .map_err(|e| {
+                        ServerError::io("starting pod init", &pin, std::io::Error::other(e))
+                    })??;
+            rec.pod_init = Some(init);
+            rec.pidns = Some(pin);
+        }
         if let Some(netns) = rec.netns.clone() {
             let status = self.cni.add(&self.pod_network(rec, &netns)).await?;
             rec.ips = status.ips.iter().map(|ip| ip.to_string()).collect();
@@ -182,10 +202,20 @@ impl Krio {
         }
     }
 
-    /// Tears down the network of a sandbox: CNI DEL (from the cached result), then unpins the
-    /// namespaces. Keeps going past failures and returns all of them; idempotent.
+    /// Tears down the namespaces of a sandbox: kills the pod init (and with it anything left in
+    /// the pod's PID namespace), CNI DEL (from the cached result), then unpins the namespaces.
+    /// Keeps going past failures and returns all of them; idempotent.
     pub(crate) async fn teardown_sandbox_network(&self, rec: &SandboxRecord) -> Vec<ServerError> {
         let mut errors = Vec::new();
+        if let (Some(init), Some(pin)) = (rec.pod_init, rec.pidns.clone()) {
+            match tokio::task::spawn_blocking(move || krio_monitor::stop_pod_init(&init, &pin))
+                .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => errors.push(e.into()),
+                Err(e) => errors.push(ServerError::Task(e.to_string())),
+            }
+        }
         if let Some(netns) = &rec.netns {
             if let Err(e) = self.cni.del(&self.pod_network(rec, netns)).await {
                 errors.push(e.into());
