@@ -1,5 +1,7 @@
 //! End to end: bad input gets a clear gRPC status naming the field, and the daemon keeps serving.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use common::*;

@@ -1,5 +1,7 @@
 //! End to end: the image service against the local registry, checked from inside containers.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use common::*;

@@ -1,5 +1,7 @@
 //! End to end: a real pod from the real local registry, through real runc.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use common::*;

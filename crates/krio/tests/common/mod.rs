@@ -3,6 +3,7 @@
 //! `krio-testimg`, and real CNI plugins. Missing prerequisites fail the test loudly.
 
 #![allow(dead_code)]
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
