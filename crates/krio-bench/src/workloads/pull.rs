@@ -169,11 +169,15 @@ async fn create_after(client: &CriClient, tpl: &PodTemplate, round: u32) -> Resu
     rt.create_container(CreateContainerRequest {
         pod_sandbox_id: pod_id.clone(),
         config: Some(tpl.container_config("c0")),
-        sandbox_config: Some(config),
+        sandbox_config: Some(config.clone()),
     })
     .await
     .map_err(|s| BenchError::rpc("CreateContainer", format!("{name}/c0"), s))?;
     let ms = ms_since(t);
     teardown_pod(client, &pod_id).await?;
+    // Runtimes create the pod's log directory for the container's log_path; it is ours to remove.
+    if let (Some(root), Some(md)) = (&tpl.log_root, config.metadata.as_ref()) {
+        super::remove_log_dir(root, &md.uid);
+    }
     Ok(ms)
 }
