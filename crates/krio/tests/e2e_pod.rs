@@ -590,3 +590,207 @@ async fn pod_pid_namespace_is_shared_through_the_pod_init() {
         "pod init left running: {stat}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retried_run_pod_sandbox_gets_the_sandbox_its_timed_out_attempt_made() {
+    ensure_images();
+    let d = Daemon::start().await;
+    let pod = pod_config(&d, "retry");
+    // The first attempt gives up almost at once, as kubelet does when its deadline expires.
+    // Whether or not it reached the daemon first, exactly one sandbox must exist and the retry
+    // must get it (the join itself is covered deterministically by state::tests).
+    let mut req = tonic::Request::new(cri::RunPodSandboxRequest {
+        config: Some(pod.clone()),
+        runtime_handler: String::new(),
+    });
+    req.set_timeout(std::time::Duration::from_millis(1));
+    let first = d.runtime().await.run_pod_sandbox(req).await;
+    let id = run_pod(&d, &pod).await;
+    if let Ok(r) = first {
+        assert_eq!(r.into_inner().pod_sandbox_id, id);
+    }
+    let pods = d
+        .runtime()
+        .await
+        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(
+        pods.len(),
+        1,
+        "exactly one sandbox for the two attempts: {pods:?}"
+    );
+    assert_eq!(pods[0].id, id);
+    // Once the retry has its answer, the same name again is a duplicate.
+    let err = d
+        .runtime()
+        .await
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::AlreadyExists);
+    remove_pod(&d, &id).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn list_filters_by_id_prefix_state_and_labels() {
+    ensure_images();
+    let d = Daemon::start().await;
+    pull(&d, &image("busybox")).await;
+    let mut a = pod_config(&d, "filter-a");
+    a.labels.insert("app".into(), "web".into());
+    a.labels.insert("tier".into(), "front".into());
+    let mut b = pod_config(&d, "filter-b");
+    b.labels.insert("app".into(), "db".into());
+    let a_id = run_pod(&d, &a).await;
+    let b_id = run_pod(&d, &b).await;
+    let mut rt = d.runtime().await;
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: b_id.clone(),
+    })
+    .await
+    .unwrap();
+    let list = |f: cri::PodSandboxFilter| {
+        let mut rt = rt.clone();
+        async move {
+            let mut ids: Vec<String> = rt
+                .list_pod_sandbox(cri::ListPodSandboxRequest { filter: Some(f) })
+                .await
+                .unwrap()
+                .into_inner()
+                .items
+                .into_iter()
+                .map(|p| p.id)
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    assert_eq!(
+        list(cri::PodSandboxFilter {
+            id: a_id[..8].to_string(),
+            ..Default::default()
+        })
+        .await,
+        vec![a_id.clone()]
+    );
+    let ready = cri::PodSandboxStateValue {
+        state: cri::PodSandboxState::SandboxReady as i32,
+    };
+    assert_eq!(
+        list(cri::PodSandboxFilter {
+            state: Some(ready),
+            ..Default::default()
+        })
+        .await,
+        vec![a_id.clone()]
+    );
+    let not_ready = cri::PodSandboxStateValue {
+        state: cri::PodSandboxState::SandboxNotready as i32,
+    };
+    assert_eq!(
+        list(cri::PodSandboxFilter {
+            state: Some(not_ready),
+            ..Default::default()
+        })
+        .await,
+        vec![b_id.clone()]
+    );
+    let sel = [
+        ("app".to_string(), "web".to_string()),
+        ("tier".to_string(), "front".to_string()),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(
+        list(cri::PodSandboxFilter {
+            label_selector: sel,
+            ..Default::default()
+        })
+        .await,
+        vec![a_id.clone()]
+    );
+    let sel = [
+        ("app".to_string(), "web".to_string()),
+        ("tier".to_string(), "back".to_string()),
+    ]
+    .into_iter()
+    .collect();
+    assert!(list(cri::PodSandboxFilter {
+        label_selector: sel,
+        ..Default::default()
+    })
+    .await
+    .is_empty());
+
+    // Containers: by pod, state and label.
+    let mut c = container_config("labelled", &image("busybox"), "sleep 100");
+    c.labels.insert("role".into(), "main".into());
+    let c_id = run_container(&d, &a_id, &a, c).await;
+    let done = run_container(
+        &d,
+        &a_id,
+        &a,
+        container_config("done", &image("busybox"), "true"),
+    )
+    .await;
+    wait_exited(&d, &done).await;
+    let lc = |f: cri::ContainerFilter| {
+        let mut rt = rt.clone();
+        async move {
+            rt.list_containers(cri::ListContainersRequest { filter: Some(f) })
+                .await
+                .unwrap()
+                .into_inner()
+                .containers
+                .into_iter()
+                .map(|c| c.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    let running = cri::ContainerStateValue {
+        state: cri::ContainerState::ContainerRunning as i32,
+    };
+    assert_eq!(
+        lc(cri::ContainerFilter {
+            state: Some(running),
+            ..Default::default()
+        })
+        .await,
+        vec![c_id.clone()]
+    );
+    let sel = [("role".to_string(), "main".to_string())]
+        .into_iter()
+        .collect();
+    assert_eq!(
+        lc(cri::ContainerFilter {
+            label_selector: sel,
+            ..Default::default()
+        })
+        .await,
+        vec![c_id.clone()]
+    );
+    assert_eq!(
+        lc(cri::ContainerFilter {
+            pod_sandbox_id: b_id.clone(),
+            ..Default::default()
+        })
+        .await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        lc(cri::ContainerFilter {
+            id: done[..10].to_string(),
+            ..Default::default()
+        })
+        .await,
+        vec![done.clone()]
+    );
+    remove_pod(&d, &a_id).await;
+    remove_pod(&d, &b_id).await;
+}
