@@ -36,10 +36,7 @@ async fn every_layer_format_and_an_index_run() {
         .await;
         let st = wait_exited(&d, &id).await;
         assert_eq!(st.exit_code, 0, "{name}");
-        let lines: Vec<String> = read_cri_log(std::path::Path::new(&st.log_path))
-            .into_iter()
-            .map(|r| r.2)
-            .collect();
+        let lines = log_lines(&st);
         assert_eq!(
             lines,
             vec!["-rwxr-xr-x".to_string(), "0".into(), "root:x:0:".into()],

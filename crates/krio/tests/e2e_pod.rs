@@ -338,10 +338,7 @@ async fn two_layer_image_shows_whiteouts_and_changes() {
     .await;
     let st = wait_exited(&d, &id).await;
     assert_eq!(st.exit_code, 0);
-    let lines: Vec<String> = read_cri_log(std::path::Path::new(&st.log_path))
-        .into_iter()
-        .map(|r| r.2)
-        .collect();
+    let lines = log_lines(&st);
     let mut expected: Vec<String> = krio_testimg::catalog::LAYERED_FILES
         .iter()
         .map(|(p, content)| format!("{p}={}", content.trim_end_matches('\n')))
@@ -388,10 +385,7 @@ async fn containers_survive_a_daemon_kill9() {
     .unwrap();
     let st = status(&d, &id).await;
     assert_eq!(st.exit_code, 7);
-    let lines: Vec<String> = read_cri_log(std::path::Path::new(&st.log_path))
-        .into_iter()
-        .map(|r| r.2)
-        .collect();
+    let lines = log_lines(&st);
     assert_eq!(lines, vec!["up".to_string(), "bye".to_string()]);
     // A second restart while the pod is stopped-but-present keeps it listed.
     d.restart().await;
@@ -482,17 +476,7 @@ async fn pod_pid_namespace_is_shared_through_the_pod_init() {
     ensure_images();
     let d = Daemon::start().await;
     pull(&d, &image("busybox")).await;
-    let mut pod = pod_config(&d, "sharedpid");
-    pod.linux = Some(cri::LinuxPodSandboxConfig {
-        security_context: Some(cri::LinuxSandboxSecurityContext {
-            namespace_options: Some(cri::NamespaceOption {
-                pid: cri::NamespaceMode::Pod as i32,
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
+    let pod = with_pid_mode(pod_config(&d, "sharedpid"), cri::NamespaceMode::Pod);
     let pod_id = run_pod(&d, &pod).await;
     let _sleeper = run_container(
         &d,
@@ -514,10 +498,7 @@ async fn pod_pid_namespace_is_shared_through_the_pod_init() {
     )
     .await;
     let st = wait_exited(&d, &viewer).await;
-    let lines: Vec<String> = read_cri_log(std::path::Path::new(&st.log_path))
-        .into_iter()
-        .map(|r| r.2)
-        .collect();
+    let lines = log_lines(&st);
     assert_eq!(
         lines.first().map(String::as_str),
         Some("krio-pod-init"),
@@ -529,18 +510,7 @@ async fn pod_pid_namespace_is_shared_through_the_pod_init() {
     );
 
     // With pid CONTAINER, a container sees only itself.
-    let pod2 = pod_config(&d, "ownpid");
-    let mut pod2 = pod2;
-    pod2.linux = Some(cri::LinuxPodSandboxConfig {
-        security_context: Some(cri::LinuxSandboxSecurityContext {
-            namespace_options: Some(cri::NamespaceOption {
-                pid: cri::NamespaceMode::Container as i32,
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
+    let pod2 = with_pid_mode(pod_config(&d, "ownpid"), cri::NamespaceMode::Container);
     let pod2_id = run_pod(&d, &pod2).await;
     let own = run_container(
         &d,
@@ -550,10 +520,7 @@ async fn pod_pid_namespace_is_shared_through_the_pod_init() {
     )
     .await;
     let st = wait_exited(&d, &own).await;
-    let lines: Vec<String> = read_cri_log(std::path::Path::new(&st.log_path))
-        .into_iter()
-        .map(|r| r.2)
-        .collect();
+    let lines = log_lines(&st);
     assert_eq!(lines, vec!["1".to_string(), "sh".to_string()]);
 
     let info = d

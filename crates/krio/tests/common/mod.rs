@@ -503,6 +503,29 @@ pub fn read_cri_log(path: &Path) -> Vec<(String, String, String)> {
         .collect()
 }
 
+/// The text of every record in an exited container's log, in order.
+pub fn log_lines(st: &cri::ContainerStatus) -> Vec<String> {
+    read_cri_log(Path::new(&st.log_path))
+        .into_iter()
+        .map(|r| r.2)
+        .collect()
+}
+
+/// Sets the pod's PID namespace mode (`NamespaceOption.pid`).
+pub fn with_pid_mode(
+    mut pod: cri::PodSandboxConfig,
+    mode: cri::NamespaceMode,
+) -> cri::PodSandboxConfig {
+    pod.linux
+        .get_or_insert_with(Default::default)
+        .security_context
+        .get_or_insert_with(Default::default)
+        .namespace_options
+        .get_or_insert_with(Default::default)
+        .pid = mode as i32;
+    pod
+}
+
 /// Stops and removes a pod, asserting success.
 pub async fn remove_pod(d: &Daemon, pod_id: &str) {
     let mut rt = d.runtime().await;
