@@ -7,7 +7,7 @@ use k8s_cri::v1::{
     StatusRequest, VersionRequest,
 };
 
-use super::{cleanup_labeled, ensure_image, start_pod, teardown_pod, PodTemplate};
+use super::{drop_pod_logs, ensure_image, finish_run, start_pod, teardown_pod, PodTemplate};
 use crate::client::CriClient;
 use crate::error::{BenchError, Result};
 use crate::results::{ms_since, Unit, WorkloadResult};
@@ -63,11 +63,7 @@ pub async fn run(
         });
     }
     let res = run_inner(client, tpl, runtime, round, p).await;
-    if res.is_err() {
-        let _ = cleanup_labeled(client, Some(&tpl.run_id), tpl.log_root.as_deref()).await;
-    }
-    super::sweep_logs(tpl);
-    res
+    finish_run(client, tpl, res).await
 }
 
 async fn run_inner(
@@ -157,9 +153,7 @@ async fn run_inner(
     for (i, pod) in pods.iter().enumerate() {
         let d = teardown_pod(client, &pod.pod_id).await?;
         r.push("teardown_pod", Unit::Ms, d.total_ms);
-        if let Some(root) = &tpl.log_root {
-            super::remove_log_dir(root, &format!("{}-calls-r{round}-{i}", tpl.run_id));
-        }
+        drop_pod_logs(tpl, &format!("calls-r{round}-{i}"));
     }
     r.finish();
     Ok(r)

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::{cleanup_labeled, ensure_image, start_pod, teardown_pod, PodTemplate};
+use super::{drop_pod_logs, ensure_image, finish_run, start_pod, teardown_pod, PodTemplate};
 use crate::client::CriClient;
 use crate::error::{BenchError, Result};
 use crate::procfs::ProcMatcher;
@@ -56,11 +56,7 @@ pub async fn run(
         });
     }
     let res = run_inner(client, tpl, procs, runtime, round, p).await;
-    if res.is_err() {
-        let _ = cleanup_labeled(client, Some(&tpl.run_id), tpl.log_root.as_deref()).await;
-    }
-    super::sweep_logs(tpl);
-    res
+    finish_run(client, tpl, res).await
 }
 
 async fn run_inner(
@@ -118,9 +114,7 @@ async fn run_inner(
     }
     for (i, pod) in pods.iter().enumerate() {
         teardown_pod(client, &pod.pod_id).await?;
-        if let Some(root) = &tpl.log_root {
-            super::remove_log_dir(root, &format!("{}-mem-r{round}-{i}", tpl.run_id));
-        }
+        drop_pod_logs(tpl, &format!("mem-r{round}-{i}"));
     }
     r.finish();
     Ok(r)

@@ -372,6 +372,17 @@ pub async fn cleanup_labeled(
     Ok(n)
 }
 
+/// Ends a workload run: when `res` is an error, removes every pod of this template's run by label
+/// ([`cleanup_labeled`], best effort: the original error matters more than a cleanup error); then sweeps
+/// the run's log directories ([`sweep_logs`]). Returns `res` unchanged.
+pub async fn finish_run<T>(client: &CriClient, tpl: &PodTemplate, res: Result<T>) -> Result<T> {
+    if res.is_err() {
+        let _ = cleanup_labeled(client, Some(&tpl.run_id), tpl.log_root.as_deref()).await;
+    }
+    sweep_logs(tpl);
+    res
+}
+
 /// Removes every `<log_root>/<run_id>-*` directory of this template's run (best effort): runtimes may
 /// re-create a pod's log directory while the pod goes away.
 pub fn sweep_logs(tpl: &PodTemplate) {
@@ -387,6 +398,14 @@ pub fn sweep_logs(tpl: &PodTemplate) {
         {
             let _ = std::fs::remove_dir_all(e.path());
         }
+    }
+}
+
+/// Removes the log directory of the pod this template named `name` (`<log_root>/<run_id>-<name>`, best
+/// effort); a no-op without a log root.
+pub fn drop_pod_logs(tpl: &PodTemplate, name: &str) {
+    if let Some(root) = &tpl.log_root {
+        remove_log_dir(root, &format!("{}-{}", tpl.run_id, name));
     }
 }
 

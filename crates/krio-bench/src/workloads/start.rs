@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use futures::future::try_join_all;
 
-use super::{cleanup_labeled, ensure_image, remove_log_dir, start_pod, teardown_pod, PodTemplate};
+use super::{drop_pod_logs, ensure_image, finish_run, start_pod, teardown_pod, PodTemplate};
 use crate::client::CriClient;
 use crate::error::{BenchError, Result};
 use crate::results::{ms_since, Unit, WorkloadResult};
@@ -64,12 +64,7 @@ pub async fn run(
         });
     }
     let res = run_inner(client, tpl, runtime, round, p).await;
-    if res.is_err() {
-        // Best effort: the original error matters more than a cleanup error.
-        let _ = cleanup_labeled(client, Some(&tpl.run_id), tpl.log_root.as_deref()).await;
-    }
-    super::sweep_logs(tpl);
-    res
+    finish_run(client, tpl, res).await
 }
 
 async fn run_inner(
@@ -94,7 +89,7 @@ async fn run_inner(
         let name = format!("warm-r{round}-{i}");
         let pod = start_pod(client, tpl, &name, 1).await?;
         teardown_pod(client, &pod.pod_id).await?;
-        drop_logs(tpl, &name);
+        drop_pod_logs(tpl, &name);
     }
     for i in 0..p.sequential_runs {
         let name = format!("seq-r{round}-{i}");
@@ -112,7 +107,7 @@ async fn run_inner(
         down.push("stop_pod_sandbox", Unit::Ms, d.stop_pod_sandbox_ms);
         down.push("remove_pod_sandbox", Unit::Ms, d.remove_pod_sandbox_ms);
         down.push("total", Unit::Ms, d.total_ms);
-        drop_logs(tpl, &name);
+        drop_pod_logs(tpl, &name);
     }
     for pr in 0..p.parallel_rounds {
         let names: Vec<String> = (0..p.parallel_width)
@@ -145,16 +140,10 @@ async fn run_inner(
             down.push("parallel_total", Unit::Ms, d.total_ms);
         }
         for n in &names {
-            drop_logs(tpl, n);
+            drop_pod_logs(tpl, n);
         }
     }
     start.finish();
     down.finish();
     Ok((start, down))
-}
-
-fn drop_logs(tpl: &PodTemplate, name: &str) {
-    if let Some(root) = &tpl.log_root {
-        remove_log_dir(root, &format!("{}-{}", tpl.run_id, name));
-    }
 }
