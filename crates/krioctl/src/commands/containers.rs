@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 
 use super::images::{image_status, pull};
 use super::pods::{list_pods, remove_pod, resolve_pod, run_pod, stop_pod};
-use super::{auth_config, now_ns, out, parse_labels, Batch, Ctx};
+use super::{auth_config, now_ns, out, parse_labels, pick_targets, Batch, Ctx};
 use crate::cli::{
     CreateArgs, ExecArgs, IdsArgs, InspectArgs, PsArgs, PullAuth, RmArgs, RunArgs, StopArgs,
 };
@@ -228,24 +228,14 @@ pub async fn stop(ctx: &mut Ctx, a: StopArgs) -> Result<(), Error> {
 /// refused unless `-f`, which stops it first.
 pub async fn rm(ctx: &mut Ctx, a: RmArgs) -> Result<(), Error> {
     let all = list_containers(ctx, None).await?;
-    let targets: Vec<Container> = if a.all {
-        all
-    } else {
-        if a.containers.is_empty() {
-            return Err(Error::invalid(
-                "arguments",
-                "give at least one container ID, or -a",
-            ));
-        }
-        let mut v = Vec::new();
-        for c in &a.containers {
-            let id = resolve_prefix("container", c, all.iter().map(|c| c.id.as_str()))?;
-            if let Some(c) = all.iter().find(|x| x.id == id) {
-                v.push(c.clone());
-            }
-        }
-        v
-    };
+    let targets = pick_targets(
+        all,
+        a.all,
+        &a.containers,
+        "container",
+        "give at least one container ID, or -a",
+        |c: &Container| c.id.as_str(),
+    )?;
     let mut batch = Batch::new(targets.len());
     for c in &targets {
         let r = async {

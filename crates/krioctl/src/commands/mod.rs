@@ -21,6 +21,7 @@ use tonic::transport::Channel;
 use crate::cli::{Cli, Command, PullAuth};
 use crate::client;
 use crate::error::Error;
+use crate::resolve::resolve_prefix;
 
 /// The least deadline of lifecycle calls (runp, create, start, stop, rm, exec).
 pub const LIFECYCLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -201,6 +202,36 @@ pub fn auth_config(a: &PullAuth) -> Result<Option<k8s_cri::v1::AuthConfig>, Erro
         }));
     }
     Ok(None)
+}
+
+/// The objects a bulk command (`rm`, `rmp`) acts on: every one of `all` when `every` (`-a`), else the one
+/// each of `prefixes` resolves to (argument order; `id` gives an object's full ID, `kind` names the object
+/// kind in resolve errors, e.g. "container" or "pod sandbox").
+///
+/// Errors: [`Error::Invalid`] for `arguments` with the message `none_given` when there is neither a prefix
+/// nor `-a`; a resolve error for a prefix naming no object or several.
+pub fn pick_targets<T: Clone>(
+    all: Vec<T>,
+    every: bool,
+    prefixes: &[String],
+    kind: &'static str,
+    none_given: &'static str,
+    id: impl Fn(&T) -> &str,
+) -> Result<Vec<T>, Error> {
+    if every {
+        return Ok(all);
+    }
+    if prefixes.is_empty() {
+        return Err(Error::invalid("arguments", none_given));
+    }
+    let mut v = Vec::new();
+    for p in prefixes {
+        let full = resolve_prefix(kind, p, all.iter().map(&id))?;
+        if let Some(x) = all.iter().find(|x| id(x) == full) {
+            v.push(x.clone());
+        }
+    }
+    Ok(v)
 }
 
 /// Current time in nanoseconds since the epoch (for "created ... ago").

@@ -7,7 +7,7 @@ use k8s_cri::v1::{
 use regex::Regex;
 use serde_json::{Map, Value};
 
-use super::{now_ns, out, parse_labels, Batch, Ctx};
+use super::{now_ns, out, parse_labels, pick_targets, Batch, Ctx};
 use crate::cli::{IdsArgs, InspectpArgs, PodsArgs, RmpArgs, RunpArgs};
 use crate::config::load_pod_config;
 use crate::error::Error;
@@ -286,24 +286,14 @@ pub async fn stopp(ctx: &mut Ctx, a: IdsArgs) -> Result<(), Error> {
 /// refused unless `-f`, which stops it first.
 pub async fn rmp(ctx: &mut Ctx, a: RmpArgs) -> Result<(), Error> {
     let all = list_pods(ctx, None).await?;
-    let targets: Vec<PodSandbox> = if a.all {
-        all
-    } else {
-        if a.pods.is_empty() {
-            return Err(Error::invalid(
-                "arguments",
-                "give at least one pod ID, or -a",
-            ));
-        }
-        let mut v = Vec::new();
-        for p in &a.pods {
-            let id = resolve_prefix("pod sandbox", p, all.iter().map(|p| p.id.as_str()))?;
-            if let Some(pod) = all.iter().find(|x| x.id == id) {
-                v.push(pod.clone());
-            }
-        }
-        v
-    };
+    let targets = pick_targets(
+        all,
+        a.all,
+        &a.pods,
+        "pod sandbox",
+        "give at least one pod ID, or -a",
+        |p: &PodSandbox| p.id.as_str(),
+    )?;
     let mut batch = Batch::new(targets.len());
     for pod in &targets {
         let r = async {
