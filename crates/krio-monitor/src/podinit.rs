@@ -17,8 +17,9 @@
 //!   pipe it got as stdout (then replaces it with `/dev/null`), and reaps every child
 //!   forever: `waitpid(-1)` while it has children, `sigwait(SIGCHLD)` when it has none.
 
+use std::ffi::OsStr;
 use std::fs::OpenOptions;
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::os::unix::process::CommandExt;
@@ -35,6 +36,7 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 
+use crate::spawn::{run_launcher, LauncherFailure};
 use crate::types::{MonitorError, PodInit, PodInitMessage};
 
 /// Longest status line accepted from the launcher (bytes).
@@ -84,46 +86,25 @@ pub fn spawn_pod_init(monitor_binary: &Path, pin: &Path) -> Result<PodInit, Moni
             source,
         }
     };
-    let spawn_err = |source| MonitorError::Spawn {
-        binary: monitor_binary.to_path_buf(),
-        source,
-    };
-    let (sync_r, sync_w) =
-        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| spawn_err(std::io::Error::from(e)))?;
-    let child = {
-        let mut cmd = Command::new(monitor_binary);
-        cmd.arg("pod-init")
-            .arg(pin)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(sync_w))
-            .stderr(Stdio::null())
-            .current_dir("/")
-            .env_clear()
-            .env(
-                "PATH",
-                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            );
-        cmd.spawn()
-        // `cmd` drops here, closing our copy of the write end: EOF means "launcher gone".
-    };
-    let mut child = child.map_err(spawn_err)?;
-    let launcher_status = child.wait().map_err(io("waiting for the launcher"))?;
-    let mut line = String::new();
-    BufReader::new(std::fs::File::from(sync_r).take(MAX_STATUS_LINE))
-        .read_line(&mut line)
-        .map_err(io("reading the sync pipe"))?;
-    if line.trim().is_empty() {
-        return Err(MonitorError::PodInitNoStatus {
-            pin: pin.to_path_buf(),
-            launcher_status,
-        });
-    }
-    let msg: PodInitMessage =
-        serde_json::from_str(line.trim()).map_err(|source| MonitorError::PodInitProtocol {
-            pin: pin.to_path_buf(),
-            line: line.clone(),
-            source,
-        })?;
+    let args = [OsStr::new("pod-init"), pin.as_os_str()];
+    let msg: PodInitMessage = run_launcher(monitor_binary, &args, None, MAX_STATUS_LINE).map_err(
+        |failure| match failure {
+            LauncherFailure::Spawn(source) => MonitorError::Spawn {
+                binary: monitor_binary.to_path_buf(),
+                source,
+            },
+            LauncherFailure::Io { what, source } => io(what)(source),
+            LauncherFailure::NoStatus(launcher_status) => MonitorError::PodInitNoStatus {
+                pin: pin.to_path_buf(),
+                launcher_status,
+            },
+            LauncherFailure::Protocol { line, source } => MonitorError::PodInitProtocol {
+                pin: pin.to_path_buf(),
+                line,
+                source,
+            },
+        },
+    )?;
     match msg {
         PodInitMessage::Ok { pid, start_time } => Ok(PodInit { pid, start_time }),
         PodInitMessage::Error { stage, message } => Err(MonitorError::PodInitFailed {
@@ -388,12 +369,14 @@ fn launch(pin: &Path, child: &mut Option<std::process::Child>) -> Result<(i32, u
     Ok((pid, start_time))
 }
 
-/// Waits (up to [`READY_TIMEOUT`]) for the init's `ready` line.
+/// Waits (up to [`READY_TIMEOUT`]) for the init's `ready` line and then for the end of the pipe:
+/// the init closes its end only after `/dev/null` is on its stdout, so when this returns the
+/// init holds nothing of ours.
 fn wait_ready(ready_r: &std::os::fd::OwnedFd) -> Result<(), LaunchError> {
     let deadline = Instant::now() + READY_TIMEOUT;
     let mut got = Vec::new();
     let mut buf = [0u8; 16];
-    while !got.contains(&b'\n') {
+    loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(("ready", "the init did not report readiness in time".into()));
@@ -406,7 +389,10 @@ fn wait_ready(ready_r: &std::os::fd::OwnedFd) -> Result<(), LaunchError> {
             Err(e) => return Err(("ready", format!("poll: {e}"))),
         }
         match nix::unistd::read(ready_r, &mut buf) {
-            Ok(0) => return Err(("ready", "the init exited before it was ready".into())),
+            Ok(0) if got.is_empty() => {
+                return Err(("ready", "the init exited before it was ready".into()))
+            }
+            Ok(0) => break,
             Ok(n) => got.extend_from_slice(&buf[..n]),
             Err(Errno::EINTR) | Err(Errno::EAGAIN) => {}
             Err(e) => return Err(("ready", format!("read: {e}"))),
@@ -438,14 +424,16 @@ pub(crate) fn init_main() -> i32 {
     // SIGCHLD stays blocked too and is collected with sigwait below.
     let _ = SigSet::all().thread_block();
     let _ = nix::sys::prctl::set_name(c"krio-pod-init");
-    // Tell the launcher we are set up, then put /dev/null on stdout (dropping the ready pipe).
-    {
-        let mut out = std::io::stdout().lock();
-        let _ = out.write_all(b"ready\n");
-        let _ = out.flush();
-    }
+    // Keep the ready pipe on a private descriptor, put /dev/null on stdout, then report and close
+    // the pipe: the launcher waits for the pipe's end, so it returns only once we hold nothing of
+    // the caller's.
+    let ready = nix::unistd::dup(std::io::stdout());
     if let Ok(null) = OpenOptions::new().write(true).open("/dev/null") {
         let _ = nix::unistd::dup2_stdout(&null);
+    }
+    if let Ok(ready) = ready {
+        let mut ready = std::fs::File::from(ready);
+        let _ = ready.write_all(b"ready\n");
     }
     let mut chld = SigSet::empty();
     chld.add(Signal::SIGCHLD);

@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 
 use krio_monitor::{pod_init_running, spawn_pod_init, stop_pod_init, MonitorError, PodInit};
 
+mod common;
+use common::{make_busybox_rootfs, runc};
+
 const MONITOR: &str = env!("CARGO_BIN_EXE_krio-monitor");
 
 fn prerequisites() {
@@ -480,39 +483,12 @@ fn caller_descriptors_do_not_leak_into_the_init() {
     assert_eq!(fds.len(), 3);
 }
 
-fn runc() -> PathBuf {
-    ["/usr/sbin/runc", "/usr/bin/runc", "/usr/local/sbin/runc"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .expect("PREREQUISITE MISSING: runc is not installed (apt-get install runc)")
-}
-
-/// A busybox rootfs with every applet hard-linked (or copied) into /bin.
-fn make_rootfs(root: &Path) {
-    let bin = root.join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    for d in ["proc", "sys", "dev", "tmp", "etc"] {
-        std::fs::create_dir_all(root.join(d)).unwrap();
-    }
-    let bb = bin.join("busybox");
-    if std::fs::hard_link("/bin/busybox", &bb).is_err() {
-        std::fs::copy("/bin/busybox", &bb).unwrap();
-    }
-    let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
-    for applet in String::from_utf8(list.stdout).unwrap().lines() {
-        if applet != "busybox" && !applet.contains('/') {
-            let _ = std::fs::hard_link(&bb, bin.join(applet));
-        }
-    }
-}
-
 #[test]
 fn runc_containers_join_the_pinned_namespace() {
     let i = Init::start();
     let dir = tmpdir();
     let bundle = dir.path().join("bundle");
-    make_rootfs(&bundle.join("rootfs"));
+    make_busybox_rootfs(&bundle.join("rootfs"));
     let st = Command::new(runc())
         .args(["spec", "--bundle"])
         .arg(&bundle)

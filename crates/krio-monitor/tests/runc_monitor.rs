@@ -11,21 +11,10 @@ use std::time::{Duration, Instant};
 
 use krio_monitor::{read_exit_file, spawn, ExitStatus, MonitorConfig, MonitorError};
 
-const MONITOR: &str = env!("CARGO_BIN_EXE_krio-monitor");
+mod common;
+use common::{make_busybox_rootfs, runc};
 
-fn runc() -> PathBuf {
-    for p in [
-        "/usr/sbin/runc",
-        "/usr/bin/runc",
-        "/usr/local/sbin/runc",
-        "/usr/local/bin/runc",
-    ] {
-        if Path::new(p).exists() {
-            return PathBuf::from(p);
-        }
-    }
-    panic!("PREREQUISITE MISSING: runc is not installed (apt-get install runc)");
-}
+const MONITOR: &str = env!("CARGO_BIN_EXE_krio-monitor");
 
 fn prerequisites() {
     assert!(
@@ -175,25 +164,24 @@ impl Drop for Fixture {
     }
 }
 
-/// bin/busybox hard-linked from /bin/busybox (copied if on another filesystem), every applet hard-linked to it.
+/// The busybox rootfs plus `/etc/passwd` and `/etc/group` with root.
 fn make_rootfs(root: &Path) {
-    let bin = root.join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    for d in ["proc", "sys", "dev", "tmp", "etc"] {
-        std::fs::create_dir_all(root.join(d)).unwrap();
-    }
-    let bb = bin.join("busybox");
-    if std::fs::hard_link("/bin/busybox", &bb).is_err() {
-        std::fs::copy("/bin/busybox", &bb).unwrap();
-    }
-    let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
-    for applet in String::from_utf8(list.stdout).unwrap().lines() {
-        if applet != "busybox" && !applet.contains('/') {
-            let _ = std::fs::hard_link(&bb, bin.join(applet));
-        }
-    }
+    make_busybox_rootfs(root);
     std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
     std::fs::write(root.join("etc/group"), "root:x:0:\n").unwrap();
+}
+
+/// Where each open descriptor of `pid` points (`readlink /proc/<pid>/fd/*`, "" if unreadable).
+fn fd_targets(pid: i32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            std::fs::read_link(e.path())
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        })
+        .collect()
 }
 
 fn rss_kib(pid: i32) -> Option<u64> {
@@ -287,15 +275,20 @@ fn killed_container_records_137() {
     let spawned = spawn(&f.config(), Path::new(MONITOR)).unwrap();
     drop(leaky);
     f.start();
-    let ctr_fds: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", spawned.container_pid))
-        .unwrap()
-        .flatten()
-        .map(|e| {
-            std::fs::read_link(e.path())
-                .map(|p| p.display().to_string())
-                .unwrap_or_default()
-        })
-        .collect();
+    // `runc start` returns before runc init has exec'd the process: wait for the exec, so the
+    // descriptors listed are the container's and not runc init's.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::fs::read_to_string(format!("/proc/{}/comm", spawned.container_pid))
+        .map(|c| c.trim() != "sleep")
+        .unwrap_or(true)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the container never exec'd sleep"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let ctr_fds = fd_targets(spawned.container_pid);
     eprintln!("container fds: {ctr_fds:?}");
     assert_eq!(
         ctr_fds.len(),
@@ -308,15 +301,7 @@ fn killed_container_records_137() {
             && ctr_fds[2].starts_with("pipe:")
     );
     // Fds of the monitor: nothing inherited from us beyond its own pipes, signalfd and log.
-    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", spawned.monitor_pid))
-        .unwrap()
-        .flatten()
-        .map(|e| {
-            std::fs::read_link(e.path())
-                .map(|p| p.display().to_string())
-                .unwrap_or_default()
-        })
-        .collect();
+    let fds = fd_targets(spawned.monitor_pid);
     eprintln!("monitor fds: {fds:?}");
     assert!(fds.len() <= 7, "unexpected monitor fds: {fds:?}");
     assert!(
