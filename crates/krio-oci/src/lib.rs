@@ -20,7 +20,7 @@ mod user;
 pub use bundle::{write_bundle, CONFIG_FILE};
 pub use error::SpecError;
 pub use process::DEFAULT_PATH_ENV;
-pub use resources::clamp_oom_score_adj;
+pub use resources::{clamp_oom_score_adj, resources};
 pub use runtime::{
     validate_container_id, DeleteOptions, ExecOptions, ExecOutput, KillOptions, OciRuntime,
     RuntimeError, RuntimeState, RuntimeStatus,

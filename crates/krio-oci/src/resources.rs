@@ -25,7 +25,7 @@ pub fn clamp_oom_score_adj(requested: i64, daemon_oom_score_adj: i32) -> i32 {
 /// host); `unified` is passed through on cgroup v2 only (on v1 runc would reject it).
 ///
 /// Errors: `InvalidField` naming `linux.resources.<field>` for negative values.
-pub(crate) fn resources(
+pub fn resources(
     r: Option<&LinuxContainerResources>,
     pids_limit: Option<i64>,
     cgroup_v2: bool,

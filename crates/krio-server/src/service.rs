@@ -221,9 +221,19 @@ impl RuntimeService for RuntimeApi {
 
     async fn update_container_resources(
         &self,
-        _r: Request<cri::UpdateContainerResourcesRequest>,
+        r: Request<cri::UpdateContainerResourcesRequest>,
     ) -> Result<Response<cri::UpdateContainerResourcesResponse>, Status> {
-        unimplemented("UpdateContainerResources")
+        let t = Instant::now();
+        let req = r.into_inner();
+        let res = detached(&self.0, |k| async move {
+            k.update_container_resources(req).await
+        })
+        .await;
+        respond(
+            "UpdateContainerResources",
+            t,
+            res.map(|()| cri::UpdateContainerResourcesResponse {}),
+        )
     }
 
     async fn reopen_container_log(

@@ -91,3 +91,42 @@ impl Krio {
         }
     }
 }
+
+impl Krio {
+    /// CRI `UpdateContainerResources`: applies new Linux resources (CPU shares, quota, period,
+    /// cpuset, memory limit) to a created or running container through `runtime update`, and
+    /// records them so `ContainerStatus.resources` shows them.
+    ///
+    /// Errors: `InvalidArgument` for a malformed id or negative values (naming the field);
+    /// `NotFound` for an unknown container; `FailedPrecondition` when it has exited;
+    /// `Internal` when the runtime refuses.
+    pub(crate) async fn update_container_resources(
+        &self,
+        req: cri::UpdateContainerResourcesRequest,
+    ) -> Result<()> {
+        ids::validate("container_id", &req.container_id)?;
+        let c = self.containers.get("container_id", &req.container_id)?;
+        let mut rec = c.record.lock().await;
+        self.refresh_exit(&mut rec);
+        if !matches!(rec.state, ContainerState::Created | ContainerState::Running) {
+            return Err(ServerError::FailedPrecondition(format!(
+                "container {} has exited",
+                rec.id
+            )));
+        }
+        let Some(linux) = req.linux else {
+            return Ok(());
+        };
+        let resources = krio_oci::resources(Some(&linux), None, krio_oci::host_uses_cgroup_v2())?;
+        self.runtime(&rec.runtime_handler)?
+            .update(&rec.id, &resources)
+            .await?;
+        rec.config
+            .linux
+            .get_or_insert_with(Default::default)
+            .resources = Some(linux);
+        crate::persist::write_json(&self.container_record_path(&rec.id), &*rec)?;
+        c.publish(&rec);
+        Ok(())
+    }
+}

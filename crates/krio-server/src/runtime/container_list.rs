@@ -70,7 +70,15 @@ impl Krio {
             annotations: rec.config.annotations.clone(),
             mounts: rec.config.mounts.clone(),
             log_path: rec.log_path.clone(),
-            resources: None,
+            resources: rec
+                .config
+                .linux
+                .as_ref()
+                .and_then(|l| l.resources.clone())
+                .map(|linux| cri::ContainerResources {
+                    linux: Some(linux),
+                    windows: None,
+                }),
             image_id: rec.image_id.clone(),
             user: None,
         };
