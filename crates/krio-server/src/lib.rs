@@ -46,6 +46,7 @@ pub struct Krio {
     monitor_bin: PathBuf,
     cni: krio_net::cni::Cni,
     daemon_oom_score_adj: i32,
+    events: tokio::sync::broadcast::Sender<k8s_cri::v1::ContainerEventResponse>,
 }
 
 impl std::fmt::Debug for Krio {
@@ -124,8 +125,17 @@ impl Krio {
             monitor_bin,
             cni,
             daemon_oom_score_adj,
+            events: tokio::sync::broadcast::channel(runtime::EVENT_BUFFER).0,
         });
         krio.recover().await;
+        for c in krio.containers.all() {
+            if matches!(
+                c.snapshot().state,
+                state::ContainerState::Created | state::ContainerState::Running
+            ) {
+                krio.watch_exit(c);
+            }
+        }
         Ok(krio)
     }
 

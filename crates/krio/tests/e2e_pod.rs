@@ -813,3 +813,82 @@ async fn list_filters_by_id_prefix_state_and_labels() {
     remove_pod(&d, &a_id).await;
     remove_pod(&d, &b_id).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn container_events_follow_the_lifecycle() {
+    ensure_images();
+    let d = Daemon::start().await;
+    pull(&d, &image("busybox")).await;
+    let mut events = d
+        .runtime()
+        .await
+        .get_container_events(cri::GetEventsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let pod = pod_config(&d, "events");
+    let pod_id = run_pod(&d, &pod).await;
+    let id = run_container(
+        &d,
+        &pod_id,
+        &pod,
+        container_config("brief", &image("busybox"), "sleep 0.3; exit 5"),
+    )
+    .await;
+    let mut seen = Vec::new();
+    let deadline = std::time::Duration::from_secs(20);
+    while seen.len() < 3 {
+        let e = tokio::time::timeout(deadline, events.message())
+            .await
+            .expect("event in time")
+            .unwrap()
+            .unwrap();
+        assert_eq!(e.container_id, id);
+        assert_eq!(
+            e.pod_sandbox_status.as_ref().map(|s| s.id.clone()),
+            Some(pod_id.clone())
+        );
+        let st = e.containers_statuses[0].clone();
+        seen.push((e.container_event_type, st.state, st.exit_code));
+    }
+    assert_eq!(
+        seen,
+        vec![
+            (
+                cri::ContainerEventType::ContainerCreatedEvent as i32,
+                cri::ContainerState::ContainerCreated as i32,
+                0
+            ),
+            (
+                cri::ContainerEventType::ContainerStartedEvent as i32,
+                cri::ContainerState::ContainerRunning as i32,
+                0
+            ),
+            (
+                cri::ContainerEventType::ContainerStoppedEvent as i32,
+                cri::ContainerState::ContainerExited as i32,
+                5
+            ),
+        ]
+    );
+    d.runtime()
+        .await
+        .remove_container(cri::RemoveContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    let e = tokio::time::timeout(deadline, events.message())
+        .await
+        .expect("event in time")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (e.container_id.as_str(), e.container_event_type),
+        (
+            id.as_str(),
+            cri::ContainerEventType::ContainerDeletedEvent as i32
+        )
+    );
+    remove_pod(&d, &pod_id).await;
+}

@@ -110,7 +110,7 @@ impl Krio {
     }
 
     async fn finish_create(
-        &self,
+        self: &Arc<Self>,
         mut record: ContainerRecord,
         sb: &SandboxRecord,
         image: &krio_image::ImageRecord,
@@ -119,7 +119,13 @@ impl Krio {
         let id = record.id.clone();
         match self.setup_container(&mut record, sb, image).await {
             Ok(()) => {
-                self.containers.insert(id.clone(), Container::new(record));
+                let c = Container::new(record);
+                self.containers.insert(id.clone(), c.clone());
+                self.emit(
+                    &c.snapshot(),
+                    cri::ContainerEventType::ContainerCreatedEvent,
+                );
+                self.watch_exit(c);
                 Ok(id)
             }
             Err(e) => {

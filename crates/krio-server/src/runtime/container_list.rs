@@ -54,34 +54,7 @@ impl Krio {
                 .to_string(),
             );
         }
-        let status = cri::ContainerStatus {
-            id: rec.id.clone(),
-            metadata: rec.config.metadata.clone(),
-            state: rec.state.to_cri() as i32,
-            created_at: rec.created_at,
-            started_at: rec.started_at,
-            finished_at: rec.finished_at,
-            exit_code: rec.exit_code,
-            image: Some(image_spec(&rec)),
-            image_ref: rec.image_digest_ref.clone(),
-            reason: rec.reason.clone(),
-            message: rec.message.clone(),
-            labels: rec.config.labels.clone(),
-            annotations: rec.config.annotations.clone(),
-            mounts: rec.config.mounts.clone(),
-            log_path: rec.log_path.clone(),
-            resources: rec
-                .config
-                .linux
-                .as_ref()
-                .and_then(|l| l.resources.clone())
-                .map(|linux| cri::ContainerResources {
-                    linux: Some(linux),
-                    windows: None,
-                }),
-            image_id: rec.image_id.clone(),
-            user: None,
-        };
+        let status = container_status_of(&rec);
         Ok(cri::ContainerStatusResponse {
             status: Some(status),
             info,
@@ -135,4 +108,36 @@ fn image_spec(rec: &ContainerRecord) -> cri::ImageSpec {
     }
     spec.image = rec.image_id.clone();
     spec
+}
+
+/// A container record in CRI form (`ContainerStatus`), also sent with container events.
+pub(crate) fn container_status_of(rec: &ContainerRecord) -> cri::ContainerStatus {
+    cri::ContainerStatus {
+        id: rec.id.clone(),
+        metadata: rec.config.metadata.clone(),
+        state: rec.state.to_cri() as i32,
+        created_at: rec.created_at,
+        started_at: rec.started_at,
+        finished_at: rec.finished_at,
+        exit_code: rec.exit_code,
+        image: Some(image_spec(rec)),
+        image_ref: rec.image_digest_ref.clone(),
+        reason: rec.reason.clone(),
+        message: rec.message.clone(),
+        labels: rec.config.labels.clone(),
+        annotations: rec.config.annotations.clone(),
+        mounts: rec.config.mounts.clone(),
+        log_path: rec.log_path.clone(),
+        resources: rec
+            .config
+            .linux
+            .as_ref()
+            .and_then(|l| l.resources.clone())
+            .map(|linux| cri::ContainerResources {
+                linux: Some(linux),
+                windows: None,
+            }),
+        image_id: rec.image_id.clone(),
+        user: None,
+    }
 }

@@ -32,6 +32,7 @@ impl Krio {
             self.containers
                 .release(&container_name(&rec.config, &sb.snapshot().config), &rec.id);
         }
+        self.emit(&rec, cri::ContainerEventType::ContainerDeletedEvent);
         tracing::info!(container = %rec.id, "container removed");
         Ok(())
     }

@@ -31,6 +31,7 @@ impl Krio {
         self.refresh_exit(&mut rec);
         persist::write_json(&self.container_record_path(&rec.id), &*rec)?;
         c.publish(&rec);
+        self.emit(&rec, cri::ContainerEventType::ContainerStartedEvent);
         tracing::info!(container = %rec.id, "container started");
         Ok(())
     }

@@ -6,6 +6,7 @@ mod container_list;
 mod container_remove;
 mod container_start;
 mod container_stop;
+mod events;
 mod sandbox_list;
 mod sandbox_remove;
 mod sandbox_run;
@@ -14,3 +15,4 @@ mod version;
 
 pub(crate) use container_remove::container_name;
 pub(crate) use container_stop::StopMode;
+pub(crate) use events::EVENT_BUFFER;

@@ -29,25 +29,7 @@ impl Krio {
                 serde_json::to_string(&rec).unwrap_or_default(),
             );
         }
-        let mut ips = rec.ips.iter();
-        let status = cri::PodSandboxStatus {
-            id: rec.id.clone(),
-            metadata: rec.config.metadata.clone(),
-            state: rec.state.to_cri() as i32,
-            created_at: rec.created_at,
-            network: Some(cri::PodSandboxNetworkStatus {
-                ip: ips.next().cloned().unwrap_or_default(),
-                additional_ips: ips.map(|ip| cri::PodIp { ip: ip.clone() }).collect(),
-            }),
-            linux: Some(cri::LinuxPodSandboxStatus {
-                namespaces: Some(cri::Namespace {
-                    options: Some(rec.ns_options()),
-                }),
-            }),
-            labels: rec.config.labels.clone(),
-            annotations: rec.config.annotations.clone(),
-            runtime_handler: rec.runtime_handler.clone(),
-        };
+        let status = sandbox_status_of(&rec);
         Ok(cri::PodSandboxStatusResponse {
             status: Some(status),
             info,
@@ -98,4 +80,27 @@ pub(crate) fn labels_match(
     selector: &HashMap<String, String>,
 ) -> bool {
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// A sandbox record in CRI form (`PodSandboxStatus`), also sent with container events.
+pub(crate) fn sandbox_status_of(rec: &SandboxRecord) -> cri::PodSandboxStatus {
+    let mut ips = rec.ips.iter();
+    cri::PodSandboxStatus {
+        id: rec.id.clone(),
+        metadata: rec.config.metadata.clone(),
+        state: rec.state.to_cri() as i32,
+        created_at: rec.created_at,
+        network: Some(cri::PodSandboxNetworkStatus {
+            ip: ips.next().cloned().unwrap_or_default(),
+            additional_ips: ips.map(|ip| cri::PodIp { ip: ip.clone() }).collect(),
+        }),
+        linux: Some(cri::LinuxPodSandboxStatus {
+            namespaces: Some(cri::Namespace {
+                options: Some(rec.ns_options()),
+            }),
+        }),
+        labels: rec.config.labels.clone(),
+        annotations: rec.config.annotations.clone(),
+        runtime_handler: rec.runtime_handler.clone(),
+    }
 }

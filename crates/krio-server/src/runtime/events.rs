@@ -1,0 +1,108 @@
+//! Container events (`GetContainerEvents`) and prompt exit detection.
+//!
+//! Every container gets a watcher task that waits on a pidfd of its monitor; the monitor exits
+//! right after it has written the exit file, so the watcher moves the record to Exited and
+//! sends `CONTAINER_STOPPED_EVENT` without anyone polling. Created, started and deleted events
+//! are sent by the handlers that make those transitions.
+
+use std::sync::Arc;
+
+use k8s_cri::v1 as cri;
+use tokio::io::unix::AsyncFd;
+
+use super::container_list::container_status_of;
+use super::sandbox_list::sandbox_status_of;
+use crate::state::{now_ns, Container, ContainerRecord, ContainerState};
+use crate::{persist, Krio};
+
+/// How many events a slow `GetContainerEvents` subscriber may fall behind before it misses some.
+pub(crate) const EVENT_BUFFER: usize = 1024;
+
+impl Krio {
+    /// Sends a container event with the container's and its sandbox's current status to every
+    /// `GetContainerEvents` subscriber. Without subscribers this does nothing.
+    pub(crate) fn emit(&self, rec: &ContainerRecord, kind: cri::ContainerEventType) {
+        if self.events.receiver_count() == 0 {
+            return;
+        }
+        let sandbox = self
+            .sandboxes
+            .find("pod_sandbox_id", &rec.sandbox_id)
+            .ok()
+            .flatten()
+            .map(|s| sandbox_status_of(&s.snapshot()));
+        let _ = self.events.send(cri::ContainerEventResponse {
+            container_id: rec.id.clone(),
+            container_event_type: kind as i32,
+            created_at: now_ns(),
+            pod_sandbox_status: sandbox,
+            containers_statuses: vec![container_status_of(rec)],
+        });
+    }
+
+    /// A stream of container events from now on (CRI `GetContainerEvents`). A subscriber that
+    /// falls more than [`EVENT_BUFFER`] events behind skips the ones it missed.
+    pub(crate) fn subscribe(
+        &self,
+    ) -> impl futures::Stream<Item = cri::ContainerEventResponse> + Send + 'static {
+        use futures::StreamExt;
+        tokio_stream::wrappers::BroadcastStream::new(self.events.subscribe())
+            .filter_map(|e| async move { e.ok() })
+    }
+
+    /// Starts the exit watcher of a created or running container.
+    pub(crate) fn watch_exit(self: &Arc<Self>, c: Arc<Container>) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let pid = c.snapshot().monitor_pid;
+            if pid > 0 {
+                wait_for_process(pid).await;
+            }
+            let mut rec = c.record.lock().await;
+            let changed = this.refresh_exit(&mut rec);
+            // A removed container keeps no record on disk.
+            if this
+                .containers
+                .find("container_id", &rec.id)
+                .ok()
+                .flatten()
+                .is_none()
+            {
+                return;
+            }
+            if changed {
+                if let Err(e) = persist::write_json(&this.container_record_path(&rec.id), &*rec) {
+                    tracing::warn!(container = %rec.id, error = %e, "persisting exit");
+                }
+                c.publish(&rec);
+            }
+            if rec.state == ContainerState::Exited {
+                tracing::debug!(container = %rec.id, exit_code = rec.exit_code, "container exited");
+                this.emit(&rec, cri::ContainerEventType::ContainerStoppedEvent);
+            }
+        });
+    }
+}
+
+/// Waits until process `pid` exits, through a pidfd (returns at once when it is already gone).
+#[allow(unsafe_code)]
+async fn wait_for_process(pid: i32) {
+    let Some(pid) = rustix::process::Pid::from_raw(pid) else {
+        return;
+    };
+    let Ok(fd) = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) else {
+        return;
+    };
+    // SAFETY: the AsyncFd takes ownership of the pidfd (an OwnedFd), so the descriptor stays
+    // open and is not reused for anything else while it is registered, and it is closed only
+    // when the AsyncFd is dropped, after deregistration: the I/O-safety contract of
+    // `register_with_interest`.
+    match unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) } {
+        Ok(afd) => {
+            let _ = afd.readable().await;
+        }
+        Err(e) => {
+            tracing::warn!(pid = pid.as_raw_nonzero().get(), error = %e.to_string(), "cannot watch the monitor")
+        }
+    }
+}
