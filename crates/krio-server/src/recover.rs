@@ -16,6 +16,10 @@ impl Krio {
     pub(crate) async fn recover(&self) {
         for id in child_ids(&self.cfg.root.join("sandboxes")) {
             match persist::read_json::<SandboxRecord>(&self.sandbox_record_path(&id)) {
+                Ok(Some(rec)) if rec.state == SandboxState::Creating => {
+                    tracing::warn!(sandbox = %id, "undoing a sandbox whose creation was cut short");
+                    self.undo_half_made_sandbox(&rec).await;
+                }
                 Ok(Some(mut rec)) => {
                     let netns_gone = rec
                         .netns
@@ -128,6 +132,60 @@ impl Krio {
         }
         rec
     }
+}
+
+impl Krio {
+    /// Undoes a sandbox whose `RunPodSandbox` never finished: pod init, CNI, pins, cgroup and
+    /// directories. A pod init started just before the crash, before the record named it, is
+    /// found by the namespace its pin holds.
+    async fn undo_half_made_sandbox(&self, rec: &SandboxRecord) {
+        let mut rec = rec.clone();
+        if rec.pod_init.is_none() {
+            let pin = self.sandbox_run_dir(&rec.id).join("ns").join("pid");
+            if let Some(init) = find_pod_init(&pin) {
+                rec.pod_init = Some(init);
+                rec.pidns = Some(pin);
+            }
+        }
+        for e in self.teardown_sandbox_network(&rec).await {
+            tracing::warn!(sandbox = %rec.id, error = %e, "undoing half-made sandbox");
+        }
+        self.remove_pod_cgroup(&rec);
+        let _ = std::fs::remove_dir_all(self.sandbox_run_dir(&rec.id));
+        let _ = std::fs::remove_dir_all(self.cfg.root.join("sandboxes").join(&rec.id));
+    }
+}
+
+/// The pod init whose PID namespace `pin` holds, found among the processes named
+/// `krio-pod-init` by the namespace's inode.
+fn find_pod_init(pin: &Path) -> Option<krio_monitor::PodInit> {
+    use std::os::unix::fs::MetadataExt;
+    let want = std::fs::metadata(pin).ok()?;
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+        if comm.trim() != "krio-pod-init" {
+            continue;
+        }
+        let Ok(ns) = std::fs::metadata(e.path().join("ns/pid")) else {
+            continue;
+        };
+        if ns.ino() == want.ino() && ns.dev() == want.dev() {
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            // Field 22 (starttime), counted after the ")" that ends the command name.
+            let start_time = stat
+                .rsplit(')')
+                .next()?
+                .split_whitespace()
+                .nth(19)?
+                .parse()
+                .ok()?;
+            return Some(krio_monitor::PodInit { pid, start_time });
+        }
+    }
+    None
 }
 
 /// Names of the subdirectories of `dir` that are valid ids.

@@ -20,6 +20,9 @@ pub enum SandboxState {
     Ready,
     /// Stopped: containers killed, network torn down, namespaces unpinned (`SANDBOX_NOTREADY`).
     NotReady,
+    /// Being set up by `RunPodSandbox`; only ever seen on disk, after a crash (reported as
+    /// `SANDBOX_NOTREADY`), and undone on recovery.
+    Creating,
 }
 
 impl SandboxState {
@@ -27,7 +30,9 @@ impl SandboxState {
     pub fn to_cri(self) -> cri::PodSandboxState {
         match self {
             SandboxState::Ready => cri::PodSandboxState::SandboxReady,
-            SandboxState::NotReady => cri::PodSandboxState::SandboxNotready,
+            SandboxState::NotReady | SandboxState::Creating => {
+                cri::PodSandboxState::SandboxNotready
+            }
         }
     }
 }
@@ -182,6 +187,9 @@ pub struct ContainerRecord {
     pub pid: i32,
     /// Pid of its krio-monitor.
     pub monitor_pid: i32,
+    /// The container's cgroup (`linux.cgroupsPath`, cgroupfs form).
+    #[serde(default)]
+    pub cgroups_path: String,
     /// The image's `StopSignal` (`SIGTERM`, `TERM` or a number), if it sets one.
     #[serde(default)]
     pub stop_signal: Option<String>,

@@ -116,6 +116,17 @@ impl Krio {
                 )));
             }
         }
+        rec.cgroup_parent = rec
+            .config
+            .linux
+            .as_ref()
+            .map(|l| l.cgroup_parent.clone())
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| format!("{}/pod-{}", self.cfg.cgroup_parent, &rec.id[..12]));
+        // The record goes to disk before anything is made and again before the network is
+        // set up, so a daemon killed halfway finds it (state Creating) and undoes it all.
+        rec.state = SandboxState::Creating;
+        persist::write_json(&self.sandbox_record_path(&rec.id), rec)?;
         if !kinds.is_empty() {
             let ns_dir = run_dir.join("ns");
             let host = (!host_network).then(|| hostname.clone());
@@ -130,13 +141,6 @@ impl Krio {
             rec.ipcns = pinned.ipc;
             rec.utsns = pinned.uts;
         }
-        rec.cgroup_parent = rec
-            .config
-            .linux
-            .as_ref()
-            .map(|l| l.cgroup_parent.clone())
-            .filter(|p| !p.is_empty())
-            .unwrap_or_else(|| format!("{}/pod-{}", self.cfg.cgroup_parent, &rec.id[..12]));
         if self.owns_pod_cgroup(rec) {
             create_pod_cgroup(&rec.cgroup_parent)?;
         }
@@ -159,10 +163,12 @@ impl Krio {
             rec.pidns = Some(pin);
         }
         if let Some(netns) = rec.netns.clone() {
+            persist::write_json(&self.sandbox_record_path(&rec.id), rec)?;
             let status = self.cni.add(&self.pod_network(rec, &netns)).await?;
             rec.ips = status.ips.iter().map(|ip| ip.to_string()).collect();
         }
         write_pod_files(&run_dir, &rec.config, &hostname, &rec.ips, host_network)?;
+        rec.state = SandboxState::Ready;
         persist::write_json(&self.sandbox_record_path(&rec.id), rec)?;
         Ok(())
     }
