@@ -120,6 +120,7 @@ impl ServerError {
                 | I::AuthFile { .. }
                 | I::RegistriesConf { .. } => Code::FailedPrecondition,
                 I::Stalled { .. } => Code::DeadlineExceeded,
+                I::Registry { .. } => Code::Unavailable,
                 _ => Code::Internal,
             },
             ServerError::Many(v) => v.first().map(|e| e.code()).unwrap_or(Code::Internal),

@@ -81,6 +81,7 @@ impl Krio {
             message: String::new(),
             pid: 0,
             monitor_pid: 0,
+            cgroups_path: format!("{}/{}", sb.cgroup_parent, id),
             stop_signal: image
                 .config
                 .config()
@@ -192,7 +193,7 @@ impl Krio {
                 pid: sb.pidns.clone(),
             },
             sandbox_mounts,
-            cgroups_path: format!("{}/{}", sb.cgroup_parent, rec.id),
+            cgroups_path: rec.cgroups_path.clone(),
             daemon_oom_score_adj: self.daemon_oom_score_adj,
             sandbox_id: &sb.id,
             pids_limit: None,

@@ -120,7 +120,9 @@ impl Krio {
                 if rec.started_at == 0 {
                     rec.started_at = rec.finished_at;
                 }
-                rec.reason = if exit.oom_killed {
+                let oom = exit.oom_killed
+                    || (exit.exit_code == 128 + libc::SIGKILL && oom_killed(&rec.cgroups_path));
+                rec.reason = if oom {
                     "OOMKilled"
                 } else if exit.exit_code == 0 {
                     "Completed"
@@ -183,4 +185,28 @@ pub(crate) async fn wait_exit_file(path: &std::path::Path, timeout: Duration) ->
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_millis(50));
     }
+}
+
+/// Whether the kernel's OOM killer killed a process of the cgroup (`oom_kill` in the memory
+/// controller's `memory.oom_control` on cgroup v1, `memory.events` on v2). The cgroup stays
+/// until the runtime deletes the container, so this works for a container that just exited.
+fn oom_killed(cgroups_path: &str) -> bool {
+    if cgroups_path.is_empty() {
+        return false;
+    }
+    let rel = cgroups_path.trim_start_matches('/');
+    let base = std::path::Path::new("/sys/fs/cgroup");
+    let candidates = [
+        base.join("memory").join(rel).join("memory.oom_control"),
+        base.join(rel).join("memory.events"),
+    ];
+    candidates.iter().any(|p| {
+        std::fs::read_to_string(p).is_ok_and(|text| {
+            text.lines().any(|l| {
+                l.strip_prefix("oom_kill ")
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+                    .is_some_and(|n| n > 0)
+            })
+        })
+    })
 }
