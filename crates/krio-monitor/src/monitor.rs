@@ -17,6 +17,7 @@
 
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
@@ -118,6 +119,7 @@ fn launcher() -> i32 {
         Err(e) => return fail("config", e, String::new()),
     };
     let child = Command::new("/proc/self/exe")
+        .arg0("krio-monitor")
         .arg("--foreground")
         .stdin(Stdio::piped())
         .current_dir("/")
@@ -362,9 +364,15 @@ fn runtime_errors(runtime_log: &Path, err_r: &OwnedFd) -> String {
         }
     }
     let stderr = String::from_utf8_lossy(&stderr).trim().to_string();
-    if !stderr.is_empty() {
+    // runc writes the same error to its log and to stderr: keep each text once.
+    if !stderr.is_empty()
+        && !parts
+            .iter()
+            .any(|p| p.contains(&stderr) || stderr.contains(p.as_str()))
+    {
         parts.push(stderr);
     }
+    parts.dedup();
     parts.join("; ")
 }
 

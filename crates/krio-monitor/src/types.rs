@@ -216,7 +216,10 @@ pub enum MonitorError {
         source: serde_json::Error,
     },
     /// The monitor reported a failure (e.g. `runc create` failed).
-    #[error("monitor for {id}: {stage} failed: {message}{}", if runtime_stderr.is_empty() { String::new() } else { format!(": {runtime_stderr}") })]
+    #[error(
+        "monitor for {id}: {stage} failed: {message}{}",
+        stderr_suffix(message, runtime_stderr)
+    )]
     CreateFailed {
         /// Container id.
         id: String,
@@ -330,4 +333,15 @@ pub enum PodInitMessage {
         /// Description of the failure.
         message: String,
     },
+}
+
+/// The runtime's stderr as a suffix of an error message, unless it is empty or the message
+/// already carries it (runc logs the same text to its log file and to stderr).
+fn stderr_suffix(message: &str, runtime_stderr: &str) -> String {
+    let stderr = runtime_stderr.trim();
+    if stderr.is_empty() || message.contains(stderr) {
+        String::new()
+    } else {
+        format!(": {stderr}")
+    }
 }
