@@ -1,8 +1,9 @@
 //! The krio daemon: serves CRI v1 (`RuntimeService` and `ImageService`) over gRPC on a unix
 //! socket. All defaults are built in; `/etc/krio/krio.toml` and `krio.d/*.toml` override them.
 
+use std::io::IsTerminal;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -62,10 +63,51 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
         cfg.log_level = v.clone();
     }
     cfg.validate()?;
+    tracing_subscriber::EnvFilter::try_new(&cfg.log_level)
+        .with_context(|| format!("invalid log_level {:?}", cfg.log_level))?;
     Ok(cfg)
 }
 
-fn main() -> anyhow::Result<()> {
+/// Takes an exclusive lock on `<dir>/krio.lock`, held for the life of the process, so two
+/// daemons never manage the same directories.
+fn lock_dir(dir: &Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join("krio.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+        anyhow::anyhow!(
+            "{} is in use by another krio ({}: {e})",
+            dir.display(),
+            path.display()
+        )
+    })
+}
+
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // Many errors already print their cause; add each cause only once.
+            let mut msg = e.to_string();
+            for cause in e.chain().skip(1) {
+                let cause = cause.to_string();
+                if !msg.contains(&cause) {
+                    msg.push_str(": ");
+                    msg.push_str(&cause);
+                }
+            }
+            eprintln!("krio: {msg}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let cfg = load_config(&cli)?;
     if let Some(Command::Config) = cli.command {
@@ -78,6 +120,7 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     // Two workers match the nodes krio is built for and keep the daemon small; blocking work
     // (unpacking, namespace pinning) goes to tokio's blocking pool.
@@ -90,6 +133,8 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let _root_lock = lock_dir(&cfg.root)?;
+    let _state_lock = lock_dir(&cfg.state_dir)?;
     let listen = cfg.listen.clone();
     let krio = Krio::new(cfg).await.context("initializing krio")?;
     if let Some(dir) = listen.parent() {
