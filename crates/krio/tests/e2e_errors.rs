@@ -271,3 +271,25 @@ async fn status_and_runtime_config_are_honest() {
         cri::CgroupDriver::Cgroupfs as i32
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_daemon_on_the_same_directories_refuses_to_start() {
+    require_prerequisites();
+    let d = Daemon::start().await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_krio"))
+        .arg("--config")
+        .arg(&d.config)
+        .arg("--listen")
+        .arg(d.dir.path().join("second.sock"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use by another krio"), "{err}");
+    // The first one still serves.
+    d.runtime()
+        .await
+        .version(cri::VersionRequest::default())
+        .await
+        .unwrap();
+}

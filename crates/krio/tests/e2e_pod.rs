@@ -892,3 +892,108 @@ async fn container_events_follow_the_lifecycle() {
     );
     remove_pod(&d, &pod_id).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sandbox_cut_short_by_a_crash_is_undone_on_restart() {
+    ensure_images();
+    let mut d = Daemon::start_with(Network::Bridge { subnet: 210 }).await;
+    let pod = with_pid_mode(pod_config(&d, "cutshort"), cri::NamespaceMode::Pod);
+    let pod_id = run_pod(&d, &pod).await;
+    let info = d
+        .runtime()
+        .await
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: pod_id.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .info;
+    let record: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
+    let init_pid = record["pod_init"]["pid"].as_i64().unwrap();
+    let ipam = d.dir.path().join("ipam");
+    let leases = || {
+        walk_files(&ipam)
+            .into_iter()
+            .filter(|p| p.contains("10.123.210."))
+            .count()
+    };
+    assert_eq!(leases(), 1);
+    // Simulate a daemon killed in the middle of RunPodSandbox: everything is made, but the
+    // record still says Creating.
+    d.kill9();
+    let path = d.root.join("sandboxes").join(&pod_id).join("sandbox.json");
+    let mut rec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    rec["state"] = serde_json::json!("Creating");
+    std::fs::write(&path, serde_json::to_vec(&rec).unwrap()).unwrap();
+    d.restart().await;
+    let pods = d
+        .runtime()
+        .await
+        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert!(pods.is_empty(), "{pods:?}");
+    assert_eq!(leases(), 0, "the IP lease is released");
+    assert_eq!(d.mounts(), Vec::<String>::new(), "namespace pins are gone");
+    assert!(!d.state.join("sandboxes").join(&pod_id).exists());
+    assert!(!d.root.join("sandboxes").join(&pod_id).exists());
+    let stat = std::fs::read_to_string(format!("/proc/{init_pid}/stat")).unwrap_or_default();
+    let state = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .next()
+        .unwrap_or("");
+    assert!(
+        stat.is_empty() || state == "Z",
+        "pod init still running: {stat}"
+    );
+    let _ = std::process::Command::new("ip")
+        .args(["link", "del", "krioe2e210"])
+        .status();
+}
+
+fn walk_files(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.path().is_dir() {
+                out.extend(walk_files(&e.path()));
+            } else {
+                out.push(e.path().to_string_lossy().into_owned());
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oom_killed_container_says_so() {
+    ensure_images();
+    let d = Daemon::start().await;
+    pull(&d, &image("busybox")).await;
+    let pod = pod_config(&d, "oom");
+    let pod_id = run_pod(&d, &pod).await;
+    let mut c = container_config("hog", &image("busybox"), "exec tail /dev/zero");
+    c.linux = Some(cri::LinuxContainerConfig {
+        resources: Some(cri::LinuxContainerResources {
+            memory_limit_in_bytes: 16 * 1024 * 1024,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = run_container(&d, &pod_id, &pod, c).await;
+    let st = wait_exited(&d, &id).await;
+    assert_eq!(
+        (st.exit_code, st.reason.as_str()),
+        (137, "OOMKilled"),
+        "{st:?}"
+    );
+    remove_pod(&d, &pod_id).await;
+}
