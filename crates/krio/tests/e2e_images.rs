@@ -67,6 +67,18 @@ async fn remove_image_by_tag_id_and_digest_and_in_use() {
             && record.repo_tags.contains(&image("busybox-oci"))
     );
 
+    // Short id prefixes, as crictl shows them, find the image.
+    let short = &a["sha256:".len()..][..6];
+    let st = img
+        .image_status(cri::ImageStatusRequest {
+            image: spec(short),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(st.image.map(|i| i.id), Some(a.clone()));
+
     // Removing one tag keeps the image under the other.
     img.remove_image(cri::RemoveImageRequest {
         image: spec(&image("busybox")),

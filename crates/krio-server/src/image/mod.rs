@@ -51,8 +51,7 @@ impl Krio {
             .filter(|s| !s.is_empty());
         let images = match wanted {
             Some(r) => self
-                .images
-                .resolve(&r)
+                .resolve_image(&r)
                 .into_iter()
                 .map(|i| to_cri(&i))
                 .collect(),
@@ -73,7 +72,7 @@ impl Krio {
         if reference.is_empty() {
             return Err(ServerError::invalid("image.image", "is required"));
         }
-        let Some(image) = self.images.resolve(&reference) else {
+        let Some(image) = self.resolve_image(&reference) else {
             return Ok(cri::ImageStatusResponse::default());
         };
         let mut info = HashMap::new();
@@ -104,7 +103,7 @@ impl Krio {
         if reference.is_empty() {
             return Err(ServerError::invalid("image.image", "is required"));
         }
-        let Some(image) = self.images.resolve(&reference) else {
+        let Some(image) = self.resolve_image(&reference) else {
             return Ok(());
         };
         // Removing only a tag leaves the image in place, so only block the removal of the
@@ -158,6 +157,32 @@ impl Krio {
             image_filesystems: vec![fs.clone()],
             container_filesystems: vec![fs],
         })
+    }
+}
+
+impl Krio {
+    /// Finds an image by reference or id as the store does, and also by a unique prefix of its
+    /// id shorter than the store accepts (crictl shows 13 characters; containerd resolves any
+    /// unique prefix). A reference wins over an id prefix that happens to look like one.
+    pub(crate) fn resolve_image(&self, name: &str) -> Option<ImageRecord> {
+        if let Some(i) = self.images.resolve(name) {
+            return Some(i);
+        }
+        let hex = name.strip_prefix("sha256:").unwrap_or(name);
+        if hex.len() < 4
+            || !hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return None;
+        }
+        let mut matches = self
+            .images
+            .list()
+            .into_iter()
+            .filter(|i| i.id.trim_start_matches("sha256:").starts_with(hex));
+        let first = matches.next()?;
+        matches.next().is_none().then_some(first)
     }
 }
 

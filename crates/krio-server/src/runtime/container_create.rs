@@ -44,8 +44,7 @@ impl Krio {
             .map(|i| i.image.clone())
             .unwrap_or_default();
         let image = self
-            .images
-            .resolve(&image_ref)
+            .resolve_image(&image_ref)
             .ok_or_else(|| ServerError::NotFound {
                 kind: "image",
                 id: image_ref.clone(),
