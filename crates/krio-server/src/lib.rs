@@ -47,6 +47,9 @@ pub struct Krio {
     cni: krio_net::cni::Cni,
     daemon_oom_score_adj: i32,
     events: tokio::sync::broadcast::Sender<k8s_cri::v1::ContainerEventResponse>,
+    /// The last CPU sample (time in ns, cumulative CPU ns) per container or pod, for
+    /// `usage_nano_cores`.
+    cpu_samples: std::sync::Mutex<std::collections::HashMap<String, (i64, u64)>>,
 }
 
 impl std::fmt::Debug for Krio {
@@ -126,6 +129,7 @@ impl Krio {
             cni,
             daemon_oom_score_adj,
             events: tokio::sync::broadcast::channel(runtime::EVENT_BUFFER).0,
+            cpu_samples: Default::default(),
         });
         krio.recover().await;
         for c in krio.containers.all() {

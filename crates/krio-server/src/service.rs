@@ -280,30 +280,46 @@ impl RuntimeService for RuntimeApi {
 
     async fn container_stats(
         &self,
-        _r: Request<cri::ContainerStatsRequest>,
+        r: Request<cri::ContainerStatsRequest>,
     ) -> Result<Response<cri::ContainerStatsResponse>, Status> {
-        unimplemented("ContainerStats")
+        let t = Instant::now();
+        respond("ContainerStats", t, self.0.container_stats(r.into_inner()))
     }
 
     async fn list_container_stats(
         &self,
-        _r: Request<cri::ListContainerStatsRequest>,
+        r: Request<cri::ListContainerStatsRequest>,
     ) -> Result<Response<cri::ListContainerStatsResponse>, Status> {
-        unimplemented("ListContainerStats")
+        let t = Instant::now();
+        respond(
+            "ListContainerStats",
+            t,
+            self.0.list_container_stats(r.into_inner()),
+        )
     }
 
     async fn pod_sandbox_stats(
         &self,
-        _r: Request<cri::PodSandboxStatsRequest>,
+        r: Request<cri::PodSandboxStatsRequest>,
     ) -> Result<Response<cri::PodSandboxStatsResponse>, Status> {
-        unimplemented("PodSandboxStats")
+        let t = Instant::now();
+        respond(
+            "PodSandboxStats",
+            t,
+            self.0.pod_sandbox_stats(r.into_inner()),
+        )
     }
 
     async fn list_pod_sandbox_stats(
         &self,
-        _r: Request<cri::ListPodSandboxStatsRequest>,
+        r: Request<cri::ListPodSandboxStatsRequest>,
     ) -> Result<Response<cri::ListPodSandboxStatsResponse>, Status> {
-        unimplemented("ListPodSandboxStats")
+        let t = Instant::now();
+        respond(
+            "ListPodSandboxStats",
+            t,
+            self.0.list_pod_sandbox_stats(r.into_inner()),
+        )
     }
 
     async fn update_runtime_config(

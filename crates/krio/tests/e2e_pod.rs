@@ -997,3 +997,109 @@ async fn an_oom_killed_container_says_so() {
     );
     remove_pod(&d, &pod_id).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stats_come_from_the_cgroups_and_the_writable_layer() {
+    ensure_images();
+    let d = Daemon::start().await;
+    pull(&d, &image("busybox")).await;
+    let pod = pod_config(&d, "stats");
+    let pod_id = run_pod(&d, &pod).await;
+    let id = run_container(
+        &d,
+        &pod_id,
+        &pod,
+        container_config(
+            "busy",
+            &image("busybox"),
+            "dd if=/dev/zero of=/tmp/blob bs=1024 count=2048 2>/dev/null; while true; do :; done",
+        ),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let mut rt = d.runtime().await;
+    let first = rt
+        .list_container_stats(cri::ListContainerStatsRequest {
+            filter: Some(cri::ContainerStatsFilter {
+                pod_sandbox_id: pod_id.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats;
+    assert_eq!(first.len(), 1);
+    let s = &first[0];
+    assert_eq!(s.attributes.as_ref().unwrap().id, id);
+    let cpu = s
+        .cpu
+        .as_ref()
+        .unwrap()
+        .usage_core_nano_seconds
+        .as_ref()
+        .unwrap()
+        .value;
+    assert!(cpu > 10_000_000, "cpu {cpu}");
+    let mem = s.memory.as_ref().unwrap();
+    assert!(mem.working_set_bytes.as_ref().unwrap().value > 0, "{mem:?}");
+    let layer = s
+        .writable_layer
+        .as_ref()
+        .unwrap()
+        .used_bytes
+        .as_ref()
+        .unwrap()
+        .value;
+    assert!(layer >= 2 * 1024 * 1024, "writable layer {layer}");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let second = rt
+        .container_stats(cri::ContainerStatsRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap();
+    let cores = second
+        .cpu
+        .unwrap()
+        .usage_nano_cores
+        .expect("rate from two samples")
+        .value;
+    assert!(
+        cores > 100_000_000,
+        "a busy loop uses a good part of a core: {cores}"
+    );
+    let pod_stats = rt
+        .pod_sandbox_stats(cri::PodSandboxStatsRequest {
+            pod_sandbox_id: pod_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap()
+        .linux
+        .unwrap();
+    assert_eq!(pod_stats.containers.len(), 1);
+    assert!(
+        pod_stats
+            .cpu
+            .unwrap()
+            .usage_core_nano_seconds
+            .unwrap()
+            .value
+            >= cpu
+    );
+    assert!(pod_stats.process.unwrap().process_count.unwrap().value >= 1);
+    let all = rt
+        .list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .stats;
+    assert_eq!(all.len(), 1);
+    remove_pod(&d, &pod_id).await;
+}

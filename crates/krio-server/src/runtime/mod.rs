@@ -11,6 +11,7 @@ mod sandbox_list;
 mod sandbox_remove;
 mod sandbox_run;
 mod sandbox_stop;
+mod stats;
 mod version;
 
 pub(crate) use container_remove::container_name;

@@ -1,0 +1,361 @@
+//! `ContainerStats`, `ListContainerStats`, `PodSandboxStats` and `ListPodSandboxStats`, read
+//! from the cgroup files of containers and pods (cgroup v1 controllers or the v2 tree) and
+//! from the containers' writable layers.
+//!
+//! kubelet uses these through its CRI stats provider for runtimes other than containerd and
+//! CRI-O (the summary API, eviction), so they follow kubelet's meaning of each field:
+//! working set = usage - inactive file pages; `usage_nano_cores` is the rate between this
+//! sample and the previous one of the same cgroup.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use k8s_cri::v1 as cri;
+
+use super::sandbox_list::labels_match;
+use crate::error::Result;
+use crate::state::{now_ns, ContainerRecord, ContainerState, SandboxRecord, SandboxState};
+use crate::{ids, Krio};
+
+/// Cgroup counters of one cgroup at one moment.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct CgroupSample {
+    /// Cumulative CPU time, nanoseconds.
+    pub cpu_ns: Option<u64>,
+    /// Memory usage including page cache, bytes.
+    pub memory_usage: Option<u64>,
+    /// Inactive file-backed pages, bytes.
+    pub inactive_file: Option<u64>,
+    /// Anonymous resident memory, bytes.
+    pub rss: Option<u64>,
+    /// Memory limit, bytes (`None` when unlimited).
+    pub memory_limit: Option<u64>,
+    /// Page faults and major page faults.
+    pub pgfault: Option<u64>,
+    /// Major page faults.
+    pub pgmajfault: Option<u64>,
+    /// Number of processes.
+    pub pids: Option<u64>,
+}
+
+/// Limits at or above this are "unlimited" (cgroup v1 reports a huge page-rounded number).
+const UNLIMITED: u64 = 1 << 62;
+
+fn read_u64(p: &Path) -> Option<u64> {
+    std::fs::read_to_string(p).ok()?.trim().parse().ok()
+}
+
+fn read_keyed(p: &Path) -> HashMap<String, u64> {
+    std::fs::read_to_string(p)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            Some((k.to_string(), v.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// Reads the counters of cgroup `path` (cgroupfs form, e.g. `/krio/pod-x/<id>`) under `root`
+/// (normally `/sys/fs/cgroup`), from the v2 tree when `root` is one, else from the v1
+/// controllers. Missing files leave fields `None`.
+pub(crate) fn read_cgroup(root: &Path, path: &str) -> CgroupSample {
+    let rel = path.trim_start_matches('/');
+    if root.join("cgroup.controllers").exists() {
+        let dir = root.join(rel);
+        let cpu = read_keyed(&dir.join("cpu.stat"));
+        let mem = read_keyed(&dir.join("memory.stat"));
+        return CgroupSample {
+            cpu_ns: cpu.get("usage_usec").map(|u| u * 1000),
+            memory_usage: read_u64(&dir.join("memory.current")),
+            inactive_file: mem.get("inactive_file").copied(),
+            rss: mem.get("anon").copied(),
+            memory_limit: read_u64(&dir.join("memory.max")).filter(|l| *l < UNLIMITED),
+            pgfault: mem.get("pgfault").copied(),
+            pgmajfault: mem.get("pgmajfault").copied(),
+            pids: read_u64(&dir.join("pids.current")),
+        };
+    }
+    let mem_dir = root.join("memory").join(rel);
+    let mem = read_keyed(&mem_dir.join("memory.stat"));
+    CgroupSample {
+        cpu_ns: read_u64(&root.join("cpuacct").join(rel).join("cpuacct.usage")),
+        memory_usage: read_u64(&mem_dir.join("memory.usage_in_bytes")),
+        inactive_file: mem.get("total_inactive_file").copied(),
+        rss: mem.get("total_rss").copied(),
+        memory_limit: read_u64(&mem_dir.join("memory.limit_in_bytes")).filter(|l| *l < UNLIMITED),
+        pgfault: mem.get("total_pgfault").copied(),
+        pgmajfault: mem.get("total_pgmajfault").copied(),
+        pids: read_u64(&root.join("pids").join(rel).join("pids.current")),
+    }
+}
+
+fn u64v(v: Option<u64>) -> Option<cri::UInt64Value> {
+    v.map(|value| cri::UInt64Value { value })
+}
+
+/// Bytes (allocated blocks) and inodes used under `dir`, not following symlinks and not
+/// crossing into other file systems' mounts.
+fn disk_usage(dir: &Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let mut bytes = 0;
+    let mut inodes = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    let dev = std::fs::symlink_metadata(dir).map(|m| m.dev()).ok();
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            if Some(m.dev()) != dev {
+                continue;
+            }
+            bytes += m.blocks() * 512;
+            inodes += 1;
+            if m.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    (bytes, inodes)
+}
+
+impl Krio {
+    /// CPU usage of a cgroup, with `usage_nano_cores` computed against the previous sample
+    /// of the same key.
+    fn cpu_usage(&self, key: &str, now: i64, cpu_ns: Option<u64>) -> cri::CpuUsage {
+        let mut nano_cores = None;
+        if let Some(total) = cpu_ns {
+            let mut prev = self.cpu_samples.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((t0, u0)) = prev.insert(key.to_string(), (now, total)) {
+                let dt = now.saturating_sub(t0);
+                if dt > 0 && total >= u0 {
+                    nano_cores = Some(((total - u0) as u128 * 1_000_000_000 / dt as u128) as u64);
+                }
+            }
+        }
+        cri::CpuUsage {
+            timestamp: now,
+            usage_core_nano_seconds: u64v(cpu_ns),
+            usage_nano_cores: u64v(nano_cores),
+        }
+    }
+
+    fn memory_usage(now: i64, s: &CgroupSample) -> cri::MemoryUsage {
+        let working_set = s
+            .memory_usage
+            .map(|u| u.saturating_sub(s.inactive_file.unwrap_or(0)));
+        cri::MemoryUsage {
+            timestamp: now,
+            working_set_bytes: u64v(working_set),
+            available_bytes: u64v(
+                s.memory_limit
+                    .zip(working_set)
+                    .map(|(l, w)| l.saturating_sub(w)),
+            ),
+            usage_bytes: u64v(s.memory_usage),
+            rss_bytes: u64v(s.rss),
+            page_faults: u64v(s.pgfault),
+            major_page_faults: u64v(s.pgmajfault),
+        }
+    }
+
+    fn container_stats_of(&self, rec: &ContainerRecord) -> cri::ContainerStats {
+        let now = now_ns();
+        let sample = read_cgroup(Path::new("/sys/fs/cgroup"), &rec.cgroups_path);
+        let upper: PathBuf = self.container_data_dir(&rec.id).join("upper");
+        let (bytes, inodes) = disk_usage(&upper);
+        cri::ContainerStats {
+            attributes: Some(cri::ContainerAttributes {
+                id: rec.id.clone(),
+                metadata: rec.config.metadata.clone(),
+                labels: rec.config.labels.clone(),
+                annotations: rec.config.annotations.clone(),
+            }),
+            cpu: Some(self.cpu_usage(&rec.id, now, sample.cpu_ns)),
+            memory: Some(Self::memory_usage(now, &sample)),
+            writable_layer: Some(cri::FilesystemUsage {
+                timestamp: now,
+                fs_id: Some(cri::FilesystemIdentifier {
+                    mountpoint: upper.to_string_lossy().into_owned(),
+                }),
+                used_bytes: Some(cri::UInt64Value { value: bytes }),
+                inodes_used: Some(cri::UInt64Value { value: inodes }),
+            }),
+            swap: None,
+        }
+    }
+
+    /// CRI `ContainerStats`.
+    ///
+    /// Errors: `InvalidArgument` for a malformed id, `NotFound` for an unknown one.
+    pub(crate) fn container_stats(
+        &self,
+        req: cri::ContainerStatsRequest,
+    ) -> Result<cri::ContainerStatsResponse> {
+        ids::validate("container_id", &req.container_id)?;
+        let c = self.containers.get("container_id", &req.container_id)?;
+        Ok(cri::ContainerStatsResponse {
+            stats: Some(self.container_stats_of(&c.snapshot())),
+        })
+    }
+
+    /// CRI `ListContainerStats`: created and running containers, filtered by id (prefix),
+    /// sandbox id (prefix) and labels.
+    pub(crate) fn list_container_stats(
+        &self,
+        req: cri::ListContainerStatsRequest,
+    ) -> Result<cri::ListContainerStatsResponse> {
+        let f = req.filter.unwrap_or_default();
+        let stats = self
+            .live_containers()
+            .into_iter()
+            .filter(|r| {
+                r.id.starts_with(&f.id)
+                    && r.sandbox_id.starts_with(&f.pod_sandbox_id)
+                    && labels_match(&r.config.labels, &f.label_selector)
+            })
+            .map(|r| self.container_stats_of(&r))
+            .collect();
+        Ok(cri::ListContainerStatsResponse { stats })
+    }
+
+    fn live_containers(&self) -> Vec<ContainerRecord> {
+        self.containers
+            .all()
+            .iter()
+            .map(|c| c.snapshot())
+            .filter(|r| matches!(r.state, ContainerState::Created | ContainerState::Running))
+            .collect()
+    }
+
+    fn sandbox_stats_of(
+        &self,
+        sb: &SandboxRecord,
+        containers: &[ContainerRecord],
+    ) -> cri::PodSandboxStats {
+        let now = now_ns();
+        let sample = read_cgroup(Path::new("/sys/fs/cgroup"), &sb.cgroup_parent);
+        cri::PodSandboxStats {
+            attributes: Some(cri::PodSandboxAttributes {
+                id: sb.id.clone(),
+                metadata: sb.config.metadata.clone(),
+                labels: sb.config.labels.clone(),
+                annotations: sb.config.annotations.clone(),
+            }),
+            linux: Some(cri::LinuxPodSandboxStats {
+                cpu: Some(self.cpu_usage(&format!("pod-{}", sb.id), now, sample.cpu_ns)),
+                memory: Some(Self::memory_usage(now, &sample)),
+                network: None,
+                process: Some(cri::ProcessUsage {
+                    timestamp: now,
+                    process_count: u64v(sample.pids),
+                }),
+                containers: containers
+                    .iter()
+                    .filter(|c| c.sandbox_id == sb.id)
+                    .map(|c| self.container_stats_of(c))
+                    .collect(),
+            }),
+            windows: None,
+        }
+    }
+
+    /// CRI `PodSandboxStats`: the pod cgroup's CPU, memory and process count, and the stats
+    /// of its live containers. Network counters are not reported yet.
+    ///
+    /// Errors: `InvalidArgument` for a malformed id, `NotFound` for an unknown one.
+    pub(crate) fn pod_sandbox_stats(
+        &self,
+        req: cri::PodSandboxStatsRequest,
+    ) -> Result<cri::PodSandboxStatsResponse> {
+        ids::validate("pod_sandbox_id", &req.pod_sandbox_id)?;
+        let sb = self
+            .sandboxes
+            .get("pod_sandbox_id", &req.pod_sandbox_id)?
+            .snapshot();
+        Ok(cri::PodSandboxStatsResponse {
+            stats: Some(self.sandbox_stats_of(&sb, &self.live_containers())),
+        })
+    }
+
+    /// CRI `ListPodSandboxStats` for ready pods, filtered by id (prefix) and labels.
+    pub(crate) fn list_pod_sandbox_stats(
+        &self,
+        req: cri::ListPodSandboxStatsRequest,
+    ) -> Result<cri::ListPodSandboxStatsResponse> {
+        let f = req.filter.unwrap_or_default();
+        let containers = self.live_containers();
+        let stats = self
+            .sandboxes
+            .all()
+            .iter()
+            .map(|s| s.snapshot())
+            .filter(|s| {
+                s.state == SandboxState::Ready
+                    && s.id.starts_with(&f.id)
+                    && labels_match(&s.config.labels, &f.label_selector)
+            })
+            .map(|s| self.sandbox_stats_of(&s, &containers))
+            .collect();
+        Ok(cri::ListPodSandboxStatsResponse { stats })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_v1_and_v2_layouts() {
+        let v1 = tempfile::tempdir().unwrap();
+        let p = "krio/pod-1/c1";
+        for (ctrl, file, body) in [
+            ("cpuacct", "cpuacct.usage", "5000000000\n"),
+            ("memory", "memory.usage_in_bytes", "1000\n"),
+            ("memory", "memory.limit_in_bytes", "9223372036854771712\n"),
+            ("memory", "memory.stat", "cache 5\ntotal_inactive_file 300\ntotal_rss 600\ntotal_pgfault 7\ntotal_pgmajfault 1\n"),
+            ("pids", "pids.current", "3\n"),
+        ] {
+            let d = v1.path().join(ctrl).join(p);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join(file), body).unwrap();
+        }
+        let s = read_cgroup(v1.path(), "/krio/pod-1/c1");
+        assert_eq!(
+            s,
+            CgroupSample {
+                cpu_ns: Some(5_000_000_000),
+                memory_usage: Some(1000),
+                inactive_file: Some(300),
+                rss: Some(600),
+                memory_limit: None,
+                pgfault: Some(7),
+                pgmajfault: Some(1),
+                pids: Some(3),
+            }
+        );
+        let m = Krio::memory_usage(1, &s);
+        assert_eq!(m.working_set_bytes.map(|v| v.value), Some(700));
+        assert!(m.available_bytes.is_none());
+
+        let v2 = tempfile::tempdir().unwrap();
+        std::fs::write(v2.path().join("cgroup.controllers"), "cpu memory pids\n").unwrap();
+        let d = v2.path().join(p);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("cpu.stat"), "usage_usec 250\nuser_usec 200\n").unwrap();
+        std::fs::write(d.join("memory.current"), "4096\n").unwrap();
+        std::fs::write(d.join("memory.max"), "8192\n").unwrap();
+        std::fs::write(
+            d.join("memory.stat"),
+            "anon 1024\ninactive_file 1024\npgfault 2\npgmajfault 0\n",
+        )
+        .unwrap();
+        let s = read_cgroup(v2.path(), p);
+        assert_eq!(s.cpu_ns, Some(250_000));
+        let m = Krio::memory_usage(1, &s);
+        assert_eq!(m.working_set_bytes.map(|v| v.value), Some(3072));
+        assert_eq!(m.available_bytes.map(|v| v.value), Some(5120));
+    }
+}
