@@ -9,6 +9,22 @@ use crate::state::ContainerState;
 use crate::{ids, Krio};
 
 impl Krio {
+    /// The current record of a running container.
+    ///
+    /// Errors: `NotFound` for an unknown id, `FailedPrecondition` unless it is running.
+    fn running_container(&self, id: &str) -> Result<crate::state::ContainerRecord> {
+        let c = self.containers.get("container_id", id)?;
+        let mut rec = c.snapshot();
+        self.refresh_exit(&mut rec);
+        if rec.state != ContainerState::Running {
+            return Err(ServerError::FailedPrecondition(format!(
+                "container {} is not running",
+                rec.id
+            )));
+        }
+        Ok(rec)
+    }
+
     /// CRI `ExecSync`: runs `cmd` in a running container and returns its stdout, stderr and
     /// exit code. `timeout` is in seconds; 0 means none. A command killed by the timeout
     /// reports exit code 137, as runc's SIGKILL does.
@@ -24,15 +40,7 @@ impl Krio {
         if req.cmd.is_empty() || req.cmd[0].is_empty() {
             return Err(ServerError::invalid("cmd", "must name a command"));
         }
-        let c = self.containers.get("container_id", &req.container_id)?;
-        let mut rec = c.snapshot();
-        self.refresh_exit(&mut rec);
-        if rec.state != ContainerState::Running {
-            return Err(ServerError::FailedPrecondition(format!(
-                "container {} is not running",
-                rec.id
-            )));
-        }
+        let rec = self.running_container(&req.container_id)?;
         let runtime = self.runtime(&rec.runtime_handler)?;
         let out = runtime
             .exec(
@@ -63,15 +71,7 @@ impl Krio {
         req: cri::ReopenContainerLogRequest,
     ) -> Result<()> {
         ids::validate("container_id", &req.container_id)?;
-        let c = self.containers.get("container_id", &req.container_id)?;
-        let mut rec = c.snapshot();
-        self.refresh_exit(&mut rec);
-        if rec.state != ContainerState::Running {
-            return Err(ServerError::FailedPrecondition(format!(
-                "container {} is not running",
-                rec.id
-            )));
-        }
+        let rec = self.running_container(&req.container_id)?;
         if rec.log_path.is_empty() || rec.monitor_pid <= 0 {
             return Ok(());
         }
