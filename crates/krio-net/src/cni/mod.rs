@@ -102,6 +102,27 @@ pub struct PodNetwork {
 pub struct Cni {
     cfg: CniConfig,
     timeout: Duration,
+    /// The last `status` answer and the fingerprint of the directories it was computed from.
+    status_cache: std::sync::Arc<std::sync::Mutex<Option<(Vec<DirStamp>, Result<(), String>)>>>,
+}
+
+/// What `status` depends on, cheaply: each config file's name, size and mtime, and the mtime
+/// of every directory involved (a plugin added or removed changes its directory's mtime).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct DirStamp {
+    path: PathBuf,
+    len: u64,
+    mtime_ns: i128,
+}
+
+fn stamp(path: PathBuf) -> Option<DirStamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(&path).ok()?;
+    Some(DirStamp {
+        len: m.len(),
+        mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+        path,
+    })
 }
 
 impl Cni {
@@ -110,6 +131,7 @@ impl Cni {
         Cni {
             cfg,
             timeout: DEFAULT_PLUGIN_TIMEOUT,
+            status_cache: Default::default(),
         }
     }
 
@@ -132,7 +154,31 @@ impl Cni {
 
     /// CRI `NetworkReady` condition: `Ok(())` when a valid network config exists and all its plugin
     /// binaries are found in `bin_dirs`; otherwise `Err(reason)` suitable for the condition message.
+    ///
+    /// The answer is cached until a config file or a plugin directory changes (names, sizes and
+    /// mtimes are compared on every call, which costs a directory read and a few `stat`s instead
+    /// of parsing every file), so a configuration written later is still picked up at once.
     pub fn status(&self) -> Result<(), String> {
+        let mut fingerprint: Vec<DirStamp> = Vec::new();
+        fingerprint.extend(stamp(self.cfg.conf_dir.clone()));
+        if let Ok(entries) = std::fs::read_dir(&self.cfg.conf_dir) {
+            let mut files: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+            files.sort();
+            fingerprint.extend(files.into_iter().filter_map(stamp));
+        }
+        fingerprint.extend(self.cfg.bin_dirs.iter().cloned().filter_map(stamp));
+        let mut cache = self.status_cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((fp, answer)) = cache.as_ref() {
+            if *fp == fingerprint {
+                return answer.clone();
+            }
+        }
+        let answer = self.compute_status();
+        *cache = Some((fingerprint, answer.clone()));
+        answer
+    }
+
+    fn compute_status(&self) -> Result<(), String> {
         let list = self.default_network().map_err(|e| e.to_string())?;
         for i in 0..list.plugins.len() {
             find_plugin(list.plugin_type(i), &self.cfg.bin_dirs)
