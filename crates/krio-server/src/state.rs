@@ -206,6 +206,9 @@ pub struct Container {
     pub record: tokio::sync::Mutex<ContainerRecord>,
     /// A snapshot for lock-free listing, refreshed after each change.
     pub snapshot: Mutex<ContainerRecord>,
+    /// Set while an exit watcher holds a pidfd of the monitor: the watcher then records the
+    /// exit as it happens, and readers need not look for the exit file themselves.
+    pub watched: std::sync::atomic::AtomicBool,
 }
 
 impl Container {
@@ -216,7 +219,16 @@ impl Container {
             sandbox_id: record.sandbox_id.clone(),
             snapshot: Mutex::new(record.clone()),
             record: tokio::sync::Mutex::new(record),
+            watched: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Runs `f` on the latest committed record without copying it.
+    pub fn with_snapshot<R>(&self, f: impl FnOnce(&ContainerRecord) -> R) -> R {
+        match self.snapshot.lock() {
+            Ok(g) => f(&g),
+            Err(p) => f(&p.into_inner()),
+        }
     }
 
     /// A copy of the latest committed record.

@@ -14,6 +14,9 @@ impl Krio {
     /// written the exit file (persisted when no operation holds the container).
     fn current(&self, c: &Container) -> ContainerRecord {
         let mut snap = c.snapshot();
+        if c.watched.load(std::sync::atomic::Ordering::Acquire) {
+            return snap;
+        }
         if self.refresh_exit(&mut snap) {
             if let Ok(mut rec) = c.record.try_lock() {
                 if self.refresh_exit(&mut rec) {
@@ -76,24 +79,30 @@ impl Krio {
                 (f.id.is_empty() || c.id.starts_with(&f.id))
                     && (f.pod_sandbox_id.is_empty() || c.sandbox_id.starts_with(&f.pod_sandbox_id))
             })
-            .map(|c| self.current(c))
-            .filter(|r| {
-                f.state
-                    .as_ref()
-                    .is_none_or(|s| s.state == r.state.to_cri() as i32)
-                    && labels_match(&r.config.labels, &f.label_selector)
-            })
-            .map(|r| cri::Container {
-                id: r.id.clone(),
-                pod_sandbox_id: r.sandbox_id.clone(),
-                metadata: r.config.metadata.clone(),
-                image: Some(image_spec(&r)),
-                image_ref: r.image_digest_ref.clone(),
-                state: r.state.to_cri() as i32,
-                created_at: r.created_at,
-                labels: r.config.labels.clone(),
-                annotations: r.config.annotations.clone(),
-                image_id: r.image_id.clone(),
+            .filter_map(|c| {
+                // Without a watcher, look for the exit file (and record it) first.
+                if !c.watched.load(std::sync::atomic::Ordering::Acquire) {
+                    self.current(c);
+                }
+                c.with_snapshot(|r| {
+                    let wanted = f
+                        .state
+                        .as_ref()
+                        .is_none_or(|s| s.state == r.state.to_cri() as i32)
+                        && labels_match(&r.config.labels, &f.label_selector);
+                    wanted.then(|| cri::Container {
+                        id: r.id.clone(),
+                        pod_sandbox_id: r.sandbox_id.clone(),
+                        metadata: r.config.metadata.clone(),
+                        image: Some(image_spec(r)),
+                        image_ref: r.image_digest_ref.clone(),
+                        state: r.state.to_cri() as i32,
+                        created_at: r.created_at,
+                        labels: r.config.labels.clone(),
+                        annotations: r.config.annotations.clone(),
+                        image_id: r.image_id.clone(),
+                    })
+                })
             })
             .collect();
         containers.sort_by_key(|c| std::cmp::Reverse(c.created_at));

@@ -56,8 +56,9 @@ impl Krio {
         tokio::spawn(async move {
             let pid = c.snapshot().monitor_pid;
             if pid > 0 {
-                wait_for_process(pid).await;
+                wait_for_process(pid, &c.watched).await;
             }
+            c.watched.store(false, std::sync::atomic::Ordering::Release);
             let mut rec = c.record.lock().await;
             let changed = this.refresh_exit(&mut rec);
             // A removed container keeps no record on disk.
@@ -86,7 +87,8 @@ impl Krio {
 
 /// Waits until process `pid` exits, through a pidfd (returns at once when it is already gone).
 #[allow(unsafe_code)]
-async fn wait_for_process(pid: i32) {
+/// `watched` is set while the pidfd is registered.
+async fn wait_for_process(pid: i32, watched: &std::sync::atomic::AtomicBool) {
     let Some(pid) = rustix::process::Pid::from_raw(pid) else {
         return;
     };
@@ -99,6 +101,7 @@ async fn wait_for_process(pid: i32) {
     // `register_with_interest`.
     match unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) } {
         Ok(afd) => {
+            watched.store(true, std::sync::atomic::Ordering::Release);
             let _ = afd.readable().await;
         }
         Err(e) => {

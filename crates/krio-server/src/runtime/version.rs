@@ -35,14 +35,15 @@ impl Krio {
                 )
             })
             .or_else(|| {
-                let probe = self.cfg.state_dir.join(".status-probe");
-                match std::fs::write(&probe, b"") {
-                    Ok(()) => {
-                        let _ = std::fs::remove_file(&probe);
-                        None
-                    }
-                    Err(e) => Some(format!("state dir not writable: {e}")),
-                }
+                // access(2) with W_OK also reports a read-only file system (EROFS).
+                rustix::fs::access(&self.cfg.state_dir, rustix::fs::Access::WRITE_OK)
+                    .err()
+                    .map(|e| {
+                        format!(
+                            "state dir {} not writable: {e}",
+                            self.cfg.state_dir.display()
+                        )
+                    })
             });
         let network = self.cni.status();
         let condition = |kind: &str, problem: Option<String>, reason: &str| cri::RuntimeCondition {
