@@ -103,8 +103,11 @@ pub struct Cni {
     cfg: CniConfig,
     timeout: Duration,
     /// The last `status` answer and the fingerprint of the directories it was computed from.
-    status_cache: std::sync::Arc<std::sync::Mutex<Option<(Vec<DirStamp>, Result<(), String>)>>>,
+    status_cache: std::sync::Arc<std::sync::Mutex<Option<CachedStatus>>>,
 }
+
+/// A `status` answer with the fingerprint it was computed from.
+type CachedStatus = (Vec<DirStamp>, Result<(), String>);
 
 /// What `status` depends on, cheaply: each config file's name, size and mtime, and the mtime
 /// of every directory involved (a plugin added or removed changes its directory's mtime).
