@@ -22,6 +22,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// `tracing` filter, e.g. `info` or `krio=debug`.
     pub log_level: String,
+    /// `host:port` to serve Prometheus metrics on (`GET /metrics`); empty disables them.
+    pub metrics_listen: String,
     /// Cgroup driver reported by the `RuntimeConfig` RPC: `cgroupfs` (the only one without systemd).
     pub cgroup_driver: CgroupDriver,
     /// Parent cgroup for pods whose `cgroup_parent` is empty.
@@ -121,6 +123,7 @@ impl Default for Config {
             root: PathBuf::from("/var/lib/krio"),
             state_dir: PathBuf::from("/run/krio"),
             log_level: "info".to_string(),
+            metrics_listen: String::new(),
             cgroup_driver: CgroupDriver::Cgroupfs,
             cgroup_parent: "/krio".to_string(),
             default_runtime: "runc".to_string(),
@@ -209,6 +212,14 @@ impl Config {
             return Err(ConfigError::Invalid(format!(
                 "default_runtime {:?} is not a key of [runtimes]",
                 self.default_runtime
+            )));
+        }
+        if !self.metrics_listen.is_empty()
+            && self.metrics_listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(ConfigError::Invalid(format!(
+                "metrics_listen {:?} is not host:port (an IP address and a port)",
+                self.metrics_listen
             )));
         }
         for (name, p) in [

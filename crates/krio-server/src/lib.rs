@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 mod ids;
 mod image;
+mod metrics;
 mod persist;
 mod recover;
 mod rootfs;
@@ -23,6 +24,7 @@ use std::sync::Arc;
 
 pub use config::Config;
 pub use error::ServerError;
+pub use metrics::serve_metrics;
 pub use service::{ImageApi, RuntimeApi};
 
 use krio_image::ImageStore;
@@ -50,6 +52,7 @@ pub struct Krio {
     /// The last CPU sample (time in ns, cumulative CPU ns) per container or pod, for
     /// `usage_nano_cores`.
     cpu_samples: std::sync::Mutex<std::collections::HashMap<String, (i64, u64)>>,
+    metrics: metrics::Metrics,
 }
 
 impl std::fmt::Debug for Krio {
@@ -130,6 +133,7 @@ impl Krio {
             daemon_oom_score_adj,
             events: tokio::sync::broadcast::channel(runtime::EVENT_BUFFER).0,
             cpu_samples: Default::default(),
+            metrics: Default::default(),
         });
         krio.recover().await;
         for c in krio.containers.all() {

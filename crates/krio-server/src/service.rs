@@ -35,19 +35,24 @@ impl ImageApi {
     }
 }
 
-/// Logs the call's outcome and latency, and converts it to a gRPC response.
+/// Logs the call's outcome and latency, records it in the metrics, and converts it to a gRPC
+/// response.
 fn respond<T>(
+    krio: &Krio,
     rpc: &'static str,
     started: Instant,
     r: Result<T, ServerError>,
 ) -> Result<Response<T>, Status> {
-    let micros = started.elapsed().as_micros() as u64;
+    let elapsed = started.elapsed();
+    let micros = elapsed.as_micros() as u64;
     match r {
         Ok(v) => {
+            krio.metrics.observe(rpc, tonic::Code::Ok, elapsed);
             tracing::debug!(rpc, micros, "ok");
             Ok(Response::new(v))
         }
         Err(e) => {
+            krio.metrics.observe(rpc, e.code(), elapsed);
             tracing::info!(rpc, micros, code = ?e.code(), error = %e, "failed");
             Err(e.into())
         }
@@ -91,6 +96,7 @@ impl RuntimeService for RuntimeApi {
     ) -> Result<Response<cri::RunPodSandboxResponse>, Status> {
         let t = Instant::now();
         respond(
+            &self.0,
             "RunPodSandbox",
             t,
             self.0.run_pod_sandbox(r.into_inner()).await,
@@ -105,6 +111,7 @@ impl RuntimeService for RuntimeApi {
         let req = r.into_inner();
         let res = detached(&self.0, |k| async move { k.stop_pod_sandbox(req).await }).await;
         respond(
+            &self.0,
             "StopPodSandbox",
             t,
             res.map(|()| cri::StopPodSandboxResponse {}),
@@ -119,6 +126,7 @@ impl RuntimeService for RuntimeApi {
         let req = r.into_inner();
         let res = detached(&self.0, |k| async move { k.remove_pod_sandbox(req).await }).await;
         respond(
+            &self.0,
             "RemovePodSandbox",
             t,
             res.map(|()| cri::RemovePodSandboxResponse {}),
@@ -131,6 +139,7 @@ impl RuntimeService for RuntimeApi {
     ) -> Result<Response<cri::PodSandboxStatusResponse>, Status> {
         let t = Instant::now();
         respond(
+            &self.0,
             "PodSandboxStatus",
             t,
             self.0.pod_sandbox_status(r.into_inner()),
@@ -142,7 +151,12 @@ impl RuntimeService for RuntimeApi {
         r: Request<cri::ListPodSandboxRequest>,
     ) -> Result<Response<cri::ListPodSandboxResponse>, Status> {
         let t = Instant::now();
-        respond("ListPodSandbox", t, self.0.list_pod_sandbox(r.into_inner()))
+        respond(
+            &self.0,
+            "ListPodSandbox",
+            t,
+            self.0.list_pod_sandbox(r.into_inner()),
+        )
     }
 
     async fn create_container(
@@ -151,6 +165,7 @@ impl RuntimeService for RuntimeApi {
     ) -> Result<Response<cri::CreateContainerResponse>, Status> {
         let t = Instant::now();
         respond(
+            &self.0,
             "CreateContainer",
             t,
             self.0.create_container(r.into_inner()).await,
@@ -165,6 +180,7 @@ impl RuntimeService for RuntimeApi {
         let req = r.into_inner();
         let res = detached(&self.0, |k| async move { k.start_container(req).await }).await;
         respond(
+            &self.0,
             "StartContainer",
             t,
             res.map(|()| cri::StartContainerResponse {}),
@@ -179,6 +195,7 @@ impl RuntimeService for RuntimeApi {
         let req = r.into_inner();
         let res = detached(&self.0, |k| async move { k.stop_container(req).await }).await;
         respond(
+            &self.0,
             "StopContainer",
             t,
             res.map(|()| cri::StopContainerResponse {}),
@@ -193,6 +210,7 @@ impl RuntimeService for RuntimeApi {
         let req = r.into_inner();
         let res = detached(&self.0, |k| async move { k.remove_container(req).await }).await;
         respond(
+            &self.0,
             "RemoveContainer",
             t,
             res.map(|()| cri::RemoveContainerResponse {}),
@@ -204,7 +222,12 @@ impl RuntimeService for RuntimeApi {
         r: Request<cri::ListContainersRequest>,
     ) -> Result<Response<cri::ListContainersResponse>, Status> {
         let t = Instant::now();
-        respond("ListContainers", t, self.0.list_containers(r.into_inner()))
+        respond(
+            &self.0,
+            "ListContainers",
+            t,
+            self.0.list_containers(r.into_inner()),
+        )
     }
 
     async fn container_status(
@@ -213,6 +236,7 @@ impl RuntimeService for RuntimeApi {
     ) -> Result<Response<cri::ContainerStatusResponse>, Status> {
         let t = Instant::now();
         respond(
+            &self.0,
             "ContainerStatus",
             t,
             self.0.container_status(r.into_inner()),
@@ -230,6 +254,7 @@ impl RuntimeService for RuntimeApi {
         })
         .await;
         respond(
+            &self.0,
             "UpdateContainerResources",
             t,
             res.map(|()| cri::UpdateContainerResourcesResponse {}),
@@ -243,6 +268,7 @@ impl RuntimeService for RuntimeApi {
         let t = Instant::now();
         let res = self.0.reopen_container_log(r.into_inner()).await;
         respond(
+            &self.0,
             "ReopenContainerLog",
             t,
             res.map(|()| cri::ReopenContainerLogResponse {}),
@@ -254,7 +280,12 @@ impl RuntimeService for RuntimeApi {
         r: Request<cri::ExecSyncRequest>,
     ) -> Result<Response<cri::ExecSyncResponse>, Status> {
         let t = Instant::now();
-        respond("ExecSync", t, self.0.exec_sync(r.into_inner()).await)
+        respond(
+            &self.0,
+            "ExecSync",
+            t,
+            self.0.exec_sync(r.into_inner()).await,
+        )
     }
 
     async fn exec(
@@ -283,7 +314,12 @@ impl RuntimeService for RuntimeApi {
         r: Request<cri::ContainerStatsRequest>,
     ) -> Result<Response<cri::ContainerStatsResponse>, Status> {
         let t = Instant::now();
-        respond("ContainerStats", t, self.0.container_stats(r.into_inner()))
+        respond(
+            &self.0,
+            "ContainerStats",
+            t,
+            self.0.container_stats(r.into_inner()),
+        )
     }
 
     async fn list_container_stats(
@@ -292,6 +328,7 @@ impl RuntimeService for RuntimeApi {
     ) -> Result<Response<cri::ListContainerStatsResponse>, Status> {
         let t = Instant::now();
         respond(
+            &self.0,
             "ListContainerStats",
             t,
             self.0.list_container_stats(r.into_inner()),
@@ -304,6 +341,7 @@ impl RuntimeService for RuntimeApi {
     ) -> Result<Response<cri::PodSandboxStatsResponse>, Status> {
         let t = Instant::now();
         respond(
+            &self.0,
             "PodSandboxStats",
             t,
             self.0.pod_sandbox_stats(r.into_inner()),
@@ -316,6 +354,7 @@ impl RuntimeService for RuntimeApi {
     ) -> Result<Response<cri::ListPodSandboxStatsResponse>, Status> {
         let t = Instant::now();
         respond(
+            &self.0,
             "ListPodSandboxStats",
             t,
             self.0.list_pod_sandbox_stats(r.into_inner()),
@@ -336,7 +375,7 @@ impl RuntimeService for RuntimeApi {
         r: Request<cri::StatusRequest>,
     ) -> Result<Response<cri::StatusResponse>, Status> {
         let t = Instant::now();
-        respond("Status", t, self.0.status(r.into_inner()))
+        respond(&self.0, "Status", t, self.0.status(r.into_inner()))
     }
 
     async fn checkpoint_container(
@@ -385,7 +424,7 @@ impl ImageService for ImageApi {
         r: Request<cri::ListImagesRequest>,
     ) -> Result<Response<cri::ListImagesResponse>, Status> {
         let t = Instant::now();
-        respond("ListImages", t, self.0.list_images(r.into_inner()))
+        respond(&self.0, "ListImages", t, self.0.list_images(r.into_inner()))
     }
 
     async fn image_status(
@@ -393,7 +432,12 @@ impl ImageService for ImageApi {
         r: Request<cri::ImageStatusRequest>,
     ) -> Result<Response<cri::ImageStatusResponse>, Status> {
         let t = Instant::now();
-        respond("ImageStatus", t, self.0.image_status(r.into_inner()))
+        respond(
+            &self.0,
+            "ImageStatus",
+            t,
+            self.0.image_status(r.into_inner()),
+        )
     }
 
     async fn pull_image(
@@ -403,7 +447,7 @@ impl ImageService for ImageApi {
         let t = Instant::now();
         let req = r.into_inner();
         let res = detached(&self.0, |k| async move { k.pull_image(req).await }).await;
-        respond("PullImage", t, res)
+        respond(&self.0, "PullImage", t, res)
     }
 
     async fn remove_image(
@@ -412,7 +456,12 @@ impl ImageService for ImageApi {
     ) -> Result<Response<cri::RemoveImageResponse>, Status> {
         let t = Instant::now();
         let res = self.0.remove_image(r.into_inner());
-        respond("RemoveImage", t, res.map(|()| cri::RemoveImageResponse {}))
+        respond(
+            &self.0,
+            "RemoveImage",
+            t,
+            res.map(|()| cri::RemoveImageResponse {}),
+        )
     }
 
     async fn image_fs_info(
@@ -420,6 +469,6 @@ impl ImageService for ImageApi {
         _r: Request<cri::ImageFsInfoRequest>,
     ) -> Result<Response<cri::ImageFsInfoResponse>, Status> {
         let t = Instant::now();
-        respond("ImageFsInfo", t, self.0.image_fs_info())
+        respond(&self.0, "ImageFsInfo", t, self.0.image_fs_info())
     }
 }

@@ -34,6 +34,9 @@ struct Cli {
     /// Log filter, e.g. `info` or `krio_server=debug` (overrides `log_level`).
     #[arg(long)]
     log_level: Option<String>,
+    /// Serve Prometheus metrics on this `ip:port` (overrides `metrics_listen`).
+    #[arg(long)]
+    metrics_listen: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -61,6 +64,9 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     }
     if let Some(v) = &cli.log_level {
         cfg.log_level = v.clone();
+    }
+    if let Some(v) = &cli.metrics_listen {
+        cfg.metrics_listen = v.clone();
     }
     cfg.validate()?;
     tracing_subscriber::EnvFilter::try_new(&cfg.log_level)
@@ -136,6 +142,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let _root_lock = lock_dir(&cfg.root)?;
     let _state_lock = lock_dir(&cfg.state_dir)?;
     let listen = cfg.listen.clone();
+    let metrics_listen = cfg.metrics_listen.clone();
     let krio = Krio::new(cfg).await.context("initializing krio")?;
     if let Some(dir) = listen.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -155,13 +162,26 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let shutdown = async move {
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}
         }
+        let _ = stop_tx.send(true);
         tracing::info!("shutting down; containers keep running under their monitors");
     };
+    if !metrics_listen.is_empty() {
+        let addr = metrics_listen
+            .parse()
+            .with_context(|| format!("metrics_listen {metrics_listen:?}"))?;
+        let mut stop = stop_rx.clone();
+        krio_server::serve_metrics(krio.clone(), addr, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await
+        .with_context(|| format!("serving metrics on {metrics_listen}"))?;
+    }
     tonic::transport::Server::builder()
         .add_service(RuntimeApi(krio.clone()).server())
         .add_service(ImageApi(krio).server())

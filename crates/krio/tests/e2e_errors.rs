@@ -293,3 +293,55 @@ async fn a_second_daemon_on_the_same_directories_refuses_to_start() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prometheus_metrics_count_requests_and_objects() {
+    ensure_images();
+    let mut d = Daemon::start().await;
+    d.extra_args = vec!["--metrics-listen".into(), "127.0.0.1:19917".into()];
+    d.restart().await;
+    let pod = pod_config(&d, "metrics");
+    let pod_id = run_pod(&d, &pod).await;
+    let _ = d
+        .runtime()
+        .await
+        .container_status(cri::ContainerStatusRequest {
+            container_id: "0".repeat(64),
+            verbose: false,
+        })
+        .await;
+    let body = http_get("127.0.0.1:19917", "/metrics");
+    assert!(
+        body.contains("krio_cri_requests_total{rpc=\"RunPodSandbox\",code=\"Ok\"} 1"),
+        "{body}"
+    );
+    assert!(
+        body.contains("krio_cri_requests_total{rpc=\"ContainerStatus\",code=\"NotFound\"} 1"),
+        "{body}"
+    );
+    assert!(
+        body.contains("krio_cri_request_duration_seconds_bucket{"),
+        "{body}"
+    );
+    assert!(
+        body.contains("krio_sandboxes{state=\"SANDBOX_READY\"} 1"),
+        "{body}"
+    );
+    assert!(http_get("127.0.0.1:19917", "/nope").is_empty());
+    remove_pod(&d, &pod_id).await;
+}
+
+/// A minimal HTTP/1.0 GET: the body on 200, empty otherwise.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    if head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200") {
+        body.to_string()
+    } else {
+        String::new()
+    }
+}

@@ -117,6 +117,8 @@ pub struct Daemon {
     pub logs: PathBuf,
     pub config: PathBuf,
     pub cgroup_parent: String,
+    /// Extra command-line arguments for the daemon.
+    pub extra_args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -184,6 +186,7 @@ impl Daemon {
             logs: d.join("logs"),
             config,
             cgroup_parent,
+            extra_args: Vec::new(),
             child: None,
             dir,
         };
@@ -200,6 +203,7 @@ impl Daemon {
         let child = Command::new(env!("CARGO_BIN_EXE_krio"))
             .arg("--config")
             .arg(&self.config)
+            .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
