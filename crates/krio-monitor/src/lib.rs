@@ -21,7 +21,7 @@ mod spawn;
 mod sys;
 mod types;
 
-pub use monitor::{main_entry, run_with_args};
+pub use monitor::{main_entry, run_with_args, write_exit_file};
 pub use podinit::{pod_init_running, spawn_pod_init, stop_pod_init};
 pub use spawn::{read_exit_file, spawn};
 pub use types::{

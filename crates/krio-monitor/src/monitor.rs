@@ -535,7 +535,7 @@ fn supervise(
 }
 
 /// Writes the exit file atomically: `<path>.tmp`, fsync, rename, fsync of the directory.
-pub(crate) fn write_exit_file(path: &Path, status: &ExitStatus) -> std::io::Result<()> {
+pub fn write_exit_file(path: &Path, status: &ExitStatus) -> std::io::Result<()> {
     let data = serde_json::to_vec(status).map_err(std::io::Error::other)?;
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");

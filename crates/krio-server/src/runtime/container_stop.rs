@@ -56,7 +56,7 @@ impl Krio {
                 .await
             {
                 Ok(()) => {
-                    if wait_exit_file(&exit_file, timeout).await {
+                    if wait_exit(&exit_file, &rec, timeout).await {
                         return self.finish_stop(c, &mut rec);
                     }
                 }
@@ -78,13 +78,13 @@ impl Krio {
                 return Err(e.into());
             }
         }
-        if !wait_exit_file(&exit_file, KILL_GRACE).await {
+        if !wait_exit(&exit_file, &rec, KILL_GRACE).await {
             if rec.state == ContainerState::Created {
                 // A created container's init waits in the runtime; delete reaps it.
                 runtime
                     .delete(&rec.id, &DeleteOptions { force: true })
                     .await?;
-                if wait_exit_file(&exit_file, KILL_GRACE).await {
+                if wait_exit(&exit_file, &rec, KILL_GRACE).await {
                     return self.finish_stop(c, &mut rec);
                 }
             }
@@ -169,6 +169,55 @@ fn parse_signal(s: &str) -> Option<i32> {
         _ => return None,
     };
     Some(sig)
+}
+
+/// Waits for the container's exit: true when the monitor wrote the exit file within
+/// `timeout`. When the monitor itself is gone (killed, OOM) and so is the container's init,
+/// nobody will write it: krio records the exit with code 255 ("unknown") itself, so the
+/// container can still be stopped and removed.
+async fn wait_exit(exit_file: &std::path::Path, rec: &ContainerRecord, timeout: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut delay = Duration::from_millis(2);
+    loop {
+        if exit_file.exists() {
+            return true;
+        }
+        if rec.monitor_pid > 0 && !process_running(rec.monitor_pid) && !process_running(rec.pid) {
+            // The monitor may have written the file just before exiting.
+            if exit_file.exists() {
+                return true;
+            }
+            tracing::warn!(container = %rec.id, "monitor gone without an exit status; recording 255");
+            let status = krio_monitor::ExitStatus {
+                exit_code: 255,
+                signal: None,
+                finished_at_ns: crate::state::now_ns(),
+                oom_killed: false,
+            };
+            return krio_monitor::write_exit_file(exit_file, &status).is_ok();
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// Whether `pid` names a live (not zombie) process.
+pub(crate) fn process_running(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !matches!(
+            stat.rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next()),
+            Some("Z") | Some("X") | None
+        ),
+        Err(_) => false,
+    }
 }
 
 /// Polls for the exit file until `timeout`; true when it appeared.
