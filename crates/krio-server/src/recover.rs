@@ -117,11 +117,22 @@ impl Krio {
         if !matches!(rec.state, ContainerState::Created | ContainerState::Running) {
             return rec;
         }
-        let known = match self.runtime(&rec.runtime_handler) {
-            Ok(rt) => rt.state(&rec.id).await.is_ok(),
-            Err(_) => false,
+        let state = match self.runtime(&rec.runtime_handler) {
+            Ok(rt) => rt.state(&rec.id).await.ok(),
+            Err(_) => None,
         };
-        if !known {
+        if rec.state == ContainerState::Created
+            && state
+                .as_ref()
+                .is_some_and(|s| s.status == krio_oci::RuntimeStatus::Running)
+        {
+            // Killed between `runtime start` and recording it: the container runs.
+            tracing::warn!(container = %rec.id, "container was started while krio went down");
+            rec.state = ContainerState::Running;
+            rec.started_at = crate::state::now_ns();
+            let _ = persist::write_json(&self.container_record_path(&rec.id), &rec);
+        }
+        if state.is_none() {
             tracing::warn!(container = %rec.id, "container vanished while krio was down");
             rec.state = ContainerState::Exited;
             rec.exit_code = 255;
