@@ -53,6 +53,8 @@ pub struct Krio {
     /// `usage_nano_cores`.
     cpu_samples: std::sync::Mutex<std::collections::HashMap<String, (i64, u64)>>,
     metrics: metrics::Metrics,
+    /// Set once the daemon begins shutting down; ends event streams.
+    shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Krio {
@@ -134,8 +136,15 @@ impl Krio {
             events: tokio::sync::broadcast::channel(runtime::EVENT_BUFFER).0,
             cpu_samples: Default::default(),
             metrics: Default::default(),
+            shutdown: tokio::sync::watch::channel(false).0,
         });
         krio.recover().await;
+        for s in krio.sandboxes.all() {
+            let snap = s.snapshot();
+            if snap.state == state::SandboxState::Ready && snap.pod_init.is_some() {
+                krio.watch_pod_init(s);
+            }
+        }
         for c in krio.containers.all() {
             if matches!(
                 c.snapshot().state,
@@ -145,6 +154,12 @@ impl Krio {
             }
         }
         Ok(krio)
+    }
+
+    /// Begins a graceful shutdown: event streams end so the gRPC server can drain. Containers
+    /// keep running under their monitors.
+    pub fn begin_shutdown(&self) {
+        let _ = self.shutdown.send(true);
     }
 
     /// The effective configuration.

@@ -144,6 +144,19 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let listen = cfg.listen.clone();
     let metrics_listen = cfg.metrics_listen.clone();
     let krio = Krio::new(cfg).await.context("initializing krio")?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Metrics first: a busy metrics address fails start-up before the CRI socket exists.
+    if !metrics_listen.is_empty() {
+        let addr = metrics_listen
+            .parse()
+            .with_context(|| format!("metrics_listen {metrics_listen:?}"))?;
+        let mut stop = stop_rx.clone();
+        krio_server::serve_metrics(krio.clone(), addr, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await
+        .with_context(|| format!("serving metrics on {metrics_listen}"))?;
+    }
     if let Some(dir) = listen.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -162,26 +175,17 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopping = krio.clone();
     let shutdown = async move {
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}
         }
         let _ = stop_tx.send(true);
+        stopping.begin_shutdown();
         tracing::info!("shutting down; containers keep running under their monitors");
     };
-    if !metrics_listen.is_empty() {
-        let addr = metrics_listen
-            .parse()
-            .with_context(|| format!("metrics_listen {metrics_listen:?}"))?;
-        let mut stop = stop_rx.clone();
-        krio_server::serve_metrics(krio.clone(), addr, async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })
-        .await
-        .with_context(|| format!("serving metrics on {metrics_listen}"))?;
-    }
+
     tonic::transport::Server::builder()
         .add_service(RuntimeApi(krio.clone()).server())
         .add_service(ImageApi(krio).server())

@@ -46,8 +46,14 @@ impl Krio {
         &self,
     ) -> impl futures::Stream<Item = cri::ContainerEventResponse> + Send + 'static {
         use futures::StreamExt;
+        // The stream ends when the daemon shuts down, so a subscriber (kubelet's evented PLEG
+        // keeps one open for good) never holds up a graceful shutdown.
+        let mut stop = self.shutdown.subscribe();
         tokio_stream::wrappers::BroadcastStream::new(self.events.subscribe())
             .filter_map(|e| async move { e.ok() })
+            .take_until(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
     }
 
     /// Starts the exit watcher of a created or running container.
@@ -79,6 +85,17 @@ impl Krio {
             }
             if rec.state == ContainerState::Exited {
                 tracing::debug!(container = %rec.id, exit_code = rec.exit_code, "container exited");
+                // In a pod-wide PID namespace the init's death does not end its other
+                // processes (the pod init adopts them): end them, as containerd does.
+                let shared_pid = this
+                    .sandboxes
+                    .find("pod_sandbox_id", &rec.sandbox_id)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|s| s.snapshot().pidns.is_some());
+                if shared_pid {
+                    kill_cgroup_processes(&rec.cgroups_path);
+                }
                 this.emit(&rec, cri::ContainerEventType::ContainerStoppedEvent);
             }
         });
@@ -88,7 +105,7 @@ impl Krio {
 /// Waits until process `pid` exits, through a pidfd (returns at once when it is already gone).
 #[allow(unsafe_code)]
 /// `watched` is set while the pidfd is registered.
-async fn wait_for_process(pid: i32, watched: &std::sync::atomic::AtomicBool) {
+pub(crate) async fn wait_for_process(pid: i32, watched: &std::sync::atomic::AtomicBool) {
     let Some(pid) = rustix::process::Pid::from_raw(pid) else {
         return;
     };
@@ -107,5 +124,62 @@ async fn wait_for_process(pid: i32, watched: &std::sync::atomic::AtomicBool) {
         Err(e) => {
             tracing::warn!(pid = pid.as_raw_nonzero().get(), error = %e.to_string(), "cannot watch the monitor")
         }
+    }
+}
+
+impl Krio {
+    /// Watches a pod's init: if it dies while the pod is Ready (killed, OOM), the pod's PID
+    /// namespace is gone and no container can join it, so the sandbox becomes NotReady and
+    /// kubelet recreates it, as after a restart.
+    pub(crate) fn watch_pod_init(self: &Arc<Self>, sandbox: Arc<crate::state::Sandbox>) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let Some(init) = sandbox.snapshot().pod_init else {
+                return;
+            };
+            wait_for_process(init.pid, &std::sync::atomic::AtomicBool::new(false)).await;
+            let mut rec = sandbox.record.lock().await;
+            let live = this
+                .sandboxes
+                .find("pod_sandbox_id", &rec.id)
+                .ok()
+                .flatten()
+                .is_some();
+            if live && rec.state == crate::state::SandboxState::Ready {
+                tracing::warn!(sandbox = %rec.id, "pod init died; sandbox not ready");
+                rec.state = crate::state::SandboxState::NotReady;
+                if let Err(e) = persist::write_json(&this.sandbox_record_path(&rec.id), &*rec) {
+                    tracing::warn!(sandbox = %rec.id, error = %e, "persisting state");
+                }
+                sandbox.publish(&rec);
+            }
+        });
+    }
+}
+
+/// SIGKILLs every process left in a cgroup (v1 `pids` controller or the v2 tree).
+fn kill_cgroup_processes(cgroups_path: &str) {
+    if cgroups_path.is_empty() {
+        return;
+    }
+    let rel = cgroups_path.trim_start_matches('/');
+    for procs in [
+        std::path::Path::new("/sys/fs/cgroup/pids")
+            .join(rel)
+            .join("cgroup.procs"),
+        std::path::Path::new("/sys/fs/cgroup")
+            .join(rel)
+            .join("cgroup.procs"),
+    ] {
+        let Ok(text) = std::fs::read_to_string(&procs) else {
+            continue;
+        };
+        for pid in text.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        return;
     }
 }

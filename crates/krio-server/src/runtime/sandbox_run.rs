@@ -67,11 +67,20 @@ impl Krio {
         Ok(cri::RunPodSandboxResponse { pod_sandbox_id })
     }
 
-    async fn create_sandbox(&self, mut record: SandboxRecord, name: &str) -> Result<String> {
+    async fn create_sandbox(
+        self: &Arc<Self>,
+        mut record: SandboxRecord,
+        name: &str,
+    ) -> Result<String> {
         let id = record.id.clone();
         match self.setup_sandbox(&mut record).await {
             Ok(()) => {
-                self.sandboxes.insert(id.clone(), Sandbox::new(record));
+                let watch_init = record.pod_init.is_some();
+                let sandbox = Sandbox::new(record);
+                self.sandboxes.insert(id.clone(), sandbox.clone());
+                if watch_init {
+                    self.watch_pod_init(sandbox);
+                }
                 tracing::info!(sandbox = %id, "sandbox ready");
                 Ok(id)
             }
