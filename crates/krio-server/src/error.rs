@@ -124,6 +124,9 @@ impl ServerError {
                 _ => Code::Internal,
             },
             ServerError::Many(v) => v.first().map(|e| e.code()).unwrap_or(Code::Internal),
+            // kubelet treats DeadlineExceeded from ExecSync as a probe timeout, as containerd
+            // answers it.
+            ServerError::Runtime(krio_oci::RuntimeError::Timeout { .. }) => Code::DeadlineExceeded,
             ServerError::Runtime(_)
             | ServerError::Monitor(_)
             | ServerError::Net(_)
