@@ -1103,3 +1103,186 @@ async fn stats_come_from_the_cgroups_and_the_writable_layer() {
     assert_eq!(all.len(), 1);
     remove_pod(&d, &pod_id).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lost_monitors_and_pod_inits_do_not_wedge_pods() {
+    ensure_images();
+    let d = Daemon::start().await;
+    pull(&d, &image("busybox")).await;
+    let pod = with_pid_mode(pod_config(&d, "wedge"), cri::NamespaceMode::Pod);
+    let pod_id = run_pod(&d, &pod).await;
+    let id = run_container(
+        &d,
+        &pod_id,
+        &pod,
+        container_config("orphaned", &image("busybox"), "sleep 100000"),
+    )
+    .await;
+    let mut rt = d.runtime().await;
+    let info = rt
+        .container_status(cri::ContainerStatusRequest {
+            container_id: id.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .info;
+    let v: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
+    let monitor = v["monitorPid"].as_i64().unwrap() as i32;
+    // The monitor dies (say, the OOM killer): the container must still stop and go.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(monitor),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let t = std::time::Instant::now();
+    rt.stop_container(cri::StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 0,
+    })
+    .await
+    .unwrap();
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(8),
+        "stop took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(
+        status(&d, &id).await.state,
+        cri::ContainerState::ContainerExited as i32
+    );
+    rt.remove_container(cri::RemoveContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap();
+
+    // ExecSync past its timeout is DeadlineExceeded, as kubelet's probes expect.
+    let sleeper = run_container(
+        &d,
+        &pod_id,
+        &pod,
+        container_config("sleeper", &image("busybox"), "sleep 100000"),
+    )
+    .await;
+    let err = rt
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: sleeper.clone(),
+            cmd: vec!["sleep".into(), "30".into()],
+            timeout: 1,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err:?}");
+
+    // The pod init dies: the pod becomes NotReady at once, not only after a restart.
+    let info = rt
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: pod_id.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .info;
+    let rec: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
+    let init = rec["pod_init"]["pid"].as_i64().unwrap() as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(init),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let st = rt
+            .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: pod_id.clone(),
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap();
+        if st.state == cri::PodSandboxState::SandboxNotready as i32 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pod still ready after its init died"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    remove_pod(&d, &pod_id).await;
+    assert_eq!(d.mounts(), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_ends_event_streams_and_the_daemon() {
+    require_prerequisites();
+    let mut d = Daemon::start().await;
+    let mut events = d
+        .runtime()
+        .await
+        .get_container_events(cri::GetEventsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let pid = d.pid().expect("daemon running");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let end = tokio::time::timeout(std::time::Duration::from_secs(10), events.message()).await;
+    assert!(
+        matches!(end, Ok(Ok(None)) | Ok(Err(_))),
+        "the event stream ends on shutdown: {end:?}"
+    );
+    let status = d
+        .wait_exit(std::time::Duration::from_secs(10))
+        .expect("krio exits after SIGTERM");
+    assert!(status.success(), "{status:?}");
+    assert!(!d.socket.exists(), "the socket is removed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_a_shared_pid_namespace_a_containers_leftovers_end_with_it() {
+    ensure_images();
+    let d = Daemon::start().await;
+    pull(&d, &image("busybox")).await;
+    let pod = with_pid_mode(pod_config(&d, "leftovers"), cri::NamespaceMode::Pod);
+    let pod_id = run_pod(&d, &pod).await;
+    let id = run_container(
+        &d,
+        &pod_id,
+        &pod,
+        container_config(
+            "parent",
+            &image("busybox"),
+            "sleep 100123 & sleep 0.5; exit 4",
+        ),
+    )
+    .await;
+    let st = wait_exited(&d, &id).await;
+    assert_eq!(st.exit_code, 4);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let alive = std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            String::from_utf8_lossy(&cmd).replace('\0', " ").trim() == "sleep 100123"
+                && !stat.contains(") Z ")
+        });
+        if !alive {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the background process outlived its container"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    remove_pod(&d, &pod_id).await;
+}
