@@ -8,6 +8,10 @@ use crate::error::{Result, ServerError};
 use crate::state::ContainerState;
 use crate::{ids, Krio};
 
+/// The most bytes of stdout, and of stderr, an `ExecSync` reply carries: together they stay
+/// under kubelet's 16 MiB message limit.
+const EXEC_SYNC_STREAM_LIMIT: usize = 8 * 1024 * 1024 - 4096;
+
 impl Krio {
     /// The current record of a running container.
     ///
@@ -53,9 +57,13 @@ impl Krio {
                 },
             )
             .await?;
+        let (mut stdout, mut stderr) = (out.stdout, out.stderr);
+        // kubelet accepts gRPC messages up to 16 MiB: keep each stream within half of that.
+        stdout.truncate(EXEC_SYNC_STREAM_LIMIT);
+        stderr.truncate(EXEC_SYNC_STREAM_LIMIT);
         Ok(cri::ExecSyncResponse {
-            stdout: out.stdout,
-            stderr: out.stderr,
+            stdout,
+            stderr,
             exit_code: out.exit_code,
         })
     }
