@@ -575,39 +575,13 @@ async fn pod_pid_namespace_is_shared_through_the_pod_init() {
     let lines = log_lines(&st);
     assert_eq!(lines, vec!["1".to_string(), "sh".to_string()]);
 
-    let info = d
-        .runtime()
-        .await
-        .pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: pod_id.clone(),
-            verbose: true,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .info;
-    let record: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
-    let init_pid = record["pod_init"]["pid"]
-        .as_i64()
-        .expect("the pod init is recorded");
+    let init_pid = pod_init_pid(&d, &pod_id).await;
     assert!(std::path::Path::new(&format!("/proc/{init_pid}")).exists());
 
     remove_pod(&d, &pod_id).await;
     remove_pod(&d, &pod2_id).await;
     assert_eq!(d.mounts(), Vec::<String>::new());
-    // Gone, or a zombie waiting for the host's PID 1 to reap it (the init is not krio's child).
-    let stat = std::fs::read_to_string(format!("/proc/{init_pid}/stat")).unwrap_or_default();
-    let state = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .next()
-        .unwrap_or("");
-    assert!(
-        stat.is_empty() || state == "Z" || !stat.contains("krio-pod-init"),
-        "pod init left running: {stat}"
-    );
+    assert!(pod_init_gone(init_pid), "pod init {init_pid} left running");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -899,19 +873,7 @@ async fn a_sandbox_cut_short_by_a_crash_is_undone_on_restart() {
     let mut d = Daemon::start_with(Network::Bridge { subnet: 210 }).await;
     let pod = with_pid_mode(pod_config(&d, "cutshort"), cri::NamespaceMode::Pod);
     let pod_id = run_pod(&d, &pod).await;
-    let info = d
-        .runtime()
-        .await
-        .pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: pod_id.clone(),
-            verbose: true,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .info;
-    let record: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
-    let init_pid = record["pod_init"]["pid"].as_i64().unwrap();
+    let init_pid = pod_init_pid(&d, &pod_id).await;
     let ipam = d.dir.path().join("ipam");
     let leases = || {
         walk_files(&ipam)
@@ -942,18 +904,7 @@ async fn a_sandbox_cut_short_by_a_crash_is_undone_on_restart() {
     assert_eq!(d.mounts(), Vec::<String>::new(), "namespace pins are gone");
     assert!(!d.state.join("sandboxes").join(&pod_id).exists());
     assert!(!d.root.join("sandboxes").join(&pod_id).exists());
-    let stat = std::fs::read_to_string(format!("/proc/{init_pid}/stat")).unwrap_or_default();
-    let state = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .next()
-        .unwrap_or("");
-    assert!(
-        stat.is_empty() || state == "Z",
-        "pod init still running: {stat}"
-    );
+    assert!(pod_init_gone(init_pid), "pod init {init_pid} left running");
     let _ = std::process::Command::new("ip")
         .args(["link", "del", "krioe2e210"])
         .status();
@@ -1177,17 +1128,7 @@ async fn lost_monitors_and_pod_inits_do_not_wedge_pods() {
     assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err:?}");
 
     // The pod init dies: the pod becomes NotReady at once, not only after a restart.
-    let info = rt
-        .pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: pod_id.clone(),
-            verbose: true,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .info;
-    let rec: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
-    let init = rec["pod_init"]["pid"].as_i64().unwrap() as i32;
+    let init = pod_init_pid(&d, &pod_id).await;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(init),
         nix::sys::signal::Signal::SIGKILL,

@@ -548,6 +548,37 @@ pub fn with_pid_mode(
     pod
 }
 
+/// The host pid of a pod's init (`krio-monitor pod-init`), from the sandbox's verbose status.
+pub async fn pod_init_pid(d: &Daemon, pod_id: &str) -> i32 {
+    let info = d
+        .runtime()
+        .await
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: pod_id.to_string(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .info;
+    let record: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
+    record["pod_init"]["pid"]
+        .as_i64()
+        .expect("the pod init is recorded") as i32
+}
+
+/// Whether process `pid` is gone, or a zombie waiting for the host's PID 1 to reap it (the pod
+/// init is not krio's child).
+pub fn pod_init_gone(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat
+        .rsplit(')')
+        .next()
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or("");
+    stat.is_empty() || state == "Z"
+}
+
 /// Stops and removes a pod, asserting success.
 pub async fn remove_pod(d: &Daemon, pod_id: &str) {
     let mut rt = d.runtime().await;
