@@ -87,6 +87,39 @@ impl SandboxRecord {
     }
 }
 
+/// The latest committed copy of an object's record, readable without waiting for an
+/// operation in progress on the object.
+#[derive(Debug)]
+pub struct Snapshot<R>(Mutex<R>);
+
+impl<R: Clone> Snapshot<R> {
+    /// A snapshot holding `record`.
+    pub fn new(record: R) -> Self {
+        Snapshot(Mutex::new(record))
+    }
+
+    /// Runs `f` on the snapshot without copying it.
+    pub fn with<T>(&self, f: impl FnOnce(&R) -> T) -> T {
+        match self.0.lock() {
+            Ok(g) => f(&g),
+            Err(p) => f(&p.into_inner()),
+        }
+    }
+
+    /// A copy of the snapshot.
+    pub fn get(&self) -> R {
+        self.with(R::clone)
+    }
+
+    /// Replaces the snapshot with a copy of `record`.
+    pub fn set(&self, record: &R) {
+        match self.0.lock() {
+            Ok(mut g) => *g = record.clone(),
+            Err(p) => *p.into_inner() = record.clone(),
+        }
+    }
+}
+
 /// A live sandbox: its record behind a per-object lock.
 #[derive(Debug)]
 pub struct Sandbox {
@@ -95,7 +128,7 @@ pub struct Sandbox {
     /// The record; held across a whole operation on this pod.
     pub record: tokio::sync::Mutex<SandboxRecord>,
     /// A snapshot for lock-free listing, refreshed after each change.
-    pub snapshot: Mutex<SandboxRecord>,
+    pub snapshot: Snapshot<SandboxRecord>,
 }
 
 impl Sandbox {
@@ -103,25 +136,19 @@ impl Sandbox {
     pub fn new(record: SandboxRecord) -> Arc<Self> {
         Arc::new(Sandbox {
             id: record.id.clone(),
-            snapshot: Mutex::new(record.clone()),
+            snapshot: Snapshot::new(record.clone()),
             record: tokio::sync::Mutex::new(record),
         })
     }
 
     /// A copy of the latest committed record, without waiting for an operation in progress.
     pub fn snapshot(&self) -> SandboxRecord {
-        match self.snapshot.lock() {
-            Ok(g) => g.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
+        self.snapshot.get()
     }
 
     /// Publishes `record` as the latest snapshot.
     pub fn publish(&self, record: &SandboxRecord) {
-        match self.snapshot.lock() {
-            Ok(mut g) => *g = record.clone(),
-            Err(p) => *p.into_inner() = record.clone(),
-        }
+        self.snapshot.set(record);
     }
 }
 
@@ -205,7 +232,7 @@ pub struct Container {
     /// The record; held across a whole operation on this container.
     pub record: tokio::sync::Mutex<ContainerRecord>,
     /// A snapshot for lock-free listing, refreshed after each change.
-    pub snapshot: Mutex<ContainerRecord>,
+    pub snapshot: Snapshot<ContainerRecord>,
     /// Set while an exit watcher holds a pidfd of the monitor: the watcher then records the
     /// exit as it happens, and readers need not look for the exit file themselves.
     pub watched: std::sync::atomic::AtomicBool,
@@ -217,7 +244,7 @@ impl Container {
         Arc::new(Container {
             id: record.id.clone(),
             sandbox_id: record.sandbox_id.clone(),
-            snapshot: Mutex::new(record.clone()),
+            snapshot: Snapshot::new(record.clone()),
             record: tokio::sync::Mutex::new(record),
             watched: std::sync::atomic::AtomicBool::new(false),
         })
@@ -225,26 +252,17 @@ impl Container {
 
     /// Runs `f` on the latest committed record without copying it.
     pub fn with_snapshot<R>(&self, f: impl FnOnce(&ContainerRecord) -> R) -> R {
-        match self.snapshot.lock() {
-            Ok(g) => f(&g),
-            Err(p) => f(&p.into_inner()),
-        }
+        self.snapshot.with(f)
     }
 
     /// A copy of the latest committed record.
     pub fn snapshot(&self) -> ContainerRecord {
-        match self.snapshot.lock() {
-            Ok(g) => g.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
+        self.snapshot.get()
     }
 
     /// Publishes `record` as the latest snapshot.
     pub fn publish(&self, record: &ContainerRecord) {
-        match self.snapshot.lock() {
-            Ok(mut g) => *g = record.clone(),
-            Err(p) => *p.into_inner() = record.clone(),
-        }
+        self.snapshot.set(record);
     }
 }
 
