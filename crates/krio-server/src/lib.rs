@@ -204,6 +204,21 @@ impl Krio {
         self.container_data_dir(id).join("container.json")
     }
 
+    /// Makes a changed container record current: publishes it as the snapshot readers see
+    /// (it already is the record under the container's lock), then writes it to disk.
+    ///
+    /// Errors: [`ServerError::Io`] when the record cannot be written.
+    fn commit_container(&self, c: &Container, rec: &state::ContainerRecord) -> error::Result<()> {
+        c.publish(rec);
+        persist::write_json(&self.container_record_path(&rec.id), rec)
+    }
+
+    /// Like [`Krio::commit_container`], for a sandbox record.
+    fn commit_sandbox(&self, s: &Sandbox, rec: &state::SandboxRecord) -> error::Result<()> {
+        s.publish(rec);
+        persist::write_json(&self.sandbox_record_path(&rec.id), rec)
+    }
+
     /// The bundle directory (config.json, rootfs mountpoint, exit and pid files).
     fn container_run_dir(&self, id: &str) -> PathBuf {
         self.cfg.state_dir.join("containers").join(id)

@@ -133,8 +133,7 @@ impl Krio {
             .linux
             .get_or_insert_with(Default::default)
             .resources = Some(linux);
-        crate::persist::write_json(&self.container_record_path(&rec.id), &*rec)?;
-        c.publish(&rec);
+        self.commit_container(&c, &rec)?;
         Ok(())
     }
 }

@@ -7,7 +7,7 @@ use k8s_cri::v1 as cri;
 use super::sandbox_list::labels_match;
 use crate::error::Result;
 use crate::state::{Container, ContainerRecord};
-use crate::{ids, persist, Krio};
+use crate::{ids, Krio};
 
 impl Krio {
     /// The container's current record: the snapshot, moved to Exited when the monitor has
@@ -20,11 +20,9 @@ impl Krio {
         if self.refresh_exit(&mut snap) {
             if let Ok(mut rec) = c.record.try_lock() {
                 if self.refresh_exit(&mut rec) {
-                    if let Err(e) = persist::write_json(&self.container_record_path(&rec.id), &*rec)
-                    {
+                    if let Err(e) = self.commit_container(c, &rec) {
                         tracing::warn!(container = %rec.id, error = %e, "persisting exit");
                     }
-                    c.publish(&rec);
                 }
             }
         }

@@ -4,7 +4,7 @@ use k8s_cri::v1 as cri;
 
 use crate::error::{Result, ServerError};
 use crate::state::{now_ns, ContainerState};
-use crate::{ids, persist, Krio};
+use crate::{ids, Krio};
 
 impl Krio {
     /// CRI `StartContainer`.
@@ -29,8 +29,7 @@ impl Krio {
         rec.state = ContainerState::Running;
         // A very short-lived process may already have exited; the exit file says so.
         self.refresh_exit(&mut rec);
-        persist::write_json(&self.container_record_path(&rec.id), &*rec)?;
-        c.publish(&rec);
+        self.commit_container(&c, &rec)?;
         self.emit(&rec, cri::ContainerEventType::ContainerStartedEvent);
         tracing::info!(container = %rec.id, "container started");
         Ok(())

@@ -8,7 +8,7 @@ use krio_oci::{DeleteOptions, KillOptions};
 
 use crate::error::{Result, ServerError};
 use crate::state::{Container, ContainerRecord, ContainerState};
-use crate::{ids, persist, Krio};
+use crate::{ids, Krio};
 
 /// How long to wait for a process to die after SIGKILL before giving up with an error.
 const KILL_GRACE: Duration = Duration::from_secs(10);
@@ -99,8 +99,7 @@ impl Krio {
 
     fn finish_stop(&self, c: &Container, rec: &mut ContainerRecord) -> Result<()> {
         self.refresh_exit(rec);
-        persist::write_json(&self.container_record_path(&rec.id), &*rec)?;
-        c.publish(rec);
+        self.commit_container(c, rec)?;
         tracing::info!(container = %rec.id, exit_code = rec.exit_code, "container stopped");
         Ok(())
     }

@@ -13,7 +13,7 @@ use tokio::io::unix::AsyncFd;
 use super::container_list::container_status_of;
 use super::sandbox_list::sandbox_status_of;
 use crate::state::{now_ns, Container, ContainerRecord, ContainerState};
-use crate::{persist, Krio};
+use crate::Krio;
 
 /// How many events a slow `GetContainerEvents` subscriber may fall behind before it misses some.
 pub(crate) const EVENT_BUFFER: usize = 1024;
@@ -78,10 +78,9 @@ impl Krio {
                 return;
             }
             if changed {
-                if let Err(e) = persist::write_json(&this.container_record_path(&rec.id), &*rec) {
+                if let Err(e) = this.commit_container(&c, &rec) {
                     tracing::warn!(container = %rec.id, error = %e, "persisting exit");
                 }
-                c.publish(&rec);
             }
             if rec.state == ContainerState::Exited {
                 tracing::debug!(container = %rec.id, exit_code = rec.exit_code, "container exited");
@@ -148,10 +147,9 @@ impl Krio {
             if live && rec.state == crate::state::SandboxState::Ready {
                 tracing::warn!(sandbox = %rec.id, "pod init died; sandbox not ready");
                 rec.state = crate::state::SandboxState::NotReady;
-                if let Err(e) = persist::write_json(&this.sandbox_record_path(&rec.id), &*rec) {
+                if let Err(e) = this.commit_sandbox(&sandbox, &rec) {
                     tracing::warn!(sandbox = %rec.id, error = %e, "persisting state");
                 }
-                sandbox.publish(&rec);
             }
         });
     }

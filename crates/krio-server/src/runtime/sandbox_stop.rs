@@ -8,7 +8,7 @@ use k8s_cri::v1 as cri;
 use crate::error::{Result, ServerError};
 use crate::runtime::StopMode;
 use crate::state::{Sandbox, SandboxState};
-use crate::{ids, persist, Krio};
+use crate::{ids, Krio};
 
 impl Krio {
     /// CRI `StopPodSandbox`.
@@ -37,10 +37,9 @@ impl Krio {
         errors.extend(self.teardown_sandbox_network(&rec).await);
         if rec.state != SandboxState::NotReady {
             rec.state = SandboxState::NotReady;
-            if let Err(e) = persist::write_json(&self.sandbox_record_path(&rec.id), &*rec) {
+            if let Err(e) = self.commit_sandbox(sandbox, &rec) {
                 errors.push(e);
             }
-            sandbox.publish(&rec);
         }
         tracing::info!(sandbox = %rec.id, failures = errors.len(), "sandbox stopped");
         ServerError::collect(errors)
