@@ -6,7 +6,7 @@ packages=(
 	busybox-static                # test images are built from it
 	docker-registry               # the local registry tests and the demo pull from
 	containernetworking-plugins   # CNI plugins in /usr/lib/cni
-	protobuf-compiler             # protoc, for the CRI bindings (k8s-cri)
+	protobuf-compiler             # protoc, for the CRI bindings (krio-cri)
 	iptables iproute2             # CNI bridge/portmap, test inspection
 	curl jq ca-certificates
 )

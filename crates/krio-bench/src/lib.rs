@@ -1,6 +1,6 @@
 //! CRI benchmark driver: times CRI calls against any runtime endpoint.
 //!
-//! The driver speaks CRI v1 (`k8s-cri`) over a unix socket and measures each gRPC call itself with a
+//! The driver speaks CRI v1 (`krio-cri`) over a unix socket and measures each gRPC call itself with a
 //! monotonic clock. Workloads ([`workloads`]) write one [`results::WorkloadResult`] JSON per runtime,
 //! workload and round; [`report::Results`] pools them into `results.json` and renders
 //! `BENCHMARKS.md` and an SVG plot ([`plot`]). Memory figures come from /proc ([`procfs`]).

@@ -2,7 +2,7 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use k8s_cri::v1::{ContainerConfig, MountPropagation};
+use krio_cri::v1::{ContainerConfig, MountPropagation};
 use oci_spec::runtime::{
     LinuxDevice, LinuxDeviceBuilder, LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType,
     Mount, MountBuilder,
@@ -306,7 +306,7 @@ pub(crate) fn cri_devices(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_cri::v1::{Device, Mount as CriMount};
+    use krio_cri::v1::{Device, Mount as CriMount};
 
     fn cm(container: &str, host: &str) -> CriMount {
         CriMount {

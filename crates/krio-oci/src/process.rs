@@ -1,6 +1,6 @@
 //! `process.args`, `process.env` and `process.cwd` resolution (CRI `ContainerConfig` + image config).
 
-use k8s_cri::v1::ContainerConfig;
+use krio_cri::v1::ContainerConfig;
 use oci_spec::image::Config as ImageConfig;
 
 use crate::error::SpecError;
@@ -85,8 +85,13 @@ pub(crate) fn resolve_env(
         set(k, v);
     }
     for (i, kv) in cfg.envs.iter().enumerate() {
-        validate_env(&format!("envs[{i}]"), &kv.key, &kv.value)?;
-        set(&kv.key, &kv.value);
+        // `KeyValue.value` is `bytes` on the wire since cri-api v0.33; the OCI spec's env is
+        // UTF-8 text, so a value that is not UTF-8 cannot be passed on.
+        let value = std::str::from_utf8(&kv.value).map_err(|e| {
+            SpecError::invalid(format!("envs[{i}].value"), format!("not UTF-8: {e}"))
+        })?;
+        validate_env(&format!("envs[{i}]"), &kv.key, value)?;
+        set(&kv.key, value);
     }
     let has_path = env.iter().any(|(k, _)| k == "PATH");
     let mut out: Vec<String> = env.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -143,7 +148,7 @@ pub(crate) fn resolve_cwd(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_cri::v1::KeyValue;
+    use krio_cri::v1::KeyValue;
     use oci_spec::image::ConfigBuilder;
 
     fn cfg(command: &[&str], args: &[&str]) -> ContainerConfig {

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use k8s_cri::v1::{security_profile::ProfileType, LinuxContainerSecurityContext, SecurityProfile};
+use krio_cri::v1::{security_profile::ProfileType, LinuxContainerSecurityContext, SecurityProfile};
 use oci_spec::runtime::{
     Arch, Capability, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompBuilder, LinuxSyscall,
     LinuxSyscallBuilder,
@@ -464,7 +464,7 @@ fn native_architectures() -> Vec<Arch> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_cri::v1::Capability as CriCaps;
+    use krio_cri::v1::Capability as CriCaps;
 
     fn sc_caps(add: &[&str], drop: &[&str]) -> LinuxContainerSecurityContext {
         LinuxContainerSecurityContext {

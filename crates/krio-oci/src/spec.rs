@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use k8s_cri::v1::{
+use krio_cri::v1::{
     ContainerConfig, LinuxContainerSecurityContext, NamespaceMode, NamespaceOption,
     PodSandboxConfig,
 };
@@ -346,7 +346,7 @@ pub fn build_spec(inputs: &SpecInputs) -> Result<Spec, SpecError> {
 /// the CRI defaults (all `POD`).
 fn namespace_options(
     sc: Option<&LinuxContainerSecurityContext>,
-    sandbox_sc: Option<&k8s_cri::v1::LinuxSandboxSecurityContext>,
+    sandbox_sc: Option<&krio_cri::v1::LinuxSandboxSecurityContext>,
 ) -> NamespaceOption {
     sc.and_then(|s| s.namespace_options.clone())
         .or_else(|| sandbox_sc.and_then(|s| s.namespace_options.clone()))

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use k8s_cri::v1::{
+use krio_cri::v1::{
     ContainerConfig, ContainerMetadata, ImageSpec, LinuxContainerConfig, LinuxContainerResources,
     LinuxContainerSecurityContext, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
     NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata,
@@ -288,7 +288,7 @@ fn namespace_modes() {
         .namespace_options
         .as_mut()
         .unwrap()
-        .userns_options = Some(k8s_cri::v1::UserNamespace {
+        .userns_options = Some(krio_cri::v1::UserNamespace {
         mode: NamespaceMode::Pod as i32,
         ..Default::default()
     });
@@ -318,7 +318,7 @@ fn privileged_rules() {
     let r = rootfs();
     let mut c = case();
     sec(&mut c).privileged = true;
-    sec(&mut c).seccomp = Some(k8s_cri::v1::SecurityProfile {
+    sec(&mut c).seccomp = Some(krio_cri::v1::SecurityProfile {
         profile_type: 0,
         localhost_ref: String::new(),
     });
@@ -366,7 +366,7 @@ fn security_fields() {
         s.run_as_username = "web".into();
         s.no_new_privs = true;
         s.readonly_rootfs = true;
-        s.seccomp = Some(k8s_cri::v1::SecurityProfile {
+        s.seccomp = Some(krio_cri::v1::SecurityProfile {
             profile_type: 0,
             localhost_ref: String::new(),
         });
@@ -388,7 +388,7 @@ fn security_fields() {
 
     // Ambient caps must be within the capability set.
     let mut c = case();
-    sec(&mut c).capabilities = Some(k8s_cri::v1::Capability {
+    sec(&mut c).capabilities = Some(krio_cri::v1::Capability {
         add_ambient_capabilities: vec!["NET_ADMIN".into()],
         ..Default::default()
     });

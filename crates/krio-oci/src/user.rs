@@ -17,7 +17,7 @@
 use std::io::Read;
 use std::path::Path;
 
-use k8s_cri::v1::{LinuxContainerSecurityContext, SupplementalGroupsPolicy};
+use krio_cri::v1::{LinuxContainerSecurityContext, SupplementalGroupsPolicy};
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 
 use crate::error::SpecError;
@@ -345,7 +345,7 @@ pub(crate) fn resolve_user(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_cri::v1::Int64Value;
+    use krio_cri::v1::Int64Value;
 
     fn db() -> UserDb {
         UserDb {

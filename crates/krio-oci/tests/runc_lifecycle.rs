@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use k8s_cri::v1::{
+use krio_cri::v1::{
     security_profile::ProfileType, ContainerConfig, ContainerMetadata, KeyValue,
     LinuxContainerConfig, LinuxContainerResources, LinuxContainerSecurityContext, NamespaceMode,
     NamespaceOption, PodSandboxConfig, PodSandboxMetadata, SecurityProfile,

@@ -48,7 +48,7 @@ pub struct Krio {
     monitor_bin: PathBuf,
     cni: krio_net::cni::Cni,
     daemon_oom_score_adj: i32,
-    events: tokio::sync::broadcast::Sender<k8s_cri::v1::ContainerEventResponse>,
+    events: tokio::sync::broadcast::Sender<krio_cri::v1::ContainerEventResponse>,
     /// The last CPU sample (time in ns, cumulative CPU ns) per container or pod, for
     /// `usage_nano_cores`.
     cpu_samples: std::sync::Mutex<std::collections::HashMap<String, (i64, u64)>>,

@@ -5,9 +5,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::image_service_server::ImageService;
-use k8s_cri::v1::runtime_service_server::RuntimeService;
+use krio_cri::v1 as cri;
+use krio_cri::v1::image_service_server::ImageService;
+use krio_cri::v1::runtime_service_server::RuntimeService;
 use tonic::{Request, Response, Status};
 
 use crate::error::ServerError;
@@ -385,12 +385,10 @@ impl RuntimeService for RuntimeApi {
         unimplemented("CheckpointContainer")
     }
 
-    type GetContainerEventsStream = EventStream;
-
     async fn get_container_events(
         &self,
         _r: Request<cri::GetEventsRequest>,
-    ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
+    ) -> Result<Response<EventStream>, Status> {
         use futures::StreamExt;
         Ok(Response::new(Box::pin(self.0.subscribe().map(Ok))))
     }

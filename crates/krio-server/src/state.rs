@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
-use k8s_cri::v1 as cri;
+use krio_cri::v1 as cri;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, ServerError};

@@ -2,7 +2,7 @@
 
 use std::path::{Component, Path};
 
-use k8s_cri::v1 as cri;
+use krio_cri::v1 as cri;
 
 use crate::error::{Result, ServerError};
 

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use k8s_cri::v1 as cri;
+use krio_cri::v1 as cri;
 use tonic::Code;
 
 #[tokio::test(flavor = "multi_thread")]

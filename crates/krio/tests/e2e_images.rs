@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use k8s_cri::v1 as cri;
+use krio_cri::v1 as cri;
 use tonic::Code;
 
 fn spec(r: &str) -> Option<cri::ImageSpec> {
@@ -217,7 +217,7 @@ async fn concurrent_pulls_of_one_image_agree() {
     for _ in 0..4 {
         let sock = d.socket.clone();
         handles.push(tokio::spawn(async move {
-            let mut img = k8s_cri::v1::image_service_client::ImageServiceClient::new(
+            let mut img = krio_cri::v1::image_service_client::ImageServiceClient::new(
                 connect(&sock).await.unwrap(),
             );
             img.pull_image(cri::PullImageRequest {

@@ -18,7 +18,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-use k8s_cri::v1 as cri;
+use krio_cri::v1 as cri;
 use tonic::Code;
 
 // ---------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use k8s_cri::v1 as cri;
+use krio_cri::v1 as cri;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pulled_image_is_listed_with_tag_and_digest() {

@@ -1,5 +1,5 @@
 use super::*;
-use k8s_cri::v1::{ContainerConfig, PodSandboxConfig, PullImageRequest};
+use krio_cri::v1::{ContainerConfig, PodSandboxConfig, PullImageRequest};
 use std::path::PathBuf;
 
 fn data(name: &str) -> PathBuf {

@@ -2,7 +2,7 @@
 //!
 //! crictl prints CRI messages with protobuf's JSON mapping: lowerCamelCase
 //! field names and enum values by name (`"state": "CONTAINER_RUNNING"`). The
-//! `k8s-cri` serde derives give snake_case names and integers, so
+//! `krio-cri` serde derives give snake_case names and integers, so
 //! [`to_crictl_json`] rewrites a serialized message: struct field names become
 //! lowerCamelCase (map keys such as labels stay untouched) and the known enum
 //! fields get their names. 64-bit integers stay JSON numbers (protobuf JSON
@@ -162,7 +162,7 @@ pub fn render(value: &Value, format: Format) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_cri::v1::{Container, ContainerMetadata, PodSandbox, PodSandboxMetadata};
+    use krio_cri::v1::{Container, ContainerMetadata, PodSandbox, PodSandboxMetadata};
     use serde_json::json;
     use std::collections::HashMap;
 

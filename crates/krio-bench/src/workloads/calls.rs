@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use k8s_cri::v1::{
+use krio_cri::v1::{
     ContainerStatusRequest, ListContainersRequest, ListImagesRequest, ListPodSandboxRequest,
     StatusRequest, VersionRequest,
 };

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use k8s_cri::v1::{
+use krio_cri::v1::{
     ContainerConfig, ContainerMetadata, ContainerState, ContainerStatusRequest,
     CreateContainerRequest, ImageSpec, LinuxContainerConfig, LinuxContainerSecurityContext,
     LinuxPodSandboxConfig, LinuxSandboxSecurityContext, ListPodSandboxRequest, NamespaceMode,
@@ -187,7 +187,7 @@ pub struct TeardownTimes {
 pub async fn ensure_image(client: &CriClient, image: &str) -> Result<()> {
     let mut c = client.image.clone();
     let st = c
-        .image_status(k8s_cri::v1::ImageStatusRequest {
+        .image_status(krio_cri::v1::ImageStatusRequest {
             image: Some(ImageSpec {
                 image: image.to_owned(),
                 ..Default::default()

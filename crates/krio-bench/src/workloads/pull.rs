@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_cri::v1::{ImageSpec, ImageStatusRequest, PullImageRequest, RemoveImageRequest};
+use krio_cri::v1::{ImageSpec, ImageStatusRequest, PullImageRequest, RemoveImageRequest};
 
-use k8s_cri::v1::{CreateContainerRequest, RunPodSandboxRequest};
+use krio_cri::v1::{CreateContainerRequest, RunPodSandboxRequest};
 
 use super::{cleanup_labeled, teardown_pod, PodTemplate};
 use crate::client::CriClient;

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use k8s_cri::v1 as cri;
+use krio_cri::v1 as cri;
 use krio_image::{ImageRecord, RegistryAuth};
 
 use crate::error::{Result, ServerError};

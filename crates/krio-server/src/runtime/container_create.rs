@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use k8s_cri::v1 as cri;
+use krio_cri::v1 as cri;
 use tracing::Instrument;
 
 use crate::error::{Result, ServerError};

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use k8s_cri::v1 as cri;
+use krio_cri::v1 as cri;
 
 use super::sandbox_list::labels_match;
 use crate::error::Result;
@@ -146,5 +146,6 @@ pub(crate) fn container_status_of(rec: &ContainerRecord) -> cri::ContainerStatus
             }),
         image_id: rec.image_id.clone(),
         user: None,
+        stop_signal: 0,
     }
 }

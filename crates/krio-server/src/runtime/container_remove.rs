@@ -2,7 +2,7 @@
 //! container's directories, release its name. Idempotent; unknown ids succeed, as the CRI
 //! requires. The log file stays: kubelet owns log rotation and removal.
 
-use k8s_cri::v1 as cri;
+use krio_cri::v1 as cri;
 
 use crate::error::{Result, ServerError};
 use crate::runtime::StopMode;

@@ -1,6 +1,6 @@
 //! `StartContainer`: `runtime start` on a created container.
 
-use k8s_cri::v1 as cri;
+use krio_cri::v1 as cri;
 
 use crate::error::{Result, ServerError};
 use crate::state::{now_ns, ContainerState};

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use k8s_cri::v1 as cri;
+use krio_cri::v1 as cri;
 use krio_oci::{DeleteOptions, KillOptions};
 
 use crate::error::{Result, ServerError};

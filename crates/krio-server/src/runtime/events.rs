@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use k8s_cri::v1 as cri;
+use krio_cri::v1 as cri;
 use tokio::io::unix::AsyncFd;
 
 use super::container_list::container_status_of;

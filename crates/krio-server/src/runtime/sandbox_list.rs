@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use k8s_cri::v1 as cri;
+use krio_cri::v1 as cri;
 
 use crate::error::Result;
 use crate::state::SandboxRecord;

@@ -1,7 +1,7 @@
 //! `RemovePodSandbox`: stop the pod if needed, remove every container of it, delete its
 //! directories and release its name. Idempotent; unknown ids succeed, as the CRI requires.
 
-use k8s_cri::v1 as cri;
+use krio_cri::v1 as cri;
 
 use crate::error::{Result, ServerError};
 use crate::state::SandboxRecord;

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use k8s_cri::v1 as cri;
+use krio_cri::v1 as cri;
 use krio_net::ns::{self, NsKind};
 use tracing::Instrument;
 

@@ -3,7 +3,7 @@
 //! if all relevant resources have already been reclaimed"). containerd 1.6 answers NotFound
 //! here; krio follows the CRI text instead.
 
-use k8s_cri::v1 as cri;
+use krio_cri::v1 as cri;
 
 use crate::error::{Result, ServerError};
 use crate::runtime::StopMode;

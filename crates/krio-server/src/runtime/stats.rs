@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use k8s_cri::v1 as cri;
+use krio_cri::v1 as cri;
 
 use super::sandbox_list::labels_match;
 use crate::error::Result;
@@ -139,6 +139,7 @@ impl Krio {
             timestamp: now,
             usage_core_nano_seconds: u64v(cpu_ns),
             usage_nano_cores: u64v(nano_cores),
+            psi: None,
         }
     }
 
@@ -158,6 +159,7 @@ impl Krio {
             rss_bytes: u64v(s.rss),
             page_faults: u64v(s.pgfault),
             major_page_faults: u64v(s.pgmajfault),
+            psi: None,
         }
     }
 
@@ -184,6 +186,7 @@ impl Krio {
                 inodes_used: Some(cri::UInt64Value { value: inodes }),
             }),
             swap: None,
+            io: None,
         }
     }
 
@@ -257,6 +260,7 @@ impl Krio {
                     .filter(|c| c.sandbox_id == sb.id)
                     .map(|c| self.container_stats_of(c))
                     .collect(),
+                io: None,
             }),
             windows: None,
         }

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use k8s_cri::v1 as cri;
+use krio_cri::v1 as cri;
 
 use crate::config::CgroupDriver;
 use crate::error::Result;
@@ -84,6 +84,7 @@ impl Krio {
                 .collect(),
             features: Some(cri::RuntimeFeatures {
                 supplemental_groups_policy: false,
+                user_namespaces_host_network: false,
             }),
         })
     }

@@ -11,9 +11,9 @@ use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use hyper_util::rt::TokioIo;
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::image_service_client::ImageServiceClient;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use krio_cri::v1 as cri;
+use krio_cri::v1::image_service_client::ImageServiceClient;
+use krio_cri::v1::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 /// The shared local registry.

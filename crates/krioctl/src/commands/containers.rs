@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 
-use k8s_cri::v1::{
+use krio_cri::v1::{
     Container, ContainerConfig, ContainerFilter, ContainerStateValue, ContainerStatus,
     ContainerStatusRequest, ContainerStatusResponse, CreateContainerRequest, ExecSyncRequest,
     ListContainersRequest, PodSandboxConfig, RemoveContainerRequest, StartContainerRequest,
@@ -496,7 +496,7 @@ async fn undo_pod(ctx: &mut Ctx, pod_id: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_cri::v1::{ContainerMetadata, ImageSpec};
+    use krio_cri::v1::{ContainerMetadata, ImageSpec};
 
     fn ctr(id: &str, name: &str, pod: &str, image: &str, created: i64, state: i32) -> Container {
         Container {

@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use k8s_cri::v1::{
+use krio_cri::v1::{
     AuthConfig, Image, ImageFilter, ImageFsInfoRequest, ImageSpec, ImageStatusRequest,
     ListContainersRequest, ListImagesRequest, PodSandboxConfig, PullImageRequest,
     RemoveImageRequest,

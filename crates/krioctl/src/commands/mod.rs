@@ -13,8 +13,8 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use k8s_cri::v1::image_service_client::ImageServiceClient;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use krio_cri::v1::image_service_client::ImageServiceClient;
+use krio_cri::v1::runtime_service_client::RuntimeServiceClient;
 use serde::Serialize;
 use tonic::transport::Channel;
 
@@ -176,13 +176,13 @@ pub fn parse_labels(labels: &[String]) -> Result<HashMap<String, String>, Error>
 /// Builds the CRI `AuthConfig` from `--creds USER[:PASS]` or `--auth BASE64`.
 ///
 /// Errors: [`Error::Invalid`] for an empty user name.
-pub fn auth_config(a: &PullAuth) -> Result<Option<k8s_cri::v1::AuthConfig>, Error> {
+pub fn auth_config(a: &PullAuth) -> Result<Option<krio_cri::v1::AuthConfig>, Error> {
     if let Some(creds) = &a.creds {
         let (user, pass) = creds.split_once(':').unwrap_or((creds.as_str(), ""));
         if user.is_empty() {
             return Err(Error::invalid("--creds", "the user name is empty"));
         }
-        return Ok(Some(k8s_cri::v1::AuthConfig {
+        return Ok(Some(krio_cri::v1::AuthConfig {
             username: user.to_string(),
             password: pass.to_string(),
             ..Default::default()
@@ -196,7 +196,7 @@ pub fn auth_config(a: &PullAuth) -> Result<Option<k8s_cri::v1::AuthConfig>, Erro
         {
             return Err(Error::invalid("--auth", "not base64"));
         }
-        return Ok(Some(k8s_cri::v1::AuthConfig {
+        return Ok(Some(krio_cri::v1::AuthConfig {
             auth: auth.clone(),
             ..Default::default()
         }));

@@ -1,6 +1,6 @@
 //! `runp`, `pods`, `inspectp`, `stopp`, `rmp`.
 
-use k8s_cri::v1::{
+use krio_cri::v1::{
     ListPodSandboxRequest, PodSandbox, PodSandboxConfig, PodSandboxFilter, PodSandboxStateValue,
     PodSandboxStatusRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StopPodSandboxRequest,
 };
@@ -320,7 +320,7 @@ pub async fn rmp(ctx: &mut Ctx, a: RmpArgs) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_cri::v1::PodSandboxMetadata;
+    use krio_cri::v1::PodSandboxMetadata;
 
     fn pod(id: &str, name: &str, ns: &str, created: i64, state: i32) -> PodSandbox {
         PodSandbox {

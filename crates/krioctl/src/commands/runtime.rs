@@ -1,6 +1,6 @@
 //! `version` and `info`.
 
-use k8s_cri::v1::{StatusRequest, VersionRequest};
+use krio_cri::v1::{StatusRequest, VersionRequest};
 use serde_json::{Map, Value};
 
 use super::{out, Ctx};
