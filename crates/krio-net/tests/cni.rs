@@ -482,12 +482,10 @@ async fn failed_add_is_rolled_back() {
     let bin = tmp.path().join("bin");
     std::fs::create_dir(&bin).unwrap();
     let fake = bin.join("krio-fail");
-    std::fs::write(
+    krio_testutil::write_executable(
         &fake,
         "#!/bin/sh\ncat >/dev/null\nif [ \"$CNI_COMMAND\" = ADD ]; then\n  echo '{\"cniVersion\":\"1.0.0\",\"code\":11,\"msg\":\"injected failure\"}'\n  exit 1\nfi\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    );
     let (cni, conf_dir) = cni_for(tmp.path(), Some(&bin));
     std::fs::write(
         conf_dir.join("10-fail.conflist"),

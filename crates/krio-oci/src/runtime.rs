@@ -575,7 +575,7 @@ fn parse_json<T: serde::de::DeserializeOwned>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
+    use krio_testutil::write_executable;
 
     /// A fake runtime: records its argv (one per line) in `<dir>/argv`, prints `$FAKE_STDOUT`, exits
     /// `$FAKE_RC`, and writes stdin to `<dir>/stdin`.
@@ -585,8 +585,7 @@ mod tests {
             "#!/bin/sh\nprintf '%s\\n' \"$@\" > {d}/argv\ncat > {d}/stdin\nprintf '%s' '{stdout}'\nprintf '%s' '{stderr}' >&2\nexit {rc}\n",
             d = dir.display()
         );
-        std::fs::write(&p, script).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        write_executable(&p, script);
         p
     }
 
@@ -705,8 +704,7 @@ mod tests {
             Err(RuntimeError::Spawn { .. })
         ));
         let slow = dir.path().join("slow");
-        std::fs::write(&slow, "#!/bin/sh\nsleep 5\n").unwrap();
-        std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o755)).unwrap();
+        write_executable(&slow, "#!/bin/sh\nsleep 5\n");
         let rt = OciRuntime::new(&slow, "/r").with_timeout(Duration::from_millis(200));
         assert!(matches!(
             rt.start("c1").await,

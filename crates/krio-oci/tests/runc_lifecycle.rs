@@ -94,15 +94,12 @@ fn prerequisites() {
 
 /// The monitor "binary": a script exec'ing this test binary in monitor mode.
 fn monitor_binary(dir: &Path) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt;
     let exe = std::env::current_exe().unwrap();
     let p = dir.join("krio-monitor");
-    std::fs::write(
+    krio_testutil::write_executable(
         &p,
         format!("#!/bin/sh\nexec {} --krio-monitor \"$@\"\n", exe.display()),
-    )
-    .unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    );
     p
 }
 

@@ -19,7 +19,7 @@ pub fn runc() -> PathBuf {
 }
 
 /// A busybox rootfs at `root`: `proc sys dev tmp etc`, bin/busybox hard-linked from /bin/busybox (copied if on
-/// another filesystem) and every applet hard-linked to it.
+/// another filesystem, without an `ETXTBSY` race: see `krio_testutil`) and every applet hard-linked to it.
 pub fn make_busybox_rootfs(root: &Path) {
     let bin = root.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
@@ -27,9 +27,7 @@ pub fn make_busybox_rootfs(root: &Path) {
         std::fs::create_dir_all(root.join(d)).unwrap();
     }
     let bb = bin.join("busybox");
-    if std::fs::hard_link("/bin/busybox", &bb).is_err() {
-        std::fs::copy("/bin/busybox", &bb).unwrap();
-    }
+    krio_testutil::copy_executable(Path::new("/bin/busybox"), &bb);
     let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
     for applet in String::from_utf8(list.stdout).unwrap().lines() {
         if applet != "busybox" && !applet.contains('/') {
