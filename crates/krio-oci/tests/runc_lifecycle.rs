@@ -43,27 +43,34 @@ fn main() {
         ("lifecycle_with_monitor", lifecycle_with_monitor),
         ("exit_code_and_user", exit_code_and_user),
     ];
-    let mut failed = 0;
+    let (mut passed, mut failed, mut filtered) = (0, 0, 0);
     for (name, t) in tests {
         if args.iter().any(|a| !a.starts_with('-'))
             && !args.iter().any(|a| name.contains(a.as_str()))
         {
+            filtered += 1;
             continue;
         }
         eprintln!("test {name} ...");
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| t(&rt))) {
-            Ok(()) => eprintln!("test {name} ... ok"),
+            Ok(()) => {
+                eprintln!("test {name} ... ok");
+                passed += 1;
+            }
             Err(_) => {
                 eprintln!("test {name} ... FAILED");
                 failed += 1;
             }
         }
     }
+    // The summary line in libtest's words: scripts/test.sh sums these lines.
+    println!(
+        "\ntest result: {}. {passed} passed; {failed} failed; 0 ignored; 0 measured; {filtered} filtered out\n",
+        if failed > 0 { "FAILED" } else { "ok" }
+    );
     if failed > 0 {
-        eprintln!("{failed} test(s) failed");
         std::process::exit(1);
     }
-    eprintln!("test result: ok");
 }
 
 fn runc() -> PathBuf {
@@ -110,9 +117,7 @@ fn make_rootfs(root: &Path) {
         std::fs::create_dir_all(root.join(d)).unwrap();
     }
     let bb = bin.join("busybox");
-    if std::fs::hard_link("/bin/busybox", &bb).is_err() {
-        std::fs::copy("/bin/busybox", &bb).unwrap();
-    }
+    krio_testutil::copy_executable(Path::new("/bin/busybox"), &bb);
     let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
     for applet in String::from_utf8(list.stdout).unwrap().lines() {
         if applet != "busybox" && !applet.contains('/') {
