@@ -7,6 +7,7 @@ packages=(
 	docker-registry               # the local registry tests and the demo pull from
 	containernetworking-plugins   # CNI plugins in /usr/lib/cni
 	protobuf-compiler             # protoc, for the CRI bindings (krio-cri)
+	containerd                    # krioctl's interoperability test starts a private instance
 	iptables iproute2             # CNI bridge/portmap, test inspection
 	curl jq ca-certificates
 )
@@ -18,6 +19,16 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
 	echo "install-deps.sh: installing ${missing[*]}"
 	export DEBIAN_FRONTEND=noninteractive
+	# Packages such as docker-registry and containerd start a system service on install (a
+	# registry on :5000 would take the tests' port). Tests start private instances instead, so
+	# no service may start: unless the machine already has a policy, deny every start during
+	# the install (invoke-rc.d and deb-systemd-invoke ask /usr/sbin/policy-rc.d; 101 = denied).
+	policy=/usr/sbin/policy-rc.d
+	if [ ! -e "$policy" ]; then
+		printf '#!/bin/sh\n# install-deps.sh: no service starts during the install\nexit 101\n' >"$policy"
+		chmod 755 "$policy"
+		trap 'rm -f "$policy"' EXIT
+	fi
 	apt-get update -qq
 	apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
