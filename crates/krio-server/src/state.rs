@@ -377,6 +377,25 @@ pub struct Pending {
     map: Mutex<HashMap<String, tokio::sync::watch::Receiver<PendingState>>>,
 }
 
+/// Name of the test-only environment variable read by [`test_create_delay`].
+pub const TEST_DELAY_CREATE_ENV: &str = "KRIO_TEST_DELAY_CREATE_MS";
+
+/// **Test-only hook.** The delay in `KRIO_TEST_DELAY_CREATE_MS` (milliseconds), read once per
+/// process: when set, every sandbox and container creation ([`Pending::run`]) waits that long
+/// before its first step, on the task that outlives its caller. End-to-end tests use it to make a
+/// client give up while a creation is still running, so that the retry's join of the running
+/// creation is exercised deterministically. `None` (no delay) when unset or not a number; never
+/// set it outside tests.
+pub fn test_create_delay() -> Option<std::time::Duration> {
+    static DELAY: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
+    *DELAY.get_or_init(|| {
+        std::env::var(TEST_DELAY_CREATE_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(std::time::Duration::from_millis)
+    })
+}
+
 /// The state of one pending creation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PendingState {
@@ -456,7 +475,17 @@ impl Pending {
                 };
             }
         };
+        let delay = test_create_delay().map(|d| (d, kind.to_string(), name.to_string()));
         let task = tokio::spawn(async move {
+            if let Some((delay, kind, name)) = delay {
+                tracing::warn!(
+                    kind = %kind,
+                    name = %name,
+                    delay_ms = delay.as_millis() as u64,
+                    "test-only delay before creating (KRIO_TEST_DELAY_CREATE_MS)"
+                );
+                tokio::time::sleep(delay).await;
+            }
             let result = work.await;
             let _ = tx.send(match &result {
                 Ok(id) => PendingState::Done(id.clone()),
