@@ -70,11 +70,15 @@ fn config_prints_the_effective_configuration() {
 
 #[test]
 fn defaults_need_no_file_and_bad_files_are_named() {
-    let out = krio(&["--config", "/etc/krio/krio.toml", "config"]);
+    // An empty file (never the host's /etc/krio/krio.toml): the built-in defaults.
+    let out = krio(&["--config", "/dev/null", "config"]);
     assert!(
         out.status.success(),
-        "built-in defaults work without a file"
+        "built-in defaults work without settings: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
+    let printed: toml::Value = toml::from_str(&String::from_utf8(out.stdout).unwrap()).unwrap();
+    assert_eq!(printed["listen"].as_str(), Some("/run/krio/krio.sock"));
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("krio.toml");
     std::fs::write(&file, "lissen = \"/x\"\n").unwrap();

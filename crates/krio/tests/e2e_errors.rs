@@ -298,8 +298,10 @@ async fn a_second_daemon_on_the_same_directories_refuses_to_start() {
 async fn prometheus_metrics_count_requests_and_objects() {
     ensure_images();
     let mut d = Daemon::start().await;
-    d.extra_args = vec!["--metrics-listen".into(), "127.0.0.1:19917".into()];
+    // Port 0: the kernel picks a free port; the daemon logs the address it got.
+    d.extra_args = vec!["--metrics-listen".into(), "127.0.0.1:0".into()];
     d.restart().await;
+    let metrics = d.metrics_address().await.to_string();
     let pod = pod_config(&d, "metrics");
     let pod_id = run_pod(&d, &pod).await;
     let _ = d
@@ -310,7 +312,7 @@ async fn prometheus_metrics_count_requests_and_objects() {
             verbose: false,
         })
         .await;
-    let body = http_get("127.0.0.1:19917", "/metrics");
+    let body = http_get(&metrics, "/metrics");
     assert!(
         body.contains("krio_cri_requests_total{rpc=\"RunPodSandbox\",code=\"Ok\"} 1"),
         "{body}"
@@ -327,7 +329,7 @@ async fn prometheus_metrics_count_requests_and_objects() {
         body.contains("krio_sandboxes{state=\"SANDBOX_READY\"} 1"),
         "{body}"
     );
-    assert!(http_get("127.0.0.1:19917", "/nope").is_empty());
+    assert!(http_get(&metrics, "/nope").is_empty());
     remove_pod(&d, &pod_id).await;
 }
 

@@ -337,7 +337,8 @@ async fn two_pods_get_bridge_addresses_and_reach_each_other() {
 #[tokio::test(flavor = "multi_thread")]
 async fn host_port_reaches_a_server_in_the_pod() {
     const SUBNET: u8 = 202;
-    const HOST_PORT: u16 = 18000 + SUBNET as u16;
+    // A free port: the DNAT catches connections to it before any listener would.
+    let host_port = free_port();
     ensure_images();
     let _cleanup = BridgeCleanup(SUBNET);
     let d = Daemon::start_with(Network::Bridge { subnet: SUBNET }).await;
@@ -347,7 +348,7 @@ async fn host_port_reaches_a_server_in_the_pod() {
     pod.port_mappings = vec![cri::PortMapping {
         protocol: cri::Protocol::Tcp as i32,
         container_port: 8080,
-        host_port: i32::from(HOST_PORT),
+        host_port: i32::from(host_port),
         host_ip: String::new(),
     }];
     let pod_id = run_pod(&d, &pod).await;
@@ -367,7 +368,7 @@ async fn host_port_reaches_a_server_in_the_pod() {
     // The server answers on the pod IP and, through the portmap DNAT, on the host port.
     for addr in [
         SocketAddr::from((ip, 8080)),
-        SocketAddr::from((Ipv4Addr::LOCALHOST, HOST_PORT)),
+        SocketAddr::from((Ipv4Addr::LOCALHOST, host_port)),
     ] {
         let got = tokio::task::spawn_blocking(move || {
             let deadline = Instant::now() + Duration::from_secs(15);
@@ -395,27 +396,27 @@ async fn host_port_reaches_a_server_in_the_pod() {
         .expect("iptables-save");
     let rules = String::from_utf8_lossy(&rules.stdout).into_owned();
     assert!(
-        rules.contains(&format!("--dport {HOST_PORT}")),
-        "no portmap rule for {HOST_PORT}"
+        rules.contains(&format!("--dport {host_port}")),
+        "no portmap rule for {host_port}"
     );
 
     remove_pod(&d, &pod_id).await;
     // After removal the host port is closed and its DNAT rules are gone.
     let closed = tokio::task::spawn_blocking(move || {
-        http_get(SocketAddr::from((Ipv4Addr::LOCALHOST, HOST_PORT))).is_err()
+        http_get(SocketAddr::from((Ipv4Addr::LOCALHOST, host_port))).is_err()
     })
     .await
     .unwrap();
     assert!(
         closed,
-        "host port {HOST_PORT} still answers after RemovePodSandbox"
+        "host port {host_port} still answers after RemovePodSandbox"
     );
     let rules = Command::new("iptables-save")
         .output()
         .expect("iptables-save");
     let rules = String::from_utf8_lossy(&rules.stdout).into_owned();
     assert!(
-        !rules.contains(&format!("--dport {HOST_PORT}")) && !rules.contains(&pod_id),
+        !rules.contains(&format!("--dport {host_port}")) && !rules.contains(&pod_id),
         "iptables rules of the pod remain:\n{rules}"
     );
 }

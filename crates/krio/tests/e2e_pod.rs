@@ -68,7 +68,7 @@ async fn container_logs_exit_codes_and_clean_teardown() {
     let pod = pod_config(&d, "logs");
     let pod_id = run_pod(&d, &pod).await;
 
-    let script = "echo out-1; sleep 0.2; echo err-1 >&2; sleep 0.2; echo out-2; sleep 0.2; printf 'no-newline' >&2; exit 0";
+    let script = "echo out-1; echo err-1 >&2; echo out-2; printf 'no-newline' >&2; exit 0";
     let ok = run_container(
         &d,
         &pod_id,
@@ -98,17 +98,27 @@ async fn container_logs_exit_codes_and_clean_teardown() {
     );
     assert!(st.image_ref.contains("@sha256:") || st.image_ref.starts_with("sha256:"));
     let records = read_cri_log(std::path::Path::new(&st.log_path));
-    let expected = vec![
-        ("stdout".to_string(), "F".to_string(), "out-1".to_string()),
-        ("stderr".to_string(), "F".to_string(), "err-1".to_string()),
-        ("stdout".to_string(), "F".to_string(), "out-2".to_string()),
-        (
-            "stderr".to_string(),
-            "F".to_string(),
-            "no-newline".to_string(),
-        ),
-    ];
-    assert_eq!(records, expected);
+    // Each stream keeps its order; how the two interleave depends on when the monitor reads
+    // each pipe, which nothing orders.
+    let stream = |name: &str| -> Vec<(String, String)> {
+        records
+            .iter()
+            .filter(|r| r.0 == name)
+            .map(|r| (r.1.clone(), r.2.clone()))
+            .collect()
+    };
+    let f = |text: &str| ("F".to_string(), text.to_string());
+    assert_eq!(
+        stream("stdout"),
+        vec![f("out-1"), f("out-2")],
+        "{records:?}"
+    );
+    assert_eq!(
+        stream("stderr"),
+        vec![f("err-1"), f("no-newline")],
+        "{records:?}"
+    );
+    assert_eq!(records.len(), 4, "{records:?}");
 
     let st = wait_exited(&d, &fail).await;
     assert_eq!(st.exit_code, 3);
@@ -187,7 +197,7 @@ async fn stop_escalates_to_sigkill_and_pod_teardown_leaves_nothing() {
             "stubborn",
             &image("busybox-oci"),
             // Ignores SIGTERM, so the stop must escalate to SIGKILL.
-            "trap '' TERM; while true; do sleep 0.2; done",
+            "trap '' TERM; echo ready; while true; do sleep 0.2; done",
         ),
     )
     .await;
@@ -199,10 +209,13 @@ async fn stop_escalates_to_sigkill_and_pod_teardown_leaves_nothing() {
         container_config(
             "polite",
             &image("busybox-oci"),
-            "trap 'exit 143' TERM; while true; do sleep 0.1; done",
+            "trap 'exit 143' TERM; echo ready; while true; do sleep 0.1; done",
         ),
     )
     .await;
+    // The traps are set before the stops below send SIGTERM.
+    wait_log_line(&d, &stubborn, "ready").await;
+    wait_log_line(&d, &polite, "ready").await;
     let long = run_container(
         &d,
         &pod_id,
@@ -501,7 +514,12 @@ async fn exec_sync_and_log_reopen() {
 
     // kubelet's rotation: rename the log, then ReopenContainerLog; new lines go to a new file.
     let log = std::path::PathBuf::from(status(&d, &id).await.log_path);
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let ticks = |path: std::path::PathBuf| {
+        std::future::ready((!complete_records(&path).is_empty()).then_some(()))
+    };
+    let wait = std::time::Duration::from_secs(20);
+    d.poll("a tick in the log", wait, || ticks(log.clone()))
+        .await;
     let rotated = log.with_extension("log.1");
     std::fs::rename(&log, &rotated).unwrap();
     rt.reopen_container_log(cri::ReopenContainerLogRequest {
@@ -509,7 +527,8 @@ async fn exec_sync_and_log_reopen() {
     })
     .await
     .unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    d.poll("a tick in the reopened log", wait, || ticks(log.clone()))
+        .await;
     let old = read_cri_log(&rotated);
     let new = read_cri_log(&log);
     assert!(
@@ -530,14 +549,33 @@ async fn pod_pid_namespace_is_shared_through_the_pod_init() {
     pull(&d, &image("busybox")).await;
     let pod = with_pid_mode(pod_config(&d, "sharedpid"), cri::NamespaceMode::Pod);
     let pod_id = run_pod(&d, &pod).await;
-    let _sleeper = run_container(
+    let sleeper = run_container(
         &d,
         &pod_id,
         &pod,
         container_config("sleeper", &image("busybox"), "exec sleep 1000"),
     )
     .await;
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // The sleeper's shell has exec'd sleep.
+    d.poll(
+        "sleep to run in the sleeper container",
+        std::time::Duration::from_secs(20),
+        || async {
+            let out = d
+                .runtime()
+                .await
+                .exec_sync(cri::ExecSyncRequest {
+                    container_id: sleeper.clone(),
+                    cmd: vec!["pidof".into(), "sleep".into()],
+                    timeout: 10,
+                })
+                .await
+                .ok()?
+                .into_inner();
+            (out.exit_code == 0).then_some(())
+        },
+    )
+    .await;
     let viewer = run_container(
         &d,
         &pod_id,
@@ -587,21 +625,44 @@ async fn pod_pid_namespace_is_shared_through_the_pod_init() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_retried_run_pod_sandbox_gets_the_sandbox_its_timed_out_attempt_made() {
     ensure_images();
-    let d = Daemon::start().await;
+    // Every creation in this daemon first waits 3 s (a test-only hook), so the first attempt is
+    // certainly still running when its client gives up and when the retry arrives.
+    let d =
+        Daemon::start_with_env(Network::Loopback, &[("KRIO_TEST_DELAY_CREATE_MS", "3000")]).await;
     let pod = pod_config(&d, "retry");
-    // The first attempt gives up almost at once, as kubelet does when its deadline expires.
-    // Whether or not it reached the daemon first, exactly one sandbox must exist and the retry
-    // must get it (the join itself is covered deterministically by state::tests).
-    let mut req = tonic::Request::new(cri::RunPodSandboxRequest {
-        config: Some(pod.clone()),
-        runtime_handler: String::new(),
+    let delayed = |d: &Daemon| {
+        d.log()
+            .lines()
+            .filter(|l| l.contains("test-only delay before creating") && l.contains("kind=sandbox"))
+            .count()
+    };
+    let mut rt = d.runtime().await;
+    let first_config = pod.clone();
+    let first = tokio::spawn(async move {
+        rt.run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(first_config),
+            runtime_handler: String::new(),
+        })
+        .await
     });
-    req.set_timeout(std::time::Duration::from_millis(1));
-    let first = d.runtime().await.run_pod_sandbox(req).await;
+    // The daemon has begun creating the sandbox; then the client gives up, as kubelet does when
+    // its deadline expires (the stream is reset; the creation goes on on its own task).
+    d.poll(
+        "the first attempt to reach the daemon",
+        std::time::Duration::from_secs(20),
+        || std::future::ready((delayed(&d) == 1).then_some(())),
+    )
+    .await;
+    first.abort();
+    assert!(first.await.unwrap_err().is_cancelled());
+    // The retry joins the running creation and gets its sandbox; it creates nothing itself.
     let id = run_pod(&d, &pod).await;
-    if let Ok(r) = first {
-        assert_eq!(r.into_inner().pod_sandbox_id, id);
-    }
+    assert_eq!(
+        delayed(&d),
+        1,
+        "the retry created a sandbox of its own:\n{}",
+        d.log()
+    );
     let pods = d
         .runtime()
         .await
@@ -806,12 +867,28 @@ async fn container_events_follow_the_lifecycle() {
         &d,
         &pod_id,
         &pod,
-        container_config("brief", &image("busybox"), "sleep 0.3; exit 5"),
+        // Exits when the test says so, after its started event was seen.
+        container_config(
+            "brief",
+            &image("busybox"),
+            "until [ -e /tmp/go ]; do sleep 0.05; done; exit 5",
+        ),
     )
     .await;
     let mut seen = Vec::new();
     let deadline = std::time::Duration::from_secs(20);
     while seen.len() < 3 {
+        if seen.len() == 2 {
+            d.runtime()
+                .await
+                .exec_sync(cri::ExecSyncRequest {
+                    container_id: id.clone(),
+                    cmd: vec!["touch".into(), "/tmp/go".into()],
+                    timeout: 10,
+                })
+                .await
+                .unwrap();
+        }
         let e = tokio::time::timeout(deadline, events.message())
             .await
             .expect("event in time")
@@ -967,19 +1044,35 @@ async fn stats_come_from_the_cgroups_and_the_writable_layer() {
         ),
     )
     .await;
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let mut rt = d.runtime().await;
-    let first = rt
-        .list_container_stats(cri::ListContainerStatsRequest {
-            filter: Some(cri::ContainerStatsFilter {
-                pod_sandbox_id: pod_id.clone(),
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .stats;
+    // Once dd has written its 2 MiB and the loop has used 10 ms of CPU time.
+    let first = d
+        .poll(
+            "the container's stats to show its writes and CPU time",
+            std::time::Duration::from_secs(30),
+            || {
+                let mut rt = rt.clone();
+                let pod_id = pod_id.clone();
+                async move {
+                    let stats = rt
+                        .list_container_stats(cri::ListContainerStatsRequest {
+                            filter: Some(cri::ContainerStatsFilter {
+                                pod_sandbox_id: pod_id,
+                                ..Default::default()
+                            }),
+                        })
+                        .await
+                        .unwrap()
+                        .into_inner()
+                        .stats;
+                    let s = stats.first()?;
+                    let cpu = s.cpu.as_ref()?.usage_core_nano_seconds.as_ref()?.value;
+                    let layer = s.writable_layer.as_ref()?.used_bytes.as_ref()?.value;
+                    (cpu > 10_000_000 && layer >= 2 * 1024 * 1024).then_some(stats)
+                }
+            },
+        )
+        .await;
     assert_eq!(first.len(), 1);
     let s = &first[0];
     assert_eq!(s.attributes.as_ref().unwrap().id, id);
@@ -1003,26 +1096,33 @@ async fn stats_come_from_the_cgroups_and_the_writable_layer() {
         .unwrap()
         .value;
     assert!(layer >= 2 * 1024 * 1024, "writable layer {layer}");
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let second = rt
-        .container_stats(cri::ContainerStatsRequest {
-            container_id: id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .stats
-        .unwrap();
-    let cores = second
-        .cpu
-        .unwrap()
-        .usage_nano_cores
-        .expect("rate from two samples")
-        .value;
-    assert!(
-        cores > 100_000_000,
-        "a busy loop uses a good part of a core: {cores}"
-    );
+    // usage_nano_cores is the rate since the previous sample (each poll takes one): a busy loop
+    // shows a good part of a core in some sample, however busy the machine is elsewhere.
+    d.poll(
+        "a sample with the busy loop using over 0.1 core",
+        std::time::Duration::from_secs(30),
+        || {
+            let mut rt = rt.clone();
+            let id = id.clone();
+            async move {
+                let second = rt
+                    .container_stats(cri::ContainerStatsRequest { container_id: id })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .stats
+                    .unwrap();
+                let cores = second
+                    .cpu
+                    .unwrap()
+                    .usage_nano_cores
+                    .expect("rate from two samples")
+                    .value;
+                (cores > 100_000_000).then_some(())
+            }
+        },
+    )
+    .await;
     let pod_stats = rt
         .pod_sandbox_stats(cri::PodSandboxStatsRequest {
             pod_sandbox_id: pod_id.clone(),
@@ -1134,27 +1234,28 @@ async fn lost_monitors_and_pod_inits_do_not_wedge_pods() {
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        let st = rt
-            .pod_sandbox_status(cri::PodSandboxStatusRequest {
-                pod_sandbox_id: pod_id.clone(),
-                verbose: false,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .status
-            .unwrap();
-        if st.state == cri::PodSandboxState::SandboxNotready as i32 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "pod still ready after its init died"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    d.poll(
+        "the pod to be NotReady after its init died",
+        std::time::Duration::from_secs(5),
+        || {
+            let mut rt = rt.clone();
+            let pod_id = pod_id.clone();
+            async move {
+                let st = rt
+                    .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                        pod_sandbox_id: pod_id,
+                        verbose: false,
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .status
+                    .unwrap();
+                (st.state == cri::PodSandboxState::SandboxNotready as i32).then_some(())
+            }
+        },
+    )
+    .await;
     remove_pod(&d, &pod_id).await;
     assert_eq!(d.mounts(), Vec::<String>::new());
 }
@@ -1202,28 +1303,26 @@ async fn in_a_shared_pid_namespace_a_containers_leftovers_end_with_it() {
         container_config(
             "parent",
             &image("busybox"),
-            "sleep 100123 & sleep 0.5; exit 4",
+            // Exits once the background sleep has exec'd.
+            "sleep 100123 & while [ \"$(cat /proc/$!/comm)\" != sleep ]; do :; done; exit 4",
         ),
     )
     .await;
     let st = wait_exited(&d, &id).await;
     assert_eq!(st.exit_code, 4);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        let alive = std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
-            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-            String::from_utf8_lossy(&cmd).replace('\0', " ").trim() == "sleep 100123"
-                && !stat.contains(") Z ")
-        });
-        if !alive {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the background process outlived its container"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    d.poll(
+        "the background process to end with its container",
+        std::time::Duration::from_secs(5),
+        || {
+            let alive = std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+                let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+                let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+                String::from_utf8_lossy(&cmd).replace('\0', " ").trim() == "sleep 100123"
+                    && !stat.contains(") Z ")
+            });
+            std::future::ready((!alive).then_some(()))
+        },
+    )
+    .await;
     remove_pod(&d, &pod_id).await;
 }

@@ -119,6 +119,9 @@ pub struct Daemon {
     pub cgroup_parent: String,
     /// Extra command-line arguments for the daemon.
     pub extra_args: Vec<String>,
+    /// Extra environment variables for the daemon (test-only hooks such as
+    /// `KRIO_TEST_DELAY_CREATE_MS`).
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -130,6 +133,11 @@ impl Daemon {
 
     /// Starts a daemon with the given network.
     pub async fn start_with(network: Network) -> Daemon {
+        Self::start_with_env(network, &[]).await
+    }
+
+    /// Starts a daemon with the given network and extra environment variables.
+    pub async fn start_with_env(network: Network, env: &[(&str, &str)]) -> Daemon {
         require_prerequisites();
         let dir = tempfile::Builder::new()
             .prefix("krio-e2e-")
@@ -187,6 +195,10 @@ impl Daemon {
             config,
             cgroup_parent,
             extra_args: Vec::new(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             child: None,
             dir,
         };
@@ -204,6 +216,7 @@ impl Daemon {
             .arg("--config")
             .arg(&self.config)
             .args(&self.extra_args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -239,6 +252,41 @@ impl Daemon {
         std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
     }
 
+    /// [`poll`], with the daemon's log in the panic message when `timeout` passes.
+    pub async fn poll<T, F, Fut>(&self, what: &str, timeout: Duration, check: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        match krio_testutil::try_poll(timeout, check).await {
+            Some(v) => v,
+            None => panic!(
+                "timed out after {timeout:?} waiting for {what}; daemon log:\n{}",
+                self.log()
+            ),
+        }
+    }
+
+    /// The address the daemon serves Prometheus metrics on, read back from its log (start it
+    /// with `--metrics-listen 127.0.0.1:0` so that the kernel picks a free port).
+    pub async fn metrics_address(&self) -> std::net::SocketAddr {
+        self.poll(
+            "the metrics address in the daemon log",
+            Duration::from_secs(10),
+            || {
+                let addr = self
+                    .log()
+                    .lines()
+                    .rev()
+                    .filter(|l| l.contains("serving Prometheus metrics"))
+                    .filter_map(|l| l.split("address=").nth(1))
+                    .find_map(|a| a.split_whitespace().next()?.parse().ok());
+                std::future::ready(addr)
+            },
+        )
+        .await
+    }
+
     /// Kills the daemon with SIGKILL (containers and monitors keep running).
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -255,14 +303,16 @@ impl Daemon {
     /// Waits up to `timeout` for the daemon to exit on its own.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
+        loop {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
                 self.child = None;
                 return Some(status);
             }
-            std::thread::sleep(Duration::from_millis(20));
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(krio_testutil::POLL_INTERVAL);
         }
-        None
     }
 
     /// Starts the daemon again on the same directories.
@@ -489,19 +539,65 @@ pub async fn status(d: &Daemon, id: &str) -> cri::ContainerStatus {
 
 /// Waits (up to 30 s) until the container has exited; returns its final status.
 pub async fn wait_exited(d: &Daemon, id: &str) -> cri::ContainerStatus {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let s = status(d, id).await;
-        if s.state == cri::ContainerState::ContainerExited as i32 {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "container {id} did not exit: {s:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    d.poll(
+        &format!("container {id} to exit"),
+        Duration::from_secs(30),
+        || async {
+            let s = status(d, id).await;
+            (s.state == cri::ContainerState::ContainerExited as i32).then_some(s)
+        },
+    )
+    .await
 }
+
+/// Waits (up to 30 s) until the container's CRI log has a complete record whose text is
+/// `text` (a container's way to say it reached a point of its script).
+pub async fn wait_log_line(d: &Daemon, id: &str, text: &str) {
+    let path = PathBuf::from(status(d, id).await.log_path);
+    d.poll(
+        &format!("{text:?} in the log of container {id} ({})", path.display()),
+        Duration::from_secs(30),
+        || {
+            let found = complete_records(&path).iter().any(|r| r.2 == text);
+            std::future::ready(found.then_some(()))
+        },
+    )
+    .await
+}
+
+/// The complete (newline-terminated) records of a CRI log that may still be written to; none
+/// when the file does not exist yet.
+pub fn complete_records(path: &Path) -> Vec<(String, String, String)> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let complete = match text.rfind('\n') {
+        Some(end) => &text[..=end],
+        None => "",
+    };
+    complete
+        .lines()
+        .filter_map(|line| {
+            let mut parts = line.splitn(4, ' ');
+            let _ts = parts.next()?;
+            let stream = parts.next()?;
+            let tag = parts.next()?;
+            let msg = parts.next().unwrap_or("");
+            Some((stream.to_string(), tag.to_string(), msg.to_string()))
+        })
+        .collect()
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago: bound with port 0 (the kernel picks),
+/// read back and closed. For things the test cannot ask to bind port 0 itself (host ports).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("binding 127.0.0.1:0")
+        .port()
+}
+
+/// Polls a condition with a deadline (see `Daemon::poll` for one that shows the daemon log).
+#[allow(unused_imports)]
+pub use krio_testutil::poll;
 
 /// Parses a CRI log file into (stream, tag, text) records, checking each timestamp.
 pub fn read_cri_log(path: &Path) -> Vec<(String, String, String)> {
