@@ -119,6 +119,22 @@ fn alive(pid: i32) -> bool {
         .unwrap_or(false)
 }
 
+/// Whether every signal pending for the process (or its thread group) is one it blocks: the others
+/// have been delivered (`/proc/PID/status`; a blocked one waits for the init's signalfd, harmlessly).
+fn no_pending_signals(pid: i32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    let mask = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .unwrap_or(0)
+    };
+    (mask("SigPnd:") | mask("ShdPnd:")) & !mask("SigBlk:") == 0
+}
+
 fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !f() {
@@ -270,7 +286,12 @@ fn signals_other_than_sigkill_do_not_end_the_init() {
     // From inside the namespace too.
     let (ok, _) = in_ns(&i.pin, "kill -TERM 1; kill -INT 1; kill -HUP 1; true");
     assert!(ok);
-    std::thread::sleep(Duration::from_millis(300));
+    // Once no signal is pending, each was delivered: a fatal one would have ended the init.
+    wait_until(
+        "the init to take its signals",
+        Duration::from_secs(10),
+        || !alive(i.init.pid) || no_pending_signals(i.init.pid),
+    );
     assert!(
         pod_init_running(&i.init),
         "init died from a catchable signal"
@@ -282,21 +303,26 @@ fn signals_other_than_sigkill_do_not_end_the_init() {
 #[test]
 fn orphans_are_reaped() {
     let i = Init::start();
-    // Each outer shell double-forks a short sleeper and exits at once: the sleepers are orphaned, reparented
-    // to the namespace's init, and must be reaped when they exit.
+    // Each outer shell double-forks a waiter and exits at once: the waiters are orphaned, reparented
+    // to the namespace's init, and must be reaped when they exit (when the gate file appears).
+    let gate_dir = tempfile::tempdir().unwrap();
+    let gate = gate_dir.path().join("go");
+    let script = format!(
+        "(busybox sh -c 'until [ -e {gate} ]; do busybox sleep 0.05; done' >/dev/null 2>&1 &) ; \
+         (busybox sh -c 'exit 7' &) ; exit 0",
+        gate = gate.display()
+    );
     for _ in 0..3 {
-        let (ok, _) = in_ns(
-            &i.pin,
-            "(busybox sh -c 'sleep 0.3 >/dev/null 2>&1 &' &) ; (busybox sh -c 'exit 7' &) ; exit 0",
-        );
+        let (ok, _) = in_ns(&i.pin, &script);
         assert!(ok);
     }
-    // While they sleep they are in the namespace...
-    let n = procs_in_ns(&i.pin).len();
-    assert!(
-        n >= 2,
-        "expected the orphaned sleepers in the namespace, found {n}"
+    // While they wait they are in the namespace...
+    wait_until(
+        "the three orphaned waiters in the namespace",
+        Duration::from_secs(10),
+        || procs_in_ns(&i.pin).len() >= 4,
     );
+    std::fs::write(&gate, b"").unwrap();
     // ...and afterwards only the init is left, with no zombie.
     wait_until("orphans to be reaped", Duration::from_secs(5), || {
         let procs = procs_in_ns(&i.pin);
