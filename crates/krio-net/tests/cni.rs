@@ -22,7 +22,15 @@ use krio_net::{Cni, CniConfig, NetError, PodNetwork, PortMapping};
 const BIN_DIR: &str = "/usr/lib/cni";
 const BRIDGE: &str = "krio-t0";
 const HOST_LOCAL_DIR: &str = "/var/lib/cni/networks";
-const HOST_PORT: u16 = 18080;
+
+/// A TCP port on 127.0.0.1 that was free a moment ago (bound with port 0, read back, closed):
+/// the host port of the test pod, so that no fixed port can collide with anything.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("binding 127.0.0.1:0")
+        .port()
+}
 
 /// The tests share one bridge and subnet: run them one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -320,13 +328,14 @@ async fn two_pods_ping_portmap_and_del() {
         pin_namespaces(&dir_b, &[NsKind::Net, NsKind::Ipc, NsKind::Uts], Some("b")).unwrap();
     let (net_a, net_b) = (pins_a.net.clone().unwrap(), pins_b.net.clone().unwrap());
 
+    let host_port = free_port();
     let pod_a = pod(
         &id_a,
         &net_a,
         vec![PortMapping {
             protocol: Protocol::Tcp,
             container_port: 80,
-            host_port: HOST_PORT,
+            host_port,
             host_ip: None,
         }],
     );
@@ -401,7 +410,7 @@ async fn two_pods_ping_portmap_and_del() {
     let mut last = String::new();
     let mut via_host = None;
     for host in ["127.0.0.1", "192.0.2.2", "10.99.0.1"] {
-        let addr = SocketAddr::new(host.parse().unwrap(), HOST_PORT);
+        let addr = SocketAddr::new(host.parse().unwrap(), host_port);
         match http_get(addr) {
             Ok(body) if body.contains("hello-from-pod-a") => {
                 via_host = Some(addr);
@@ -411,7 +420,7 @@ async fn two_pods_ping_portmap_and_del() {
             Err(e) => last = format!("{addr}: {e}"),
         }
     }
-    let via_host = via_host.unwrap_or_else(|| panic!("hostPort {HOST_PORT} not reachable: {last}"));
+    let via_host = via_host.unwrap_or_else(|| panic!("hostPort {host_port} not reachable: {last}"));
     eprintln!("hostPort reached via {via_host}");
     assert!(
         via_host.ip().is_loopback(),
