@@ -68,7 +68,12 @@ async fn container_logs_exit_codes_and_clean_teardown() {
     let pod = pod_config(&d, "logs");
     let pod_id = run_pod(&d, &pod).await;
 
-    let script = "echo out-1; echo err-1 >&2; echo out-2; printf 'no-newline' >&2; exit 0";
+    // It writes only once StartContainer has answered and the test has created /tmp/go: a
+    // container that exits before StartContainer returns can show finished_at < started_at
+    // (krio takes started_at after `runc start` returns), which the timestamp check below is
+    // not about.
+    let script = "until [ -e /tmp/go ]; do sleep 0.05; done; \
+                  echo out-1; echo err-1 >&2; echo out-2; printf 'no-newline' >&2; exit 0";
     let ok = run_container(
         &d,
         &pod_id,
@@ -76,6 +81,15 @@ async fn container_logs_exit_codes_and_clean_teardown() {
         container_config("ok", &image("busybox"), script),
     )
     .await;
+    d.runtime()
+        .await
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: ok.clone(),
+            cmd: vec!["touch".into(), "/tmp/go".into()],
+            timeout: 10,
+        })
+        .await
+        .unwrap();
     let fail = run_container(
         &d,
         &pod_id,
