@@ -53,6 +53,17 @@ v2_status() {
 	curl -s -o /dev/null -m 2 -w '%{http_code}' "$url/v2/" 2>/dev/null || true
 }
 
+# Closes every descriptor of the current (sub)shell above 2.
+close_inherited_fds() {
+	local fd
+	for fd in /proc/"$BASHPID"/fd/*; do
+		fd=${fd##*/}
+		if [[ "$fd" =~ ^[0-9]+$ ]] && ((fd > 2)); then
+			eval "exec ${fd}>&-" 2>/dev/null || true
+		fi
+	done
+}
+
 port_in_use() {
 	ss -Hltn "sport = :$port" 2>/dev/null | grep -q .
 }
@@ -96,8 +107,14 @@ http:
     X-Content-Type-Options: [nosniff]
 EOF
 		# setsid: own session, so it outlives the calling shell and its job control.
-		# 9>&-: the registry must not inherit (and so hold) the start/stop lock.
-		setsid docker-registry serve "$config" >>"$log" 2>&1 </dev/null 9>&- &
+		# No descriptor but stdio may reach the registry: it outlives its caller, and one it
+		# kept would hold what it refers to for as long as it runs: the start/stop lock (9), or
+		# the lock of a caller run under `flock /tmp/krio-e2e.lock cargo test ...`, which then
+		# stays taken for everyone until the registry stops.
+		(
+			close_inherited_fds
+			exec setsid docker-registry serve "$config" >>"$log" 2>&1 </dev/null
+		) &
 		pid=$!
 		echo "$pid" >"$pidfile"
 	fi
