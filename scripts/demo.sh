@@ -52,6 +52,10 @@ cleanup() {
 		echo "   no krio daemon (the demo's is stopped; its log: $log); the pulled image stays in"
 		echo "   /var/lib/krio (remove with: rm -rf /var/lib/krio /run/krio)"
 	fi
+	if [ -e /etc/cni/net.d/10-krio-bridge.conflist ]; then
+		echo "   krio's default pod network: /etc/cni/net.d/10-krio-bridge.conflist and bridge krio0"
+		echo "   (kept for the next start; remove with: rm /etc/cni/net.d/10-krio-bridge.conflist; ip link del krio0)"
+	fi
 }
 trap cleanup EXIT
 
