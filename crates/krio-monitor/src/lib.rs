@@ -14,6 +14,8 @@
 //! Not supported yet: terminals (`process.terminal = true` specs need a console socket), stdin / attach, OOM
 //! detection (`oom_killed` is always `false`).
 
+mod execwait;
+pub mod logfile;
 pub mod logwriter;
 mod monitor;
 mod podinit;
@@ -24,9 +26,10 @@ mod types;
 pub use monitor::{main_entry, run_with_args, write_exit_file};
 pub use podinit::{pod_init_running, spawn_pod_init, stop_pod_init};
 pub use spawn::{read_exit_file, spawn};
+pub use sys::{reset_inherited_signals, reset_signals_on_exec};
 pub use types::{
-    ExitStatus, MonitorConfig, MonitorError, PodInit, PodInitMessage, Spawned, SyncMessage,
-    DEFAULT_CREATE_TIMEOUT_SECS, DEFAULT_MAX_LOG_LINE,
+    log_reopen_status_path, ExitStatus, MonitorConfig, MonitorError, PodInit, PodInitMessage,
+    Spawned, SyncMessage, DEFAULT_CREATE_TIMEOUT_SECS, DEFAULT_MAX_LOG_LINE,
 };
 
 #[cfg(test)]
