@@ -75,7 +75,7 @@ pub fn run_with_args(args: &[String]) -> i32 {
             0
         }
         _ => {
-            eprintln!("usage: krio-monitor [--foreground] < config.json | krio-monitor pod-init <pin>  (see the krio-monitor crate docs)");
+            eprintln!("usage: krio-monitor [--foreground] < config.json | krio-monitor pod-init <pin> | krio-monitor exec-wait <pid-file> <runtime> <args...>  (see the krio-monitor crate docs)");
             2
         }
     }
