@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
-use k8s_cri::v1 as cri;
+use krio_cri::v1 as cri;
 
 /// A file outside every directory krio may write to, with known content; `unchanged` checks
 /// it still holds exactly that.
@@ -338,6 +338,41 @@ async fn the_images_stop_signal_stops_the_container_cleanly() {
     assert_eq!(st.state, cri::ContainerState::ContainerExited as i32);
     assert_eq!(st.exit_code, 0, "{st:?}");
     assert!(log_lines(&st).contains(&"got-usr1".to_string()));
+    assert_eq!(st.stop_signal, cri::Signal::Sigusr1 as i32);
+
+    // The CRI stop_signal overrides the image's: SIGINT ends the shell (exit 130) at once.
+    let mut config = container_config("int", &image("stopsignal"), "");
+    config.command.clear();
+    config.stop_signal = cri::Signal::Sigint as i32;
+    let id = run_container(&d, &pod_id, &pod, config).await;
+    let log = PathBuf::from(status(&d, &id).await.log_path);
+    wait_for_log(&log, "ready").await;
+    assert_eq!(
+        status(&d, &id).await.stop_signal,
+        cri::Signal::Sigint as i32
+    );
+    let started = Instant::now();
+    d.runtime()
+        .await
+        .stop_container(cri::StopContainerRequest {
+            container_id: id.clone(),
+            timeout: 60,
+        })
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let st = status(&d, &id).await;
+    assert_eq!(st.exit_code, 128 + 2, "{st:?}");
+    // An unknown enum value is refused, naming the field.
+    let mut config = container_config("bad", &image("stopsignal"), "");
+    config.stop_signal = 999;
+    let err = create(&d, &pod_id, &pod, config).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("stop_signal"), "{err:?}");
     remove_pod(&d, &pod_id).await;
     planted.assert_unchanged();
 }

@@ -49,10 +49,14 @@ impl Krio {
                 kind: "image",
                 id: image_ref.clone(),
             })?;
-        // The CRI `stop_signal` field arrives with the CRI 1.36 bindings; until then only the
-        // image's StopSignal is known.
+        let cri_stop_signal = cri::Signal::try_from(config.stop_signal).map_err(|_| {
+            ServerError::invalid(
+                "config.stop_signal",
+                format!("unknown signal {}", config.stop_signal),
+            )
+        })?;
         let stop_signal = super::container_stop::recorded_stop_signal(
-            None,
+            Some(cri_stop_signal.as_str_name()),
             image
                 .config
                 .config()

@@ -92,7 +92,11 @@ impl Krio {
             Ok(Some(c)) => {
                 let mut now = c.snapshot();
                 self.refresh_exit(&mut now);
+                // A process in the middle of exiting has lost its namespaces before it shows
+                // as a zombie: that is what runc tripped over.
+                let dying = !std::path::Path::new(&format!("/proc/{}/ns/mnt", rec.pid)).exists();
                 if now.state != ContainerState::Running
+                    || dying
                     || !super::container_stop::process_running(rec.pid)
                 {
                     return ServerError::FailedPrecondition(format!(

@@ -185,19 +185,18 @@ fn stop_signal(rec: &ContainerRecord) -> i32 {
 /// `stop_signal` when it names one (it overrides the image, as in containerd and CRI-O), else
 /// the image config's `StopSignal`; `None` means SIGTERM.
 ///
-/// `cri` is the signal name from `ContainerConfig.stop_signal` (CRI 1.36; `None` or
-/// `RUNTIME_DEFAULT` when unset); the k8s-cri 0.11 bindings have no such field yet, so callers
-/// pass `None` until the bindings carry it.
+/// `requested` is the CRI `Signal` enum name from `ContainerConfig.stop_signal`
+/// (`RUNTIME_DEFAULT`, or `None`, when unset).
 ///
 /// An image `StopSignal` that names no signal is ignored with a warning (SIGTERM is used), so
 /// an odd image still runs, as with Docker's default.
 ///
 /// Errors: `InvalidArgument` naming `config.stop_signal` for a name that is no signal.
 pub(crate) fn recorded_stop_signal(
-    cri: Option<&str>,
+    requested: Option<&str>,
     image: Option<&str>,
 ) -> Result<Option<String>> {
-    if let Some(v) = cri.filter(|s| !s.is_empty() && *s != "RUNTIME_DEFAULT") {
+    if let Some(v) = requested.filter(|s| !s.is_empty() && *s != "RUNTIME_DEFAULT") {
         if parse_signal(v).is_none() {
             return Err(ServerError::invalid(
                 "config.stop_signal",
@@ -219,65 +218,102 @@ pub(crate) fn recorded_stop_signal(
     }
 }
 
-/// Parses a signal as the OCI image spec writes `StopSignal`: `SIGTERM`, `TERM`, `15`,
-/// `SIGRTMIN+3` or `RTMAX-1`; case-sensitive names as Docker and containerd accept them.
+/// Standard signal names without the `SIG` prefix, and their numbers on Linux.
+const SIGNALS: &[(&str, i32)] = &[
+    ("HUP", libc::SIGHUP),
+    ("INT", libc::SIGINT),
+    ("QUIT", libc::SIGQUIT),
+    ("ILL", libc::SIGILL),
+    ("TRAP", libc::SIGTRAP),
+    ("ABRT", libc::SIGABRT),
+    ("IOT", libc::SIGABRT),
+    ("BUS", libc::SIGBUS),
+    ("FPE", libc::SIGFPE),
+    ("KILL", libc::SIGKILL),
+    ("USR1", libc::SIGUSR1),
+    ("SEGV", libc::SIGSEGV),
+    ("USR2", libc::SIGUSR2),
+    ("PIPE", libc::SIGPIPE),
+    ("ALRM", libc::SIGALRM),
+    ("TERM", libc::SIGTERM),
+    ("STKFLT", libc::SIGSTKFLT),
+    ("CHLD", libc::SIGCHLD),
+    ("CONT", libc::SIGCONT),
+    ("STOP", libc::SIGSTOP),
+    ("TSTP", libc::SIGTSTP),
+    ("TTIN", libc::SIGTTIN),
+    ("TTOU", libc::SIGTTOU),
+    ("URG", libc::SIGURG),
+    ("XCPU", libc::SIGXCPU),
+    ("XFSZ", libc::SIGXFSZ),
+    ("VTALRM", libc::SIGVTALRM),
+    ("PROF", libc::SIGPROF),
+    ("WINCH", libc::SIGWINCH),
+    ("IO", libc::SIGIO),
+    ("POLL", libc::SIGIO),
+    ("PWR", libc::SIGPWR),
+    ("SYS", libc::SIGSYS),
+];
+
+/// Parses a signal as the OCI image spec writes `StopSignal` (`SIGTERM`, `TERM`, `15`,
+/// `SIGRTMIN+3`, `RTMAX-1`; case-sensitive names as Docker and containerd accept them) or as
+/// the CRI `Signal` enum names it (`SIGRTMINPLUS3`, `SIGRTMAXMINUS1`).
 pub(crate) fn parse_signal(s: &str) -> Option<i32> {
     if let Ok(n) = s.parse::<i32>() {
         return (1..=64).contains(&n).then_some(n);
     }
     let name = s.strip_prefix("SIG").unwrap_or(s);
     let (rtmin, rtmax) = (libc::SIGRTMIN(), libc::SIGRTMAX());
+    let offset = |off: &str, sep: &str, word: &str| -> Option<i32> {
+        if off.is_empty() {
+            return Some(0);
+        }
+        off.strip_prefix(sep)
+            .or_else(|| off.strip_prefix(word))?
+            .parse::<i32>()
+            .ok()
+            .filter(|n| *n >= 0)
+    };
     if let Some(off) = name.strip_prefix("RTMIN") {
-        let n = if off.is_empty() {
-            0
-        } else {
-            off.strip_prefix('+')?.parse::<i32>().ok()?
-        };
+        let n = offset(off, "+", "PLUS")?;
         return (rtmin + n <= rtmax).then_some(rtmin + n);
     }
     if let Some(off) = name.strip_prefix("RTMAX") {
-        let n = if off.is_empty() {
-            0
-        } else {
-            off.strip_prefix('-')?.parse::<i32>().ok()?
-        };
+        let n = offset(off, "-", "MINUS")?;
         return (rtmax - n >= rtmin).then_some(rtmax - n);
     }
-    let sig = match name {
-        "HUP" => libc::SIGHUP,
-        "INT" => libc::SIGINT,
-        "QUIT" => libc::SIGQUIT,
-        "ILL" => libc::SIGILL,
-        "TRAP" => libc::SIGTRAP,
-        "ABRT" | "IOT" => libc::SIGABRT,
-        "BUS" => libc::SIGBUS,
-        "FPE" => libc::SIGFPE,
-        "KILL" => libc::SIGKILL,
-        "USR1" => libc::SIGUSR1,
-        "SEGV" => libc::SIGSEGV,
-        "USR2" => libc::SIGUSR2,
-        "PIPE" => libc::SIGPIPE,
-        "ALRM" => libc::SIGALRM,
-        "TERM" => libc::SIGTERM,
-        "STKFLT" => libc::SIGSTKFLT,
-        "CHLD" => libc::SIGCHLD,
-        "CONT" => libc::SIGCONT,
-        "STOP" => libc::SIGSTOP,
-        "TSTP" => libc::SIGTSTP,
-        "TTIN" => libc::SIGTTIN,
-        "TTOU" => libc::SIGTTOU,
-        "URG" => libc::SIGURG,
-        "XCPU" => libc::SIGXCPU,
-        "XFSZ" => libc::SIGXFSZ,
-        "VTALRM" => libc::SIGVTALRM,
-        "PROF" => libc::SIGPROF,
-        "WINCH" => libc::SIGWINCH,
-        "IO" | "POLL" => libc::SIGIO,
-        "PWR" => libc::SIGPWR,
-        "SYS" => libc::SIGSYS,
-        _ => return None,
+    SIGNALS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, sig)| *sig)
+}
+
+/// The CRI `Signal` enum value for a signal as [`parse_signal`] reads it; `RUNTIME_DEFAULT`
+/// (0) for `None` or a signal the enum has no name for.
+pub(crate) fn cri_signal(s: Option<&str>) -> i32 {
+    let Some(n) = s.and_then(parse_signal) else {
+        return cri::Signal::RuntimeDefault as i32;
     };
-    Some(sig)
+    let (rtmin, rtmax) = (libc::SIGRTMIN(), libc::SIGRTMAX());
+    let name = if (rtmin..=rtmax).contains(&n) {
+        if n - rtmin <= rtmax - n {
+            match n - rtmin {
+                0 => "SIGRTMIN".to_string(),
+                k => format!("SIGRTMINPLUS{k}"),
+            }
+        } else {
+            match rtmax - n {
+                0 => "SIGRTMAX".to_string(),
+                k => format!("SIGRTMAXMINUS{k}"),
+            }
+        }
+    } else {
+        match SIGNALS.iter().find(|(_, sig)| *sig == n) {
+            Some((name, _)) => format!("SIG{name}"),
+            None => return cri::Signal::RuntimeDefault as i32,
+        }
+    };
+    cri::Signal::from_str_name(&name).map_or(cri::Signal::RuntimeDefault as i32, |s| s as i32)
 }
 
 /// Waits for the container's exit: true when the monitor wrote the exit file before
@@ -392,9 +428,27 @@ mod tests {
             ("SIGNOPE", None),
             ("sigterm", None),
             ("SIGRTMIN+99", None),
+            ("SIGRTMINPLUS3", Some(libc::SIGRTMIN() + 3)),
+            ("SIGRTMAXMINUS2", Some(libc::SIGRTMAX() - 2)),
+            ("IOT", Some(libc::SIGABRT)),
         ] {
             assert_eq!(parse_signal(s), want, "{s}");
         }
+    }
+
+    #[test]
+    fn every_cri_signal_name_round_trips() {
+        for v in 1..=64 {
+            let Ok(sig) = cri::Signal::try_from(v) else {
+                continue;
+            };
+            let name = sig.as_str_name();
+            assert!(parse_signal(name).is_some(), "{name}");
+            assert_eq!(cri_signal(Some(name)), v, "{name}");
+        }
+        assert_eq!(cri_signal(None), 0);
+        assert_eq!(cri_signal(Some("TERM")), cri::Signal::Sigterm as i32);
+        assert_eq!(cri_signal(Some("10")), cri::Signal::Sigusr1 as i32);
     }
 
     #[test]
