@@ -4,8 +4,13 @@
 //! detaches, runs the OCI runtime's `create`, reports the container pid over a sync pipe, then stays alive for
 //! the container's lifetime: it copies the container's stdout/stderr into the CRI log file
 //! ([`logwriter`]), reaps the container's init (it is a child subreaper), writes the [`ExitStatus`] to
-//! [`MonitorConfig::exit_file`] and exits. `SIGUSR1` makes it reopen the log file (CRI `ReopenContainerLog`;
-//! the new file exists as soon as the reopen is done, which the daemon can poll for).
+//! [`MonitorConfig::exit_file`] and exits. `SIGUSR1` makes it reopen the log file (CRI `ReopenContainerLog`);
+//! it writes the outcome to [`log_reopen_status_path`] for the daemon to read. The log file is only ever opened
+//! as a regular file, never through a link ([`logfile`]). Every child it starts (the runtime) begins with no
+//! signal blocked or ignored.
+//!
+//! `krio-monitor exec-wait` is a small helper for `ExecSync`: it runs `runc exec --detach` as a child
+//! subreaper and exits with the exec'd process's status.
 //!
 //! The same binary also provides a minimal pod init for pod-level PID namespaces (`krio-monitor pod-init <pin>`,
 //! see [`spawn_pod_init`] / [`stop_pod_init`]): PID 1 of a new PID namespace that only reaps children, pinned by
@@ -14,6 +19,8 @@
 //! Not supported yet: terminals (`process.terminal = true` specs need a console socket), stdin / attach, OOM
 //! detection (`oom_killed` is always `false`).
 
+mod execwait;
+pub mod logfile;
 pub mod logwriter;
 mod monitor;
 mod podinit;
@@ -24,9 +31,10 @@ mod types;
 pub use monitor::{main_entry, run_with_args, write_exit_file};
 pub use podinit::{pod_init_running, spawn_pod_init, stop_pod_init};
 pub use spawn::{read_exit_file, spawn};
+pub use sys::{reset_inherited_signals, reset_signals_on_exec};
 pub use types::{
-    ExitStatus, MonitorConfig, MonitorError, PodInit, PodInitMessage, Spawned, SyncMessage,
-    DEFAULT_CREATE_TIMEOUT_SECS, DEFAULT_MAX_LOG_LINE,
+    log_reopen_status_path, ExitStatus, MonitorConfig, MonitorError, PodInit, PodInitMessage,
+    Spawned, SyncMessage, DEFAULT_CREATE_TIMEOUT_SECS, DEFAULT_MAX_LOG_LINE,
 };
 
 #[cfg(test)]

@@ -9,9 +9,8 @@
 //! the stream ends is emitted as `F`. The `\n` itself is not part of the text. Records are written with one
 //! `write(2)` per batch on an `O_APPEND` file: nothing is held in user-space buffers beyond incomplete lines.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -94,7 +93,8 @@ pub fn format_records(
 /// Writes CRI log records to a file (or discards them when there is no path), handling reopen for rotation.
 #[derive(Debug)]
 pub struct CriLogWriter {
-    path: Option<PathBuf>,
+    /// The directory opened first and the path walked below it (see [`crate::logfile::open_log_file`]).
+    location: Option<(PathBuf, PathBuf)>,
     file: Option<File>,
     max_line: usize,
     partial: [Vec<u8>; 2],
@@ -102,12 +102,32 @@ pub struct CriLogWriter {
 }
 
 impl CriLogWriter {
-    /// Opens (creating, mode 0640, `O_APPEND | O_CLOEXEC`) the log at `path`; `None` discards output.
+    /// Opens (creating, mode 0640, `O_APPEND | O_CLOEXEC`) the log at `path`; `None` discards output. The
+    /// file's own directory is opened as given; the file must be a regular file, never followed through a link.
     ///
-    /// Errors: the `open(2)` error.
+    /// Errors: as [`crate::logfile::open_log_file`].
     pub fn open(path: Option<&Path>, max_line: usize) -> std::io::Result<Self> {
+        Self::open_below(None, path, max_line)
+    }
+
+    /// As [`CriLogWriter::open`], but when `path` lies below `log_directory` (the pod's log directory) only
+    /// that directory is opened as given: every component below it is walked without following links.
+    ///
+    /// Errors: as [`crate::logfile::open_log_file`].
+    pub fn open_below(
+        log_directory: Option<&Path>,
+        path: Option<&Path>,
+        max_line: usize,
+    ) -> std::io::Result<Self> {
+        let location = match path {
+            Some(p) => {
+                let (dir, rel) = crate::logfile::split_log_path(log_directory, p)?;
+                Some((dir.to_path_buf(), rel.to_path_buf()))
+            }
+            None => None,
+        };
         let mut w = CriLogWriter {
-            path: path.map(Path::to_path_buf),
+            location,
             file: None,
             max_line: max_line.max(1),
             partial: [Vec::new(), Vec::new()],
@@ -119,14 +139,11 @@ impl CriLogWriter {
 
     /// Reopens the log path (CRI `ReopenContainerLog`, after the kubelet renamed the old file away).
     ///
-    /// Errors: the `open(2)` error; the old file stays in use then.
+    /// Errors: as [`crate::logfile::open_log_file`] (a link, FIFO, directory or anything but a regular file at
+    /// the path is refused); the old file stays in use then.
     pub fn reopen(&mut self) -> std::io::Result<()> {
-        if let Some(p) = &self.path {
-            let f = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(0o640)
-                .open(p)?;
+        if let Some((dir, rel)) = &self.location {
+            let f = crate::logfile::open_log_file(dir, rel)?;
             self.file = Some(f);
         }
         Ok(())

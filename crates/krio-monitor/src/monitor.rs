@@ -47,7 +47,8 @@ pub fn main_entry() -> i32 {
 
 /// Runs the monitor with explicit arguments (without the program name): `[]` is the launcher (config JSON on
 /// stdin, sync pipe on stdout), `["--foreground"]` the long-lived monitor, `["pod-init", pin]` the pod-init
-/// launcher and `["pod-init-run", pin]` the pod init itself (see [`crate::spawn_pod_init`]). The launchers
+/// launcher, `["pod-init-run", pin]` the pod init itself (see [`crate::spawn_pod_init`]) and
+/// `["exec-wait", pid_file, runtime, args...]` the exec helper (`OciRuntime::with_exec_helper` in krio-oci). The launchers
 /// re-execute `/proc/self/exe --foreground` / `/proc/self/exe pod-init-run <pin>`, so a program embedding the
 /// monitor (e.g. a test binary acting as its own monitor) must route those arguments here too.
 ///
@@ -66,12 +67,15 @@ pub fn run_with_args(args: &[String]) -> i32 {
         ["--foreground"] => foreground(),
         ["pod-init", pin] => crate::podinit::launcher(pin),
         ["pod-init-run", _pin] => crate::podinit::init_main(),
+        ["exec-wait", pid_file, runtime, ..] => {
+            crate::execwait::main(pid_file, runtime, &args[3..])
+        }
         ["--version"] => {
             println!("krio-monitor {}", env!("CARGO_PKG_VERSION"));
             0
         }
         _ => {
-            eprintln!("usage: krio-monitor [--foreground] < config.json | krio-monitor pod-init <pin>  (see the krio-monitor crate docs)");
+            eprintln!("usage: krio-monitor [--foreground] < config.json | krio-monitor pod-init <pin> | krio-monitor exec-wait <pid-file> <runtime> <args...>  (see the krio-monitor crate docs)");
             2
         }
     }
@@ -190,7 +194,11 @@ fn foreground() -> i32 {
         Ok(fd) => fd,
         Err(e) => return fail("signals", format!("signalfd: {e}"), String::new()),
     };
-    let mut log = match CriLogWriter::open(cfg.log_path.as_deref(), cfg.max_log_line) {
+    let mut log = match CriLogWriter::open_below(
+        cfg.log_directory.as_deref(),
+        cfg.log_path.as_deref(),
+        cfg.max_log_line,
+    ) {
         Ok(l) => l,
         Err(e) => {
             let p = cfg
@@ -279,6 +287,7 @@ fn run_create(
             .stdout(Stdio::from(out_w))
             .stderr(Stdio::from(err_w))
             .current_dir(&cfg.bundle);
+        crate::sys::reset_signals_on_exec(&mut cmd);
         cmd.spawn()
         // `cmd` (holding our copies of the write ends) is dropped here.
     };
@@ -324,8 +333,9 @@ fn run_create(
 
 /// Best-effort `runtime delete --force <id>` after a failed or abandoned create.
 fn runtime_delete(cfg: &MonitorConfig) -> std::io::Result<std::process::ExitStatus> {
-    Command::new(&cfg.runtime_binary)
-        .arg("--root")
+    let mut cmd = Command::new(&cfg.runtime_binary);
+    crate::sys::reset_signals_on_exec(&mut cmd);
+    cmd.arg("--root")
         .arg(&cfg.runtime_root)
         .arg("delete")
         .arg("--force")
@@ -504,9 +514,11 @@ fn supervise(
                 match Signal::try_from(si.ssi_signo as i32) {
                     Ok(Signal::SIGCHLD) => child_exited = true,
                     Ok(Signal::SIGUSR1) => {
-                        if let Err(e) = log.reopen() {
+                        let outcome = log.reopen();
+                        if let Err(e) = &outcome {
                             eprintln!("krio-monitor: reopening log for {}: {e}", cfg.id);
                         }
+                        report_reopen(cfg, &outcome);
                     }
                     _ => {}
                 }
@@ -532,6 +544,23 @@ fn supervise(
         finished_at_ns: now_ns(),
         oom_killed: false,
     })
+}
+
+/// Writes the outcome of a log reopen to [`MonitorConfig::log_reopen_status_file`] (temp file, rename), so the
+/// daemon's `ReopenContainerLog` can answer with it. A failure to write it is only logged: the daemon then
+/// times out.
+fn report_reopen(cfg: &MonitorConfig, outcome: &std::io::Result<()>) {
+    let text = match outcome {
+        Ok(()) => "ok\n".to_string(),
+        Err(e) => format!("error: {e}\n"),
+    };
+    let path = cfg.log_reopen_status_file();
+    let tmp = path.with_extension("tmp");
+    let result = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        eprintln!("krio-monitor: writing {}: {e}", path.display());
+    }
 }
 
 /// Writes the exit file atomically: `<path>.tmp`, fsync, rename, fsync of the directory.

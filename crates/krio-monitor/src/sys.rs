@@ -1,4 +1,4 @@
-//! The crate's only `unsafe` code: closing inherited file descriptors.
+//! The crate's only `unsafe` code: closing inherited file descriptors and resetting inherited signal state.
 #![allow(unsafe_code)]
 
 /// Closes every file descriptor >= 3 of the calling process (`close_range(3, ~0U, 0)`).
@@ -17,5 +17,86 @@ pub(crate) fn close_inherited_fds() -> std::io::Result<()> {
         Ok(())
     } else {
         Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Makes `cmd`'s child start with an empty signal mask and no ignored signal, whatever this process blocked or
+/// ignored (the monitor blocks SIGCHLD, SIGUSR1, SIGTERM, SIGINT and SIGHUP for its
+/// signalfd). Both are inherited across `execve(2)` and, through the OCI runtime, by the container's processes:
+/// a container must see the signal state its image asked for, nothing of ours.
+///
+/// Dispositions are reset with the raw `rt_sigaction(2)` system call so that the signals glibc reserves for
+/// itself (32 and 33, which its `sigaction` wrapper refuses) are reset too. Handlers need no reset: `execve`
+/// resets every handled signal to its default.
+pub fn reset_signals_on_exec(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the child between fork and exec and calls only async-signal-safe system calls
+    // (rt_sigaction, sigprocmask) on stack data; it allocates nothing and touches no lock.
+    unsafe {
+        cmd.pre_exec(|| {
+            reset_signal_state(0);
+            Ok(())
+        });
+    }
+}
+
+/// Resets the signal state this process inherited: every ignored signal but SIGPIPE back to its default
+/// disposition, and an empty signal mask. A daemon started from a shell's background job inherits SIGINT and
+/// SIGQUIT ignored (and whatever else its parent ignored or blocked); an ignored signal stays ignored across
+/// `execve(2)`, so every process it starts (the OCI runtime, and so `runc exec`'d processes, CNI plugins,
+/// monitors) would inherit that in turn. Handlers (Rust's own for SIGSEGV and SIGBUS) are kept: `execve`
+/// resets them anyway. SIGPIPE stays as Rust's runtime set it (ignored, so a write to a closed socket is an
+/// error, not death; `std::process::Command` resets it in children).
+///
+/// Call it first thing in `main`, before any thread exists.
+pub fn reset_inherited_signals() {
+    reset_signal_state(libc::SIGPIPE);
+}
+
+/// The body of [`reset_signals_on_exec`] and [`reset_inherited_signals`]: every signal 1..=64 whose
+/// disposition is "ignore", except `keep` (0: none), back to the default, then an empty mask. Errors are
+/// ignored: a signal the kernel refuses to change (SIGKILL, SIGSTOP) cannot have been changed either.
+fn reset_signal_state(keep: i32) {
+    // The kernel's `struct sigaction` (handler, flags, restorer, mask; at most 4 words on every Linux
+    // architecture): all zero is SIG_DFL with no flags and an empty mask. The handler is the first word.
+    let dfl = [0u64; 4];
+    for sig in 1..=64i64 {
+        if sig == i64::from(libc::SIGKILL)
+            || sig == i64::from(libc::SIGSTOP)
+            || sig == i64::from(keep)
+        {
+            continue;
+        }
+        let mut old = [0u64; 4];
+        // SAFETY: rt_sigaction with a NULL new action only writes the current one into `old`, which is large
+        // enough for the kernel's struct.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                std::ptr::null::<libc::c_void>(),
+                old.as_mut_ptr(),
+                8usize,
+            )
+        };
+        if rc != 0 || old[0] != libc::SIG_IGN as u64 {
+            continue;
+        }
+        // SAFETY: rt_sigaction reads `dfl` (large enough for the kernel's struct) and writes nothing (old = NULL).
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                dfl.as_ptr(),
+                std::ptr::null_mut::<libc::c_void>(),
+                8usize,
+            );
+        }
+    }
+    // SAFETY: sigemptyset initialises `empty` before sigprocmask reads it; the old mask is not requested.
+    unsafe {
+        let mut empty = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+        libc::sigemptyset(empty.as_mut_ptr());
+        libc::sigprocmask(libc::SIG_SETMASK, empty.as_ptr(), std::ptr::null_mut());
     }
 }

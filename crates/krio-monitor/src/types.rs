@@ -10,6 +10,14 @@ pub const DEFAULT_MAX_LOG_LINE: usize = 16 * 1024;
 /// Default time allowed for `runtime create` (seconds).
 pub const DEFAULT_CREATE_TIMEOUT_SECS: u64 = 120;
 
+/// The file beside `exit_file` (`log-reopen.status`) where a monitor writes, atomically, the outcome of each
+/// log reopen it was asked for with SIGUSR1: `ok\n`, or `error: <reason>\n` when the log path could not be
+/// opened as a regular file (the monitor then keeps writing to the old file). The daemon removes it before
+/// signalling and waits for it (CRI `ReopenContainerLog`).
+pub fn log_reopen_status_path(exit_file: &Path) -> PathBuf {
+    exit_file.with_file_name("log-reopen.status")
+}
+
 /// What the daemon tells a monitor. Sent as one JSON document on the monitor's stdin.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MonitorConfig {
@@ -24,6 +32,11 @@ pub struct MonitorConfig {
     /// Absolute CRI log file (`ContainerConfig.log_path` joined to the sandbox `log_directory`); `None` discards
     /// the container's output.
     pub log_path: Option<PathBuf>,
+    /// Absolute pod log directory (`PodSandboxConfig.log_directory`) that `log_path` lies below. When set, only
+    /// this directory is opened as given and every component of `log_path` below it is walked without following
+    /// links (see [`crate::logfile::open_log_file`]); when `None`, only the log file's own directory is.
+    #[serde(default)]
+    pub log_directory: Option<PathBuf>,
     /// Absolute path where the monitor writes the [`ExitStatus`] JSON (atomically) when the container exits.
     pub exit_file: PathBuf,
     /// Absolute path of the runtime's `--pid-file` (container init pid).
@@ -65,12 +78,18 @@ impl MonitorConfig {
             runtime_binary: runtime_binary.into(),
             runtime_root: runtime_root.into(),
             log_path,
+            log_directory: None,
             exit_file: exit_file.into(),
             pid_file: pid_file.into(),
             runtime_log: None,
             create_timeout_secs: DEFAULT_CREATE_TIMEOUT_SECS,
             max_log_line: DEFAULT_MAX_LOG_LINE,
         }
+    }
+
+    /// Where the monitor reports the outcome of each log reopen (SIGUSR1): see [`log_reopen_status_path`].
+    pub fn log_reopen_status_file(&self) -> PathBuf {
+        log_reopen_status_path(&self.exit_file)
     }
 
     /// The runtime log path actually used (see [`MonitorConfig::runtime_log`]).
@@ -97,11 +116,12 @@ impl MonitorConfig {
         {
             return bad("id", format!("{:?} is not a valid container id", self.id));
         }
-        let paths: [(&'static str, Option<&Path>); 7] = [
+        let paths: [(&'static str, Option<&Path>); 8] = [
             ("bundle", Some(&self.bundle)),
             ("runtime_binary", Some(&self.runtime_binary)),
             ("runtime_root", Some(&self.runtime_root)),
             ("log_path", self.log_path.as_deref()),
+            ("log_directory", self.log_directory.as_deref()),
             ("exit_file", Some(&self.exit_file)),
             ("pid_file", Some(&self.pid_file)),
             ("runtime_log", self.runtime_log.as_deref()),

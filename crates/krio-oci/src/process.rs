@@ -121,7 +121,10 @@ fn validate_env(field: &str, key: &str, value: &str) -> Result<(), SpecError> {
 }
 
 /// Resolves `process.cwd`: CRI `working_dir`, else image `WorkingDir`, else `/`. The chosen value must be an
-/// absolute path without NUL (runc rejects relative cwds).
+/// absolute path without NUL (runc rejects relative cwds) and without `..` components (as mount destinations);
+/// it is returned cleaned of `.` components and repeated slashes.
+///
+/// Errors: `InvalidField` naming `working_dir` or `image config WorkingDir`.
 pub(crate) fn resolve_cwd(
     cfg: &ContainerConfig,
     image: Option<&ImageConfig>,
@@ -136,13 +139,12 @@ pub(crate) fn resolve_cwd(
     } else {
         return Ok("/".to_string());
     };
-    if !cwd.starts_with('/') || cwd.contains('\0') {
-        return Err(SpecError::invalid(
-            field,
-            format!("{cwd:?} must be an absolute path"),
-        ));
-    }
-    Ok(cwd)
+    // The same rule as mount destinations: absolute, no NUL, no `..`. What is left is resolved
+    // inside the rootfs by the runtime (runc joins it to the rootfs without leaving it, following
+    // the image's links within it); `.` and repeated slashes are cleaned here.
+    crate::mounts::validate_abs_path(field, &cwd)?;
+    let clean: std::path::PathBuf = std::path::Path::new(&cwd).components().collect();
+    Ok(clean.to_string_lossy().into_owned())
 }
 
 #[cfg(test)]
@@ -298,5 +300,21 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("working_dir"));
+        for bad in ["/a/../../etc", "/..", "/x/.."] {
+            c.working_dir = bad.into();
+            let e = resolve_cwd(&c, Some(&img)).unwrap_err().to_string();
+            assert!(e.contains("working_dir") && e.contains(".."), "{bad}: {e}");
+        }
+        c.working_dir = "/a/./b//c/".into();
+        assert_eq!(resolve_cwd(&c, None).unwrap(), "/a/b/c");
+        c.working_dir = String::new();
+        let img = ConfigBuilder::default()
+            .working_dir("/x/../..")
+            .build()
+            .unwrap();
+        assert!(resolve_cwd(&c, Some(&img))
+            .unwrap_err()
+            .to_string()
+            .contains("WorkingDir"));
     }
 }

@@ -216,6 +216,7 @@ pub struct OciRuntime {
     binary: PathBuf,
     root: PathBuf,
     timeout: Duration,
+    exec_helper: Option<PathBuf>,
 }
 
 /// Captured result of one invocation.
@@ -232,7 +233,18 @@ impl OciRuntime {
             binary: binary.into(),
             root: root.into(),
             timeout: DEFAULT_TIMEOUT,
+            exec_helper: None,
         }
+    }
+
+    /// Runs [`OciRuntime::exec`] through `krio-monitor exec-wait` (`monitor` is the krio-monitor binary): the
+    /// runtime then runs `exec --detach`, hands the process our pipes directly and exits, and the helper, a
+    /// child subreaper, waits for the process and exits with its status. Without it, runc copies the output
+    /// itself and does not exit before every holder of the pipes (a background child of the command) closed
+    /// them.
+    pub fn with_exec_helper(mut self, monitor: impl Into<PathBuf>) -> Self {
+        self.exec_helper = Some(monitor.into());
+        self
     }
 
     /// Replaces the per-invocation timeout.
@@ -251,10 +263,14 @@ impl OciRuntime {
         &self.root
     }
 
-    /// The base command `<binary> --root <root>` with stdin null and stdout/stderr piped, `kill_on_drop`.
-    /// Exposed for verbs this wrapper does not cover.
+    /// The base command `<binary> --root <root>` with stdin null and stdout/stderr piped, `kill_on_drop`, and
+    /// the child's signal state reset (no signal blocked or ignored: see
+    /// [`krio_monitor::reset_signals_on_exec`]; `posix_spawn` in glibc would otherwise leave glibc's internal
+    /// signal 32 ignored, which the runtime passes on to `exec`'d processes). Exposed for verbs this wrapper
+    /// does not cover.
     pub fn command(&self) -> tokio::process::Command {
         let mut c = tokio::process::Command::new(&self.binary);
+        krio_monitor::reset_signals_on_exec(c.as_std_mut());
         c.arg("--root")
             .arg(&self.root)
             .stdin(Stdio::null())
@@ -407,11 +423,32 @@ impl OciRuntime {
     }
 
     /// `exec --pid-file <tmp> [--env K=V]... [--cwd D] <id> <args...>`: runs a process in the container and
-    /// captures its output (CRI `ExecSync`). A non-zero exit of the process is NOT an error: it is returned in
-    /// [`ExecOutput::exit_code`]. On timeout the exec'd process is SIGKILLed (via its pid file).
+    /// captures its output (CRI `ExecSync`), at most 16 MiB of each stream: [`OciRuntime::exec_limited`] with
+    /// that limit.
     ///
-    /// Errors: [`RuntimeError`] (`Io` if `args` is empty or the temp pid file cannot be created, `Timeout`).
+    /// Errors: as [`OciRuntime::exec_limited`].
     pub async fn exec(&self, id: &str, opts: &ExecOptions) -> Result<ExecOutput, RuntimeError> {
+        self.exec_limited(id, opts, MAX_OUTPUT).await
+    }
+
+    /// As [`OciRuntime::exec`], keeping at most `limit` bytes of each of stdout and stderr.
+    ///
+    /// Output is read as it comes: the first `limit` bytes of each stream are kept and the rest is read and
+    /// discarded while the process runs, so memory stays bounded whatever it prints. A non-zero exit of the
+    /// process is NOT an error: it is returned in [`ExecOutput::exit_code`]. Once the runtime has exited (with
+    /// the process), the pipes are drained for at most [`EXEC_DRAIN`] and then abandoned: a child the command
+    /// left running in the background may hold them open forever. On timeout the exec'd process and every
+    /// descendant of it are killed (frozen with SIGSTOP while they are collected, so none can fork away, then
+    /// SIGKILLed).
+    ///
+    /// Errors: [`RuntimeError`] (`Io` if `args` is empty or the temp pid file cannot be created, `Timeout`,
+    /// `NotFound`/`Failed` when the runtime could not start the process).
+    pub async fn exec_limited(
+        &self,
+        id: &str,
+        opts: &ExecOptions,
+        limit: usize,
+    ) -> Result<ExecOutput, RuntimeError> {
         validate_container_id(id)?;
         let io = |source| RuntimeError::Io {
             verb: "exec",
@@ -426,8 +463,30 @@ impl OciRuntime {
         }
         let pid_dir = tempfile_dir(&self.root).map_err(io)?;
         let pid_file = pid_dir.join("exec.pid");
-        let mut cmd = self.command();
-        cmd.arg("exec").arg("--pid-file").arg(&pid_file);
+        let mut cmd = match &self.exec_helper {
+            Some(helper) => {
+                let mut c = tokio::process::Command::new(helper);
+                krio_monitor::reset_signals_on_exec(c.as_std_mut());
+                c.arg("exec-wait")
+                    .arg(&pid_file)
+                    .arg(&self.binary)
+                    .arg("--root")
+                    .arg(&self.root)
+                    .arg("exec")
+                    .arg("--detach")
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .kill_on_drop(true);
+                c
+            }
+            None => {
+                let mut c = self.command();
+                c.arg("exec");
+                c
+            }
+        };
+        cmd.arg("--pid-file").arg(&pid_file);
         for e in &opts.env {
             cmd.arg("--env").arg(e);
         }
@@ -435,9 +494,43 @@ impl OciRuntime {
             cmd.arg("--cwd").arg(cwd);
         }
         cmd.arg(id).args(&opts.args);
-        let result = self.exec_inner(cmd, id, &pid_file, opts.timeout).await;
+        let result = self
+            .exec_inner(cmd, id, &pid_file, opts.timeout, limit)
+            .await;
         let _ = std::fs::remove_dir_all(&pid_dir);
         result
+    }
+
+    /// Removes the scratch directories of `exec` calls (`<root>.exec/<pid>-...`) that no longer have a live
+    /// owner: those left by a daemon killed during an exec. Directories of this process are kept. Returns how
+    /// many were removed.
+    ///
+    /// Errors: reading `<root>.exec` (a missing directory is not an error).
+    pub fn clean_exec_scratch(&self) -> std::io::Result<usize> {
+        let base = self.root.with_extension("exec");
+        let entries = match std::fs::read_dir(&base) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let me = std::process::id().to_string();
+        let mut removed = 0;
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let owner = name.to_string_lossy();
+            let owner = owner.split('-').next().unwrap_or("");
+            let alive = owner == me
+                || (owner.parse::<i32>().is_ok_and(|p| p > 0)
+                    && Path::new("/proc").join(owner).exists()
+                    && std::fs::read_link(Path::new("/proc").join(owner).join("exe"))
+                        .ok()
+                        .zip(std::env::current_exe().ok())
+                        .is_some_and(|(a, b)| a == b));
+            if !alive && std::fs::remove_dir_all(e.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     async fn exec_inner(
@@ -446,33 +539,35 @@ impl OciRuntime {
         id: &str,
         pid_file: &Path,
         timeout: Option<Duration>,
+        limit: usize,
     ) -> Result<ExecOutput, RuntimeError> {
         let io = |source| RuntimeError::Io {
             verb: "exec",
             id: id.to_string(),
             source,
         };
-        let child = cmd.spawn().map_err(|source| RuntimeError::Spawn {
+        let mut child = cmd.spawn().map_err(|source| RuntimeError::Spawn {
             verb: "exec",
             binary: self.binary.clone(),
             source,
         })?;
-        let wait = child.wait_with_output();
-        tokio::pin!(wait);
-        let out = match timeout {
-            None => wait.await.map_err(io)?,
-            Some(t) => match tokio::time::timeout(t, &mut wait).await {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stdout = tokio::spawn(read_bounded(child.stdout.take(), limit, stop_rx.clone()));
+        let stderr = tokio::spawn(read_bounded(child.stderr.take(), limit, stop_rx));
+        let status = match timeout {
+            None => child.wait().await.map_err(io)?,
+            Some(t) => match tokio::time::timeout(t, child.wait()).await {
                 Ok(r) => r.map_err(io)?,
                 Err(_) => {
                     if let Some(pid) = std::fs::read_to_string(pid_file)
                         .ok()
                         .and_then(|s| s.trim().parse::<i32>().ok())
-                        .and_then(rustix::process::Pid::from_raw)
                     {
-                        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                        kill_process_tree(pid);
                     }
-                    // Give runc a moment to reap and exit; dropping the future kills it otherwise.
-                    let _ = tokio::time::timeout(Duration::from_secs(5), &mut wait).await;
+                    // Give runc a moment to reap and exit; `kill_on_drop` kills it otherwise.
+                    let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+                    let _ = stop_tx.send(true);
                     return Err(RuntimeError::Timeout {
                         verb: "exec",
                         id: id.to_string(),
@@ -481,27 +576,39 @@ impl OciRuntime {
                 }
             },
         };
-        let mut stdout = out.stdout;
-        let mut stderr = out.stderr;
-        stdout.truncate(MAX_OUTPUT);
-        stderr.truncate(MAX_OUTPUT);
+        // The process has exited; what it wrote is in the pipes. Read it, but do not wait for
+        // EOF beyond the drain time: a background child may hold the pipes open.
+        let drain = async {
+            let _ = tokio::time::sleep(EXEC_DRAIN).await;
+            let _ = stop_tx.send(true);
+        };
+        let ((out, err), ()) = tokio::join!(async { (stdout.await, stderr.await) }, async {
+            tokio::select! {
+                () = drain => {}
+                () = stop_tx.closed() => {}
+            }
+        });
+        let join = |r: Result<Vec<u8>, tokio::task::JoinError>| {
+            r.map_err(|e| io(std::io::Error::other(e.to_string())))
+        };
+        let (stdout, stderr) = (join(out)?, join(err)?);
         // runc exec exits with the process's status; runc's own failures (e.g. container not running) are also
         // exit status 1 with an error on stderr, which is indistinguishable without the pid file: no pid file
         // means the process never started.
-        if !out.status.success() && !pid_file.exists() {
+        if !status.success() && !pid_file.exists() {
             return Err(failure(
                 "exec",
                 id,
                 RawOutput {
-                    status: out.status,
+                    status,
                     stdout,
                     stderr,
                 },
             ));
         }
         let exit_code = match (
-            out.status.code(),
-            std::os::unix::process::ExitStatusExt::signal(&out.status),
+            status.code(),
+            std::os::unix::process::ExitStatusExt::signal(&status),
         ) {
             (Some(c), _) => c,
             (None, Some(s)) => 128 + s,
@@ -513,6 +620,113 @@ impl OciRuntime {
             stderr,
         })
     }
+}
+
+/// How long an exec's output pipes are still read after the runtime exited (it exits right after the exec'd
+/// process): long enough to take what is already in the pipes, short enough that a background child holding
+/// them open does not hold the reply.
+pub const EXEC_DRAIN: Duration = Duration::from_millis(250);
+
+/// Reads `pipe` until EOF or until `stop` turns true, keeping the first `limit` bytes and discarding the rest.
+async fn read_bounded<R: tokio::io::AsyncRead + Unpin>(
+    pipe: Option<R>,
+    limit: usize,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut kept = Vec::new();
+    let Some(mut pipe) = pipe else {
+        return kept;
+    };
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        tokio::select! {
+            r = pipe.read(&mut buf) => match r {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let room = limit.saturating_sub(kept.len());
+                    kept.extend_from_slice(&buf[..n.min(room)]);
+                }
+            },
+            changed = stop.changed() => {
+                if changed.is_err() {
+                    // The sender is gone without asking to stop: read on until EOF.
+                    while let Ok(n) = pipe.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        let room = limit.saturating_sub(kept.len());
+                        kept.extend_from_slice(&buf[..n.min(room)]);
+                    }
+                    break;
+                }
+            }
+        }
+    }
+    kept
+}
+
+/// SIGKILLs process `pid` and all its descendants. They are first frozen with SIGSTOP, rescanning `/proc`
+/// until no new descendant appears, so none can fork a child that escapes the kill; then all get SIGKILL.
+pub fn kill_process_tree(pid: i32) {
+    use rustix::process::{kill_process, Pid, Signal};
+    let Some(root) = Pid::from_raw(pid) else {
+        return;
+    };
+    let mut tree: Vec<i32> = vec![pid];
+    let _ = kill_process(root, Signal::STOP);
+    for _ in 0..50 {
+        let parents = parent_map();
+        let mut grew = false;
+        let mut i = 0;
+        while i < tree.len() {
+            let p = tree[i];
+            for (&child, &parent) in &parents {
+                if parent == p && !tree.contains(&child) {
+                    tree.push(child);
+                    if let Some(c) = Pid::from_raw(child) {
+                        let _ = kill_process(c, Signal::STOP);
+                    }
+                    grew = true;
+                }
+            }
+            i += 1;
+        }
+        if !grew {
+            break;
+        }
+    }
+    for p in tree.iter().filter_map(|p| Pid::from_raw(*p)) {
+        let _ = kill_process(p, Signal::KILL);
+    }
+}
+
+/// pid -> parent pid of every process, from `/proc/<pid>/stat`.
+fn parent_map() -> std::collections::BTreeMap<i32, i32> {
+    let mut map = std::collections::BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return map;
+    };
+    for e in entries.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid ...`; comm may contain spaces and parentheses.
+        if let Some(ppid) = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<i32>().ok())
+        {
+            map.insert(pid, ppid);
+        }
+    }
+    map
 }
 
 /// A fresh private directory under `<root>.exec/` (beside the runtime's root, never inside it,

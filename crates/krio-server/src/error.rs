@@ -18,7 +18,7 @@ pub enum ServerError {
         reason: String,
     },
     /// The named object does not exist (`NotFound`).
-    #[error("{kind} {id:?} not found")]
+    #[error("{kind} {} not found", crate::validate::quote(id))]
     NotFound {
         /// `sandbox`, `container` or `image`.
         kind: &'static str,
@@ -26,7 +26,7 @@ pub enum ServerError {
         id: String,
     },
     /// A name is already reserved by another object (`AlreadyExists`).
-    #[error("{kind} name {name:?} is reserved by {id}")]
+    #[error("{kind} name {} is reserved by {id}", crate::validate::quote(name))]
     AlreadyExists {
         /// `sandbox` or `container`.
         kind: &'static str,
@@ -142,8 +142,28 @@ impl From<ServerError> for Status {
         if code == Code::Internal {
             tracing::error!(error = %e, "request failed");
         }
-        Status::new(code, e.to_string())
+        Status::new(code, cut_message(e.to_string()))
     }
+}
+
+/// The longest status message sent (bytes). gRPC carries the message in a trailer, and
+/// clients refuse trailers over their metadata limit (8 KiB by default in grpc-go) with
+/// `RESOURCE_EXHAUSTED`, hiding the real code.
+const MAX_MESSAGE: usize = 4096;
+
+/// Cuts `msg` to [`MAX_MESSAGE`] bytes at a character boundary: the backstop behind
+/// [`crate::validate::quote`] for any error that still echoes a long input (a registry's
+/// answer, a runtime's stderr).
+fn cut_message(mut msg: String) -> String {
+    if msg.len() > MAX_MESSAGE {
+        let mut end = MAX_MESSAGE;
+        while !msg.is_char_boundary(end) {
+            end -= 1;
+        }
+        msg.truncate(end);
+        msg.push_str("... (cut)");
+    }
+    msg
 }
 
 /// Result alias for handlers.

@@ -101,13 +101,24 @@ impl Krio {
             let root = cfg.runtime_root(name);
             std::fs::create_dir_all(&root)
                 .map_err(|e| ServerError::io("creating runtime root", &root, e))?;
-            runtimes.insert(name.clone(), OciRuntime::new(binary, root));
+            runtimes.insert(name.clone(), (binary, root));
         }
         let monitor_bin = locate_monitor(&cfg.monitor_path).ok_or_else(|| {
             ServerError::FailedPrecondition(
                 "krio-monitor not found next to krio, in monitor_path, or in PATH".to_string(),
             )
         })?;
+        // ExecSync waits for the exec'd process through the monitor binary's exec helper, not
+        // for runc's copy of its output (see `OciRuntime::with_exec_helper`).
+        let runtimes: BTreeMap<String, OciRuntime> = runtimes
+            .into_iter()
+            .map(|(name, (binary, root))| {
+                (
+                    name,
+                    OciRuntime::new(binary, root).with_exec_helper(&monitor_bin),
+                )
+            })
+            .collect();
         if cfg.cni.install_default_config {
             if let Err(e) = krio_net::cni::install_default_config(&cfg.cni.conf_dir) {
                 tracing::warn!(error = %e, "cannot install the default CNI configuration");
@@ -169,7 +180,10 @@ impl Krio {
 
     fn runtime(&self, handler: &str) -> error::Result<&OciRuntime> {
         self.runtimes.get(handler).ok_or_else(|| {
-            ServerError::invalid("runtime_handler", format!("unknown handler {handler:?}"))
+            ServerError::invalid(
+                "runtime_handler",
+                format!("unknown handler {}", validate::quote(handler)),
+            )
         })
     }
 

@@ -14,6 +14,18 @@ impl Krio {
     /// down. A container the runtime no longer knows and that left no exit file is marked
     /// Exited with reason `Unknown`. Directories without a record are removed.
     pub(crate) async fn recover(&self) {
+        // Scratch directories of `runc exec` calls a killed daemon left behind.
+        for (handler, runtime) in &self.runtimes {
+            match runtime.clean_exec_scratch() {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(handler = %handler, removed = n, "removed leftover exec scratch directories")
+                }
+                Err(e) => {
+                    tracing::warn!(handler = %handler, error = %e, "cleaning exec scratch directories")
+                }
+            }
+        }
         for id in child_ids(&self.cfg.root.join("sandboxes")) {
             match persist::read_json::<SandboxRecord>(&self.sandbox_record_path(&id)) {
                 Ok(Some(rec)) if rec.state == SandboxState::Creating => {
@@ -29,7 +41,14 @@ impl Krio {
                         .pod_init
                         .is_some_and(|init| !krio_monitor::pod_init_running(&init));
                     if rec.state == SandboxState::Ready && (netns_gone || init_gone) {
-                        tracing::warn!(sandbox = %id, netns_gone, init_gone, "sandbox namespaces gone; sandbox not ready");
+                        // Name only what is actually gone: the network namespace pin, the pod
+                        // init (which holds the pod's PID namespace), or both.
+                        let what = match (netns_gone, init_gone) {
+                            (true, true) => "network namespace and pod init gone",
+                            (true, false) => "network namespace gone",
+                            _ => "pod init (PID namespace) gone",
+                        };
+                        tracing::warn!(sandbox = %id, netns_gone, init_gone, "{what}; sandbox not ready");
                         rec.state = SandboxState::NotReady;
                         let _ = persist::write_json(&self.sandbox_record_path(&id), &rec);
                     }

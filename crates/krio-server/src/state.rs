@@ -236,6 +236,11 @@ pub struct Container {
     /// Set while an exit watcher holds a pidfd of the monitor: the watcher then records the
     /// exit as it happens, and readers need not look for the exit file themselves.
     pub watched: std::sync::atomic::AtomicBool,
+    /// The earliest deadline any `StopContainer` in progress or waiting has asked for: a stop
+    /// waiting for the process to exit gives up and kills when this passes, so a later stop
+    /// with a shorter timeout (kubelet's force delete) shortens the one in progress. `None`
+    /// when no stop is under way.
+    pub stop_deadline: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 impl Container {
@@ -247,7 +252,34 @@ impl Container {
             snapshot: Snapshot::new(record.clone()),
             record: tokio::sync::Mutex::new(record),
             watched: std::sync::atomic::AtomicBool::new(false),
+            stop_deadline: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Asks every stop of this container in progress to kill by `deadline` at the latest
+    /// (keeps an earlier deadline already asked for).
+    pub fn shorten_stop(&self, deadline: tokio::time::Instant) {
+        let mut d = self
+            .stop_deadline
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *d = Some(d.map_or(deadline, |cur| cur.min(deadline)));
+    }
+
+    /// The earliest stop deadline asked for, if any.
+    pub fn stop_deadline(&self) -> Option<tokio::time::Instant> {
+        *self
+            .stop_deadline
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Forgets the stop deadline (a stop finished).
+    pub fn clear_stop_deadline(&self) {
+        *self
+            .stop_deadline
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
     }
 
     /// Runs `f` on the latest committed record without copying it.

@@ -6,6 +6,25 @@ use krio_cri::v1 as cri;
 
 use crate::error::{Result, ServerError};
 
+/// The most bytes of a request's input that an error message quotes.
+pub const QUOTE_LIMIT: usize = 256;
+
+/// `input` quoted for an error message (Rust debug quoting, so control characters are
+/// escaped), cut to its first [`QUOTE_LIMIT`] bytes (at a character boundary) with the total
+/// length noted when longer. Every error that echoes request input goes through this: a whole
+/// 1 MB field in a message would exceed gRPC's metadata limit and turn the reply into
+/// `RESOURCE_EXHAUSTED`.
+pub fn quote(input: &str) -> String {
+    if input.len() <= QUOTE_LIMIT {
+        return format!("{input:?}");
+    }
+    let mut end = QUOTE_LIMIT;
+    while !input.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}... ({} bytes)", &input[..end], input.len())
+}
+
 /// Checks a `RunPodSandbox` config: metadata name, namespace and uid are required, the hostname
 /// is a valid DNS label sequence, `log_directory` is absolute, sysctls are namespaced and clean.
 pub fn sandbox_config(config: &cri::PodSandboxConfig) -> Result<()> {
@@ -24,7 +43,10 @@ pub fn sandbox_config(config: &cri::PodSandboxConfig) -> Result<()> {
         if v.len() > 253 || v.chars().any(|c| c.is_control() || c == '/') {
             return Err(ServerError::invalid(
                 field,
-                format!("{v:?} contains '/' or control characters, or is too long"),
+                format!(
+                    "{} contains '/' or control characters, or is too long",
+                    quote(v)
+                ),
             ));
         }
     }
@@ -34,7 +56,7 @@ pub fn sandbox_config(config: &cri::PodSandboxConfig) -> Result<()> {
     if !config.log_directory.is_empty() && !Path::new(&config.log_directory).is_absolute() {
         return Err(ServerError::invalid(
             "config.log_directory",
-            format!("{:?} must be an absolute path", config.log_directory),
+            format!("{} must be an absolute path", quote(&config.log_directory)),
         ));
     }
     if let Some(linux) = &config.linux {
@@ -45,15 +67,52 @@ pub fn sandbox_config(config: &cri::PodSandboxConfig) -> Result<()> {
             cgroup_path("config.linux.cgroup_parent", &linux.cgroup_parent)?;
         }
     }
+    for (i, p) in config.port_mappings.iter().enumerate() {
+        port_mapping(i, p)?;
+    }
     if let Some(dns) = &config.dns_config {
         for s in dns.servers.iter().chain(&dns.searches).chain(&dns.options) {
             if s.is_empty() || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 return Err(ServerError::invalid(
                     "config.dns_config",
-                    format!("{s:?} is empty or contains whitespace"),
+                    format!("{} is empty or contains whitespace", quote(s)),
                 ));
             }
         }
+    }
+    Ok(())
+}
+
+/// Checks one `PodSandboxConfig.port_mappings` entry. A `container_port` must be 1..=65535;
+/// a `host_port` of 0 means "no host port" (kubelet lists every declared container port so),
+/// otherwise it must be 1..=65535; the protocol must be one CRI defines; a `host_ip`, when
+/// set, must be an IP address. Nothing is silently dropped or rewritten (containerd skips
+/// mappings without a host port, as krio does when it calls the plugins).
+pub fn port_mapping(i: usize, p: &cri::PortMapping) -> Result<()> {
+    let field = |name: &str| format!("config.port_mappings[{i}].{name}");
+    if cri::Protocol::try_from(p.protocol).is_err() {
+        return Err(ServerError::invalid(
+            field("protocol"),
+            format!("unknown protocol {} (TCP, UDP or SCTP)", p.protocol),
+        ));
+    }
+    if !(1..=65535).contains(&p.container_port) {
+        return Err(ServerError::invalid(
+            field("container_port"),
+            format!("{} is not a port (1-65535)", p.container_port),
+        ));
+    }
+    if !(0..=65535).contains(&p.host_port) {
+        return Err(ServerError::invalid(
+            field("host_port"),
+            format!("{} is not a port (1-65535, or 0 for none)", p.host_port),
+        ));
+    }
+    if !p.host_ip.is_empty() && p.host_ip.parse::<std::net::IpAddr>().is_err() {
+        return Err(ServerError::invalid(
+            field("host_ip"),
+            format!("{} is not an IP address", quote(&p.host_ip)),
+        ));
     }
     Ok(())
 }
@@ -69,7 +128,7 @@ pub fn container_config(config: &cri::ContainerConfig) -> Result<()> {
     if m.name.contains('/') || m.name.chars().any(|c| c.is_control()) {
         return Err(ServerError::invalid(
             "config.metadata.name",
-            format!("{:?} contains '/' or control characters", m.name),
+            format!("{} contains '/' or control characters", quote(&m.name)),
         ));
     }
     let image = config
@@ -94,7 +153,7 @@ pub fn relative_path(field: &'static str, p: &str) -> Result<()> {
     {
         return Err(ServerError::invalid(
             field,
-            format!("{p:?} must be a relative path without '..'"),
+            format!("{} must be a relative path without '..'", quote(p)),
         ));
     }
     Ok(())
@@ -111,7 +170,7 @@ pub fn cgroup_path(field: &'static str, p: &str) -> Result<()> {
     if !ok && p != "/" {
         return Err(ServerError::invalid(
             field,
-            format!("{p:?} must be an absolute cgroup path without '..'"),
+            format!("{} must be an absolute cgroup path without '..'", quote(p)),
         ));
     }
     Ok(())
@@ -140,7 +199,7 @@ pub fn hostname(h: &str) -> Result<()> {
     if !ok {
         return Err(ServerError::invalid(
             "config.hostname",
-            format!("{h:?} is not a valid hostname"),
+            format!("{} is not a valid hostname", quote(h)),
         ));
     }
     Ok(())
@@ -174,7 +233,7 @@ pub fn sysctl(key: &str, value: &str) -> Result<()> {
     if !key_ok {
         return Err(ServerError::invalid(
             field,
-            format!("bad sysctl key {key:?}"),
+            format!("bad sysctl key {}", quote(key)),
         ));
     }
     let normalized = key.replace('/', ".");
@@ -184,7 +243,7 @@ pub fn sysctl(key: &str, value: &str) -> Result<()> {
     {
         return Err(ServerError::invalid(
             field,
-            format!("sysctl {key:?} is not namespaced"),
+            format!("sysctl {} is not namespaced", quote(key)),
         ));
     }
     if value.is_empty()
@@ -193,7 +252,7 @@ pub fn sysctl(key: &str, value: &str) -> Result<()> {
     {
         return Err(ServerError::invalid(
             field,
-            format!("bad value {value:?} for sysctl {key:?}"),
+            format!("bad value {} for sysctl {}", quote(value), quote(key)),
         ));
     }
     Ok(())
@@ -213,6 +272,59 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn port_mappings_are_refused_not_rewritten() {
+        let pm =
+            |protocol: i32, container_port: i32, host_port: i32, host_ip: &str| cri::PortMapping {
+                protocol,
+                container_port,
+                host_port,
+                host_ip: host_ip.into(),
+            };
+        for (m, field) in [
+            (pm(0, 80, 8080, "1.2.3.4; rm -rf /"), "host_ip"),
+            (pm(7, 80, 8080, ""), "protocol"),
+            (pm(0, 0, 8080, ""), "container_port"),
+            (pm(0, -1, 8080, ""), "container_port"),
+            (pm(0, 70000, 8080, ""), "container_port"),
+            (pm(0, 80, -1, ""), "host_port"),
+            (pm(0, 80, 70000, ""), "host_port"),
+        ] {
+            let e = port_mapping(3, &m).unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument);
+            assert!(
+                e.to_string()
+                    .contains(&format!("config.port_mappings[3].{field}")),
+                "{e}"
+            );
+        }
+        for m in [
+            pm(0, 80, 0, ""),
+            pm(1, 53, 5353, "127.0.0.1"),
+            pm(2, 9, 9, "::1"),
+        ] {
+            port_mapping(0, &m).unwrap();
+        }
+    }
+
+    #[test]
+    fn long_input_is_cut_in_messages() {
+        assert_eq!(quote("ab"), "\"ab\"");
+        let long = "é".repeat(400_000);
+        let q = quote(&long);
+        assert!(q.len() < QUOTE_LIMIT + 64, "{}", q.len());
+        assert!(q.ends_with("(800000 bytes)"), "{q}");
+        let e = container_config(&cri::ContainerConfig {
+            metadata: Some(cri::ContainerMetadata {
+                name: format!("a/{long}"),
+                attempt: 0,
+            }),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().len() < 1024);
     }
 
     #[test]

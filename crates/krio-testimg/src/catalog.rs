@@ -9,6 +9,7 @@
 //! | `pause` | `krio-test/pause` | sandbox image, entrypoint [`PAUSE_ENTRYPOINT`] |
 //! | `zstd` | `krio-test/zstd` | busybox with a zstd layer (OCI) |
 //! | `uncompressed` | `krio-test/uncompressed` | busybox with an uncompressed tar layer (OCI) |
+//! | `stopsignal` | `krio-test/stopsignal` | busybox whose config says `StopSignal: SIGUSR1`, entrypoint [`STOPSIGNAL_ENTRYPOINT`] |
 //!
 //! The busybox layer holds `/bin/busybox` (copied from the host) with every applet of `busybox --list`
 //! as a hard link in `/bin`, `/etc/passwd` and `/etc/group` (root 0, krio 1000, nobody 65534),
@@ -44,6 +45,17 @@ pub const ZSTD: &str = "zstd";
 /// Name of the uncompressed-layer image.
 pub const UNCOMPRESSED: &str = "uncompressed";
 
+/// Name of the image whose config sets `StopSignal` to `SIGUSR1`.
+pub const STOPSIGNAL: &str = "stopsignal";
+
+/// Entrypoint of the stopsignal image: prints `ready` once its trap is set, exits 0 on SIGUSR1 and ignores
+/// SIGTERM, so only the image's stop signal stops it cleanly.
+pub const STOPSIGNAL_ENTRYPOINT: &[&str] = &[
+    "/bin/sh",
+    "-c",
+    "trap 'echo got-usr1; exit 0' USR1; trap '' TERM; echo ready; while :; do sleep 0.1; done",
+];
+
 /// Every image name, in build/push order.
 pub const IMAGE_NAMES: &[&str] = &[
     BUSYBOX,
@@ -53,6 +65,7 @@ pub const IMAGE_NAMES: &[&str] = &[
     PAUSE,
     ZSTD,
     UNCOMPRESSED,
+    STOPSIGNAL,
 ];
 
 /// `/etc/passwd` of the busybox layer.
@@ -355,6 +368,26 @@ impl Catalog {
                 spec.history = vec!["krio-testimg busybox layer".into()];
                 (
                     PAUSE,
+                    Artifact::Image(Image::build(
+                        ManifestFormat::Oci,
+                        &spec,
+                        vec![self.base_gzip()?],
+                    )?),
+                )
+            }
+            STOPSIGNAL => {
+                let mut spec = ImageSpec::with_cmd(&[]);
+                spec.cmd = None;
+                spec.entrypoint = Some(
+                    STOPSIGNAL_ENTRYPOINT
+                        .iter()
+                        .map(|s| (*s).to_owned())
+                        .collect(),
+                );
+                spec.stop_signal = Some("SIGUSR1".to_owned());
+                spec.history = vec!["krio-testimg busybox layer".into()];
+                (
+                    STOPSIGNAL,
                     Artifact::Image(Image::build(
                         ManifestFormat::Oci,
                         &spec,

@@ -164,6 +164,8 @@ pub struct ImageSpec {
     pub working_dir: Option<String>,
     /// `config.User`, if set.
     pub user: Option<String>,
+    /// `config.StopSignal` (e.g. `SIGUSR1`), if set.
+    pub stop_signal: Option<String>,
     /// `config.Labels`.
     pub labels: BTreeMap<String, String>,
     /// `created_by` text per layer in `history` (one per layer; missing ones get a generic text).
@@ -180,6 +182,7 @@ impl ImageSpec {
             cmd: Some(cmd.iter().map(|s| (*s).to_owned()).collect()),
             working_dir: Some("/".to_owned()),
             user: None,
+            stop_signal: None,
             labels: BTreeMap::new(),
             history: Vec::new(),
         }
@@ -228,6 +231,8 @@ struct ContainerConfigJson<'a> {
     cmd: Option<&'a [String]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     working_dir: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop_signal: Option<&'a str>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     labels: &'a BTreeMap<String, String>,
 }
@@ -316,6 +321,7 @@ impl Image {
                 entrypoint: spec.entrypoint.as_deref(),
                 cmd: spec.cmd.as_deref(),
                 working_dir: spec.working_dir.as_deref(),
+                stop_signal: spec.stop_signal.as_deref(),
                 labels: &spec.labels,
             },
             rootfs: RootFsJson {

@@ -95,6 +95,9 @@ fn lock_dir(dir: &Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
 }
 
 fn main() -> std::process::ExitCode {
+    // Before any thread or handler exists: whatever signals our parent ignored or blocked must
+    // not reach the runtime, plugins and containers we start.
+    krio_monitor::reset_inherited_signals();
     match run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

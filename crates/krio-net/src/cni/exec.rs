@@ -98,11 +98,52 @@ pub(crate) fn plugin_stdin(
     Value::Object(conf)
 }
 
+/// The most bytes of a plugin's stdout kept (a result document is a few KiB); the rest is read
+/// and discarded, and such a result is refused.
+const MAX_PLUGIN_STDOUT: usize = 1 << 20;
+
+/// The most bytes of a plugin's stderr kept (for the error message and the debug log).
+const MAX_PLUGIN_STDERR: usize = 64 << 10;
+
+/// What a plugin run gave back, each stream cut at its limit.
+struct Output {
+    status: std::process::ExitStatus,
+    stdout: Vec<u8>,
+    /// Whether stdout went past [`MAX_PLUGIN_STDOUT`].
+    stdout_cut: bool,
+    stderr: Vec<u8>,
+}
+
+/// Reads `pipe` to EOF, keeping the first `limit` bytes and discarding the rest as it comes, so
+/// a plugin printing without end costs no memory. Returns the kept bytes and whether any were
+/// discarded. A read error ends the stream.
+async fn read_capped<R: tokio::io::AsyncRead + Unpin>(
+    pipe: Option<R>,
+    limit: usize,
+) -> (Vec<u8>, bool) {
+    use tokio::io::AsyncReadExt;
+    let (mut kept, mut cut) = (Vec::new(), false);
+    let Some(mut pipe) = pipe else {
+        return (kept, cut);
+    };
+    let mut buf = vec![0u8; 16 * 1024];
+    while let Ok(n) = pipe.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        let room = limit.saturating_sub(kept.len());
+        kept.extend_from_slice(&buf[..n.min(room)]);
+        cut |= n > room;
+    }
+    (kept, cut)
+}
+
 /// Executes one plugin and returns its parsed stdout (`None` when it printed nothing).
 ///
 /// The child gets the daemon's environment (plugins need `PATH` for iptables) plus the `CNI_*`
 /// variables, is killed when `inv.timeout` elapses, and has no inherited fds besides stdio (Rust
-/// opens everything `O_CLOEXEC`).
+/// opens everything `O_CLOEXEC`). Its output is read as it comes and bounded: at most
+/// 1 MiB of stdout (more is refused as `PluginOutput`) and 64 KiB of stderr are kept.
 pub(crate) async fn exec_plugin(
     op: Op,
     plugin_type: &str,
@@ -146,8 +187,19 @@ pub(crate) async fn exec_plugin(
                 let _ = s.shutdown().await;
             }
         };
-        let (_, out) = tokio::join!(feed, child.wait_with_output());
-        out
+        let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+        let (_, stdout, stderr, status) = tokio::join!(
+            feed,
+            read_capped(stdout, MAX_PLUGIN_STDOUT),
+            read_capped(stderr, MAX_PLUGIN_STDERR),
+            child.wait()
+        );
+        status.map(|status| Output {
+            status,
+            stdout: stdout.0,
+            stdout_cut: stdout.1,
+            stderr: stderr.0,
+        })
     };
     let out = match tokio::time::timeout(inv.timeout, run).await {
         Ok(Ok(out)) => out,
@@ -199,6 +251,13 @@ pub(crate) async fn exec_plugin(
     if out.stdout.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
+    if out.stdout_cut {
+        return Err(NetError::PluginOutput {
+            plugin: plugin_type.to_owned(),
+            command: op.as_str(),
+            reason: format!("more than {MAX_PLUGIN_STDOUT} bytes on stdout"),
+        });
+    }
     let v: Value = serde_json::from_slice(&out.stdout).map_err(|e| NetError::PluginOutput {
         plugin: plugin_type.to_owned(),
         command: op.as_str(),
@@ -211,6 +270,17 @@ pub(crate) async fn exec_plugin(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[tokio::test]
+    async fn plugin_output_is_capped_as_it_is_read() {
+        let data = vec![b'x'; 100_000];
+        let (kept, cut) = read_capped(Some(&data[..]), 1000).await;
+        assert_eq!((kept.len(), cut), (1000, true));
+        let (kept, cut) = read_capped(Some(&b"{}"[..]), 1000).await;
+        assert_eq!((kept.as_slice(), cut), (&b"{}"[..], false));
+        let (kept, cut) = read_capped(None::<&[u8]>, 1000).await;
+        assert_eq!((kept.len(), cut), (0, false));
+    }
 
     #[test]
     fn stdin_injection() {

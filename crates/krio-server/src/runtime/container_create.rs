@@ -49,6 +49,21 @@ impl Krio {
                 kind: "image",
                 id: image_ref.clone(),
             })?;
+        let cri_stop_signal = cri::Signal::try_from(config.stop_signal).map_err(|_| {
+            ServerError::invalid(
+                "config.stop_signal",
+                format!("unknown signal {}", config.stop_signal),
+            )
+        })?;
+        let stop_signal = super::container_stop::recorded_stop_signal(
+            Some(cri_stop_signal.as_str_name()),
+            image
+                .config
+                .config()
+                .as_ref()
+                .and_then(|c| c.stop_signal().as_deref()),
+        )?;
+        let target_pidns = self.target_pid_namespace(&config, &sb.id)?;
         let name = super::container_remove::container_name(&config, &sb.config);
         let id = ids::new_id()?;
         let log_path = if sb.config.log_directory.is_empty() || config.log_path.is_empty() {
@@ -81,11 +96,7 @@ impl Krio {
             pid: 0,
             monitor_pid: 0,
             cgroups_path: format!("{}/{}", sb.cgroup_parent, id),
-            stop_signal: image
-                .config
-                .config()
-                .as_ref()
-                .and_then(|c| c.stop_signal().clone()),
+            stop_signal,
             config,
         };
         let this = self.clone();
@@ -93,7 +104,7 @@ impl Krio {
         let work = async move {
             let span =
                 tracing::info_span!("create_container", container = %record.id, name = %task_name);
-            this.finish_create(record, &sb, &image, &task_name)
+            this.finish_create(record, &sb, &image, &task_name, target_pidns)
                 .instrument(span)
                 .await
         };
@@ -115,9 +126,13 @@ impl Krio {
         sb: &SandboxRecord,
         image: &krio_image::ImageRecord,
         name: &str,
+        target_pidns: Option<PathBuf>,
     ) -> Result<String> {
         let id = record.id.clone();
-        match self.setup_container(&mut record, sb, image).await {
+        match self
+            .setup_container(&mut record, sb, image, target_pidns)
+            .await
+        {
             Ok(()) => {
                 let c = Container::new(record);
                 self.containers.insert(id.clone(), c.clone());
@@ -143,6 +158,7 @@ impl Krio {
         rec: &mut ContainerRecord,
         sb: &SandboxRecord,
         image: &krio_image::ImageRecord,
+        target_pidns: Option<PathBuf>,
     ) -> Result<()> {
         let run_dir = self.container_run_dir(&rec.id);
         let data_dir = self.container_data_dir(&rec.id);
@@ -161,10 +177,19 @@ impl Krio {
             &rootfs_dir,
         )?;
         if !rec.log_path.is_empty() {
-            if let Some(parent) = PathBuf::from(&rec.log_path).parent() {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| ServerError::io("creating log directory", parent, e))?;
-            }
+            // Create the log file now, as the monitor will open it (no link followed below the
+            // pod's log directory, nothing but a regular file): a link, FIFO or directory planted
+            // at the path is the caller's problem to clear, named in the reply.
+            let dir = PathBuf::from(&sb.config.log_directory);
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| ServerError::io("creating log directory", &dir, e))?;
+            krio_monitor::logfile::open_log_file(&dir, std::path::Path::new(&rec.config.log_path))
+                .map_err(|e| {
+                    ServerError::FailedPrecondition(format!(
+                        "config.log_path {}: {e}",
+                        crate::validate::quote(&rec.config.log_path)
+                    ))
+                })?;
         }
         let sandbox_dir = self.sandbox_run_dir(&sb.id);
         let mut sandbox_mounts = Vec::new();
@@ -189,7 +214,7 @@ impl Krio {
                 network: sb.netns.clone(),
                 ipc: sb.ipcns.clone(),
                 uts: sb.utsns.clone(),
-                pid: sb.pidns.clone(),
+                pid: target_pidns.or_else(|| sb.pidns.clone()),
             },
             sandbox_mounts,
             cgroups_path: rec.cgroups_path.clone(),
@@ -210,6 +235,9 @@ impl Krio {
             run_dir.join("pid"),
         );
         monitor.runtime_log = Some(run_dir.join("runtime.log"));
+        if !rec.log_path.is_empty() {
+            monitor.log_directory = Some(PathBuf::from(&sb.config.log_directory));
+        }
         let bin = self.monitor_bin.clone();
         let spawned = tokio::task::spawn_blocking(move || krio_monitor::spawn(&monitor, &bin))
             .await
@@ -220,6 +248,59 @@ impl Krio {
         rec.monitor_pid = spawned.monitor_pid;
         persist::write_json(&self.container_record_path(&rec.id), rec)?;
         Ok(())
+    }
+}
+
+impl Krio {
+    /// For a container whose PID namespace mode is TARGET (`kubectl debug --target`): the PID
+    /// namespace of the target container's init, `/proc/<pid>/ns/pid`, which the new container
+    /// joins. `None` for any other mode.
+    ///
+    /// Errors: `InvalidArgument` naming `target_id` when it is empty or malformed, or not a
+    /// running container of the same pod.
+    fn target_pid_namespace(
+        &self,
+        config: &cri::ContainerConfig,
+        sandbox_id: &str,
+    ) -> Result<Option<PathBuf>> {
+        const FIELD: &str = "config.linux.security_context.namespace_options.target_id";
+        let Some(ns) = config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.as_ref())
+        else {
+            return Ok(None);
+        };
+        if ns.pid != cri::NamespaceMode::Target as i32 {
+            return Ok(None);
+        }
+        if ns.target_id.is_empty() {
+            return Err(ServerError::invalid(
+                FIELD,
+                "is required with pid mode TARGET",
+            ));
+        }
+        let not_target = |why: &str| {
+            ServerError::invalid(
+                FIELD,
+                format!("{} {why}", crate::validate::quote(&ns.target_id)),
+            )
+        };
+        let target = self
+            .containers
+            .find(FIELD, &ns.target_id)?
+            .ok_or_else(|| not_target("is not a container"))?;
+        if target.sandbox_id != sandbox_id {
+            return Err(not_target("is a container of another pod"));
+        }
+        let mut rec = target.snapshot();
+        self.refresh_exit(&mut rec);
+        if rec.state != ContainerState::Running || !super::container_stop::process_running(rec.pid)
+        {
+            return Err(not_target("is not running"));
+        }
+        Ok(Some(PathBuf::from(format!("/proc/{}/ns/pid", rec.pid))))
     }
 }
 

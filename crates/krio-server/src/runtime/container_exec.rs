@@ -46,8 +46,10 @@ impl Krio {
         }
         let rec = self.running_container(&req.container_id)?;
         let runtime = self.runtime(&rec.runtime_handler)?;
-        let out = runtime
-            .exec(
+        // Output is read as it comes and cut at the limit while the command runs: kubelet
+        // accepts gRPC messages up to 16 MiB, so each stream keeps at most half of that.
+        let result = runtime
+            .exec_limited(
                 &rec.id,
                 &krio_oci::ExecOptions {
                     args: req.cmd,
@@ -55,25 +57,73 @@ impl Krio {
                     cwd: None,
                     timeout: (req.timeout > 0).then(|| Duration::from_secs(req.timeout as u64)),
                 },
+                EXEC_SYNC_STREAM_LIMIT,
             )
-            .await?;
-        let (mut stdout, mut stderr) = (out.stdout, out.stderr);
-        // kubelet accepts gRPC messages up to 16 MiB: keep each stream within half of that.
-        stdout.truncate(EXEC_SYNC_STREAM_LIMIT);
-        stderr.truncate(EXEC_SYNC_STREAM_LIMIT);
+            .await;
+        let out = match result {
+            Ok(out) => out,
+            Err(e) => return Err(self.exec_failure(&rec, e)),
+        };
         Ok(cri::ExecSyncResponse {
-            stdout,
-            stderr,
+            stdout: out.stdout,
+            stderr: out.stderr,
             exit_code: out.exit_code,
         })
     }
 
+    /// The error for an exec the runtime could not start. A container removed or stopped
+    /// meanwhile makes runc fail with its own text (`lstat /proc/<pid>/ns/ipc: no such file`);
+    /// the caller gets `NotFound` or `FailedPrecondition` for that instead of `Internal`.
+    fn exec_failure(
+        &self,
+        rec: &crate::state::ContainerRecord,
+        e: krio_oci::RuntimeError,
+    ) -> ServerError {
+        if matches!(e, krio_oci::RuntimeError::Timeout { .. }) {
+            return e.into();
+        }
+        match self.containers.find("container_id", &rec.id) {
+            Ok(None) => {
+                return ServerError::NotFound {
+                    kind: "container",
+                    id: rec.id.clone(),
+                }
+            }
+            Ok(Some(c)) => {
+                let mut now = c.snapshot();
+                self.refresh_exit(&mut now);
+                // A process in the middle of exiting has lost its namespaces before it shows
+                // as a zombie: that is what runc tripped over.
+                let dying = !std::path::Path::new(&format!("/proc/{}/ns/mnt", rec.pid)).exists();
+                if now.state != ContainerState::Running
+                    || dying
+                    || !super::container_stop::process_running(rec.pid)
+                {
+                    return ServerError::FailedPrecondition(format!(
+                        "container {} is not running",
+                        rec.id
+                    ));
+                }
+            }
+            Err(_) => {}
+        }
+        if matches!(e, krio_oci::RuntimeError::NotFound { .. }) {
+            return ServerError::NotFound {
+                kind: "container",
+                id: rec.id.clone(),
+            };
+        }
+        e.into()
+    }
+
     /// CRI `ReopenContainerLog`: asks the container's monitor (SIGUSR1) to reopen `log_path`,
-    /// after kubelet rotated it, and waits up to 5 s for the new file to appear.
+    /// after kubelet rotated it, and waits up to 5 s for the monitor's answer (its
+    /// `log-reopen.status` file).
     ///
     /// Errors: `InvalidArgument` for a malformed id; `NotFound` for an unknown container;
-    /// `FailedPrecondition` unless it is running; `DeadlineExceeded` when the monitor does not
-    /// reopen in time.
+    /// `FailedPrecondition` unless it is running, or when the monitor could not open the path
+    /// as a regular file (a link, FIFO or directory there; it keeps the old file then);
+    /// `DeadlineExceeded` when the monitor does not answer in time.
     pub(crate) async fn reopen_container_log(
         &self,
         req: cri::ReopenContainerLogRequest,
@@ -83,19 +133,38 @@ impl Krio {
         if rec.log_path.is_empty() || rec.monitor_pid <= 0 {
             return Ok(());
         }
+        let status_file = krio_monitor::log_reopen_status_path(
+            &self.container_run_dir(&rec.id).join("exit.json"),
+        );
+        match std::fs::remove_file(&status_file) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(ServerError::io("removing", &status_file, e)),
+        }
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(rec.monitor_pid),
             nix::sys::signal::Signal::SIGUSR1,
         )
         .map_err(|e| ServerError::io("signalling monitor for", &rec.log_path, e.into()))?;
-        let path = std::path::PathBuf::from(&rec.log_path);
-        if super::container_stop::wait_exit_file(&path, Duration::from_secs(5)).await {
-            Ok(())
-        } else {
-            Err(ServerError::DeadlineExceeded(format!(
+        if !super::container_stop::wait_exit_file(&status_file, Duration::from_secs(5)).await {
+            // A monitor started by an older krio answers only by reopening: a regular file at
+            // the path is its answer.
+            if std::fs::symlink_metadata(&rec.log_path).is_ok_and(|m| m.is_file()) {
+                return Ok(());
+            }
+            return Err(ServerError::DeadlineExceeded(format!(
                 "log {} was not reopened within 5s",
                 rec.log_path
-            )))
+            )));
+        }
+        let answer = std::fs::read_to_string(&status_file)
+            .map_err(|e| ServerError::io("reading", &status_file, e))?;
+        match answer.trim_end().strip_prefix("error: ") {
+            None => Ok(()),
+            Some(reason) => Err(ServerError::FailedPrecondition(format!(
+                "log_path {}: {reason}; the container keeps logging to the old file",
+                rec.log_path
+            ))),
         }
     }
 }

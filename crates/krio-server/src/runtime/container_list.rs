@@ -146,6 +146,6 @@ pub(crate) fn container_status_of(rec: &ContainerRecord) -> cri::ContainerStatus
             }),
         image_id: rec.image_id.clone(),
         user: None,
-        stop_signal: 0,
+        stop_signal: super::container_stop::cri_signal(rec.stop_signal.as_deref()),
     }
 }

@@ -41,7 +41,29 @@ impl Krio {
     }
 
     /// Stops one container object; used by `StopContainer` and pod teardown.
+    ///
+    /// A stop publishes its deadline before it waits for the container's lock, and a stop in
+    /// progress kills as soon as the earliest published deadline passes: a second stop with a
+    /// shorter timeout (kubelet's force delete) shortens the first instead of queueing behind
+    /// it, as containerd does.
     pub(crate) async fn stop_container_obj(&self, c: &Container, mode: StopMode) -> Result<()> {
+        let now = tokio::time::Instant::now();
+        let own_deadline = match mode {
+            StopMode::Graceful(timeout) => now + timeout,
+            StopMode::Kill => now,
+        };
+        c.shorten_stop(own_deadline);
+        let result = self.stop_locked(c, mode, own_deadline).await;
+        c.clear_stop_deadline();
+        result
+    }
+
+    async fn stop_locked(
+        &self,
+        c: &Container,
+        mode: StopMode,
+        own_deadline: tokio::time::Instant,
+    ) -> Result<()> {
         let mut rec = c.record.lock().await;
         self.refresh_exit(&mut rec);
         if matches!(rec.state, ContainerState::Exited | ContainerState::Unknown) {
@@ -49,14 +71,22 @@ impl Krio {
         }
         let runtime = self.runtime(&rec.runtime_handler)?;
         let exit_file = self.container_run_dir(&rec.id).join("exit.json");
-        if let StopMode::Graceful(timeout) = mode {
+        let graceful = matches!(mode, StopMode::Graceful(_))
+            && c.stop_deadline()
+                .map_or(own_deadline, |d| d.min(own_deadline))
+                > tokio::time::Instant::now();
+        if graceful {
             let signal = stop_signal(&rec);
             match runtime
                 .kill(&rec.id, &KillOptions { signal, all: false })
                 .await
             {
                 Ok(()) => {
-                    if wait_exit(&exit_file, &rec, timeout).await {
+                    let deadline = || {
+                        c.stop_deadline()
+                            .map_or(own_deadline, |d| d.min(own_deadline))
+                    };
+                    if wait_exit(&exit_file, &rec, deadline).await {
                         return self.finish_stop(c, &mut rec);
                     }
                 }
@@ -78,13 +108,15 @@ impl Krio {
                 return Err(e.into());
             }
         }
-        if !wait_exit(&exit_file, &rec, KILL_GRACE).await {
+        let grace = tokio::time::Instant::now() + KILL_GRACE;
+        if !wait_exit(&exit_file, &rec, || grace).await {
             if rec.state == ContainerState::Created {
                 // A created container's init waits in the runtime; delete reaps it.
                 runtime
                     .delete(&rec.id, &DeleteOptions { force: true })
                     .await?;
-                if wait_exit(&exit_file, &rec, KILL_GRACE).await {
+                let grace = tokio::time::Instant::now() + KILL_GRACE;
+                if wait_exit(&exit_file, &rec, || grace).await {
                     return self.finish_stop(c, &mut rec);
                 }
             }
@@ -140,7 +172,8 @@ impl Krio {
     }
 }
 
-/// The image's `StopSignal`, else SIGTERM.
+/// The signal that stops the container gracefully: the one recorded at create (the CRI
+/// `stop_signal`, else the image's `StopSignal`; see [`recorded_stop_signal`]), else SIGTERM.
 fn stop_signal(rec: &ContainerRecord) -> i32 {
     rec.stop_signal
         .as_deref()
@@ -148,34 +181,152 @@ fn stop_signal(rec: &ContainerRecord) -> i32 {
         .unwrap_or(libc::SIGTERM)
 }
 
-/// Parses `SIGTERM`, `TERM` or `15`.
-fn parse_signal(s: &str) -> Option<i32> {
+/// What `CreateContainer` records as the container's stop signal: the CRI config's
+/// `stop_signal` when it names one (it overrides the image, as in containerd and CRI-O), else
+/// the image config's `StopSignal`; `None` means SIGTERM.
+///
+/// `requested` is the CRI `Signal` enum name from `ContainerConfig.stop_signal`
+/// (`RUNTIME_DEFAULT`, or `None`, when unset).
+///
+/// An image `StopSignal` that names no signal is ignored with a warning (SIGTERM is used), so
+/// an odd image still runs, as with Docker's default.
+///
+/// Errors: `InvalidArgument` naming `config.stop_signal` for a name that is no signal.
+pub(crate) fn recorded_stop_signal(
+    requested: Option<&str>,
+    image: Option<&str>,
+) -> Result<Option<String>> {
+    if let Some(v) = requested.filter(|s| !s.is_empty() && *s != "RUNTIME_DEFAULT") {
+        if parse_signal(v).is_none() {
+            return Err(ServerError::invalid(
+                "config.stop_signal",
+                format!("{} is not a signal", crate::validate::quote(v)),
+            ));
+        }
+        return Ok(Some(v.to_string()));
+    }
+    match image {
+        Some(v) if parse_signal(v).is_some() => Ok(Some(v.to_string())),
+        Some(v) => {
+            tracing::warn!(
+                stop_signal = %crate::validate::quote(v),
+                "the image's StopSignal is not a signal; using SIGTERM"
+            );
+            Ok(None)
+        }
+        None => Ok(None),
+    }
+}
+
+/// Standard signal names without the `SIG` prefix, and their numbers on Linux.
+const SIGNALS: &[(&str, i32)] = &[
+    ("HUP", libc::SIGHUP),
+    ("INT", libc::SIGINT),
+    ("QUIT", libc::SIGQUIT),
+    ("ILL", libc::SIGILL),
+    ("TRAP", libc::SIGTRAP),
+    ("ABRT", libc::SIGABRT),
+    ("IOT", libc::SIGABRT),
+    ("BUS", libc::SIGBUS),
+    ("FPE", libc::SIGFPE),
+    ("KILL", libc::SIGKILL),
+    ("USR1", libc::SIGUSR1),
+    ("SEGV", libc::SIGSEGV),
+    ("USR2", libc::SIGUSR2),
+    ("PIPE", libc::SIGPIPE),
+    ("ALRM", libc::SIGALRM),
+    ("TERM", libc::SIGTERM),
+    ("STKFLT", libc::SIGSTKFLT),
+    ("CHLD", libc::SIGCHLD),
+    ("CLD", libc::SIGCHLD),
+    ("CONT", libc::SIGCONT),
+    ("STOP", libc::SIGSTOP),
+    ("TSTP", libc::SIGTSTP),
+    ("TTIN", libc::SIGTTIN),
+    ("TTOU", libc::SIGTTOU),
+    ("URG", libc::SIGURG),
+    ("XCPU", libc::SIGXCPU),
+    ("XFSZ", libc::SIGXFSZ),
+    ("VTALRM", libc::SIGVTALRM),
+    ("PROF", libc::SIGPROF),
+    ("WINCH", libc::SIGWINCH),
+    ("IO", libc::SIGIO),
+    ("POLL", libc::SIGIO),
+    ("PWR", libc::SIGPWR),
+    ("SYS", libc::SIGSYS),
+];
+
+/// Parses a signal as the OCI image spec writes `StopSignal` (`SIGTERM`, `TERM`, `15`,
+/// `SIGRTMIN+3`, `RTMAX-1`; case-sensitive names as Docker and containerd accept them) or as
+/// the CRI `Signal` enum names it (`SIGRTMINPLUS3`, `SIGRTMAXMINUS1`).
+pub(crate) fn parse_signal(s: &str) -> Option<i32> {
     if let Ok(n) = s.parse::<i32>() {
         return (1..=64).contains(&n).then_some(n);
     }
-    let name = s.trim_start_matches("SIG");
-    let sig = match name {
-        "HUP" => libc::SIGHUP,
-        "INT" => libc::SIGINT,
-        "QUIT" => libc::SIGQUIT,
-        "KILL" => libc::SIGKILL,
-        "USR1" => libc::SIGUSR1,
-        "USR2" => libc::SIGUSR2,
-        "TERM" => libc::SIGTERM,
-        "STOP" => libc::SIGSTOP,
-        "WINCH" => libc::SIGWINCH,
-        "PWR" => libc::SIGPWR,
-        _ => return None,
+    let name = s.strip_prefix("SIG").unwrap_or(s);
+    let (rtmin, rtmax) = (libc::SIGRTMIN(), libc::SIGRTMAX());
+    let offset = |off: &str, sep: &str, word: &str| -> Option<i32> {
+        if off.is_empty() {
+            return Some(0);
+        }
+        off.strip_prefix(sep)
+            .or_else(|| off.strip_prefix(word))?
+            .parse::<i32>()
+            .ok()
+            .filter(|n| *n >= 0)
     };
-    Some(sig)
+    if let Some(off) = name.strip_prefix("RTMIN") {
+        let n = offset(off, "+", "PLUS")?;
+        return (rtmin + n <= rtmax).then_some(rtmin + n);
+    }
+    if let Some(off) = name.strip_prefix("RTMAX") {
+        let n = offset(off, "-", "MINUS")?;
+        return (rtmax - n >= rtmin).then_some(rtmax - n);
+    }
+    SIGNALS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, sig)| *sig)
 }
 
-/// Waits for the container's exit: true when the monitor wrote the exit file within
-/// `timeout`. When the monitor itself is gone (killed, OOM) and so is the container's init,
-/// nobody will write it: krio records the exit with code 255 ("unknown") itself, so the
-/// container can still be stopped and removed.
-async fn wait_exit(exit_file: &std::path::Path, rec: &ContainerRecord, timeout: Duration) -> bool {
-    let deadline = tokio::time::Instant::now() + timeout;
+/// The CRI `Signal` enum value for a signal as [`parse_signal`] reads it; `RUNTIME_DEFAULT`
+/// (0) for `None` or a signal the enum has no name for.
+pub(crate) fn cri_signal(s: Option<&str>) -> i32 {
+    let Some(n) = s.and_then(parse_signal) else {
+        return cri::Signal::RuntimeDefault as i32;
+    };
+    let (rtmin, rtmax) = (libc::SIGRTMIN(), libc::SIGRTMAX());
+    let name = if (rtmin..=rtmax).contains(&n) {
+        if n - rtmin <= rtmax - n {
+            match n - rtmin {
+                0 => "SIGRTMIN".to_string(),
+                k => format!("SIGRTMINPLUS{k}"),
+            }
+        } else {
+            match rtmax - n {
+                0 => "SIGRTMAX".to_string(),
+                k => format!("SIGRTMAXMINUS{k}"),
+            }
+        }
+    } else {
+        match SIGNALS.iter().find(|(_, sig)| *sig == n) {
+            Some((name, _)) => format!("SIG{name}"),
+            None => return cri::Signal::RuntimeDefault as i32,
+        }
+    };
+    cri::Signal::from_str_name(&name).map_or(cri::Signal::RuntimeDefault as i32, |s| s as i32)
+}
+
+/// Waits for the container's exit: true when the monitor wrote the exit file before
+/// `deadline()` (read again at every poll, so a later stop can bring it forward). When the
+/// monitor itself is gone (killed, OOM) and so is the container's init, nobody will write it:
+/// krio records the exit with code 255 ("unknown") itself, so the container can still be
+/// stopped and removed.
+async fn wait_exit(
+    exit_file: &std::path::Path,
+    rec: &ContainerRecord,
+    deadline: impl Fn() -> tokio::time::Instant,
+) -> bool {
     let mut delay = Duration::from_millis(2);
     loop {
         if exit_file.exists() {
@@ -195,7 +346,7 @@ async fn wait_exit(exit_file: &std::path::Path, rec: &ContainerRecord, timeout: 
             };
             return krio_monitor::write_exit_file(exit_file, &status).is_ok();
         }
-        if tokio::time::Instant::now() >= deadline {
+        if tokio::time::Instant::now() >= deadline() {
             return false;
         }
         tokio::time::sleep(delay).await;
@@ -257,4 +408,72 @@ fn oom_killed(cgroups_path: &str) -> bool {
             })
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_parse_as_images_write_them() {
+        for (s, want) in [
+            ("SIGTERM", Some(libc::SIGTERM)),
+            ("TERM", Some(libc::SIGTERM)),
+            ("SIGUSR1", Some(libc::SIGUSR1)),
+            ("10", Some(10)),
+            ("SIGRTMIN+3", Some(libc::SIGRTMIN() + 3)),
+            ("RTMAX-1", Some(libc::SIGRTMAX() - 1)),
+            ("SIGWINCH", Some(libc::SIGWINCH)),
+            ("0", None),
+            ("65", None),
+            ("SIGNOPE", None),
+            ("sigterm", None),
+            ("SIGRTMIN+99", None),
+            ("SIGRTMINPLUS3", Some(libc::SIGRTMIN() + 3)),
+            ("SIGRTMAXMINUS2", Some(libc::SIGRTMAX() - 2)),
+            ("IOT", Some(libc::SIGABRT)),
+        ] {
+            assert_eq!(parse_signal(s), want, "{s}");
+        }
+    }
+
+    #[test]
+    fn every_cri_signal_name_round_trips() {
+        let mut seen = 0;
+        for v in 1..=200 {
+            let Ok(sig) = cri::Signal::try_from(v) else {
+                continue;
+            };
+            seen += 1;
+            let name = sig.as_str_name();
+            let n = parse_signal(name);
+            assert!(n.is_some(), "{name}");
+            // Aliases (SIGCLD, SIGIOT, SIGPOLL) come back under their canonical name.
+            let back = cri::Signal::try_from(cri_signal(Some(name))).unwrap();
+            assert_eq!(parse_signal(back.as_str_name()), n, "{name}");
+        }
+        assert!(seen > 60, "{seen}");
+        assert_eq!(cri_signal(None), 0);
+        assert_eq!(cri_signal(Some("TERM")), cri::Signal::Sigterm as i32);
+        assert_eq!(cri_signal(Some("10")), cri::Signal::Sigusr1 as i32);
+    }
+
+    #[test]
+    fn the_cri_stop_signal_overrides_the_images() {
+        let r = |cri, image| recorded_stop_signal(cri, image).unwrap();
+        assert_eq!(r(None, None), None);
+        assert_eq!(r(None, Some("SIGUSR1")).as_deref(), Some("SIGUSR1"));
+        assert_eq!(
+            r(Some("SIGINT"), Some("SIGUSR1")).as_deref(),
+            Some("SIGINT")
+        );
+        assert_eq!(
+            r(Some("RUNTIME_DEFAULT"), Some("SIGUSR1")).as_deref(),
+            Some("SIGUSR1")
+        );
+        let e = recorded_stop_signal(Some("SIGNOPE"), None).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.to_string().contains("config.stop_signal"), "{e}");
+        assert_eq!(r(None, Some("bogus")), None);
+    }
 }

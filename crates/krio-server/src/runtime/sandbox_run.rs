@@ -200,17 +200,23 @@ impl Krio {
                 .config
                 .port_mappings
                 .iter()
+                // validate::port_mapping refused anything malformed at RunPodSandbox; a mapping
+                // without a host port is not passed to the plugins (as containerd does).
                 .filter(|p| p.host_port > 0)
                 .filter_map(|p| {
                     Some(krio_net::cni::PortMapping {
-                        protocol: match cri::Protocol::try_from(p.protocol) {
-                            Ok(cri::Protocol::Udp) => krio_net::cni::Protocol::Udp,
-                            Ok(cri::Protocol::Sctp) => krio_net::cni::Protocol::Sctp,
-                            _ => krio_net::cni::Protocol::Tcp,
+                        protocol: match cri::Protocol::try_from(p.protocol).ok()? {
+                            cri::Protocol::Tcp => krio_net::cni::Protocol::Tcp,
+                            cri::Protocol::Udp => krio_net::cni::Protocol::Udp,
+                            cri::Protocol::Sctp => krio_net::cni::Protocol::Sctp,
                         },
                         container_port: u16::try_from(p.container_port).ok()?,
                         host_port: u16::try_from(p.host_port).ok()?,
-                        host_ip: p.host_ip.parse().ok(),
+                        host_ip: if p.host_ip.is_empty() {
+                            None
+                        } else {
+                            Some(p.host_ip.parse().ok()?)
+                        },
                     })
                 })
                 .collect(),
