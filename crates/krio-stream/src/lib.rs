@@ -8,6 +8,8 @@
 //!   exec and attach;
 //! - [`portforward`]: the names and headers of port-forward streams.
 
+pub mod client;
+pub mod conn;
 pub mod portforward;
 pub mod remotecommand;
 pub mod spdy;
