@@ -508,3 +508,105 @@ impl ClientSession {
 pub fn resize_message(size: TerminalSize) -> Bytes {
     Bytes::from(serde_json::to_vec(&size).unwrap_or_default())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::remotecommand::{parse_error_stream, V4};
+
+    async fn drain(rx: &mut mpsc::Receiver<Bytes>) -> Vec<u8> {
+        let mut v = Vec::new();
+        while let Some(c) = rx.recv().await {
+            v.extend_from_slice(&c);
+        }
+        v
+    }
+
+    /// The server echoes stdin to stdout, writes "e" to stderr and ends with exit code 3.
+    async fn echo_server(mut s: ServerSession) {
+        let mut input = s.stdin.take().unwrap();
+        let got = drain(&mut input).await;
+        s.stdout
+            .as_ref()
+            .unwrap()
+            .write(Bytes::from(got))
+            .await
+            .unwrap();
+        s.stderr
+            .as_ref()
+            .unwrap()
+            .write(Bytes::from_static(b"e"))
+            .await
+            .unwrap();
+        s.finish(&["cat".to_string()], &Outcome::Exited(3)).await;
+    }
+
+    async fn echo_client(mut c: ClientSession) {
+        let stdin = c.stdin.clone().unwrap();
+        stdin.write(Bytes::from_static(b"ping")).await.unwrap();
+        stdin.close().await;
+        assert_eq!(drain(c.stdout.as_mut().unwrap()).await, b"ping");
+        assert_eq!(drain(c.stderr.as_mut().unwrap()).await, b"e");
+        let status = drain(&mut c.error).await;
+        assert_eq!(parse_error_stream(&c.protocol, &status), Outcome::Exited(3));
+    }
+
+    const OPTS: StreamOptions = StreamOptions {
+        stdin: true,
+        stdout: true,
+        stderr: true,
+        tty: false,
+    };
+
+    #[tokio::test]
+    async fn spdy_session_end_to_end() {
+        let (a, b) = tokio::io::duplex(4096);
+        let server = tokio::spawn(async move {
+            let s = ServerSession::accept_spdy(b, V4, OPTS, Duration::from_secs(5))
+                .await
+                .unwrap();
+            echo_server(s).await;
+        });
+        let c = ClientSession::connect_spdy(a, V4, OPTS).await.unwrap();
+        echo_client(c).await;
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn websocket_v5_session_end_to_end() {
+        let (a, b) = tokio::io::duplex(4096);
+        let server = tokio::spawn(async move {
+            echo_server(ServerSession::accept_websocket(b, V5, OPTS).await).await;
+        });
+        let c = ClientSession::connect_websocket(a, V5, OPTS).await;
+        echo_client(c).await;
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn spdy_setup_times_out_without_the_streams() {
+        let (a, b) = tokio::io::duplex(4096);
+        let (_client, _incoming) = Session::new(a, Role::Client);
+        let r = ServerSession::accept_spdy(b, V4, OPTS, Duration::from_millis(50)).await;
+        assert!(matches!(r, Err(ConnError::Timeout)));
+    }
+
+    #[tokio::test]
+    async fn a_client_leaving_is_seen() {
+        let (a, b) = tokio::io::duplex(4096);
+        let server = tokio::spawn(async move {
+            ServerSession::accept_spdy(b, V4, OPTS, Duration::from_secs(5))
+                .await
+                .unwrap()
+        });
+        let c = ClientSession::connect_spdy(a, V4, OPTS).await.unwrap();
+        let s = server.await.unwrap();
+        let mut gone = s.gone();
+        assert!(!*gone.borrow());
+        c.close().await;
+        tokio::time::timeout(Duration::from_secs(5), gone.wait_for(|g| *g))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}

@@ -52,6 +52,10 @@ enum HeaderFrame {
 }
 
 struct Slot {
+    /// Set once we sent FIN; with `remote_fin` the stream is closed and forgotten.
+    local_fin: bool,
+    /// Set once the peer sent FIN.
+    remote_fin: bool,
     data: Option<mpsc::Sender<Bytes>>,
     reply: Option<oneshot::Sender<Result<Headers, SpdyError>>>,
     reset: Arc<AtomicBool>,
@@ -60,14 +64,32 @@ struct Slot {
 struct Inner {
     role: Role,
     out: mpsc::Sender<Out>,
-    streams: Mutex<HashMap<u32, Slot>>,
+    streams: Streams,
     next_id: AtomicU32,
     closed: watch::Sender<bool>,
 }
 
+type Streams = Arc<Mutex<HashMap<u32, Slot>>>;
+
+fn lock(s: &Streams) -> std::sync::MutexGuard<'_, HashMap<u32, Slot>> {
+    s.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl Inner {
     fn streams(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Slot>> {
-        self.streams.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.streams)
+    }
+}
+
+/// Records that we closed our half of `id`; a stream closed both ways is forgotten.
+fn local_fin(streams: &Streams, id: u32) {
+    let mut map = lock(streams);
+    if let Some(slot) = map.get_mut(&id) {
+        if slot.remote_fin {
+            map.remove(&id);
+        } else {
+            slot.local_fin = true;
+        }
     }
 }
 
@@ -192,11 +214,11 @@ impl Session {
         let inner = Arc::new(Inner {
             role,
             out: out_tx,
-            streams: Mutex::new(HashMap::new()),
+            streams: Arc::new(Mutex::new(HashMap::new())),
             next_id: AtomicU32::new(if role == Role::Client { 1 } else { 2 }),
             closed: watch::channel(false).0,
         });
-        tokio::spawn(write_loop(wr, out_rx));
+        tokio::spawn(write_loop(wr, out_rx, inner.streams.clone()));
         tokio::spawn(read_loop(rd, inner.clone(), incoming_tx));
         (Session { inner }, incoming_rx)
     }
@@ -215,6 +237,8 @@ impl Session {
         self.inner.streams().insert(
             id,
             Slot {
+                local_fin: false,
+                remote_fin: false,
                 data: Some(data_tx),
                 reply: Some(reply_tx),
                 reset: reset.clone(),
@@ -261,7 +285,7 @@ impl Session {
     }
 }
 
-async fn write_loop<W: AsyncWrite>(wr: W, mut rx: mpsc::Receiver<Out>) {
+async fn write_loop<W: AsyncWrite>(wr: W, mut rx: mpsc::Receiver<Out>, streams: Streams) {
     tokio::pin!(wr);
     let mut z = HeaderCompressor::default();
     let mut last_peer = 0u32;
@@ -309,6 +333,21 @@ async fn write_loop<W: AsyncWrite>(wr: W, mut rx: mpsc::Receiver<Out>) {
                 break;
             }
         };
+        match &frame {
+            Frame::Data {
+                stream_id, flags, ..
+            }
+            | Frame::SynStream {
+                stream_id, flags, ..
+            }
+            | Frame::SynReply {
+                stream_id, flags, ..
+            } if flags & FLAG_FIN != 0 => local_fin(&streams, *stream_id),
+            Frame::RstStream { stream_id, .. } => {
+                lock(&streams).remove(stream_id);
+            }
+            _ => {}
+        }
         let bytes = match frame.encode() {
             Ok(b) => b,
             Err(e) => {
@@ -432,6 +471,8 @@ async fn read_loop<R: AsyncRead>(rd: R, inner: Arc<Inner>, incoming: mpsc::Sende
                     inner.streams().insert(
                         stream_id,
                         Slot {
+                            local_fin: false,
+                            remote_fin: flags & FLAG_FIN != 0,
                             data: (flags & FLAG_FIN == 0).then_some(data_tx),
                             reply: None,
                             reset: reset.clone(),
@@ -534,8 +575,13 @@ async fn read_loop<R: AsyncRead>(rd: R, inner: Arc<Inner>, incoming: mpsc::Sende
 }
 
 fn remote_fin(inner: &Inner, stream_id: u32) {
-    if let Some(slot) = inner.streams().get_mut(&stream_id) {
+    let mut map = inner.streams();
+    if let Some(slot) = map.get_mut(&stream_id) {
         slot.data = None;
+        slot.remote_fin = true;
+        if slot.local_fin {
+            map.remove(&stream_id);
+        }
     }
 }
 
@@ -584,6 +630,15 @@ mod tests {
         }
         assert_eq!(back, big);
         let server = srv.await.unwrap();
+        // Closed both ways, the stream is forgotten on both ends.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !(client.inner.streams().is_empty() && server.inner.streams().is_empty()) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "streams kept after both FINs"
+            );
+            tokio::task::yield_now().await;
+        }
         client.shutdown().await;
         tokio::time::timeout(std::time::Duration::from_secs(5), server.closed())
             .await
