@@ -189,6 +189,13 @@ async fn exec_streams_over_both_transports() {
         );
         assert_eq!(o.stderr, "", "{t}");
 
+        // A command that cannot start: an error, not a hang.
+        let mut cmd = krioctl(&d);
+        cmd.args(["exec", "--transport", t, &c, "/no/such/binary"]);
+        let o = run(cmd, b"");
+        assert_ne!(o.code, 0, "{t}: {}", o.stdout);
+        assert!(o.stderr.contains("no such file"), "{t}: {}", o.stderr);
+
         // A terminal with stdin.
         let mut cmd = krioctl(&d);
         cmd.env("COLUMNS", "80").env("LINES", "24");
