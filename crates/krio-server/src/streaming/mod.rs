@@ -4,7 +4,7 @@
 //!
 //! Each URL carries a single-use random token that expires unused after one minute; an
 //! unknown, used or expired token gets 404, and nothing is served without one. Paths are
-//! `/exec/<token>`, `/attach/<token>` and `/portforward/<token>`, as kubelet's.
+//! `/exec/<token>` and `/portforward/<token>`, as kubelet's (attach is not served yet).
 
 mod exec;
 mod http;
@@ -21,8 +21,8 @@ use crate::error::{Result, ServerError};
 
 /// How long a minted token stays valid unused (kubelet's and CRI-O's one minute).
 pub const TOKEN_TTL: Duration = Duration::from_secs(60);
-/// The most requests waiting for their client at once; more get `ResourceExhausted`-like
-/// `FailedPrecondition` (kubelet's cache holds 1000 too).
+/// The most requests waiting for their client at once; more are refused with
+/// `FailedPrecondition` (kubelet's token cache holds 1000 too).
 const MAX_PENDING: usize = 1000;
 
 /// What a token was minted for: the validated CRI request.
