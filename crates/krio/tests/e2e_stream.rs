@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use k8s_cri::v1 as cri;
+use krio_cri::v1 as cri;
 
 const TRANSPORTS: [&str; 2] = ["spdy", "websocket"];
 

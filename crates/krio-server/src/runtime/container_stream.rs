@@ -1,7 +1,7 @@
 //! `Exec`, `Attach` and `PortForward`: validate the request and answer with a URL on the
 //! streaming server (see `streaming/`).
 
-use k8s_cri::v1 as cri;
+use krio_cri::v1 as cri;
 use krio_stream::remotecommand::StreamOptions;
 
 use crate::error::{Result, ServerError};

@@ -4,7 +4,7 @@
 use std::io::IsTerminal;
 
 use bytes::Bytes;
-use k8s_cri::v1::{ExecRequest, PortForwardRequest};
+use krio_cri::v1::{ExecRequest, PortForwardRequest};
 use krio_stream::client::{upgrade, Transport as Wire};
 use krio_stream::conn::{resize_message, ClientSession};
 use krio_stream::remotecommand::{self as rc, Outcome, StreamOptions, TerminalSize};
