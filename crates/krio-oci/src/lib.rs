@@ -7,6 +7,7 @@
 
 mod bundle;
 mod error;
+mod exec_stream;
 mod mounts;
 mod process;
 mod resources;
@@ -19,6 +20,7 @@ mod user;
 
 pub use bundle::{write_bundle, CONFIG_FILE};
 pub use error::SpecError;
+pub use exec_stream::{ExecProcess, ExecStreamOptions, Resizer};
 pub use process::DEFAULT_PATH_ENV;
 pub use resources::{clamp_oom_score_adj, resources};
 pub use runtime::{

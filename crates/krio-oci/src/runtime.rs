@@ -731,7 +731,7 @@ fn parent_map() -> std::collections::BTreeMap<i32, i32> {
 
 /// A fresh private directory under `<root>.exec/` (beside the runtime's root, never inside it,
 /// where the runtime would take it for a container) for an exec pid file.
-fn tempfile_dir(root: &Path) -> std::io::Result<PathBuf> {
+pub(crate) fn tempfile_dir(root: &Path) -> std::io::Result<PathBuf> {
     use std::os::unix::fs::DirBuilderExt;
     let base = root.with_extension("exec");
     std::fs::DirBuilder::new()

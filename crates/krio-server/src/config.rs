@@ -38,6 +38,15 @@ pub struct Config {
     pub cni: CniSection,
     /// Image settings.
     pub image: ImageSection,
+    /// IP address the streaming server (exec, attach, port-forward) listens on; the URLs
+    /// returned by `Exec`, `Attach` and `PortForward` name it.
+    pub stream_address: String,
+    /// TCP port of the streaming server; 0 picks a free one at start (CRI-O's default).
+    pub stream_port: u16,
+    /// PEM certificate chain for serving the streaming server over TLS; empty means plain HTTP.
+    pub stream_tls_cert: PathBuf,
+    /// PEM private key for `stream_tls_cert`.
+    pub stream_tls_key: PathBuf,
 }
 
 /// Cgroup driver, as the CRI `RuntimeConfig` RPC reports it.
@@ -131,6 +140,10 @@ impl Default for Config {
             monitor_path: PathBuf::new(),
             cni: CniSection::default(),
             image: ImageSection::default(),
+            stream_address: "127.0.0.1".to_string(),
+            stream_port: 0,
+            stream_tls_cert: PathBuf::new(),
+            stream_tls_key: PathBuf::new(),
         }
     }
 }
@@ -222,6 +235,18 @@ impl Config {
                 self.metrics_listen
             )));
         }
+        if self.stream_address.parse::<std::net::IpAddr>().is_err() {
+            return Err(ConfigError::Invalid(format!(
+                "stream_address {:?} is not an IP address",
+                self.stream_address
+            )));
+        }
+        if self.stream_tls_cert.as_os_str().is_empty() != self.stream_tls_key.as_os_str().is_empty()
+        {
+            return Err(ConfigError::Invalid(
+                "stream_tls_cert and stream_tls_key must be set together".to_string(),
+            ));
+        }
         for (name, p) in [
             ("listen", &self.listen),
             ("root", &self.root),
@@ -311,5 +336,15 @@ mod tests {
         assert!(Config::load(&main, true).is_err());
         std::fs::write(&main, "root = \"relative\"\n").unwrap();
         assert!(Config::load(&main, true).is_err());
+        std::fs::write(&main, "stream_address = \"localhost\"\n").unwrap();
+        assert!(Config::load(&main, true).is_err());
+        std::fs::write(&main, "stream_tls_cert = \"/a.pem\"\n").unwrap();
+        assert!(Config::load(&main, true).is_err());
+        std::fs::write(&main, "stream_address = \"::1\"\nstream_port = 10010\n").unwrap();
+        let cfg = Config::load(&main, true).unwrap();
+        assert_eq!(
+            (cfg.stream_address.as_str(), cfg.stream_port),
+            ("::1", 10010)
+        );
     }
 }

@@ -16,6 +16,7 @@ mod rootfs;
 mod runtime;
 mod service;
 mod state;
+mod streaming;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -26,6 +27,7 @@ pub use config::Config;
 pub use error::ServerError;
 pub use metrics::serve_metrics;
 pub use service::{ImageApi, RuntimeApi};
+pub use streaming::serve_streaming;
 
 use krio_image::ImageStore;
 use krio_oci::OciRuntime;
@@ -55,6 +57,8 @@ pub struct Krio {
     metrics: metrics::Metrics,
     /// Set once the daemon begins shutting down; ends event streams.
     shutdown: tokio::sync::watch::Sender<bool>,
+    /// Tokens of `Exec`/`PortForward` requests waiting for their client.
+    streaming: streaming::Streaming,
 }
 
 impl std::fmt::Debug for Krio {
@@ -148,6 +152,7 @@ impl Krio {
             cpu_samples: Default::default(),
             metrics: Default::default(),
             shutdown: tokio::sync::watch::channel(false).0,
+            streaming: Default::default(),
         });
         krio.recover().await;
         for s in krio.sandboxes.all() {

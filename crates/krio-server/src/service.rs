@@ -290,9 +290,10 @@ impl RuntimeService for RuntimeApi {
 
     async fn exec(
         &self,
-        _r: Request<cri::ExecRequest>,
+        r: Request<cri::ExecRequest>,
     ) -> Result<Response<cri::ExecResponse>, Status> {
-        unimplemented("Exec")
+        let t = Instant::now();
+        respond(&self.0, "Exec", t, self.0.exec(r.into_inner()).await)
     }
 
     async fn attach(
@@ -304,9 +305,15 @@ impl RuntimeService for RuntimeApi {
 
     async fn port_forward(
         &self,
-        _r: Request<cri::PortForwardRequest>,
+        r: Request<cri::PortForwardRequest>,
     ) -> Result<Response<cri::PortForwardResponse>, Status> {
-        unimplemented("PortForward")
+        let t = Instant::now();
+        respond(
+            &self.0,
+            "PortForward",
+            t,
+            self.0.port_forward(r.into_inner()).await,
+        )
     }
 
     async fn container_stats(

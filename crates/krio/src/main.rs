@@ -160,6 +160,13 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("serving metrics on {metrics_listen}"))?;
     }
+    // The streaming server too: Exec, Attach and PortForward answer with URLs on it.
+    let mut stop = stop_rx.clone();
+    krio_server::serve_streaming(krio.clone(), async move {
+        let _ = stop.wait_for(|s| *s).await;
+    })
+    .await
+    .context("starting the streaming server")?;
     if let Some(dir) = listen.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }

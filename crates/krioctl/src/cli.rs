@@ -24,8 +24,9 @@ JSON or YAML PodSandboxConfig / ContainerConfig files (snake_case field names).
 Timeouts: read-only calls use --timeout; lifecycle calls (runp, create, start, stop,
 stopp, rm, rmp, exec) use at least 30s (stop adds its grace period); pulls at least 10m.
 
-Not implemented: interactive `exec -i/-t`, `attach`, `port-forward`, `stats`, `events`
-(these need the streaming server). `exec` runs commands through ExecSync.";
+`exec` streams through the runtime's streaming server (SPDY or WebSocket, --transport);
+`exec -s` runs the command through ExecSync. `port-forward` forwards local ports to a pod.
+Not implemented: `attach`, `stats`, `events`.";
 
 /// Parses a Go-style duration ("2s", "500ms", "1m30s", "1h") or a bare number
 /// of seconds.
@@ -164,8 +165,11 @@ pub enum Command {
     Stop(StopArgs),
     /// Remove one or more containers.
     Rm(RmArgs),
-    /// Run a command in a running container through ExecSync (no -i/-t).
+    /// Run a command in a running container (streamed; -s for ExecSync).
     Exec(ExecArgs),
+    /// Forward local ports to ports inside a pod sandbox.
+    #[command(name = "port-forward")]
+    PortForward(PortForwardArgs),
     /// Run a container in a new pod sandbox (runp + create + start); prints the container ID.
     Run(RunArgs),
 }
@@ -414,26 +418,56 @@ pub struct RmArgs {
     pub all: bool,
 }
 
+/// The streaming transport (crictl's `--transport`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Transport {
+    /// SPDY/3.1 (`v4.channel.k8s.io` and older).
+    Spdy,
+    /// WebSocket (`v5.channel.k8s.io`, `v4.channel.k8s.io`).
+    Websocket,
+}
+
 /// `exec`.
 #[derive(Debug, Args)]
 pub struct ExecArgs {
-    /// Accepted for crictl compatibility; exec is always synchronous.
+    /// Run the command through ExecSync and print its output when it ends.
     #[arg(short = 's', long)]
     pub sync: bool,
-    /// Interactive stdin (not supported).
+    /// Pass stdin to the command.
     #[arg(short = 'i', long)]
     pub interactive: bool,
-    /// Allocate a TTY (not supported).
+    /// Run the command on a terminal (its stderr comes on stdout). The terminal size is that
+    /// of krioctl's terminal, or COLUMNS x LINES from the environment.
     #[arg(short = 't', long)]
     pub tty: bool,
-    /// Seconds before the command is killed (0: no limit).
+    /// Seconds before the command is killed (0: no limit); ExecSync only.
     #[arg(long, default_value_t = 0)]
     pub timeout: i64,
+    /// Streaming transport.
+    #[arg(long, value_enum, default_value = "spdy")]
+    pub transport: Transport,
     /// Container ID (prefix).
     pub container: String,
     /// The command and its arguments.
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     pub cmd: Vec<String>,
+}
+
+/// `port-forward`.
+#[derive(Debug, Args)]
+pub struct PortForwardArgs {
+    /// Pod sandbox ID (prefix).
+    pub pod: String,
+    /// `[LOCAL_PORT:]REMOTE_PORT`; LOCAL_PORT 0 or absent picks a free port. Each forward
+    /// prints `Forwarding from ADDRESS:LOCAL -> REMOTE` once it listens.
+    #[arg(required = true)]
+    pub ports: Vec<String>,
+    /// Local address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub address: std::net::IpAddr,
+    /// Streaming transport.
+    #[arg(long, value_enum, default_value = "spdy")]
+    pub transport: Transport,
 }
 
 /// `run`.

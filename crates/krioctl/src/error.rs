@@ -76,6 +76,9 @@ pub enum Error {
         /// The path reported.
         path: PathBuf,
     },
+    /// A streaming session (exec, attach, port-forward) failed.
+    #[error("{0}")]
+    Stream(String),
     /// Some of several objects failed; each failure was already printed.
     #[error("{failed} of {total} operations failed")]
     Partial {

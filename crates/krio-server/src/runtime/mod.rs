@@ -6,6 +6,7 @@ mod container_list;
 mod container_remove;
 mod container_start;
 mod container_stop;
+mod container_stream;
 mod events;
 mod sandbox_list;
 mod sandbox_remove;

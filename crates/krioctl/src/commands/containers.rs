@@ -415,13 +415,13 @@ pub async fn inspect(ctx: &mut Ctx, a: InspectArgs) -> Result<(), Error> {
     batch.finish()
 }
 
-/// `krioctl exec CONTAINER CMD...` through ExecSync: writes the command's
+/// `krioctl exec -s CONTAINER CMD...` through ExecSync: writes the command's
 /// stdout and stderr and returns its exit code.
 pub async fn exec(ctx: &mut Ctx, a: ExecArgs) -> Result<i32, Error> {
     if a.interactive || a.tty {
         return Err(Error::invalid(
             "-i/-t",
-            "interactive exec needs the streaming server, which krioctl does not implement; run without -i/-t",
+            "ExecSync (-s) has no stdin or terminal",
         ));
     }
     if a.timeout < 0 {

@@ -6,6 +6,7 @@ mod images;
 mod logs_cmd;
 mod pods;
 mod runtime;
+mod stream_cmd;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -265,7 +266,9 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
         Command::Logs(a) => logs_cmd::logs(&mut ctx, a).await.map(|_| 0),
         Command::Stop(a) => containers::stop(&mut ctx, a).await.map(|_| 0),
         Command::Rm(a) => containers::rm(&mut ctx, a).await.map(|_| 0),
-        Command::Exec(a) => containers::exec(&mut ctx, a).await,
+        Command::Exec(a) if a.sync => containers::exec(&mut ctx, a).await,
+        Command::Exec(a) => stream_cmd::exec(&mut ctx, a).await,
+        Command::PortForward(a) => stream_cmd::port_forward(&mut ctx, a).await,
         Command::Run(a) => containers::run(&mut ctx, a).await.map(|_| 0),
     }
 }
