@@ -24,6 +24,17 @@ pub enum SpecError {
         /// What is not supported.
         reason: String,
     },
+    /// A capability was asked for explicitly that the daemon's own bounding set lacks, so no container it starts
+    /// can hold it (the daemon maps this to `FailedPrecondition`).
+    #[error(
+        "{field}: {capability} is not in the node's capability bounding set (krio cannot grant it)"
+    )]
+    CapabilityUnavailable {
+        /// Dotted CRI field path, e.g. `linux.security_context.capabilities.add_capabilities[0]`.
+        field: String,
+        /// The capability, e.g. `CAP_SYS_RESOURCE`.
+        capability: String,
+    },
     /// The resolved process has no arguments (neither CRI command/args nor image Entrypoint/Cmd).
     #[error("no command specified: CRI command/args and image Entrypoint/Cmd are all empty")]
     NoCommand,

@@ -197,6 +197,7 @@ impl Krio {
             sandbox_id: &sb.id,
             pids_limit: None,
             cgroup_v2: krio_oci::host_uses_cgroup_v2(),
+            capability_bounding_set: Some(krio_oci::daemon_bounding_set()),
         })?;
         krio_oci::write_bundle(&run_dir, &spec)?;
         let runtime = self.runtime(&rec.runtime_handler)?;
