@@ -276,7 +276,8 @@ pub fn build_spec(inputs: &SpecInputs) -> Result<Spec, SpecError> {
     )));
 
     // Mounts.
-    let (cri_mounts, propagation) = mounts::cri_mounts(cfg)?;
+    let (cri_mounts, propagation) =
+        mounts::cri_mounts(cfg, &mut || std::fs::read_to_string("/proc/self/mountinfo"))?;
     for (i, m) in inputs.sandbox_mounts.iter().enumerate() {
         let dest = m.destination().to_str().unwrap_or("");
         mounts::validate_abs_path(&format!("sandbox_mounts[{i}].destination"), dest)?;

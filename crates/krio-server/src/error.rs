@@ -105,9 +105,10 @@ impl ServerError {
     pub fn code(&self) -> Code {
         use krio_image::ImageError as I;
         match self {
-            ServerError::Spec(krio_oci::SpecError::CapabilityUnavailable { .. }) => {
-                Code::FailedPrecondition
-            }
+            ServerError::Spec(
+                krio_oci::SpecError::CapabilityUnavailable { .. }
+                | krio_oci::SpecError::MountPropagation { .. },
+            ) => Code::FailedPrecondition,
             ServerError::InvalidArgument { .. } | ServerError::Spec(_) => Code::InvalidArgument,
             ServerError::NotFound { .. } => Code::NotFound,
             ServerError::AlreadyExists { .. } => Code::AlreadyExists,

@@ -267,3 +267,225 @@ const CAP_NAMES: &[&str] = &[
     "BPF",
     "CHECKPOINT_RESTORE",
 ];
+
+/// A bind mount of a directory onto itself with a chosen propagation, undone (lazily, with every
+/// submount) when dropped.
+struct HostMountPoint(std::path::PathBuf);
+
+impl HostMountPoint {
+    fn new(path: std::path::PathBuf, propagation: nix::mount::MsFlags) -> Self {
+        use nix::mount::{mount, MsFlags};
+        std::fs::create_dir_all(&path).unwrap();
+        mount(
+            Some(&path),
+            &path,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .unwrap();
+        let guard = HostMountPoint(path);
+        mount(
+            None::<&str>,
+            &guard.0,
+            None::<&str>,
+            propagation,
+            None::<&str>,
+        )
+        .unwrap();
+        guard
+    }
+}
+
+impl Drop for HostMountPoint {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// Mounts a fresh tmpfs on `path` (made if absent) in the test's (the host's) mount namespace.
+fn mount_tmpfs(path: &std::path::Path) {
+    std::fs::create_dir_all(path).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        path,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=1m"),
+    )
+    .unwrap();
+}
+
+/// The optional fields (`shared:N`, `master:N`, ...) of the mountinfo line whose mount point is `mp`.
+fn propagation_fields(mountinfo: &[String], mp: &str) -> Option<Vec<String>> {
+    mountinfo.iter().rev().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        let sep = f.iter().position(|x| *x == "-")?;
+        (f.len() > 6 && f[4] == mp).then(|| f[6..sep].iter().map(|s| s.to_string()).collect())
+    })
+}
+
+/// Polls `cond` every 25 ms for up to 30 s.
+async fn poll_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+}
+
+/// A CRI mount of `host` at `/mnt/vol` with `propagation`.
+fn vol(host: &std::path::Path, propagation: cri::MountPropagation) -> cri::Mount {
+    cri::Mount {
+        container_path: "/mnt/vol".into(),
+        host_path: host.display().to_string(),
+        propagation: propagation as i32,
+        ..Default::default()
+    }
+}
+
+/// Waits in the container, up to 30 s, until `cond` (a shell test) holds; exits 3 if it never does.
+fn sh_wait(cond: &str) -> String {
+    format!("i=0; until {cond}; do i=$((i+1)); [ $i -gt 300 ] && exit 3; sleep 0.1; done")
+}
+
+/// `rprivate`, `rslave` and `rshared` as the CRI defines them, in both directions, checked with
+/// /proc/self/mountinfo inside the container and on the host; a propagation the host mount cannot carry
+/// is refused with FailedPrecondition.
+#[tokio::test(flavor = "multi_thread")]
+async fn mount_propagation_private_slave_shared() {
+    use nix::mount::MsFlags;
+    require_prerequisites();
+    ensure_images();
+    let d = Daemon::start().await;
+    pull(&d, &image("busybox")).await;
+    let shared = HostMountPoint::new(d.dir.path().join("prop-shared"), MsFlags::MS_SHARED);
+    let private = HostMountPoint::new(d.dir.path().join("prop-private"), MsFlags::MS_PRIVATE);
+    let pod = privileged_pod(&d, "propagation");
+    let pod_id = run_pod(&d, &pod).await;
+    let mut rt = d.runtime().await;
+    let privileged = || cri::LinuxContainerSecurityContext {
+        privileged: true,
+        ..Default::default()
+    };
+
+    // Host to container, for rslave and rshared: the host mounts under the source once the container runs.
+    let mut started = Vec::new();
+    for (name, prop) in [
+        ("slave", cri::MountPropagation::PropagationHostToContainer),
+        ("shared", cri::MountPropagation::PropagationBidirectional),
+    ] {
+        let dir = shared.0.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut script = format!(
+            "touch /mnt/vol/ready; {}; ",
+            sh_wait("grep -q ' /mnt/vol/fromhost ' /proc/self/mountinfo")
+        );
+        if name == "shared" {
+            // Container to host: a mount made in the container appears on the host.
+            script += "mkdir -p /mnt/vol/fromctr && mount -t tmpfs -o size=1m none /mnt/vol/fromctr && echo hi > /mnt/vol/fromctr/hello; ";
+        }
+        script += "grep ' /mnt/vol' /proc/self/mountinfo; ";
+        if name == "shared" {
+            script += &sh_wait("[ -e /mnt/vol/done ]");
+        }
+        let mut c = container_config(name, &image("busybox"), &script);
+        c.mounts = vec![vol(&dir, prop)];
+        c.linux
+            .get_or_insert_with(Default::default)
+            .security_context = Some(privileged());
+        started.push((name, dir, run_container(&d, &pod_id, &pod, c).await));
+    }
+    for (name, dir, _) in &started {
+        poll_until(&format!("{name} container start"), || {
+            dir.join("ready").exists()
+        })
+        .await;
+        mount_tmpfs(&dir.join("fromhost"));
+    }
+    let host_info = || -> Vec<String> {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect()
+    };
+    let fromctr = shared.0.join("shared/fromctr");
+    poll_until("the container's mount on the host", || {
+        propagation_fields(&host_info(), fromctr.to_str().unwrap()).is_some()
+    })
+    .await;
+    assert_eq!(
+        std::fs::read_to_string(fromctr.join("hello")).unwrap(),
+        "hi\n"
+    );
+    std::fs::write(shared.0.join("shared/done"), "").unwrap();
+    for (name, _, id) in &started {
+        let st = wait_exited(&d, id).await;
+        let lines = log_lines(&st);
+        assert_eq!(st.exit_code, 0, "{name}: {lines:?}\n{}", d.log());
+        let vol = propagation_fields(&lines, "/mnt/vol").unwrap_or_else(|| panic!("{lines:?}"));
+        assert!(
+            propagation_fields(&lines, "/mnt/vol/fromhost").is_some(),
+            "{name}: the host's mount did not propagate: {lines:?}"
+        );
+        if *name == "slave" {
+            assert!(vol.iter().any(|f| f.starts_with("master:")), "{lines:?}");
+            assert!(!vol.iter().any(|f| f.starts_with("shared:")), "{lines:?}");
+        } else {
+            assert!(vol.iter().any(|f| f.starts_with("shared:")), "{lines:?}");
+            assert!(
+                propagation_fields(&lines, "/mnt/vol/fromctr").is_some(),
+                "{lines:?}"
+            );
+        }
+    }
+
+    // rprivate: no peer group and no master, so nothing propagates either way.
+    let dir = shared.0.join("private");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut c = container_config(
+        "private",
+        &image("busybox"),
+        "grep ' /mnt/vol ' /proc/self/mountinfo",
+    );
+    c.mounts = vec![vol(&dir, cri::MountPropagation::PropagationPrivate)];
+    let id = run_container(&d, &pod_id, &pod, c).await;
+    let st = wait_exited(&d, &id).await;
+    let lines = log_lines(&st);
+    assert_eq!(
+        propagation_fields(&lines, "/mnt/vol"),
+        Some(vec![]),
+        "{lines:?}"
+    );
+
+    // rslave and rshared on a private host mount: refused, naming the field; nothing left behind.
+    for prop in [
+        cri::MountPropagation::PropagationHostToContainer,
+        cri::MountPropagation::PropagationBidirectional,
+    ] {
+        let mut c = container_config("refused", &image("busybox"), "true");
+        c.mounts = vec![vol(&private.0, prop)];
+        let err = rt
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: pod_id.clone(),
+                config: Some(c),
+                sandbox_config: Some(pod.clone()),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+        assert!(err.message().contains("mounts[0].propagation"), "{err:?}");
+    }
+    let listed = rt
+        .list_containers(cri::ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    remove_pod(&d, &pod_id).await;
+}
