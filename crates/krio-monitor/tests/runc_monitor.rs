@@ -245,7 +245,7 @@ fn logs_stdout_and_stderr_and_exit_zero() {
         ("stdout", "F", "out1"),
         ("stderr", "F", "err1"),
         ("stdout", "F", "out2"),
-        ("stdout", "F", "no newline"),
+        ("stdout", "P", "no newline"),
     ]
     .iter()
     .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
