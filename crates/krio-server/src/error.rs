@@ -120,6 +120,7 @@ impl ServerError {
                 I::Unauthorized { .. } => Code::PermissionDenied,
                 I::Blocked { .. } => Code::PermissionDenied,
                 I::UnsupportedMediaType { .. }
+                | I::LayerMediaTypeMismatch { .. }
                 | I::NoMatchingPlatform { .. }
                 | I::AuthFile { .. }
                 | I::RegistriesConf { .. } => Code::FailedPrecondition,

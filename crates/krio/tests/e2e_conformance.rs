@@ -489,3 +489,76 @@ async fn mount_propagation_private_slave_shared() {
     assert_eq!(listed.len(), 3, "{listed:?}");
     remove_pod(&d, &pod_id).await;
 }
+
+/// Pushes a one-layer image whose layer is compressed with `blob` but labelled with the media type of
+/// `label`, as `krio-test/<name>:latest`; returns (reference, layer digest).
+fn push_mislabelled(
+    name: &str,
+    blob: krio_testimg::Compression,
+    label: krio_testimg::Compression,
+) -> (String, String) {
+    let mut l = krio_testimg::LayerBuilder::new();
+    l.file(
+        "hello.txt",
+        0o644,
+        format!("krio mislabelled layer {name}\n"),
+    )
+    .unwrap();
+    let mut layer = l.build(blob).unwrap();
+    layer.compression = label;
+    let digest = layer.digest.to_string();
+    let img = krio_testimg::Image::build(
+        krio_testimg::ManifestFormat::Oci,
+        &krio_testimg::ImageSpec::with_cmd(&["/hello.txt"]),
+        vec![layer],
+    )
+    .unwrap();
+    let client = krio_testimg::RegistryClient::new(REGISTRY).unwrap();
+    let repo = format!("krio-test/{name}");
+    client
+        .push_artifact(&repo, "latest", &krio_testimg::Artifact::Image(img))
+        .unwrap();
+    (format!("{REGISTRY}/{repo}:latest"), digest)
+}
+
+/// A layer whose bytes do not match its media type fails the pull, naming the layer digest, and leaves
+/// no image behind; decompression follows the media type only.
+#[tokio::test(flavor = "multi_thread")]
+async fn layer_bytes_that_contradict_the_media_type_fail_the_pull() {
+    use krio_testimg::Compression::{Gzip, None as Plain, Zstd};
+    require_prerequisites();
+    ensure_images();
+    let d = Daemon::start().await;
+    let mut images = d.images().await;
+    for (name, blob, label) in [
+        ("mislabelled-zstd-as-gzip", Zstd, Gzip),
+        ("mislabelled-gzip-as-tar", Gzip, Plain),
+        ("mislabelled-gzip-as-zstd", Gzip, Zstd),
+        ("mislabelled-tar-as-gzip", Plain, Gzip),
+    ] {
+        let (reference, digest) = push_mislabelled(name, blob, label);
+        let err = images
+            .pull_image(cri::PullImageRequest {
+                image: Some(cri::ImageSpec {
+                    image: reference.clone(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "{name}: {err:?}");
+        assert!(err.message().contains(&digest), "{name}: {err:?}");
+        assert!(err.message().contains("media type"), "{name}: {err:?}");
+    }
+    let listed = images
+        .list_images(cri::ListImagesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .images;
+    assert!(listed.is_empty(), "{listed:?}");
+    // A correctly labelled image still pulls (the real zstd and uncompressed test images).
+    pull(&d, &image("zstd")).await;
+    pull(&d, &image("uncompressed")).await;
+}
