@@ -60,10 +60,72 @@ pub fn unmount(target: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Top-level directories of the rootfs that the OCI runtime mounts fresh filesystems on and then
+/// writes into by literal path, before `pivot_root`: runc 1.1 creates `/dev/fd`, `/dev/stdin`,
+/// `/dev/stdout`, `/dev/stderr`, `/dev/ptmx` and `/dev/console` as `<rootfs>/dev/...` without
+/// resolving symlinks inside the rootfs, so a `/dev` symlink in the image would make it write
+/// into whatever host directory the link names. (It refuses symlinked `/proc` and `/sys` itself;
+/// they are checked here too so the error is clear and holds for every runtime.)
+pub const SPECIAL_DIRS: &[&str] = &["dev", "proc", "sys"];
+
+/// Refuses a rootfs whose [`SPECIAL_DIRS`] are symlinks, whatever they point to. Other mount
+/// destinations may go through symlinks: the runtime resolves them inside the rootfs (runc
+/// uses `SecureJoin` for every mount destination and device node).
+///
+/// Errors: [`ServerError::FailedPrecondition`] naming the directory and the link's target;
+/// [`ServerError::Io`] when it cannot be inspected.
+pub fn check_special_dirs(rootfs: &Path) -> Result<()> {
+    for name in SPECIAL_DIRS {
+        let p = rootfs.join(name);
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let target = std::fs::read_link(&p)
+                    .map(|t| t.display().to_string())
+                    .unwrap_or_else(|_| "?".to_string());
+                return Err(ServerError::FailedPrecondition(format!(
+                    "the image's /{name} is a symlink (to {target:?}); the runtime would write \
+                     through it outside the container's rootfs, so krio refuses the image"
+                )));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(ServerError::io("inspecting", &p, e)),
+        }
+    }
+    Ok(())
+}
+
 /// Overlay options are comma- and colon-separated: escape both in paths.
 fn escape(p: &Path) -> String {
     p.to_string_lossy()
         .replace('\\', "\\\\")
         .replace(':', "\\:")
         .replace(',', "\\,")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn special_dirs_must_not_be_symlinks() {
+        let root = tempfile::tempdir().unwrap();
+        check_special_dirs(root.path()).unwrap();
+        std::fs::create_dir(root.path().join("dev")).unwrap();
+        std::fs::create_dir(root.path().join("etc")).unwrap();
+        // Symlinks elsewhere are the runtime's to resolve inside the rootfs.
+        std::os::unix::fs::symlink("/etc/hosts", root.path().join("etc/hosts")).unwrap();
+        check_special_dirs(root.path()).unwrap();
+        for (name, target) in [("proc", "/host/proc"), ("sys", "../../sys")] {
+            let r = tempfile::tempdir().unwrap();
+            std::os::unix::fs::symlink(target, r.path().join(name)).unwrap();
+            let e = check_special_dirs(r.path()).unwrap_err();
+            assert!(matches!(e, ServerError::FailedPrecondition(_)), "{e:?}");
+            let msg = e.to_string();
+            assert!(
+                msg.contains(&format!("/{name}")) && msg.contains(target),
+                "{msg}"
+            );
+        }
+    }
 }

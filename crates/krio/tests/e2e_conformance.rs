@@ -562,3 +562,135 @@ async fn layer_bytes_that_contradict_the_media_type_fail_the_pull() {
     pull(&d, &image("zstd")).await;
     pull(&d, &image("uncompressed")).await;
 }
+
+/// Pushes a busybox image with a second layer made by `extra` as `krio-test/<name>:latest`.
+fn push_busybox_with(name: &str, extra: impl FnOnce(&mut krio_testimg::LayerBuilder)) -> String {
+    let catalog = krio_testimg::Catalog::from_host().unwrap();
+    let base = catalog
+        .base_layer()
+        .build(krio_testimg::Compression::Gzip)
+        .unwrap();
+    let mut top = krio_testimg::LayerBuilder::new();
+    extra(&mut top);
+    let img = krio_testimg::Image::build(
+        krio_testimg::ManifestFormat::Oci,
+        &krio_testimg::ImageSpec::with_cmd(&["sh"]),
+        vec![base, top.build(krio_testimg::Compression::Gzip).unwrap()],
+    )
+    .unwrap();
+    let repo = format!("krio-test/{name}");
+    krio_testimg::RegistryClient::new(REGISTRY)
+        .unwrap()
+        .push_artifact(&repo, "latest", &krio_testimg::Artifact::Image(img))
+        .unwrap();
+    format!("{REGISTRY}/{repo}:latest")
+}
+
+/// Every entry below `dir` (relative path, file type, size), sorted: a fingerprint that shows any write.
+fn tree(dir: &std::path::Path) -> Vec<(String, String, u64)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let m = std::fs::symlink_metadata(e.path()).unwrap();
+            let rel = e.path().strip_prefix(dir).unwrap().display().to_string();
+            out.push((rel, format!("{:?}", m.file_type()), m.len()));
+            if m.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// An image whose special directories and files (`/dev`, `/proc`, `/etc/hosts`, `/etc/resolv.conf`,
+/// `/etc/hostname`, a volume's destination) are symlinks to host paths never makes krio or runc write
+/// outside the rootfs: a symlinked `/dev` or `/proc` is refused with FailedPrecondition (runc 1.1 would
+/// create `/dev/fd`, `/dev/ptmx`, ... in the host directory), other symlinks resolve inside the rootfs,
+/// and the host targets are unchanged afterwards.
+#[tokio::test(flavor = "multi_thread")]
+async fn image_symlinks_to_host_paths_write_nothing_on_the_host() {
+    require_prerequisites();
+    ensure_images();
+    let d = Daemon::start().await;
+    let host = d.dir.path().join("host-target");
+    for dir in ["devdir", "procdir", "voldir", "etc"] {
+        std::fs::create_dir_all(host.join(dir)).unwrap();
+    }
+    for f in ["hosts", "resolv.conf", "hostname"] {
+        std::fs::write(host.join("etc").join(f), format!("host {f}\n")).unwrap();
+    }
+    let before = tree(&host);
+    let h = host.display().to_string();
+    let dev = push_busybox_with("symlinked-dev", |l| {
+        l.symlink("dev", &format!("{h}/devdir")).unwrap();
+    });
+    let proc_ = push_busybox_with("symlinked-proc", |l| {
+        l.symlink("proc", &format!("{h}/procdir")).unwrap();
+    });
+    let etc = push_busybox_with("symlinked-etc", |l| {
+        for f in ["hosts", "resolv.conf", "hostname"] {
+            l.symlink(&format!("etc/{f}"), &format!("{h}/etc/{f}"))
+                .unwrap();
+        }
+        l.symlink("data", &format!("{h}/voldir")).unwrap();
+    });
+    let volume = d.dir.path().join("volume");
+    std::fs::create_dir_all(&volume).unwrap();
+    std::fs::write(volume.join("in-volume"), "v\n").unwrap();
+    let pod = pod_config(&d, "symlinks");
+    let pod_id = run_pod(&d, &pod).await;
+    let mut rt = d.runtime().await;
+    for (reference, name) in [(&dev, "/dev"), (&proc_, "/proc")] {
+        pull(&d, reference).await;
+        let err = rt
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: pod_id.clone(),
+                config: Some(container_config("refused", reference, "true")),
+                sandbox_config: Some(pod.clone()),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+        assert!(
+            err.message().contains(&format!("{name} is a symlink")),
+            "{err:?}"
+        );
+    }
+    assert!(rt
+        .list_containers(cri::ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers
+        .is_empty());
+
+    pull(&d, &etc).await;
+    let mut c = container_config(
+        "etc",
+        &etc,
+        "cat /etc/hosts /etc/hostname /data/sub/in-volume; echo made > /etc/hosts.new",
+    );
+    c.mounts = vec![cri::Mount {
+        container_path: "/data/sub".into(),
+        host_path: volume.display().to_string(),
+        ..Default::default()
+    }];
+    let id = run_container(&d, &pod_id, &pod, c).await;
+    let st = wait_exited(&d, &id).await;
+    let lines = log_lines(&st);
+    assert_eq!(st.exit_code, 0, "{lines:?}");
+    // The pod's own files, not the host's, and the volume.
+    assert!(lines.iter().any(|l| l.ends_with("symlinks")), "{lines:?}");
+    assert!(!lines.iter().any(|l| l.starts_with("host ")), "{lines:?}");
+    assert!(lines.contains(&"v".to_string()), "{lines:?}");
+    assert_eq!(tree(&host), before, "something was written under {h}");
+    for f in ["hosts", "resolv.conf", "hostname"] {
+        assert_eq!(
+            std::fs::read_to_string(host.join("etc").join(f)).unwrap(),
+            format!("host {f}\n")
+        );
+    }
+    remove_pod(&d, &pod_id).await;
+}

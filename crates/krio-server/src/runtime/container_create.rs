@@ -160,6 +160,7 @@ impl Krio {
             &data_dir.join("work"),
             &rootfs_dir,
         )?;
+        rootfs::check_special_dirs(&rootfs_dir)?;
         if !rec.log_path.is_empty() {
             if let Some(parent) = PathBuf::from(&rec.log_path).parent() {
                 std::fs::create_dir_all(parent)
