@@ -228,9 +228,10 @@ pub(crate) fn cri_mounts(
             return Err(SpecError::unsupported(f("uidMappings"), "id-mapped mounts"));
         }
         if m.recursive_read_only {
+            // The daemon stages these itself and hands over a read-only bind of the staging point.
             return Err(SpecError::unsupported(
                 f("recursive_read_only"),
-                "recursive read-only mounts",
+                "recursive read-only mounts must be staged by the caller",
             ));
         }
         validate_abs_path(&f("host_path"), &m.host_path)?;

@@ -16,6 +16,7 @@ mod rootfs;
 mod runtime;
 mod service;
 mod state;
+mod sys;
 mod validate;
 
 use std::collections::BTreeMap;

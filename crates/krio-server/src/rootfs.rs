@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
 use crate::error::{Result, ServerError};
+use crate::sys;
 
 /// Mounts `overlay` at `target` with `lowers` (topmost first), `upper` and `work`.
 /// `upper` and `work` are created when missing.
@@ -55,6 +56,86 @@ pub fn unmount(target: &Path) -> Result<()> {
                     .map_err(|e| ServerError::io("detaching mount", target, e.into()))?;
             }
             Err(e) => return Err(ServerError::io("unmounting", target, e.into())),
+        }
+    }
+    Ok(())
+}
+
+/// Whether the kernel has `mount_setattr(2)`, which recursive read-only mounts need (probed
+/// once: an invalid call answers `EBADF`/`EINVAL` where it exists and `ENOSYS` where not).
+pub fn recursive_read_only_supported() -> bool {
+    static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SUPPORTED.get_or_init(|| {
+        !matches!(
+            sys::mount_setattr(-1, c"", 0, None).map_err(|e| e.raw_os_error()),
+            Err(Some(libc::ENOSYS))
+        )
+    })
+}
+
+/// Where a container's recursive read-only sources are staged: `<run_dir>/rro/<mount index>`.
+pub fn rro_staging_dir(run_dir: &Path) -> PathBuf {
+    run_dir.join("rro")
+}
+
+/// Prepares a recursive read-only bind of `source` (CRI `Mount.recursive_read_only`) at
+/// `staging`: a recursive bind mount, made private recursively (so nothing propagates into or
+/// out of it), then `mount_setattr(AT_RECURSIVE, MOUNT_ATTR_RDONLY)` so that every submount is
+/// read-only too. runc 1.1 has no `rro` option; handed `staging` as an `rbind` source, it copies
+/// the read-only submounts as they are. Undone by [`unmount_rro_staging`].
+///
+/// Errors: [`ServerError::Io`] naming the step; nothing stays mounted at `staging` then.
+pub fn stage_recursive_read_only(source: &Path, staging: &Path) -> Result<()> {
+    std::fs::create_dir_all(staging)
+        .map_err(|e| ServerError::io("creating directory", staging, e))?;
+    mount(
+        Some(source),
+        staging,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| ServerError::io("bind-mounting (recursive read-only) at", staging, e.into()))?;
+    let rest = || -> std::io::Result<()> {
+        mount(
+            None::<&str>,
+            staging,
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None::<&str>,
+        )?;
+        let path = std::ffi::CString::new(staging.as_os_str().as_encoded_bytes())
+            .map_err(std::io::Error::other)?;
+        let attr = sys::MountAttr {
+            attr_set: sys::MOUNT_ATTR_RDONLY,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: 0,
+        };
+        sys::mount_setattr(libc::AT_FDCWD, &path, sys::AT_RECURSIVE, Some(&attr))
+    };
+    rest().map_err(|e| {
+        let _ = umount2(staging, MntFlags::MNT_DETACH);
+        ServerError::io("making read-only recursively", staging, e)
+    })
+}
+
+/// Detaches every staged recursive read-only mount under `dir` ([`rro_staging_dir`]) with all
+/// its submounts. Absent or unmounted entries are fine: idempotent.
+///
+/// Errors: [`ServerError::Io`] when a mount cannot be detached.
+pub fn unmount_rro_staging(dir: &Path) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        loop {
+            match umount2(&p, MntFlags::MNT_DETACH) {
+                Ok(()) => continue,
+                Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => break,
+                Err(e) => return Err(ServerError::io("detaching", &p, e.into())),
+            }
         }
     }
     Ok(())

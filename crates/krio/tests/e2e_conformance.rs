@@ -694,3 +694,102 @@ async fn image_symlinks_to_host_paths_write_nothing_on_the_host() {
     }
     remove_pod(&d, &pod_id).await;
 }
+
+/// The mount options (field 6) of the mountinfo line whose mount point is `mp`, split at commas.
+fn mount_options(mountinfo: &[String], mp: &str) -> Option<Vec<String>> {
+    mountinfo.iter().rev().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        (f.len() > 5 && f[4] == mp).then(|| f[5].split(',').map(String::from).collect())
+    })
+}
+
+/// `recursive_read_only` makes the mount and every submount read-only (checked with mountinfo and
+/// writes inside the container), is reported in Status, refuses the combinations the CRI forbids with
+/// InvalidArgument naming the field, and leaves no staging mount behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn recursive_read_only_mounts_every_submount_read_only() {
+    use nix::mount::MsFlags;
+    require_prerequisites();
+    ensure_images();
+    let d = Daemon::start().await;
+    let mut rt = d.runtime().await;
+    let st = rt
+        .status(cri::StatusRequest { verbose: false })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        st.runtime_handlers
+            .iter()
+            .all(|h| h.features.as_ref().unwrap().recursive_read_only_mounts),
+        "{:?}",
+        st.runtime_handlers
+    );
+    pull(&d, &image("busybox")).await;
+    // A host directory with a writable submount.
+    let src = HostMountPoint::new(d.dir.path().join("rro-src"), MsFlags::MS_PRIVATE);
+    mount_tmpfs(&src.0.join("sub"));
+    let pod = pod_config(&d, "rro");
+    let pod_id = run_pod(&d, &pod).await;
+    let mount = |path: &str, rro: bool| cri::Mount {
+        container_path: path.into(),
+        host_path: src.0.display().to_string(),
+        readonly: true,
+        recursive_read_only: rro,
+        ..Default::default()
+    };
+    let mut c = container_config(
+        "rro",
+        &image("busybox"),
+        "grep ' /mnt/r' /proc/self/mountinfo; \
+         touch /mnt/rro/a 2>/dev/null && echo wrote-rro; \
+         touch /mnt/rro/sub/b 2>/dev/null && echo wrote-rro-sub; \
+         touch /mnt/ro/sub/c 2>/dev/null && echo wrote-ro-sub; true",
+    );
+    c.mounts = vec![mount("/mnt/rro", true), mount("/mnt/ro", false)];
+    let id = run_container(&d, &pod_id, &pod, c).await;
+    let st = wait_exited(&d, &id).await;
+    let lines = log_lines(&st);
+    for mp in ["/mnt/rro", "/mnt/rro/sub", "/mnt/ro"] {
+        let opts = mount_options(&lines, mp).unwrap_or_else(|| panic!("{mp}: {lines:?}"));
+        assert!(opts.contains(&"ro".to_string()), "{mp}: {lines:?}");
+    }
+    // A plain read-only mount leaves its submount writable; the recursive one does not.
+    let opts = mount_options(&lines, "/mnt/ro/sub").unwrap();
+    assert!(opts.contains(&"rw".to_string()), "{lines:?}");
+    assert!(!lines.contains(&"wrote-rro".to_string()), "{lines:?}");
+    assert!(!lines.contains(&"wrote-rro-sub".to_string()), "{lines:?}");
+    assert!(lines.contains(&"wrote-ro-sub".to_string()), "{lines:?}");
+    // The host's submount stays writable for the host.
+    std::fs::write(src.0.join("sub/host-write"), "ok").unwrap();
+
+    // Forbidden combinations: InvalidArgument naming the field, nothing made.
+    let mut not_ro = mount("/mnt/x", true);
+    not_ro.readonly = false;
+    let mut slave = mount("/mnt/x", true);
+    slave.propagation = cri::MountPropagation::PropagationHostToContainer as i32;
+    for (m, why) in [(not_ro, "readonly"), (slave, "PROPAGATION_PRIVATE")] {
+        let mut c = container_config("bad-rro", &image("busybox"), "true");
+        c.mounts = vec![mount("/mnt/ok", false), m];
+        let err = rt
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: pod_id.clone(),
+                config: Some(c),
+                sandbox_config: Some(pod.clone()),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        assert!(
+            err.message().contains("mounts[1].recursive_read_only") && err.message().contains(why),
+            "{err:?}"
+        );
+    }
+    remove_pod(&d, &pod_id).await;
+    let left: Vec<String> = d
+        .mounts()
+        .into_iter()
+        .filter(|m| m.contains("/rro/"))
+        .collect();
+    assert!(left.is_empty(), "staging mounts left: {left:?}");
+}

@@ -181,8 +181,9 @@ impl Krio {
         }
         let image_config = image.config.config().clone();
         let sandbox_config = effective_pid_mode(sb);
+        let spec_config = stage_rro_mounts(&rec.config, &run_dir)?;
         let spec = krio_oci::build_spec(&krio_oci::SpecInputs {
-            container: &rec.config,
+            container: &spec_config,
             sandbox: &sandbox_config,
             image_config: image_config.as_ref(),
             rootfs: &rootfs_dir,
@@ -223,6 +224,35 @@ impl Krio {
         persist::write_json(&self.container_record_path(&rec.id), rec)?;
         Ok(())
     }
+}
+
+/// The container config as the spec builder should see it: each CRI mount with
+/// `recursive_read_only` is staged ([`rootfs::stage_recursive_read_only`]) under the container's
+/// run directory and replaced by a plain read-only private bind of the staging point.
+///
+/// Errors: `InvalidArgument` naming `mounts[i].host_path` when it does not exist; `Internal`
+/// when staging fails (what was staged is undone by the container's teardown).
+fn stage_rro_mounts(
+    config: &cri::ContainerConfig,
+    run_dir: &std::path::Path,
+) -> Result<cri::ContainerConfig> {
+    let mut out = config.clone();
+    for (i, m) in out.mounts.iter_mut().enumerate() {
+        if !m.recursive_read_only {
+            continue;
+        }
+        let source =
+            std::fs::canonicalize(&m.host_path).map_err(|e| ServerError::InvalidArgument {
+                field: format!("mounts[{i}].host_path"),
+                reason: format!("{}: {e}", m.host_path),
+            })?;
+        let staging = rootfs::rro_staging_dir(run_dir).join(i.to_string());
+        rootfs::stage_recursive_read_only(&source, &staging)?;
+        m.host_path = staging.to_string_lossy().into_owned();
+        m.recursive_read_only = false;
+        m.readonly = true;
+    }
+    Ok(out)
 }
 
 /// A read-write bind mount of a sandbox file (`rbind`, `rprivate`), as containerd mounts the

@@ -77,7 +77,9 @@ impl Krio {
                 .map(|name| cri::RuntimeHandler {
                     name: name.clone(),
                     features: Some(cri::RuntimeHandlerFeatures {
-                        recursive_read_only_mounts: false,
+                        // krio stages recursive read-only mounts itself (mount_setattr), so
+                        // every handler gets them, runc 1.1 included.
+                        recursive_read_only_mounts: crate::rootfs::recursive_read_only_supported(),
                         user_namespaces: false,
                     }),
                 })
