@@ -793,3 +793,105 @@ async fn recursive_read_only_mounts_every_submount_read_only() {
         .collect();
     assert!(left.is_empty(), "staging mounts left: {left:?}");
 }
+
+/// SupplementalGroupsPolicy Merge (the default) adds the image's `/etc/group` memberships, Strict does not;
+/// ContainerStatus.user reports what the process really has, which matches /proc/self/status inside.
+#[tokio::test(flavor = "multi_thread")]
+async fn supplemental_groups_policy_and_container_user() {
+    require_prerequisites();
+    ensure_images();
+    let d = Daemon::start().await;
+    let mut rt = d.runtime().await;
+    let st = rt
+        .status(cri::StatusRequest { verbose: false })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(st.features.unwrap().supplemental_groups_policy);
+    // The image's /etc/group makes user krio (1000) a member of group 4242.
+    let reference = push_busybox_with("groups", |l| {
+        l.file(
+            "etc/group",
+            0o644,
+            "root:x:0:\nkrio:x:1000:\nextra:x:4242:nobody,krio\nnobody:x:65534:\n",
+        )
+        .unwrap();
+    });
+    pull(&d, &reference).await;
+    let pod = pod_config(&d, "groups");
+    let pod_id = run_pod(&d, &pod).await;
+    for (name, policy, want) in [
+        (
+            "merge",
+            cri::SupplementalGroupsPolicy::Merge,
+            vec![1000, 4242, 50000],
+        ),
+        (
+            "strict",
+            cri::SupplementalGroupsPolicy::Strict,
+            vec![1000, 50000],
+        ),
+    ] {
+        let mut c = container_config(
+            name,
+            &reference,
+            "grep -E '^(Uid|Gid|Groups):' /proc/self/status; sleep 600",
+        );
+        c.linux
+            .get_or_insert_with(Default::default)
+            .security_context = Some(cri::LinuxContainerSecurityContext {
+            run_as_user: Some(cri::Int64Value { value: 1000 }),
+            supplemental_groups: vec![50000],
+            supplemental_groups_policy: policy as i32,
+            ..Default::default()
+        });
+        let id = run_container(&d, &pod_id, &pod, c).await;
+        let user = status(&d, &id).await.user.and_then(|u| u.linux).unwrap();
+        assert_eq!(
+            (user.uid, user.gid, user.supplemental_groups.clone()),
+            (1000, 1000, want.clone()),
+            "{name}"
+        );
+        // Inside, the process has the same identity.
+        let log = std::path::PathBuf::from(status(&d, &id).await.log_path);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let lines = loop {
+            let lines: Vec<String> = if log.exists() {
+                read_cri_log(&log).into_iter().map(|r| r.2).collect()
+            } else {
+                vec![]
+            };
+            if lines.len() >= 3 {
+                break lines;
+            }
+            assert!(std::time::Instant::now() < deadline, "{name}: {lines:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        };
+        let groups: Vec<i64> = lines
+            .iter()
+            .find_map(|l| l.strip_prefix("Groups:"))
+            .unwrap()
+            .split_whitespace()
+            .map(|g| g.parse().unwrap())
+            .collect();
+        assert_eq!(groups, want, "{name}: {lines:?}");
+        assert!(
+            lines.iter().any(|l| l.starts_with("Uid:\t1000\t")),
+            "{lines:?}"
+        );
+        assert!(
+            lines.iter().any(|l| l.starts_with("Gid:\t1000\t")),
+            "{lines:?}"
+        );
+        rt.stop_container(cri::StopContainerRequest {
+            container_id: id.clone(),
+            timeout: 0,
+        })
+        .await
+        .unwrap();
+        // The recorded identity outlives the process.
+        let user = status(&d, &id).await.user.and_then(|u| u.linux).unwrap();
+        assert_eq!(user.supplemental_groups, want, "{name}");
+    }
+    remove_pod(&d, &pod_id).await;
+}

@@ -86,6 +86,7 @@ impl Krio {
                 .config()
                 .as_ref()
                 .and_then(|c| c.stop_signal().clone()),
+            user: None,
             config,
         };
         let this = self.clone();
@@ -221,6 +222,9 @@ impl Krio {
             })??;
         rec.pid = spawned.container_pid;
         rec.monitor_pid = spawned.monitor_pid;
+        // `runtime create` returns once the init set its credentials (before it waits to exec
+        // the command), so these are the ones the container's process will have.
+        rec.user = crate::state::ProcessUser::of_pid(rec.pid);
         persist::write_json(&self.container_record_path(&rec.id), rec)?;
         Ok(())
     }

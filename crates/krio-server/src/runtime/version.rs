@@ -84,8 +84,10 @@ impl Krio {
                     }),
                 })
                 .collect(),
+            // Merge and Strict are applied when the spec is built; ContainerStatus.user reports
+            // the identity the container's process really has.
             features: Some(cri::RuntimeFeatures {
-                supplemental_groups_policy: false,
+                supplemental_groups_policy: true,
                 user_namespaces_host_network: false,
             }),
         })
