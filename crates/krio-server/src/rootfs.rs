@@ -78,16 +78,30 @@ pub fn rro_staging_dir(run_dir: &Path) -> PathBuf {
     run_dir.join("rro")
 }
 
-/// Prepares a recursive read-only bind of `source` (CRI `Mount.recursive_read_only`) at
-/// `staging`: a recursive bind mount, made private recursively (so nothing propagates into or
+/// Prepares a recursive read-only bind of `source` (a directory or a file; CRI
+/// `Mount.recursive_read_only`) at `staging`: a recursive bind mount, made private recursively (so nothing propagates into or
 /// out of it), then `mount_setattr(AT_RECURSIVE, MOUNT_ATTR_RDONLY)` so that every submount is
 /// read-only too. runc 1.1 has no `rro` option; handed `staging` as an `rbind` source, it copies
 /// the read-only submounts as they are. Undone by [`unmount_rro_staging`].
 ///
 /// Errors: [`ServerError::Io`] naming the step; nothing stays mounted at `staging` then.
 pub fn stage_recursive_read_only(source: &Path, staging: &Path) -> Result<()> {
-    std::fs::create_dir_all(staging)
-        .map_err(|e| ServerError::io("creating directory", staging, e))?;
+    if source.is_dir() {
+        std::fs::create_dir_all(staging)
+            .map_err(|e| ServerError::io("creating directory", staging, e))?;
+    } else {
+        // A file source needs a file to be bind-mounted on.
+        if let Some(parent) = staging.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| ServerError::io("creating directory", parent, e))?;
+        }
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(staging)
+            .map_err(|e| ServerError::io("creating mount point", staging, e))?;
+    }
     mount(
         Some(source),
         staging,

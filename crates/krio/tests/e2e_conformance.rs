@@ -744,13 +744,24 @@ async fn recursive_read_only_mounts_every_submount_read_only() {
         "grep ' /mnt/r' /proc/self/mountinfo; \
          touch /mnt/rro/a 2>/dev/null && echo wrote-rro; \
          touch /mnt/rro/sub/b 2>/dev/null && echo wrote-rro-sub; \
-         touch /mnt/ro/sub/c 2>/dev/null && echo wrote-ro-sub; true",
+         touch /mnt/ro/sub/c 2>/dev/null && echo wrote-ro-sub; \
+         echo x >> /mnt/rrofile 2>/dev/null && echo wrote-file; cat /mnt/rrofile; true",
     );
-    c.mounts = vec![mount("/mnt/rro", true), mount("/mnt/ro", false)];
+    // A file source works too.
+    let file = d.dir.path().join("rro-file");
+    std::fs::write(&file, "file\n").unwrap();
+    let file_mount = cri::Mount {
+        container_path: "/mnt/rrofile".into(),
+        host_path: file.display().to_string(),
+        readonly: true,
+        recursive_read_only: true,
+        ..Default::default()
+    };
+    c.mounts = vec![mount("/mnt/rro", true), mount("/mnt/ro", false), file_mount];
     let id = run_container(&d, &pod_id, &pod, c).await;
     let st = wait_exited(&d, &id).await;
     let lines = log_lines(&st);
-    for mp in ["/mnt/rro", "/mnt/rro/sub", "/mnt/ro"] {
+    for mp in ["/mnt/rro", "/mnt/rro/sub", "/mnt/ro", "/mnt/rrofile"] {
         let opts = mount_options(&lines, mp).unwrap_or_else(|| panic!("{mp}: {lines:?}"));
         assert!(opts.contains(&"ro".to_string()), "{mp}: {lines:?}");
     }
@@ -760,6 +771,8 @@ async fn recursive_read_only_mounts_every_submount_read_only() {
     assert!(!lines.contains(&"wrote-rro".to_string()), "{lines:?}");
     assert!(!lines.contains(&"wrote-rro-sub".to_string()), "{lines:?}");
     assert!(lines.contains(&"wrote-ro-sub".to_string()), "{lines:?}");
+    assert!(!lines.contains(&"wrote-file".to_string()), "{lines:?}");
+    assert!(lines.contains(&"file".to_string()), "{lines:?}");
     // The host's submount stays writable for the host.
     std::fs::write(src.0.join("sub/host-write"), "ok").unwrap();
 
