@@ -76,6 +76,21 @@ pub enum ImageError {
         /// Where it was found.
         what: String,
     },
+    /// A layer's bytes are not what its media type says (zstd bytes under `+gzip`, gzip bytes under a plain tar
+    /// type, ...). Decompression follows the media type only, never the bytes.
+    #[error(
+        "layer {digest}: media type {media_type:?} says {expected}, but the bytes are {found}"
+    )]
+    LayerMediaTypeMismatch {
+        /// The layer's compressed digest.
+        digest: String,
+        /// The media type in the manifest.
+        media_type: String,
+        /// The compression the media type names (`gzip`, `zstd`, `uncompressed tar`).
+        expected: &'static str,
+        /// What the leading bytes are (`zstd-compressed`, `gzip-compressed`, `not gzip`, ...).
+        found: &'static str,
+    },
     /// A manifest document is malformed or ambiguous (e.g. has both `manifests` and `layers`).
     #[error("invalid manifest for {reference:?}: {reason}")]
     InvalidManifest {

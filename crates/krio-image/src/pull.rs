@@ -14,7 +14,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use crate::authfile::AuthStore;
 use crate::digest::{chain_ids, Digest};
 use crate::error::ImageError;
-use crate::manifest::{self, classify, select_platform, Document, DOCKER_CONFIG, OCI_CONFIG};
+use crate::manifest::{
+    self, classify, select_platform, Compression, Document, DOCKER_CONFIG, OCI_CONFIG,
+};
 use crate::reference::Reference;
 use crate::registry::{RegistryAuth, Session};
 use crate::spool::{spool, SpoolHandle, SpoolReader, SpoolWriter};
@@ -63,6 +65,9 @@ impl Drop for GcOnDrop<'_> {
 struct LayerJob {
     index: usize,
     digest: Digest,
+    /// The manifest's media type for the layer, and the compression it names.
+    media_type: String,
+    compression: Compression,
     size: u64,
     diff_id: Digest,
     chain_id: Digest,
@@ -357,13 +362,15 @@ impl ImageStore {
         let mut size = 0u64;
         for (i, l) in layers.iter().enumerate() {
             let field = format!("manifest.layers[{i}]");
-            manifest::layer_compression(&l.media_type, &field)?;
+            let compression = manifest::layer_compression(&l.media_type, &field)?;
             let digest = l.digest(&format!("{field}.digest"))?;
             let lsize = l.size(&rstr, &field)?;
             size += lsize;
             jobs_all.push(LayerJob {
                 index: i,
                 digest,
+                media_type: l.media_type.clone(),
+                compression,
                 size: lsize,
                 diff_id: diff_ids[i].clone(),
                 chain_id: chains[i].clone(),
@@ -700,22 +707,96 @@ impl Read for ChannelReader {
     }
 }
 
-/// Decompresses (sniffing gzip / zstd / plain) and hashes the uncompressed stream, sending
-/// chunks to `tx`. Returns `(diff_id, uncompressed bytes)`.
+const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
+const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
+const XZ_MAGIC: &[u8] = &[0xfd, b'7', b'z', b'X', b'Z', 0x00];
+
+/// The leading bytes of a layer do not match its media type's compression.
+#[derive(Debug)]
+struct CompressionMismatch {
+    expected: &'static str,
+    found: &'static str,
+}
+
+impl std::fmt::Display for CompressionMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "expected {}, found {}", self.expected, self.found)
+    }
+}
+
+impl std::error::Error for CompressionMismatch {}
+
+/// What the leading bytes of a blob look like, for error messages.
+fn sniff(head: &[u8]) -> &'static str {
+    if head.starts_with(GZIP_MAGIC) {
+        "gzip-compressed"
+    } else if is_zstd_frame(head) {
+        "zstd-compressed"
+    } else if head.starts_with(XZ_MAGIC) {
+        "xz-compressed"
+    } else if head.is_empty() {
+        "empty"
+    } else {
+        "not compressed"
+    }
+}
+
+/// A zstd frame (RFC 8878 §3.1.1) or a skippable frame (magic 0x184D2A5?, §3.1.2).
+fn is_zstd_frame(head: &[u8]) -> bool {
+    head.starts_with(ZSTD_MAGIC)
+        || (head.len() >= 4 && head[0] & 0xf0 == 0x50 && head[1..4] == [0x2a, 0x4d, 0x18])
+}
+
+/// Checks the leading bytes of a layer against the compression its media type names: gzip
+/// (RFC 1952) and zstd must start with their magic; an uncompressed tar must not start with a
+/// gzip, zstd or xz magic (no tar header does: its first bytes are a file name).
+///
+/// Errors: [`CompressionMismatch`] naming what was expected and found.
+fn check_compression(compression: Compression, head: &[u8]) -> Result<(), CompressionMismatch> {
+    let (ok, expected) = match compression {
+        Compression::Gzip => (head.starts_with(GZIP_MAGIC), "gzip"),
+        Compression::Zstd => (is_zstd_frame(head), "zstd"),
+        Compression::None => (
+            !(head.starts_with(GZIP_MAGIC) || is_zstd_frame(head) || head.starts_with(XZ_MAGIC)),
+            "an uncompressed tar",
+        ),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(CompressionMismatch {
+            expected,
+            found: sniff(head),
+        })
+    }
+}
+
+/// Decompresses as the media type says (`compression`; the bytes are checked against it, never
+/// used to choose) and hashes the uncompressed stream, sending chunks to `tx`. Returns
+/// `(diff_id, uncompressed bytes)`.
+///
+/// Errors: an `InvalidData` error wrapping [`CompressionMismatch`] when the bytes do not match;
+/// read and decompression errors.
 fn decompress_stream(
     mut src: SpoolReader,
+    compression: Compression,
     tx: std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>,
 ) -> io::Result<(Digest, u64)> {
-    let head = read_head(&mut src, 4)?;
-    let chained = io::Cursor::new(head.clone()).chain(src);
-    let mut dec: Box<dyn Read> = if head.starts_with(&[0x1f, 0x8b]) {
-        Box::new(flate2::read::MultiGzDecoder::new(
+    let head = read_head(&mut src, XZ_MAGIC.len())?;
+    if let Err(m) = check_compression(compression, &head) {
+        let _ = tx.send(Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            m.to_string(),
+        )));
+        return Err(io::Error::new(io::ErrorKind::InvalidData, m));
+    }
+    let chained = io::Cursor::new(head).chain(src);
+    let mut dec: Box<dyn Read> = match compression {
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(
             io::BufReader::with_capacity(CHUNK, chained),
-        ))
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Box::new(zstd::stream::read::Decoder::new(chained)?)
-    } else {
-        Box::new(chained)
+        )),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(chained)?),
+        Compression::None => Box::new(chained),
     };
     let mut hasher = sha2::Sha256::new();
     let mut total = 0u64;
@@ -770,7 +851,7 @@ fn apply_one(
         source: e,
     };
     let (applied, decoded) = std::thread::scope(|s| {
-        let dec = s.spawn(move || decompress_stream(reader, tx));
+        let dec = s.spawn(move || decompress_stream(reader, job.compression, tx));
         let mut chan = ChannelReader {
             rx,
             cur: Vec::new(),
@@ -785,7 +866,20 @@ fn apply_one(
         (applied, decoded)
     });
     // A stream failure is the root cause of an apply failure: report it first.
-    let (diff_id, uncompressed_size) = decoded.map_err(stream_err)?;
+    let (diff_id, uncompressed_size) = decoded.map_err(|e| {
+        match e
+            .get_ref()
+            .and_then(|i| i.downcast_ref::<CompressionMismatch>())
+        {
+            Some(m) => ImageError::LayerMediaTypeMismatch {
+                digest: job.digest.to_string(),
+                media_type: job.media_type.clone(),
+                expected: m.expected,
+                found: m.found,
+            },
+            None => stream_err(e),
+        }
+    })?;
     let stats = applied.map_err(|e| ImageError::Layer {
         digest: job.digest.to_string(),
         source: e,

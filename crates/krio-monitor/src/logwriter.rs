@@ -47,7 +47,8 @@ pub fn timestamp(t: SystemTime) -> String {
 
 /// Appends the records for `data` to `out`: complete lines from `partial ++ data` are emitted, the incomplete
 /// tail stays in `partial` (emitted as `P` chunks of `max_line` bytes while it is at least that long). With
-/// `eof`, the remaining tail (if any) is emitted as `F`.
+/// `eof`, the remaining tail (if any) is emitted as `P`: the program never ended that line, and an `F` record
+/// would make readers (kubelet, `kubectl logs`) add a newline it never wrote.
 pub fn format_records(
     out: &mut Vec<u8>,
     stream: Stream,
@@ -79,12 +80,12 @@ pub fn format_records(
         record(out, "F", line);
         start += pos + 1;
     }
-    while partial.len() - start >= max_line && !(eof && partial.len() - start == max_line) {
+    while partial.len() - start >= max_line {
         record(out, "P", &partial[start..start + max_line]);
         start += max_line;
     }
     if eof && start < partial.len() {
-        record(out, "F", &partial[start..]);
+        record(out, "P", &partial[start..]);
         start = partial.len();
     }
     partial.drain(..start);
@@ -156,7 +157,7 @@ impl CriLogWriter {
         self.emit(stream, data, now, false)
     }
 
-    /// Marks `stream` as ended: a pending unterminated line is written as `F`.
+    /// Marks `stream` as ended: a pending unterminated line is written as a partial (`P`) record.
     ///
     /// Errors: the `write(2)` error.
     pub fn close_stream(&mut self, stream: Stream, now: SystemTime) -> std::io::Result<()> {
@@ -240,7 +241,7 @@ mod tests {
         assert_eq!(out, recs(&[("F", "hello")]));
         assert_eq!(rest, b"world");
         let (out, _) = run(&[b"hel", b"lo\nwor", b"ld"], 16, true);
-        assert_eq!(out, recs(&[("F", "hello"), ("F", "world")]));
+        assert_eq!(out, recs(&[("F", "hello"), ("P", "world")]));
     }
 
     #[test]
@@ -255,7 +256,20 @@ mod tests {
         assert_eq!(out, recs(&[("P", "abcd"), ("P", "efgh")]));
         assert_eq!(rest, b"ij");
         let (out, _) = run(&[b"abcdefgh"], 4, true);
-        assert_eq!(out, recs(&[("P", "abcd"), ("F", "efgh")]));
+        assert_eq!(out, recs(&[("P", "abcd"), ("P", "efgh")]));
+        let (out, _) = run(&[b"abcdefghi"], 4, true);
+        assert_eq!(out, recs(&[("P", "abcd"), ("P", "efgh"), ("P", "i")]));
+    }
+
+    #[test]
+    fn a_last_write_without_newline_is_partial() {
+        // `printf Hello`: one P record, nothing pending.
+        let (out, rest) = run(&[b"Hello", b""], 16, true);
+        assert_eq!(out, recs(&[("P", "Hello")]));
+        assert!(rest.is_empty());
+        // Text before it ended with a newline stays F.
+        let (out, _) = run(&[b"a\nb"], 16, true);
+        assert_eq!(out, recs(&[("F", "a"), ("P", "b")]));
     }
 
     #[test]
@@ -304,7 +318,7 @@ mod tests {
             vec![
                 ("stdout".into(), "F".into(), "out1".into()),
                 ("stderr".into(), "F".into(), "err1".into()),
-                ("stdout".into(), "F".into(), "out".into()),
+                ("stdout".into(), "P".into(), "out".into()),
             ]
         );
         // Rotation: rename, reopen, new records land in the new file.

@@ -24,6 +24,30 @@ pub enum SpecError {
         /// What is not supported.
         reason: String,
     },
+    /// A capability was asked for explicitly that the daemon's own bounding set lacks, so no container it starts
+    /// can hold it (the daemon maps this to `FailedPrecondition`).
+    #[error(
+        "{field}: {capability} is not in the node's capability bounding set (krio cannot grant it)"
+    )]
+    CapabilityUnavailable {
+        /// Dotted CRI field path, e.g. `linux.security_context.capabilities.add_capabilities[0]`.
+        field: String,
+        /// The capability, e.g. `CAP_SYS_RESOURCE`.
+        capability: String,
+    },
+    /// A CRI mount asks for `rslave` or `rshared` propagation but the host mount holding its `host_path` cannot
+    /// carry it (the daemon maps this to `FailedPrecondition`).
+    #[error("{field}: host path {path} lies on mount {mount_point}, which is not {need} (make it so with `mount --make-shared` or `--make-slave`)")]
+    MountPropagation {
+        /// Dotted CRI field path, e.g. `mounts[0].propagation`.
+        field: String,
+        /// The host path (symlinks resolved).
+        path: PathBuf,
+        /// The host mount point the path lies on.
+        mount_point: PathBuf,
+        /// What the propagation needs, e.g. "a shared mount".
+        need: &'static str,
+    },
     /// The resolved process has no arguments (neither CRI command/args nor image Entrypoint/Cmd).
     #[error("no command specified: CRI command/args and image Entrypoint/Cmd are all empty")]
     NoCommand,

@@ -28,7 +28,8 @@ pub use runtime::{
     RuntimeError, RuntimeState, RuntimeStatus,
 };
 pub use security::{
-    ALL_CAPABILITIES, DEFAULT_CAPABILITIES, DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS,
+    capabilities_in_mask, capability_mask, daemon_bounding_set, ALL_CAPABILITIES,
+    DEFAULT_CAPABILITIES, DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS,
 };
 pub use spec::{annotations, build_spec, NamespacePaths, SpecInputs};
 

@@ -97,6 +97,103 @@ pub(crate) enum RootPropagation {
     Shared,
 }
 
+/// The propagation of one mount of the host, from a line of `/proc/self/mountinfo` (proc(5)): its mount point
+/// and whether its optional fields carry `shared:N` (a member of a peer group) or `master:N` (a slave).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HostMount {
+    pub mount_point: PathBuf,
+    pub shared: bool,
+    pub slave: bool,
+}
+
+/// Decodes the octal escapes (`\040` for a space, `\134` for a backslash, ...) of a mountinfo path field.
+fn unescape_mountinfo(field: &str) -> String {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Parses `/proc/<pid>/mountinfo` text; malformed lines are skipped.
+pub(crate) fn parse_mountinfo(text: &str) -> Vec<HostMount> {
+    text.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let sep = fields.iter().position(|f| *f == "-")?;
+            if sep < 6 {
+                return None;
+            }
+            let optional = &fields[6..sep];
+            Some(HostMount {
+                mount_point: PathBuf::from(unescape_mountinfo(fields[4])),
+                shared: optional.iter().any(|f| f.starts_with("shared:")),
+                slave: optional.iter().any(|f| f.starts_with("master:")),
+            })
+        })
+        .collect()
+}
+
+/// The mount that `path` (absolute, symlinks resolved) lies on: the one with the deepest mount point above it,
+/// the last listed when several share that mount point (the top of the stack).
+pub(crate) fn host_mount_of<'a>(table: &'a [HostMount], path: &Path) -> Option<&'a HostMount> {
+    let mut best: Option<&HostMount> = None;
+    for m in table {
+        if path.starts_with(&m.mount_point)
+            && best.is_none_or(|b| {
+                m.mount_point.components().count() >= b.mount_point.components().count()
+            })
+        {
+            best = Some(m);
+        }
+    }
+    best
+}
+
+/// Checks that the host mount under `host` can carry the CRI propagation asked for, as containerd and CRI-O do:
+/// bidirectional (`rshared`) needs a shared mount, host-to-container (`rslave`) a shared or slave one. Without
+/// it the container's mount would silently receive (or send) nothing.
+fn check_source_propagation(
+    field: String,
+    host: &Path,
+    want: RootPropagation,
+    table: &[HostMount],
+) -> Result<(), SpecError> {
+    let Some(m) = host_mount_of(table, host) else {
+        return Err(SpecError::MountPropagation {
+            field,
+            path: host.to_path_buf(),
+            mount_point: PathBuf::from("?"),
+            need: "a mount listed in /proc/self/mountinfo",
+        });
+    };
+    let (ok, need) = match want {
+        RootPropagation::Private => (true, ""),
+        RootPropagation::Slave => (m.shared || m.slave, "a shared or slave mount"),
+        RootPropagation::Shared => (m.shared, "a shared mount"),
+    };
+    if !ok {
+        return Err(SpecError::MountPropagation {
+            field,
+            path: host.to_path_buf(),
+            mount_point: m.mount_point.clone(),
+            need,
+        });
+    }
+    Ok(())
+}
+
 /// Converts the CRI `mounts` into bind mounts, sorted so parents are mounted before children (containerd sorts by
 /// the number of path components).
 ///
@@ -105,9 +202,14 @@ pub(crate) enum RootPropagation {
 /// symlink and mount the real destination"); options `rbind` + propagation (`rprivate`/`rslave`/`rshared`) +
 /// `ro`/`rw`. `selinux_relabel` is ignored (no SELinux on this host). Image volumes, id-mapped mounts and
 /// `recursive_read_only` are rejected as unsupported (krio does not advertise them in its runtime features).
+/// `rslave` and `rshared` need the host mount holding `host_path` to be slave-or-shared and shared
+/// ([`SpecError::MountPropagation`]); `mountinfo` gives the host's `/proc/self/mountinfo` text and is called
+/// only when such a mount is asked for.
 pub(crate) fn cri_mounts(
     cfg: &ContainerConfig,
+    mountinfo: &mut dyn FnMut() -> std::io::Result<String>,
 ) -> Result<(Vec<Mount>, RootPropagation), SpecError> {
+    let mut table: Option<Vec<HostMount>> = None;
     let mut out: Vec<(usize, Mount)> = Vec::new();
     let mut prop = RootPropagation::Private;
     for (i, m) in cfg.mounts.iter().enumerate() {
@@ -126,9 +228,10 @@ pub(crate) fn cri_mounts(
             return Err(SpecError::unsupported(f("uidMappings"), "id-mapped mounts"));
         }
         if m.recursive_read_only {
+            // The daemon stages these itself and hands over a read-only bind of the staging point.
             return Err(SpecError::unsupported(
                 f("recursive_read_only"),
-                "recursive read-only mounts",
+                "recursive read-only mounts must be staged by the caller",
             ));
         }
         validate_abs_path(&f("host_path"), &m.host_path)?;
@@ -148,6 +251,17 @@ pub(crate) fn cri_mounts(
                 ))
             }
         };
+        if p != RootPropagation::Private {
+            if table.is_none() {
+                let text = mountinfo().map_err(|source| SpecError::HostPath {
+                    field: f("propagation"),
+                    path: PathBuf::from("/proc/self/mountinfo"),
+                    source,
+                })?;
+                table = Some(parse_mountinfo(&text));
+            }
+            check_source_propagation(f("propagation"), &host, p, table.as_deref().unwrap_or(&[]))?;
+        }
         prop = prop.max(p);
         let mnt = MountBuilder::default()
             .destination(&m.container_path)
@@ -339,7 +453,15 @@ mod tests {
             mounts: vec![ro, shared],
             ..Default::default()
         };
-        let (mounts, prop) = cri_mounts(&cfg).unwrap();
+        // The host mount holding the tempdir is shared here.
+        let canon = std::fs::canonicalize(host.path()).unwrap();
+        let shared_root = format!("36 35 98:0 / {} rw - ext4 /dev/sda1 rw\n", "/");
+        let shared_tmp = format!(
+            "{shared_root}37 36 98:1 / {} rw shared:1 - tmpfs tmpfs rw\n",
+            canon.display()
+        );
+        let mut info = || Ok(shared_tmp.clone());
+        let (mounts, prop) = cri_mounts(&cfg, &mut info).unwrap();
         assert_eq!(prop, RootPropagation::Shared);
         // Sorted parents first.
         assert_eq!(mounts[0].destination(), Path::new("/data"));
@@ -384,9 +506,80 @@ mod tests {
                 mounts: vec![m],
                 ..Default::default()
             };
-            let e = cri_mounts(&cfg).unwrap_err().to_string();
+            let e = cri_mounts(&cfg, &mut info).unwrap_err().to_string();
             assert!(e.contains(field), "{e} should name {field}");
         }
+
+        // The same mounts when the tempdir lies on a private mount: refused, naming the field and the mount.
+        let mut private = || Ok(shared_root.clone());
+        let cfg = ContainerConfig {
+            mounts: vec![shared_mount_of(&h)],
+            ..Default::default()
+        };
+        let e = cri_mounts(&cfg, &mut private).unwrap_err();
+        assert!(matches!(e, SpecError::MountPropagation { .. }), "{e:?}");
+        let e = e.to_string();
+        assert!(
+            e.contains("mounts[0].propagation") && e.contains("shared"),
+            "{e}"
+        );
+        // Private mounts never read the mount table.
+        let mut unread =
+            || -> std::io::Result<String> { panic!("mountinfo read for a private mount") };
+        cri_mounts(
+            &ContainerConfig {
+                mounts: vec![cm("/a", &h)],
+                ..Default::default()
+            },
+            &mut unread,
+        )
+        .unwrap();
+    }
+
+    fn shared_mount_of(h: &str) -> CriMount {
+        CriMount {
+            propagation: MountPropagation::PropagationBidirectional as i32,
+            ..cm("/data", h)
+        }
+    }
+
+    #[test]
+    fn mountinfo_propagation() {
+        let text = "22 1 0:21 / / rw - ext4 /dev/root rw\n\
+                    23 22 0:22 / /mnt/a\\040b rw shared:4 - tmpfs t rw\n\
+                    24 23 0:23 / /mnt/a\\040b/s rw master:4 - tmpfs t rw\n\
+                    25 23 0:24 / /mnt/a\\040b/s rw shared:9 master:4 - tmpfs t rw\n\
+                    garbage\n";
+        let t = parse_mountinfo(text);
+        assert_eq!(t.len(), 4);
+        assert_eq!(t[1].mount_point, Path::new("/mnt/a b"));
+        let of = |p: &str| host_mount_of(&t, Path::new(p)).unwrap().clone();
+        assert!(!of("/etc").shared && !of("/etc").slave);
+        assert!(of("/mnt/a b/x").shared);
+        // /mnt/a bc is not under /mnt/a b.
+        assert!(!of("/mnt/a bc").shared);
+        let top = of("/mnt/a b/s/deep");
+        assert!(top.shared && top.slave, "{top:?}");
+        let f = || "mounts[0].propagation".to_string();
+        let slave_only = vec![t[0].clone(), t[2].clone()];
+        check_source_propagation(
+            f(),
+            Path::new("/mnt/a b/s"),
+            RootPropagation::Slave,
+            &slave_only,
+        )
+        .unwrap();
+        assert!(check_source_propagation(
+            f(),
+            Path::new("/mnt/a b/s"),
+            RootPropagation::Shared,
+            &slave_only
+        )
+        .is_err());
+        assert!(
+            check_source_propagation(f(), Path::new("/etc"), RootPropagation::Slave, &t).is_err()
+        );
+        check_source_propagation(f(), Path::new("/etc"), RootPropagation::Private, &t).unwrap();
     }
 
     #[test]

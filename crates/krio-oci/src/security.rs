@@ -29,51 +29,90 @@ pub const DEFAULT_CAPABILITIES: &[Capability] = &[
     Capability::AuditWrite,
 ];
 
-/// Every capability known to `oci-spec` (what `ALL` and privileged containers get; runc ignores ones the kernel
-/// does not know).
+/// Every capability known to `oci-spec`, in the kernel's numbering: the capability at index `n` is capability
+/// number `n` of `<linux/capability.h>` (bit `n` of the `Cap*` masks in `/proc/<pid>/status`). What `ALL` and
+/// privileged containers get is this list intersected with the daemon's bounding set ([`daemon_bounding_set`]).
 pub const ALL_CAPABILITIES: &[Capability] = &[
-    Capability::AuditControl,
-    Capability::AuditRead,
-    Capability::AuditWrite,
-    Capability::BlockSuspend,
-    Capability::Bpf,
-    Capability::CheckpointRestore,
     Capability::Chown,
     Capability::DacOverride,
     Capability::DacReadSearch,
     Capability::Fowner,
     Capability::Fsetid,
-    Capability::IpcLock,
-    Capability::IpcOwner,
     Capability::Kill,
-    Capability::Lease,
+    Capability::Setgid,
+    Capability::Setuid,
+    Capability::Setpcap,
     Capability::LinuxImmutable,
-    Capability::MacAdmin,
-    Capability::MacOverride,
-    Capability::Mknod,
-    Capability::NetAdmin,
     Capability::NetBindService,
     Capability::NetBroadcast,
+    Capability::NetAdmin,
     Capability::NetRaw,
-    Capability::Perfmon,
-    Capability::Setgid,
-    Capability::Setfcap,
-    Capability::Setpcap,
-    Capability::Setuid,
+    Capability::IpcLock,
+    Capability::IpcOwner,
+    Capability::SysModule,
+    Capability::SysRawio,
+    Capability::SysChroot,
+    Capability::SysPtrace,
+    Capability::SysPacct,
     Capability::SysAdmin,
     Capability::SysBoot,
-    Capability::SysChroot,
-    Capability::SysModule,
     Capability::SysNice,
-    Capability::SysPacct,
-    Capability::SysPtrace,
-    Capability::SysRawio,
     Capability::SysResource,
     Capability::SysTime,
     Capability::SysTtyConfig,
+    Capability::Mknod,
+    Capability::Lease,
+    Capability::AuditWrite,
+    Capability::AuditControl,
+    Capability::Setfcap,
+    Capability::MacOverride,
+    Capability::MacAdmin,
     Capability::Syslog,
     Capability::WakeAlarm,
+    Capability::BlockSuspend,
+    Capability::AuditRead,
+    Capability::Perfmon,
+    Capability::Bpf,
+    Capability::CheckpointRestore,
 ];
+
+/// The capabilities whose bits are set in `mask` (a `Cap*` mask of `/proc/<pid>/status`), among
+/// [`ALL_CAPABILITIES`]; bits the list does not know are ignored.
+pub fn capabilities_in_mask(mask: u64) -> HashSet<Capability> {
+    ALL_CAPABILITIES
+        .iter()
+        .enumerate()
+        .filter(|(bit, _)| mask & (1u64 << bit) != 0)
+        .map(|(_, c)| *c)
+        .collect()
+}
+
+/// The mask (bit `n` = capability number `n`) of a set of capabilities: the inverse of [`capabilities_in_mask`].
+pub fn capability_mask(caps: &HashSet<Capability>) -> u64 {
+    ALL_CAPABILITIES
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| caps.contains(c))
+        .fold(0, |m, (bit, _)| m | (1u64 << bit))
+}
+
+/// The daemon's own capability bounding set (`CapBnd` of `/proc/self/status`), read once. A container can
+/// never hold a capability outside it: runc fails with "unable to apply caps: operation not permitted" when
+/// asked to. When the file cannot be read or parsed, every capability in [`ALL_CAPABILITIES`] is assumed.
+pub fn daemon_bounding_set() -> &'static HashSet<Capability> {
+    static SET: std::sync::OnceLock<HashSet<Capability>> = std::sync::OnceLock::new();
+    SET.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("CapBnd:"))
+                    .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            })
+            .map(capabilities_in_mask)
+            .unwrap_or_else(|| ALL_CAPABILITIES.iter().copied().collect())
+    })
+}
 
 /// containerd's default masked paths (`oci.defaultUnixSpec` + CRI).
 pub const DEFAULT_MASKED_PATHS: &[&str] = &[
@@ -113,30 +152,48 @@ pub(crate) fn parse_capability(field: &str, name: &str) -> Result<Capability, Sp
 /// [`DEFAULT_CAPABILITIES`]; `ALL` in `add_capabilities` selects every capability and `ALL` in
 /// `drop_capabilities` clears the set (both applied before the individual names, so `add: [ALL], drop: [CHOWN]`
 /// is "everything but CHOWN"); then individual adds, then individual drops.
+///
+/// "Every capability" (privileged, `ALL`) means every one in `bounding`, the daemon's own bounding set, as
+/// containerd grants privileged containers what the daemon holds; defaults the daemon lacks are left out
+/// silently. A capability named explicitly in `add_capabilities` that is not in `bounding` cannot be granted
+/// (runc would fail late with "operation not permitted"); it is refused.
+///
+/// Errors: [`SpecError::InvalidField`] for an unknown name; [`SpecError::CapabilityUnavailable`] for an explicit
+/// add outside `bounding`.
 pub(crate) fn capabilities(
     sc: Option<&LinuxContainerSecurityContext>,
     privileged: bool,
+    bounding: &HashSet<Capability>,
 ) -> Result<HashSet<Capability>, SpecError> {
     if privileged {
-        return Ok(ALL_CAPABILITIES.iter().copied().collect());
+        return Ok(bounding.clone());
     }
-    let mut caps: HashSet<Capability> = DEFAULT_CAPABILITIES.iter().copied().collect();
+    let mut caps: HashSet<Capability> = DEFAULT_CAPABILITIES
+        .iter()
+        .filter(|c| bounding.contains(c))
+        .copied()
+        .collect();
     let Some(c) = sc.and_then(|s| s.capabilities.as_ref()) else {
         return Ok(caps);
     };
     let is_all = |s: &String| s.trim().eq_ignore_ascii_case("ALL");
     if c.add_capabilities.iter().any(is_all) {
-        caps = ALL_CAPABILITIES.iter().copied().collect();
+        caps = bounding.clone();
     }
     if c.drop_capabilities.iter().any(is_all) {
         caps.clear();
     }
     for (i, name) in c.add_capabilities.iter().enumerate() {
         if !is_all(name) {
-            caps.insert(parse_capability(
-                &format!("linux.security_context.capabilities.add_capabilities[{i}]"),
-                name,
-            )?);
+            let field = format!("linux.security_context.capabilities.add_capabilities[{i}]");
+            let cap = parse_capability(&field, name)?;
+            if !bounding.contains(&cap) {
+                return Err(SpecError::CapabilityUnavailable {
+                    field,
+                    capability: format!("CAP_{cap}"),
+                });
+            }
+            caps.insert(cap);
         }
     }
     for (i, name) in c.drop_capabilities.iter().enumerate() {
@@ -503,23 +560,69 @@ mod tests {
             (&["ALL"], &["ALL"], HashSet::new()),
         ];
         for (add, drop, want) in cases {
-            let got = capabilities(Some(&sc_caps(add, drop)), false).unwrap();
+            let got = capabilities(Some(&sc_caps(add, drop)), false, &all).unwrap();
             assert_eq!(got, want, "add={add:?} drop={drop:?}");
         }
-        assert_eq!(capabilities(None, false).unwrap(), default);
+        assert_eq!(capabilities(None, false, &all).unwrap(), default);
         // Privileged ignores drops.
         assert_eq!(
-            capabilities(Some(&sc_caps(&[], &["ALL"])), true).unwrap(),
+            capabilities(Some(&sc_caps(&[], &["ALL"])), true, &all).unwrap(),
             all
         );
-        let e = capabilities(Some(&sc_caps(&["NOPE"], &[])), false)
+        let e = capabilities(Some(&sc_caps(&["NOPE"], &[])), false, &all)
             .unwrap_err()
             .to_string();
         assert!(e.contains("add_capabilities[0]"), "{e}");
-        let e = capabilities(Some(&sc_caps(&[], &["CHOWN", "x"])), false)
+        let e = capabilities(Some(&sc_caps(&[], &["CHOWN", "x"])), false, &all)
             .unwrap_err()
             .to_string();
         assert!(e.contains("drop_capabilities[1]"), "{e}");
+    }
+
+    #[test]
+    fn caps_limited_by_the_bounding_set() {
+        // A host without CAP_SYS_RESOURCE and CAP_NET_RAW (a default one).
+        let mut bounding = set(ALL_CAPABILITIES);
+        bounding.remove(&Capability::SysResource);
+        bounding.remove(&Capability::NetRaw);
+        assert_eq!(capabilities(None, true, &bounding).unwrap(), bounding);
+        assert_eq!(
+            capabilities(Some(&sc_caps(&["ALL"], &[])), false, &bounding).unwrap(),
+            bounding
+        );
+        let mut default = set(DEFAULT_CAPABILITIES);
+        default.remove(&Capability::NetRaw);
+        assert_eq!(capabilities(None, false, &bounding).unwrap(), default);
+        let e = capabilities(
+            Some(&sc_caps(&["CHOWN", "sys_resource"], &[])),
+            false,
+            &bounding,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(e, SpecError::CapabilityUnavailable { .. }),
+            "{e:?}"
+        );
+        let msg = e.to_string();
+        assert!(
+            msg.contains("add_capabilities[1]") && msg.contains("CAP_SYS_RESOURCE"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn capability_masks() {
+        assert_eq!(capability_mask(&set(ALL_CAPABILITIES)), (1u64 << 41) - 1);
+        assert_eq!(
+            capabilities_in_mask(0x01ff_feff_ffff),
+            set(ALL_CAPABILITIES)
+                .into_iter()
+                .filter(|c| *c != Capability::SysResource)
+                .collect()
+        );
+        assert_eq!(capabilities_in_mask(1 << 21), set(&[Capability::SysAdmin]));
+        assert_eq!(capabilities_in_mask(1 << 39), set(&[Capability::Bpf]));
+        assert!(daemon_bounding_set().contains(&Capability::Chown));
     }
 
     #[test]

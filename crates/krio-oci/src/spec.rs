@@ -1,6 +1,6 @@
 //! [`build_spec`]: CRI `ContainerConfig` + `PodSandboxConfig` + image config -> OCI runtime spec.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use krio_cri::v1::{
@@ -9,8 +9,8 @@ use krio_cri::v1::{
 };
 use oci_spec::image::Config as ImageConfig;
 use oci_spec::runtime::{
-    Capabilities, Linux, LinuxCapabilitiesBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
-    Mount, Process, Root, Spec, UserBuilder,
+    Capabilities, Capability, Linux, LinuxCapabilitiesBuilder, LinuxNamespaceBuilder,
+    LinuxNamespaceType, Mount, Process, Root, Spec, UserBuilder,
 };
 
 use crate::error::SpecError;
@@ -86,6 +86,10 @@ pub struct SpecInputs<'a> {
     /// Whether the host uses the unified cgroup v2 hierarchy (see [`crate::host_uses_cgroup_v2`]): a cgroup
     /// namespace is created and `unified` resources are honoured only then.
     pub cgroup_v2: bool,
+    /// The capabilities a container may hold at most: the daemon's bounding set ([`crate::daemon_bounding_set`]).
+    /// Privileged containers and `add_capabilities: [ALL]` get exactly these. `None`: every capability in
+    /// [`crate::ALL_CAPABILITIES`] (for callers that build specs without running them).
+    pub capability_bounding_set: Option<&'a HashSet<Capability>>,
 }
 
 /// Builds the OCI runtime spec (`config.json`) for a CRI container.
@@ -214,7 +218,15 @@ pub fn build_spec(inputs: &SpecInputs) -> Result<Spec, SpecError> {
     let image = inputs.image_config;
     let db = user::UserDb::load(inputs.rootfs)?;
     let resolved = user::resolve_user(sc, image.and_then(|c| c.user().as_deref()), &db)?;
-    let caps = security::capabilities(sc, privileged)?;
+    let all_caps: HashSet<Capability>;
+    let bounding = match inputs.capability_bounding_set {
+        Some(b) => b,
+        None => {
+            all_caps = security::ALL_CAPABILITIES.iter().copied().collect();
+            &all_caps
+        }
+    };
+    let caps = security::capabilities(sc, privileged, bounding)?;
     let ambient = security::ambient_capabilities(sc)?;
     if let Some(c) = ambient.iter().find(|c| !caps.contains(c)) {
         return Err(SpecError::invalid(
@@ -264,7 +276,8 @@ pub fn build_spec(inputs: &SpecInputs) -> Result<Spec, SpecError> {
     )));
 
     // Mounts.
-    let (cri_mounts, propagation) = mounts::cri_mounts(cfg)?;
+    let (cri_mounts, propagation) =
+        mounts::cri_mounts(cfg, &mut || std::fs::read_to_string("/proc/self/mountinfo"))?;
     for (i, m) in inputs.sandbox_mounts.iter().enumerate() {
         let dest = m.destination().to_str().unwrap_or("");
         mounts::validate_abs_path(&format!("sandbox_mounts[{i}].destination"), dest)?;

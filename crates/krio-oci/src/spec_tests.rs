@@ -107,6 +107,7 @@ fn build(c: &Case, rootfs: &Path) -> Result<Spec, SpecError> {
             .build()
             .unwrap()],
         cgroups_path: "/krio/p1/c1".into(),
+        capability_bounding_set: None,
         daemon_oom_score_adj: -500,
         pids_limit: None,
         cgroup_v2: c.cgroup_v2,

@@ -192,6 +192,7 @@ impl Fixture {
             daemon_oom_score_adj: daemon_oom,
             pids_limit: Some(64),
             cgroup_v2: krio_oci::host_uses_cgroup_v2(),
+            capability_bounding_set: Some(krio_oci::daemon_bounding_set()),
         })
         .unwrap();
         write_bundle(&self.path("bundle"), &spec).unwrap();

@@ -105,6 +105,10 @@ impl ServerError {
     pub fn code(&self) -> Code {
         use krio_image::ImageError as I;
         match self {
+            ServerError::Spec(
+                krio_oci::SpecError::CapabilityUnavailable { .. }
+                | krio_oci::SpecError::MountPropagation { .. },
+            ) => Code::FailedPrecondition,
             ServerError::InvalidArgument { .. } | ServerError::Spec(_) => Code::InvalidArgument,
             ServerError::NotFound { .. } => Code::NotFound,
             ServerError::AlreadyExists { .. } => Code::AlreadyExists,
@@ -116,6 +120,7 @@ impl ServerError {
                 I::Unauthorized { .. } => Code::PermissionDenied,
                 I::Blocked { .. } => Code::PermissionDenied,
                 I::UnsupportedMediaType { .. }
+                | I::LayerMediaTypeMismatch { .. }
                 | I::NoMatchingPlatform { .. }
                 | I::AuthFile { .. }
                 | I::RegistriesConf { .. } => Code::FailedPrecondition,

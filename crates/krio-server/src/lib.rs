@@ -17,6 +17,7 @@ mod runtime;
 mod service;
 mod state;
 mod streaming;
+mod sys;
 mod validate;
 
 use std::collections::BTreeMap;

@@ -227,6 +227,6 @@ fn child_ids(dir: &Path) -> Vec<String> {
         .filter_map(|e| e.ok())
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
         .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|n| n.len() == 64 && ids::validate("id", n).is_ok())
+        .filter(|n| ids::is_full_id(n))
         .collect()
 }

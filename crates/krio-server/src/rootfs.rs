@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
 use crate::error::{Result, ServerError};
+use crate::sys;
 
 /// Mounts `overlay` at `target` with `lowers` (topmost first), `upper` and `work`.
 /// `upper` and `work` are created when missing.
@@ -60,10 +61,166 @@ pub fn unmount(target: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Whether the kernel has `mount_setattr(2)`, which recursive read-only mounts need (probed
+/// once: an invalid call answers `EBADF`/`EINVAL` where it exists and `ENOSYS` where not).
+pub fn recursive_read_only_supported() -> bool {
+    static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SUPPORTED.get_or_init(|| {
+        !matches!(
+            sys::mount_setattr(-1, c"", 0, None).map_err(|e| e.raw_os_error()),
+            Err(Some(libc::ENOSYS))
+        )
+    })
+}
+
+/// Where a container's recursive read-only sources are staged: `<run_dir>/rro/<mount index>`.
+pub fn rro_staging_dir(run_dir: &Path) -> PathBuf {
+    run_dir.join("rro")
+}
+
+/// Prepares a recursive read-only bind of `source` (a directory or a file; CRI
+/// `Mount.recursive_read_only`) at `staging`: a recursive bind mount, made private recursively (so nothing propagates into or
+/// out of it), then `mount_setattr(AT_RECURSIVE, MOUNT_ATTR_RDONLY)` so that every submount is
+/// read-only too. runc 1.1 has no `rro` option; handed `staging` as an `rbind` source, it copies
+/// the read-only submounts as they are. Undone by [`unmount_rro_staging`].
+///
+/// Errors: [`ServerError::Io`] naming the step; nothing stays mounted at `staging` then.
+pub fn stage_recursive_read_only(source: &Path, staging: &Path) -> Result<()> {
+    if source.is_dir() {
+        std::fs::create_dir_all(staging)
+            .map_err(|e| ServerError::io("creating directory", staging, e))?;
+    } else {
+        // A file source needs a file to be bind-mounted on.
+        if let Some(parent) = staging.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| ServerError::io("creating directory", parent, e))?;
+        }
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(staging)
+            .map_err(|e| ServerError::io("creating mount point", staging, e))?;
+    }
+    mount(
+        Some(source),
+        staging,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| ServerError::io("bind-mounting (recursive read-only) at", staging, e.into()))?;
+    let rest = || -> std::io::Result<()> {
+        mount(
+            None::<&str>,
+            staging,
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None::<&str>,
+        )?;
+        let path = std::ffi::CString::new(staging.as_os_str().as_encoded_bytes())
+            .map_err(std::io::Error::other)?;
+        let attr = sys::MountAttr {
+            attr_set: sys::MOUNT_ATTR_RDONLY,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: 0,
+        };
+        sys::mount_setattr(libc::AT_FDCWD, &path, sys::AT_RECURSIVE, Some(&attr))
+    };
+    rest().map_err(|e| {
+        let _ = umount2(staging, MntFlags::MNT_DETACH);
+        ServerError::io("making read-only recursively", staging, e)
+    })
+}
+
+/// Detaches every staged recursive read-only mount under `dir` ([`rro_staging_dir`]) with all
+/// its submounts. Absent or unmounted entries are fine: idempotent.
+///
+/// Errors: [`ServerError::Io`] when a mount cannot be detached.
+pub fn unmount_rro_staging(dir: &Path) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        loop {
+            match umount2(&p, MntFlags::MNT_DETACH) {
+                Ok(()) => continue,
+                Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => break,
+                Err(e) => return Err(ServerError::io("detaching", &p, e.into())),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Top-level directories of the rootfs that the OCI runtime mounts fresh filesystems on and then
+/// writes into by literal path, before `pivot_root`: runc 1.1 creates `/dev/fd`, `/dev/stdin`,
+/// `/dev/stdout`, `/dev/stderr`, `/dev/ptmx` and `/dev/console` as `<rootfs>/dev/...` without
+/// resolving symlinks inside the rootfs, so a `/dev` symlink in the image would make it write
+/// into whatever host directory the link names. (It refuses symlinked `/proc` and `/sys` itself;
+/// they are checked here too so the error is clear and holds for every runtime.)
+pub const SPECIAL_DIRS: &[&str] = &["dev", "proc", "sys"];
+
+/// Refuses a rootfs whose [`SPECIAL_DIRS`] are symlinks, whatever they point to. Other mount
+/// destinations may go through symlinks: the runtime resolves them inside the rootfs (runc
+/// uses `SecureJoin` for every mount destination and device node).
+///
+/// Errors: [`ServerError::FailedPrecondition`] naming the directory and the link's target;
+/// [`ServerError::Io`] when it cannot be inspected.
+pub fn check_special_dirs(rootfs: &Path) -> Result<()> {
+    for name in SPECIAL_DIRS {
+        let p = rootfs.join(name);
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let target = std::fs::read_link(&p)
+                    .map(|t| t.display().to_string())
+                    .unwrap_or_else(|_| "?".to_string());
+                return Err(ServerError::FailedPrecondition(format!(
+                    "the image's /{name} is a symlink (to {target:?}); the runtime would write \
+                     through it outside the container's rootfs, so krio refuses the image"
+                )));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(ServerError::io("inspecting", &p, e)),
+        }
+    }
+    Ok(())
+}
+
 /// Overlay options are comma- and colon-separated: escape both in paths.
 fn escape(p: &Path) -> String {
     p.to_string_lossy()
         .replace('\\', "\\\\")
         .replace(':', "\\:")
         .replace(',', "\\,")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn special_dirs_must_not_be_symlinks() {
+        let root = tempfile::tempdir().unwrap();
+        check_special_dirs(root.path()).unwrap();
+        std::fs::create_dir(root.path().join("dev")).unwrap();
+        std::fs::create_dir(root.path().join("etc")).unwrap();
+        // Symlinks elsewhere are the runtime's to resolve inside the rootfs.
+        std::os::unix::fs::symlink("/etc/hosts", root.path().join("etc/hosts")).unwrap();
+        check_special_dirs(root.path()).unwrap();
+        for (name, target) in [("proc", "/host/proc"), ("sys", "../../sys")] {
+            let r = tempfile::tempdir().unwrap();
+            std::os::unix::fs::symlink(target, r.path().join(name)).unwrap();
+            let e = check_special_dirs(r.path()).unwrap_err();
+            assert!(matches!(e, ServerError::FailedPrecondition(_)), "{e:?}");
+            let msg = e.to_string();
+            assert!(
+                msg.contains(&format!("/{name}")) && msg.contains(target),
+                "{msg}"
+            );
+        }
+    }
 }

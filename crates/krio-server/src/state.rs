@@ -220,6 +220,63 @@ pub struct ContainerRecord {
     /// The image's `StopSignal` (`SIGTERM`, `TERM` or a number), if it sets one.
     #[serde(default)]
     pub stop_signal: Option<String>,
+    /// The identity the container's first process really has, read from its
+    /// `/proc/<pid>/status` once the runtime created it (CRI `ContainerStatus.user`).
+    #[serde(default)]
+    pub user: Option<ProcessUser>,
+}
+
+/// A process's uid, gid and supplementary groups, as `/proc/<pid>/status` shows them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessUser {
+    /// Real uid (first `Uid:` field).
+    pub uid: u32,
+    /// Real gid (first `Gid:` field).
+    pub gid: u32,
+    /// Supplementary groups (`Groups:`), in the kernel's (sorted) order.
+    pub groups: Vec<u32>,
+}
+
+impl ProcessUser {
+    /// Parses the `Uid:`, `Gid:` and `Groups:` lines of a `/proc/<pid>/status` text; `None`
+    /// when a line is missing or malformed.
+    pub fn parse(status: &str) -> Option<ProcessUser> {
+        let field = |name: &str| {
+            status.lines().find_map(|l| l.strip_prefix(name)).map(|v| {
+                v.split_whitespace()
+                    .map(str::parse::<u32>)
+                    .collect::<Vec<_>>()
+            })
+        };
+        let first = |name: &str| field(name)?.into_iter().next()?.ok();
+        Some(ProcessUser {
+            uid: first("Uid:")?,
+            gid: first("Gid:")?,
+            groups: field("Groups:")?
+                .into_iter()
+                .collect::<Result<_, _>>()
+                .ok()?,
+        })
+    }
+
+    /// Reads the identity of process `pid`; `None` when it is gone or unreadable.
+    pub fn of_pid(pid: i32) -> Option<ProcessUser> {
+        if pid <= 0 {
+            return None;
+        }
+        ProcessUser::parse(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
+    }
+
+    /// As CRI `ContainerUser` (`linux` only).
+    pub fn to_cri(&self) -> cri::ContainerUser {
+        cri::ContainerUser {
+            linux: Some(cri::LinuxContainerUser {
+                uid: i64::from(self.uid),
+                gid: i64::from(self.gid),
+                supplemental_groups: self.groups.iter().map(|g| i64::from(*g)).collect(),
+            }),
+        }
+    }
 }
 
 /// A live container: its record behind a per-object lock.
@@ -555,6 +612,30 @@ impl Pending {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn process_user_from_proc_status() {
+        let status = "Name:\tsh\nUid:\t1000\t1000\t1000\t1000\nGid:\t3000\t3000\t3000\t3000\n\
+                      FDSize:\t64\nGroups:\t3000 50000 \n";
+        let u = super::ProcessUser::parse(status).unwrap();
+        assert_eq!(
+            (u.uid, u.gid, u.groups.clone()),
+            (1000, 3000, vec![3000, 50000])
+        );
+        let l = u.to_cri().linux.unwrap();
+        assert_eq!(
+            (l.uid, l.gid, l.supplemental_groups),
+            (1000, 3000, vec![3000, 50000])
+        );
+        let none =
+            super::ProcessUser::parse("Uid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nGroups:\n").unwrap();
+        assert!(none.groups.is_empty());
+        assert!(super::ProcessUser::parse("Uid:\t0\n").is_none());
+        assert!(super::ProcessUser::parse("Uid:\tx\nGid:\t0\nGroups:\n").is_none());
+        let me = super::ProcessUser::of_pid(std::process::id() as i32).unwrap();
+        assert_eq!(me.uid, rustix::process::getuid().as_raw());
+        assert!(super::ProcessUser::of_pid(0).is_none());
+    }
+
     use super::*;
 
     #[tokio::test]

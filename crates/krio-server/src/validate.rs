@@ -140,6 +140,43 @@ pub fn container_config(config: &cri::ContainerConfig) -> Result<()> {
     if !config.log_path.is_empty() {
         relative_path("config.log_path", &config.log_path)?;
     }
+    for (i, m) in config.mounts.iter().enumerate() {
+        recursive_read_only(i, m)?;
+    }
+    Ok(())
+}
+
+/// CRI `Mount.recursive_read_only`: only with `readonly` and private propagation, as the CRI
+/// and kubelet define it ("recursive_read_only requires readonly" and "... requires
+/// PROPAGATION_PRIVATE"), and only where the kernel can do it (`mount_setattr`, Linux 5.12).
+fn recursive_read_only(i: usize, m: &cri::Mount) -> Result<()> {
+    if !m.recursive_read_only {
+        return Ok(());
+    }
+    let field = || format!("config.mounts[{i}].recursive_read_only");
+    if !m.readonly {
+        return Err(ServerError::InvalidArgument {
+            field: field(),
+            reason: "requires readonly".into(),
+        });
+    }
+    if m.propagation != cri::MountPropagation::PropagationPrivate as i32 {
+        return Err(ServerError::InvalidArgument {
+            field: field(),
+            reason: format!(
+                "requires propagation PROPAGATION_PRIVATE, not {}",
+                cri::MountPropagation::try_from(m.propagation)
+                    .map(|p| p.as_str_name().to_string())
+                    .unwrap_or_else(|_| m.propagation.to_string())
+            ),
+        });
+    }
+    if !crate::rootfs::recursive_read_only_supported() {
+        return Err(ServerError::FailedPrecondition(format!(
+            "{}: this kernel has no mount_setattr(2)",
+            field()
+        )));
+    }
     Ok(())
 }
 

@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::config::RegistryConfig;
 use crate::digest::Digest;
 use crate::error::ImageError;
-use crate::manifest::{OCI_CONFIG, OCI_MANIFEST};
+use crate::manifest::{Compression, OCI_CONFIG, OCI_MANIFEST};
 use crate::store::ImageStore;
 
 /// What the fake registry does with one request.
@@ -128,6 +128,13 @@ struct Image {
 }
 
 fn image() -> Image {
+    image_as(Compression::None, "application/vnd.oci.image.layer.v1.tar")
+}
+
+/// A one-layer image whose layer blob is compressed with `blob` but described by `media_type`
+/// (which may say something else).
+fn image_as(blob: Compression, media_type: &str) -> Image {
+    use std::io::Write as _;
     let mut b = tar::Builder::new(Vec::new());
     let data = vec![b'k'; 100_000];
     let mut h = tar::Header::new_gnu();
@@ -139,15 +146,25 @@ fn image() -> Image {
     h.set_entry_type(tar::EntryType::Regular);
     h.set_cksum();
     b.append_data(&mut h, "hello.txt", &data[..]).unwrap();
-    let layer = b.into_inner().unwrap();
+    let tar = b.into_inner().unwrap();
+    let diff_id = Digest::sha256_of(&tar);
+    let layer = match blob {
+        Compression::None => tar,
+        Compression::Gzip => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(&tar).unwrap();
+            e.finish().unwrap()
+        }
+        Compression::Zstd => zstd::encode_all(&tar[..], 1).unwrap(),
+    };
     let layer_digest = Digest::sha256_of(&layer);
     let config = format!(
-        r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{layer_digest}"]}}}}"#
+        r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{diff_id}"]}}}}"#
     )
     .into_bytes();
     let config_digest = Digest::sha256_of(&config);
     let manifest = format!(
-        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"{OCI_CONFIG}","digest":"{config_digest}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer_digest}","size":{}}}]}}"#,
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"{OCI_CONFIG}","digest":"{config_digest}","size":{}}},"layers":[{{"mediaType":"{media_type}","digest":"{layer_digest}","size":{}}}]}}"#,
         config.len(),
         layer.len()
     )
@@ -419,4 +436,69 @@ async fn auth_file_credentials() {
         s.pull(&format!("{addr}/priv/img:v3"), None).await,
         Err(ImageError::AuthFile { .. })
     ));
+}
+
+/// Decompression follows the media type only: a layer whose bytes are compressed otherwise (or
+/// not at all) fails the pull, naming the layer digest and both sides; matching ones pull.
+#[tokio::test]
+async fn layer_bytes_must_match_the_media_type() {
+    const TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+    const GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+    const ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+    const DOCKER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+    let cases = [
+        (Compression::Zstd, GZIP, Some(("gzip", "zstd-compressed"))),
+        (
+            Compression::Zstd,
+            DOCKER_GZIP,
+            Some(("gzip", "zstd-compressed")),
+        ),
+        (
+            Compression::Gzip,
+            TAR,
+            Some(("an uncompressed tar", "gzip-compressed")),
+        ),
+        (
+            Compression::Zstd,
+            TAR,
+            Some(("an uncompressed tar", "zstd-compressed")),
+        ),
+        (Compression::Gzip, ZSTD, Some(("zstd", "gzip-compressed"))),
+        (Compression::None, GZIP, Some(("gzip", "not compressed"))),
+        (Compression::None, ZSTD, Some(("zstd", "not compressed"))),
+        (Compression::Gzip, GZIP, None),
+        (Compression::Zstd, ZSTD, None),
+        (Compression::None, TAR, None),
+    ];
+    for (blob, media_type, want) in cases {
+        let img = Arc::new(image_as(blob, media_type));
+        let i2 = img.clone();
+        let (addr, _log) = serve(Arc::new(move |head: &str, _| serve_image(&i2, head))).await;
+        let (_dir, s) = store(fast_retries());
+        let got = s.pull(&format!("{addr}/m/img:v1"), None).await;
+        match (want, got) {
+            (None, Ok(rec)) => assert_eq!(rec.id, img.config_digest.to_string()),
+            (Some((expected, found)), Err(e)) => {
+                match &e {
+                    ImageError::LayerMediaTypeMismatch {
+                        digest,
+                        media_type: mt,
+                        expected: ex,
+                        found: fo,
+                    } => {
+                        assert_eq!(digest, img.layer_digest.as_str());
+                        assert_eq!((mt.as_str(), *ex, *fo), (media_type, expected, found));
+                    }
+                    other => panic!("{blob:?} as {media_type}: {other:?}"),
+                }
+                assert!(e.to_string().contains(img.layer_digest.as_str()), "{e}");
+                assert!(s.list().is_empty(), "nothing stored for a refused pull");
+                let layers = std::fs::read_dir(s.root().join("layers"))
+                    .map(|d| d.count())
+                    .unwrap_or(0);
+                assert_eq!(layers, 0, "no layer left in the store");
+            }
+            (want, got) => panic!("{blob:?} as {media_type}: want {want:?}, got {got:?}"),
+        }
+    }
 }

@@ -97,6 +97,7 @@ impl Krio {
             monitor_pid: 0,
             cgroups_path: format!("{}/{}", sb.cgroup_parent, id),
             stop_signal,
+            user: None,
             config,
         };
         let this = self.clone();
@@ -176,6 +177,7 @@ impl Krio {
             &data_dir.join("work"),
             &rootfs_dir,
         )?;
+        rootfs::check_special_dirs(&rootfs_dir)?;
         if !rec.log_path.is_empty() {
             // Create the log file now, as the monitor will open it (no link followed below the
             // pod's log directory, nothing but a regular file): a link, FIFO or directory planted
@@ -205,8 +207,9 @@ impl Krio {
         }
         let image_config = image.config.config().clone();
         let sandbox_config = effective_pid_mode(sb);
+        let spec_config = stage_rro_mounts(&rec.config, &run_dir)?;
         let spec = krio_oci::build_spec(&krio_oci::SpecInputs {
-            container: &rec.config,
+            container: &spec_config,
             sandbox: &sandbox_config,
             image_config: image_config.as_ref(),
             rootfs: &rootfs_dir,
@@ -222,6 +225,7 @@ impl Krio {
             sandbox_id: &sb.id,
             pids_limit: None,
             cgroup_v2: krio_oci::host_uses_cgroup_v2(),
+            capability_bounding_set: Some(krio_oci::daemon_bounding_set()),
         })?;
         krio_oci::write_bundle(&run_dir, &spec)?;
         let runtime = self.runtime(&rec.runtime_handler)?;
@@ -246,6 +250,9 @@ impl Krio {
             })??;
         rec.pid = spawned.container_pid;
         rec.monitor_pid = spawned.monitor_pid;
+        // `runtime create` returns once the init set its credentials (before it waits to exec
+        // the command), so these are the ones the container's process will have.
+        rec.user = crate::state::ProcessUser::of_pid(rec.pid);
         persist::write_json(&self.container_record_path(&rec.id), rec)?;
         Ok(())
     }
@@ -302,6 +309,35 @@ impl Krio {
         }
         Ok(Some(PathBuf::from(format!("/proc/{}/ns/pid", rec.pid))))
     }
+}
+
+/// The container config as the spec builder should see it: each CRI mount with
+/// `recursive_read_only` is staged ([`rootfs::stage_recursive_read_only`]) under the container's
+/// run directory and replaced by a plain read-only private bind of the staging point.
+///
+/// Errors: `InvalidArgument` naming `mounts[i].host_path` when it does not exist; `Internal`
+/// when staging fails (what was staged is undone by the container's teardown).
+fn stage_rro_mounts(
+    config: &cri::ContainerConfig,
+    run_dir: &std::path::Path,
+) -> Result<cri::ContainerConfig> {
+    let mut out = config.clone();
+    for (i, m) in out.mounts.iter_mut().enumerate() {
+        if !m.recursive_read_only {
+            continue;
+        }
+        let source =
+            std::fs::canonicalize(&m.host_path).map_err(|e| ServerError::InvalidArgument {
+                field: format!("mounts[{i}].host_path"),
+                reason: format!("{}: {e}", m.host_path),
+            })?;
+        let staging = rootfs::rro_staging_dir(run_dir).join(i.to_string());
+        rootfs::stage_recursive_read_only(&source, &staging)?;
+        m.host_path = staging.to_string_lossy().into_owned();
+        m.recursive_read_only = false;
+        m.readonly = true;
+    }
+    Ok(out)
 }
 
 /// A read-write bind mount of a sandbox file (`rbind`, `rprivate`), as containerd mounts the

@@ -145,7 +145,7 @@ pub(crate) fn container_status_of(rec: &ContainerRecord) -> cri::ContainerStatus
                 windows: None,
             }),
         image_id: rec.image_id.clone(),
-        user: None,
+        user: rec.user.as_ref().map(|u| u.to_cri()),
         stop_signal: super::container_stop::cri_signal(rec.stop_signal.as_deref()),
     }
 }

@@ -62,6 +62,10 @@ impl Krio {
         if let Err(e) = rootfs::unmount(&run_dir.join("rootfs")) {
             errors.push(e);
         }
+        // Staged recursive read-only sources are host directories: never delete through them.
+        if let Err(e) = rootfs::unmount_rro_staging(&rootfs::rro_staging_dir(&run_dir)) {
+            errors.push(e);
+        }
         if errors.is_empty() {
             for dir in [run_dir, self.container_data_dir(&rec.id)] {
                 match std::fs::remove_dir_all(&dir) {

@@ -77,13 +77,17 @@ impl Krio {
                 .map(|name| cri::RuntimeHandler {
                     name: name.clone(),
                     features: Some(cri::RuntimeHandlerFeatures {
-                        recursive_read_only_mounts: false,
+                        // krio stages recursive read-only mounts itself (mount_setattr), so
+                        // every handler gets them, runc 1.1 included.
+                        recursive_read_only_mounts: crate::rootfs::recursive_read_only_supported(),
                         user_namespaces: false,
                     }),
                 })
                 .collect(),
+            // Merge and Strict are applied when the spec is built; ContainerStatus.user reports
+            // the identity the container's process really has.
             features: Some(cri::RuntimeFeatures {
-                supplemental_groups_policy: false,
+                supplemental_groups_policy: true,
                 user_namespaces_host_network: false,
             }),
         })
