@@ -16,6 +16,7 @@ mod rootfs;
 mod runtime;
 mod service;
 mod state;
+pub mod uds;
 mod validate;
 
 use std::collections::BTreeMap;
