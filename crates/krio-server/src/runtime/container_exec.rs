@@ -16,7 +16,7 @@ impl Krio {
     /// The current record of a running container.
     ///
     /// Errors: `NotFound` for an unknown id, `FailedPrecondition` unless it is running.
-    fn running_container(&self, id: &str) -> Result<crate::state::ContainerRecord> {
+    pub(super) fn running_container(&self, id: &str) -> Result<crate::state::ContainerRecord> {
         let c = self.containers.get("container_id", id)?;
         let mut rec = c.snapshot();
         self.refresh_exit(&mut rec);

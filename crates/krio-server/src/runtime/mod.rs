@@ -1,5 +1,6 @@
 //! `RuntimeService` handlers, one file per RPC group.
 
+mod checkpoint;
 mod container_create;
 mod container_exec;
 mod container_list;
@@ -11,7 +12,9 @@ mod sandbox_list;
 mod sandbox_remove;
 mod sandbox_run;
 mod sandbox_stop;
+mod sandbox_update;
 mod stats;
+pub(crate) mod streams;
 mod version;
 
 pub(crate) use container_remove::container_name;
