@@ -146,6 +146,7 @@ pub(crate) fn container_status_of(rec: &ContainerRecord) -> cri::ContainerStatus
             }),
         image_id: rec.image_id.clone(),
         user: None,
-        stop_signal: 0,
+        // The effective stop signal, as containerd reports it.
+        stop_signal: super::signals::to_cri(super::container_stop::stop_signal(rec)),
     }
 }

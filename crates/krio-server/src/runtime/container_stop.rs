@@ -140,11 +140,11 @@ impl Krio {
     }
 }
 
-/// The image's `StopSignal`, else SIGTERM.
-fn stop_signal(rec: &ContainerRecord) -> i32 {
-    rec.stop_signal
-        .as_deref()
-        .and_then(parse_signal)
+/// The container's stop signal: the CRI `config.stop_signal` when set (not
+/// `RUNTIME_DEFAULT`), else the image's `StopSignal`, else SIGTERM.
+pub(crate) fn stop_signal(rec: &ContainerRecord) -> i32 {
+    super::signals::number(rec.config.stop_signal)
+        .or_else(|| rec.stop_signal.as_deref().and_then(parse_signal))
         .unwrap_or(libc::SIGTERM)
 }
 

@@ -13,6 +13,7 @@ mod sandbox_remove;
 mod sandbox_run;
 mod sandbox_stop;
 mod sandbox_update;
+mod signals;
 mod stats;
 pub(crate) mod streams;
 mod version;
