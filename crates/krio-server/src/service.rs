@@ -511,14 +511,42 @@ impl RuntimeService for RuntimeApi {
         &self,
         _r: Request<cri::ListMetricDescriptorsRequest>,
     ) -> Result<Response<cri::ListMetricDescriptorsResponse>, Status> {
-        unimplemented("ListMetricDescriptors")
+        let t = Instant::now();
+        respond(
+            &self.0,
+            "ListMetricDescriptors",
+            t,
+            Ok(self.0.list_metric_descriptors()),
+        )
     }
 
     async fn list_pod_sandbox_metrics(
         &self,
         _r: Request<cri::ListPodSandboxMetricsRequest>,
     ) -> Result<Response<cri::ListPodSandboxMetricsResponse>, Status> {
-        unimplemented("ListPodSandboxMetrics")
+        let t = Instant::now();
+        respond(
+            &self.0,
+            "ListPodSandboxMetrics",
+            t,
+            Ok(self.0.list_pod_sandbox_metrics()),
+        )
+    }
+
+    async fn stream_pod_sandbox_metrics(
+        &self,
+        _r: Request<cri::StreamPodSandboxMetricsRequest>,
+    ) -> Result<Response<Chunks<cri::StreamPodSandboxMetricsResponse>>, Status> {
+        let t = Instant::now();
+        stream_chunks(
+            &self.0,
+            "StreamPodSandboxMetrics",
+            t,
+            Ok(self.0.list_pod_sandbox_metrics().pod_metrics),
+            |pod_sandbox_metrics| cri::StreamPodSandboxMetricsResponse {
+                pod_sandbox_metrics,
+            },
+        )
     }
 
     async fn runtime_config(

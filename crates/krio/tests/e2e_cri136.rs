@@ -404,3 +404,125 @@ async fn image_volume_fields_are_refused_by_name_not_dropped() {
     assert!(listed.is_empty(), "{listed:?}");
     remove_pod(&d, &pod_id).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pod_metrics_and_network_counters_come_from_cgroups_and_the_pod_netns() {
+    ensure_images();
+    let d = Daemon::start_with(Network::Bridge { subnet: 236 }).await;
+    pull(&d, &image("busybox")).await;
+    let mut rt = d.runtime().await;
+    let pod = pod_config(&d, "metrics");
+    let pod_id = run_pod(&d, &pod).await;
+    let c = container_config("c", &image("busybox"), "sleep 300");
+    let id = run_container(&d, &pod_id, &pod, c).await;
+    let ip = rt
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: pod_id.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap()
+        .network
+        .unwrap()
+        .ip;
+    // Traffic into the pod: a TCP SYN to a closed port, answered with a reset.
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tokio::net::TcpStream::connect((ip.parse::<std::net::IpAddr>().unwrap(), 9)),
+    )
+    .await;
+
+    let descriptors = rt
+        .list_metric_descriptors(cri::ListMetricDescriptorsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .descriptors;
+    let keys = |name: &str| {
+        descriptors
+            .iter()
+            .find(|d| d.name == name)
+            .unwrap_or_else(|| panic!("no descriptor {name}"))
+            .label_keys
+            .len()
+    };
+    let pods = rt
+        .list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_metrics;
+    let pm = pods.iter().find(|p| p.pod_sandbox_id == pod_id).unwrap();
+    // Every sample has a descriptor with as many label keys as it has values.
+    let all = pm
+        .metrics
+        .iter()
+        .chain(pm.container_metrics.iter().flat_map(|c| c.metrics.iter()));
+    for m in all {
+        assert_eq!(keys(&m.name), m.label_values.len(), "{m:?}");
+    }
+    let rx = pm
+        .metrics
+        .iter()
+        .find(|m| {
+            m.name == "container_network_receive_bytes_total"
+                && m.label_values.last().map(String::as_str) == Some("eth0")
+        })
+        .unwrap_or_else(|| panic!("no eth0 receive counter: {pm:?}"));
+    assert!(rx.value.unwrap().value > 0, "{rx:?}");
+    let cm = pm
+        .container_metrics
+        .iter()
+        .find(|c| c.container_id == id)
+        .unwrap();
+    for name in [
+        "container_cpu_usage_seconds_total",
+        "container_memory_working_set_bytes",
+        "container_fs_usage_bytes",
+    ] {
+        assert!(cm.metrics.iter().any(|m| m.name == name), "{name}: {cm:?}");
+    }
+    let mem = cm
+        .metrics
+        .iter()
+        .find(|m| m.name == "container_memory_usage_bytes")
+        .unwrap();
+    assert!(mem.value.unwrap().value > 0, "{mem:?}");
+
+    // The stream carries the same pods.
+    let streamed = collect(
+        rt.stream_pod_sandbox_metrics(cri::StreamPodSandboxMetricsRequest {})
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await;
+    let ids: BTreeSet<_> = streamed
+        .iter()
+        .flat_map(|m| {
+            m.pod_sandbox_metrics
+                .iter()
+                .map(|p| p.pod_sandbox_id.clone())
+        })
+        .collect();
+    assert_eq!(ids, BTreeSet::from([pod_id.clone()]));
+
+    // Pod stats now carry the network counters too.
+    let stats = rt
+        .pod_sandbox_stats(cri::PodSandboxStatsRequest {
+            pod_sandbox_id: pod_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap();
+    let net = stats.linux.unwrap().network.unwrap();
+    let eth0 = net.default_interface.unwrap();
+    assert_eq!(eth0.name, "eth0");
+    assert!(eth0.rx_bytes.unwrap().value > 0);
+    remove_pod(&d, &pod_id).await;
+}

@@ -8,6 +8,7 @@ mod container_remove;
 mod container_start;
 mod container_stop;
 mod events;
+mod pod_metrics;
 mod sandbox_list;
 mod sandbox_remove;
 mod sandbox_run;

@@ -212,7 +212,7 @@ impl Krio {
         }
     }
 
-    fn container_stats_of(&self, rec: &ContainerRecord) -> cri::ContainerStats {
+    pub(crate) fn container_stats_of(&self, rec: &ContainerRecord) -> cri::ContainerStats {
         let now = now_ns();
         let sample = read_cgroup(Path::new("/sys/fs/cgroup"), &rec.cgroups_path);
         let upper: PathBuf = self.container_data_dir(&rec.id).join("upper");
@@ -276,7 +276,7 @@ impl Krio {
         Ok(cri::ListContainerStatsResponse { stats })
     }
 
-    fn live_containers(&self) -> Vec<ContainerRecord> {
+    pub(crate) fn live_containers(&self) -> Vec<ContainerRecord> {
         self.containers
             .all()
             .iter()
@@ -307,7 +307,8 @@ impl Krio {
                     &sample.cpu_psi,
                 )),
                 memory: Some(Self::memory_usage(now, &sample)),
-                network: None,
+                network: super::pod_metrics::pod_interfaces(sb, containers)
+                    .map(|ifaces| super::pod_metrics::network_usage(&ifaces, now)),
                 process: Some(cri::ProcessUsage {
                     timestamp: now,
                     process_count: u64v(sample.pids),
