@@ -526,3 +526,58 @@ async fn pod_metrics_and_network_counters_come_from_cgroups_and_the_pod_netns() 
     assert!(eth0.rx_bytes.unwrap().value > 0);
     remove_pod(&d, &pod_id).await;
 }
+
+/// Runs `target/<profile>/krioctl -r unix://<socket> args...`; (exit success, stdout, stderr).
+fn krioctl(d: &Daemon, args: &[&str]) -> (bool, String, String) {
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_krio"))
+        .parent()
+        .unwrap()
+        .join("krioctl");
+    assert!(
+        bin.exists(),
+        "{} missing: cargo build --workspace --bins",
+        bin.display()
+    );
+    let out = std::process::Command::new(bin)
+        .arg("-r")
+        .arg(format!("unix://{}", d.socket.display()))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn krioctl_runtime_config_metricsp_and_checkpoint() {
+    ensure_images();
+    let d = Daemon::start().await;
+    pull(&d, &image("busybox")).await;
+    let pod = pod_config(&d, "ctl");
+    let pod_id = run_pod(&d, &pod).await;
+    let c = container_config("c", &image("busybox"), "sleep 300");
+    let id = run_container(&d, &pod_id, &pod, c).await;
+
+    let (ok, stdout, stderr) = krioctl(&d, &["runtime-config"]);
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(v["linux"].is_object(), "{stdout}");
+
+    let (ok, stdout, stderr) = krioctl(&d, &["metricsp", &pod_id[..12]]);
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let pods = v["podMetrics"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert_eq!(pods.len(), 1, "{stdout}");
+    assert!(stdout.contains("container_memory_usage_bytes"), "{stdout}");
+
+    // This host's CRIU fails `criu check`: the verb fails and passes on the reason.
+    let (ok, _, stderr) = krioctl(&d, &["checkpoint", "--export", "/tmp/x.tar", &id[..12]]);
+    assert!(!ok);
+    assert!(stderr.to_lowercase().contains("criu"), "{stderr}");
+    remove_pod(&d, &pod_id).await;
+}

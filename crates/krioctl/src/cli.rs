@@ -139,6 +139,12 @@ pub enum Command {
     Inspecti(InspectiArgs),
     /// Show image filesystem usage.
     Imagefsinfo(InfoArgs),
+    /// Show the runtime's own configuration (RuntimeConfig: the cgroup driver).
+    RuntimeConfig(InfoArgs),
+    /// List pod and container metrics (ListPodSandboxMetrics), optionally for some pods.
+    Metricsp(MetricspArgs),
+    /// Checkpoint one or more containers (CheckpointContainer).
+    Checkpoint(CheckpointArgs),
     /// Run a new pod sandbox from a config file; prints its ID.
     Runp(RunpArgs),
     /// List pod sandboxes.
@@ -176,6 +182,27 @@ pub struct InfoArgs {
     /// Output format (`version` defaults to text; table means text).
     #[arg(short = 'o', long = "output", value_enum)]
     pub output: Option<Format>,
+}
+
+/// `metricsp`.
+#[derive(Debug, Args)]
+pub struct MetricspArgs {
+    /// Only these pod sandboxes (ID prefixes); all when none is given.
+    pub pods: Vec<String>,
+    /// Output format (json or yaml; table means json).
+    #[arg(short, long, value_enum)]
+    pub output: Option<Format>,
+}
+
+/// `checkpoint`.
+#[derive(Debug, Args)]
+pub struct CheckpointArgs {
+    /// Write the checkpoint archive to this file (CheckpointContainerRequest.location).
+    #[arg(long)]
+    pub export: Option<PathBuf>,
+    /// Containers (ID prefixes).
+    #[arg(required = true)]
+    pub containers: Vec<String>,
 }
 
 /// `pull`.

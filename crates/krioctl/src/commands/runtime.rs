@@ -1,10 +1,15 @@
-//! `version` and `info`.
+//! `version`, `info`, `runtime-config`, `metricsp` and `checkpoint`.
 
-use krio_cri::v1::{StatusRequest, VersionRequest};
+use krio_cri::v1::{
+    CheckpointContainerRequest, ListPodSandboxMetricsRequest, RuntimeConfigRequest, StatusRequest,
+    VersionRequest,
+};
 use serde_json::{Map, Value};
 
+use super::containers::resolve_container;
+use super::pods::resolve_pod;
 use super::{out, Ctx};
-use crate::cli::InfoArgs;
+use crate::cli::{CheckpointArgs, InfoArgs, MetricspArgs};
 use crate::error::Error;
 use crate::output::{message_json, render, Format, Kind};
 
@@ -73,4 +78,89 @@ pub async fn info(ctx: &mut Ctx, a: InfoArgs) -> Result<(), Error> {
         Some(f) => f,
     };
     out(&render(&Value::Object(m), format).map_err(Error::Output)?)
+}
+
+/// JSON unless another format was asked for (table means JSON).
+fn json_or(f: Option<Format>) -> Format {
+    match f {
+        None | Some(Format::Table) => Format::Json,
+        Some(f) => f,
+    }
+}
+
+/// `krioctl runtime-config`: the RuntimeConfig RPC (the runtime's cgroup driver).
+pub async fn runtime_config(ctx: &mut Ctx, a: InfoArgs) -> Result<(), Error> {
+    let mut rt = ctx.rt().await?;
+    let resp = ctx
+        .call(
+            "RuntimeConfig",
+            ctx.timeout(),
+            RuntimeConfigRequest {},
+            move |r| async move { rt.runtime_config(r).await },
+        )
+        .await?;
+    out(&render(
+        &message_json(&resp, Kind::Other).map_err(json_err)?,
+        json_or(a.output),
+    )
+    .map_err(Error::Output)?)
+}
+
+/// `krioctl metricsp [POD...]`: ListPodSandboxMetrics, all pods or the given ones (ID
+/// prefixes), as `{"podMetrics": [...]}`.
+pub async fn metricsp(ctx: &mut Ctx, a: MetricspArgs) -> Result<(), Error> {
+    let mut wanted = Vec::new();
+    for p in &a.pods {
+        wanted.push(resolve_pod(ctx, p).await?);
+    }
+    let mut rt = ctx.rt().await?;
+    let mut resp = ctx
+        .call(
+            "ListPodSandboxMetrics",
+            ctx.timeout(),
+            ListPodSandboxMetricsRequest {},
+            move |r| async move { rt.list_pod_sandbox_metrics(r).await },
+        )
+        .await?;
+    if !wanted.is_empty() {
+        resp.pod_metrics
+            .retain(|m| wanted.contains(&m.pod_sandbox_id));
+    }
+    out(&render(
+        &message_json(&resp, Kind::Other).map_err(json_err)?,
+        json_or(a.output),
+    )
+    .map_err(Error::Output)?)
+}
+
+/// `krioctl checkpoint [--export FILE] CONTAINER...`: CheckpointContainer for each; prints
+/// each ID.
+pub async fn checkpoint(ctx: &mut Ctx, a: CheckpointArgs) -> Result<(), Error> {
+    let location = match &a.export {
+        None => String::new(),
+        Some(p) if p.is_absolute() => p.to_string_lossy().into_owned(),
+        Some(p) => std::env::current_dir()
+            .map_err(|e| Error::invalid("--export", e.to_string()))?
+            .join(p)
+            .to_string_lossy()
+            .into_owned(),
+    };
+    for c in &a.containers {
+        let id = resolve_container(ctx, c).await?;
+        let mut rt = ctx.rt().await?;
+        let req = CheckpointContainerRequest {
+            container_id: id.clone(),
+            location: location.clone(),
+            timeout: ctx.lifecycle_timeout().as_secs() as i64,
+        };
+        ctx.call(
+            "CheckpointContainer",
+            ctx.lifecycle_timeout(),
+            req,
+            move |r| async move { rt.checkpoint_container(r).await },
+        )
+        .await?;
+        out(&format!("{id}\n"))?;
+    }
+    Ok(())
 }
