@@ -552,7 +552,7 @@ fn krioctl(d: &Daemon, args: &[&str]) -> (bool, String, String) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn krioctl_runtime_config_metricsp_and_checkpoint() {
+async fn krioctl_runtime_config_metricsp_update_and_checkpoint() {
     ensure_images();
     let d = Daemon::start().await;
     pull(&d, &image("busybox")).await;
@@ -574,6 +574,27 @@ async fn krioctl_runtime_config_metricsp_and_checkpoint() {
         .unwrap_or_else(|| panic!("{stdout}"));
     assert_eq!(pods.len(), 1, "{stdout}");
     assert!(stdout.contains("container_memory_usage_bytes"), "{stdout}");
+
+    let (ok, stdout, stderr) = krioctl(
+        &d,
+        &[
+            "update",
+            "--memory",
+            "67108864",
+            "--cpu-share",
+            "512",
+            &id[..12],
+        ],
+    );
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout.trim(), id);
+    let st = status(&d, &id).await;
+    let r = st.resources.unwrap().linux.unwrap();
+    assert_eq!(
+        (r.memory_limit_in_bytes, r.cpu_shares),
+        (64 << 20, 512),
+        "{r:?}"
+    );
 
     // This host's CRIU fails `criu check`: the verb fails and passes on the reason.
     let (ok, _, stderr) = krioctl(&d, &["checkpoint", "--export", "/tmp/x.tar", &id[..12]]);

@@ -252,6 +252,7 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
         Command::RuntimeConfig(a) => runtime::runtime_config(&mut ctx, a).await.map(|_| 0),
         Command::Metricsp(a) => runtime::metricsp(&mut ctx, a).await.map(|_| 0),
         Command::Checkpoint(a) => runtime::checkpoint(&mut ctx, a).await.map(|_| 0),
+        Command::Update(a) => runtime::update(&mut ctx, a).await.map(|_| 0),
         Command::Pull(a) => images::pull_cmd(&mut ctx, a).await.map(|_| 0),
         Command::Images(a) => images::images(&mut ctx, a).await.map(|_| 0),
         Command::Rmi(a) => images::rmi(&mut ctx, a).await.map(|_| 0),

@@ -1,15 +1,15 @@
-//! `version`, `info`, `runtime-config`, `metricsp` and `checkpoint`.
+//! `version`, `info`, `runtime-config`, `metricsp`, `checkpoint` and `update`.
 
 use krio_cri::v1::{
-    CheckpointContainerRequest, ListPodSandboxMetricsRequest, RuntimeConfigRequest, StatusRequest,
-    VersionRequest,
+    CheckpointContainerRequest, LinuxContainerResources, ListPodSandboxMetricsRequest,
+    RuntimeConfigRequest, StatusRequest, UpdateContainerResourcesRequest, VersionRequest,
 };
 use serde_json::{Map, Value};
 
 use super::containers::resolve_container;
 use super::pods::resolve_pod;
 use super::{out, Ctx};
-use crate::cli::{CheckpointArgs, InfoArgs, MetricspArgs};
+use crate::cli::{CheckpointArgs, InfoArgs, MetricspArgs, UpdateArgs};
 use crate::error::Error;
 use crate::output::{message_json, render, Format, Kind};
 
@@ -163,4 +163,100 @@ pub async fn checkpoint(ctx: &mut Ctx, a: CheckpointArgs) -> Result<(), Error> {
         out(&format!("{id}\n"))?;
     }
     Ok(())
+}
+
+/// The `LinuxContainerResources` and annotations of `krioctl update`'s flags.
+///
+/// Errors: an annotation without `=`.
+pub fn update_request(
+    a: &UpdateArgs,
+) -> Result<
+    (
+        LinuxContainerResources,
+        std::collections::HashMap<String, String>,
+    ),
+    Error,
+> {
+    let r = LinuxContainerResources {
+        cpu_period: a.cpu_period.unwrap_or(0),
+        cpu_quota: a.cpu_quota.unwrap_or(0),
+        cpu_shares: a.cpu_share.unwrap_or(0),
+        cpuset_cpus: a.cpuset_cpus.clone().unwrap_or_default(),
+        cpuset_mems: a.cpuset_mems.clone().unwrap_or_default(),
+        memory_limit_in_bytes: a.memory.unwrap_or(0),
+        memory_swap_limit_in_bytes: a.memory_swap.unwrap_or(0),
+        ..Default::default()
+    };
+    let mut annotations = std::collections::HashMap::new();
+    for kv in &a.annotations {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| Error::invalid("--annotation", format!("{kv:?} is not KEY=VALUE")))?;
+        annotations.insert(k.to_string(), v.to_string());
+    }
+    Ok((r, annotations))
+}
+
+/// `krioctl update [flags] CONTAINER...`: UpdateContainerResources for each; prints each ID.
+pub async fn update(ctx: &mut Ctx, a: UpdateArgs) -> Result<(), Error> {
+    let (linux, annotations) = update_request(&a)?;
+    for c in &a.containers {
+        let id = resolve_container(ctx, c).await?;
+        let mut rt = ctx.rt().await?;
+        let req = UpdateContainerResourcesRequest {
+            container_id: id.clone(),
+            linux: Some(linux.clone()),
+            windows: None,
+            annotations: annotations.clone(),
+        };
+        ctx.call(
+            "UpdateContainerResources",
+            ctx.lifecycle_timeout(),
+            req,
+            move |r| async move { rt.update_container_resources(r).await },
+        )
+        .await?;
+        out(&format!("{id}\n"))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> UpdateArgs {
+        match Cli::try_parse_from(args).unwrap().command {
+            Command::Update(a) => a,
+            c => panic!("{c:?}"),
+        }
+    }
+
+    #[test]
+    fn update_flags_become_resources_and_annotations() {
+        let a = parse(&[
+            "krioctl",
+            "update",
+            "--memory",
+            "1048576",
+            "--cpu-quota",
+            "5000",
+            "--cpuset-cpus",
+            "0-1",
+            "--annotation",
+            "a=b=c",
+            "abc",
+        ]);
+        let (r, ann) = update_request(&a).unwrap();
+        assert_eq!(r.memory_limit_in_bytes, 1 << 20);
+        assert_eq!(r.cpu_quota, 5000);
+        assert_eq!(r.cpu_period, 0);
+        assert_eq!(r.cpuset_cpus, "0-1");
+        assert_eq!(ann.get("a").map(String::as_str), Some("b=c"));
+        let a = parse(&["krioctl", "update", "--annotation", "nokey", "abc"]);
+        let e = update_request(&a).unwrap_err().to_string();
+        assert!(e.contains("--annotation"), "{e}");
+    }
 }
