@@ -33,3 +33,16 @@ if [ ${#missing[@]} -gt 0 ]; then
 	apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 command -v cargo >/dev/null || { echo "install-deps.sh: cargo (Rust toolchain) not found" >&2; exit 1; }
+
+# Python grpcio (a client on gRPC's C core) for the interoperability test,
+# crates/krio/tests/e2e_interop.rs.
+if ! python3 -c 'import grpc' 2>/dev/null; then
+	if ! python3 -m pip --version >/dev/null 2>&1; then
+		export DEBIAN_FRONTEND=noninteractive
+		apt-get update -qq
+		apt-get install -y -qq python3 python3-pip >/dev/null
+	fi
+	echo "install-deps.sh: installing grpcio from PyPI"
+	python3 -m pip install --quiet grpcio 2>/dev/null ||
+		python3 -m pip install --quiet --break-system-packages grpcio
+fi

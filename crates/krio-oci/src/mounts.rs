@@ -224,6 +224,12 @@ pub(crate) fn cri_mounts(
         if m.image.as_ref().is_some_and(|img| !img.image.is_empty()) {
             return Err(SpecError::unsupported(f("image"), "image volume mounts"));
         }
+        if !m.image_sub_path.is_empty() {
+            return Err(SpecError::invalid(
+                f("image_sub_path"),
+                "is set without mounts[].image",
+            ));
+        }
         if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
             return Err(SpecError::unsupported(f("uidMappings"), "id-mapped mounts"));
         }

@@ -282,6 +282,15 @@ mod tests {
             let e = resolve_env(&c, None, None).unwrap_err().to_string();
             assert!(e.contains("envs[0]"), "{e}");
         }
+
+        // `KeyValue.value` is bytes on the wire: a value that is not UTF-8 is refused.
+        let mut c = cfg(&["x"], &[]);
+        c.envs = vec![KeyValue {
+            key: "A".into(),
+            value: vec![b'a', 0xff],
+        }];
+        let e = resolve_env(&c, None, None).unwrap_err().to_string();
+        assert!(e.contains("envs[0].value") && e.contains("UTF-8"), "{e}");
     }
 
     #[test]

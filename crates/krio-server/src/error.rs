@@ -38,6 +38,9 @@ pub enum ServerError {
     /// The object is in the wrong state for the call (`FailedPrecondition`).
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The request is valid but krio cannot carry it out at all (`Unimplemented`).
+    #[error("{0}")]
+    Unimplemented(String),
     /// An image store or registry error; mapped per variant.
     #[error(transparent)]
     Image(#[from] krio_image::ImageError),
@@ -113,6 +116,7 @@ impl ServerError {
             ServerError::NotFound { .. } => Code::NotFound,
             ServerError::AlreadyExists { .. } => Code::AlreadyExists,
             ServerError::FailedPrecondition(_) => Code::FailedPrecondition,
+            ServerError::Unimplemented(_) => Code::Unimplemented,
             ServerError::DeadlineExceeded(_) => Code::DeadlineExceeded,
             ServerError::Image(e) => match e {
                 I::InvalidReference { .. } => Code::InvalidArgument,

@@ -18,6 +18,7 @@ mod service;
 mod state;
 mod streaming;
 mod sys;
+pub mod uds;
 mod validate;
 
 use std::collections::BTreeMap;

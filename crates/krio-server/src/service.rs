@@ -11,6 +11,7 @@ use krio_cri::v1::runtime_service_server::RuntimeService;
 use tonic::{Request, Response, Status};
 
 use crate::error::ServerError;
+use crate::runtime::streams;
 use crate::Krio;
 
 /// The CRI `RuntimeService` served by krio.
@@ -80,6 +81,30 @@ fn unimplemented<T>(rpc: &str) -> Result<Response<T>, Status> {
 type EventStream = Pin<
     Box<dyn futures::Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send + 'static>,
 >;
+
+/// A server-streaming answer.
+type Chunks<R> = tonic::codegen::BoxStream<R>;
+
+/// Answers a list-streaming RPC: the List call's items (`r`), in chunks of at most
+/// [`streams::CHUNK_BYTES`] encoded bytes, each wrapped by `wrap`.
+fn stream_chunks<T, R>(
+    krio: &Krio,
+    rpc: &'static str,
+    started: Instant,
+    r: Result<Vec<T>, ServerError>,
+    wrap: impl Fn(Vec<T>) -> R,
+) -> Result<Response<Chunks<R>>, Status>
+where
+    T: prost::Message,
+    R: Send + 'static,
+{
+    let items = respond(krio, rpc, started, r)?.into_inner();
+    let messages: Vec<Result<R, Status>> = streams::chunks(items, streams::CHUNK_BYTES)
+        .into_iter()
+        .map(|c| Ok(wrap(c)))
+        .collect();
+    Ok(Response::new(Box::pin(futures::stream::iter(messages))))
+}
 
 #[tonic::async_trait]
 impl RuntimeService for RuntimeApi {
@@ -159,6 +184,36 @@ impl RuntimeService for RuntimeApi {
         )
     }
 
+    async fn stream_pod_sandboxes(
+        &self,
+        r: Request<cri::StreamPodSandboxesRequest>,
+    ) -> Result<Response<Chunks<cri::StreamPodSandboxesResponse>>, Status> {
+        let t = Instant::now();
+        let list = self.0.list_pod_sandbox(cri::ListPodSandboxRequest {
+            filter: r.into_inner().filter,
+        });
+        stream_chunks(
+            &self.0,
+            "StreamPodSandboxes",
+            t,
+            list.map(|l| l.items),
+            |pod_sandboxes| cri::StreamPodSandboxesResponse { pod_sandboxes },
+        )
+    }
+
+    async fn update_pod_sandbox_resources(
+        &self,
+        r: Request<cri::UpdatePodSandboxResourcesRequest>,
+    ) -> Result<Response<cri::UpdatePodSandboxResourcesResponse>, Status> {
+        let t = Instant::now();
+        let res = self
+            .0
+            .update_pod_sandbox_resources(r.into_inner())
+            .await
+            .map(|()| cri::UpdatePodSandboxResourcesResponse {});
+        respond(&self.0, "UpdatePodSandboxResources", t, res)
+    }
+
     async fn create_container(
         &self,
         r: Request<cri::CreateContainerRequest>,
@@ -227,6 +282,23 @@ impl RuntimeService for RuntimeApi {
             "ListContainers",
             t,
             self.0.list_containers(r.into_inner()),
+        )
+    }
+
+    async fn stream_containers(
+        &self,
+        r: Request<cri::StreamContainersRequest>,
+    ) -> Result<Response<Chunks<cri::StreamContainersResponse>>, Status> {
+        let t = Instant::now();
+        let list = self.0.list_containers(cri::ListContainersRequest {
+            filter: r.into_inner().filter,
+        });
+        stream_chunks(
+            &self.0,
+            "StreamContainers",
+            t,
+            list.map(|l| l.containers),
+            |containers| cri::StreamContainersResponse { containers },
         )
     }
 
@@ -342,6 +414,23 @@ impl RuntimeService for RuntimeApi {
         )
     }
 
+    async fn stream_container_stats(
+        &self,
+        r: Request<cri::StreamContainerStatsRequest>,
+    ) -> Result<Response<Chunks<cri::StreamContainerStatsResponse>>, Status> {
+        let t = Instant::now();
+        let list = self.0.list_container_stats(cri::ListContainerStatsRequest {
+            filter: r.into_inner().filter,
+        });
+        stream_chunks(
+            &self.0,
+            "StreamContainerStats",
+            t,
+            list.map(|l| l.stats),
+            |container_stats| cri::StreamContainerStatsResponse { container_stats },
+        )
+    }
+
     async fn pod_sandbox_stats(
         &self,
         r: Request<cri::PodSandboxStatsRequest>,
@@ -368,6 +457,25 @@ impl RuntimeService for RuntimeApi {
         )
     }
 
+    async fn stream_pod_sandbox_stats(
+        &self,
+        r: Request<cri::StreamPodSandboxStatsRequest>,
+    ) -> Result<Response<Chunks<cri::StreamPodSandboxStatsResponse>>, Status> {
+        let t = Instant::now();
+        let list = self
+            .0
+            .list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest {
+                filter: r.into_inner().filter,
+            });
+        stream_chunks(
+            &self.0,
+            "StreamPodSandboxStats",
+            t,
+            list.map(|l| l.stats),
+            |pod_sandbox_stats| cri::StreamPodSandboxStatsResponse { pod_sandbox_stats },
+        )
+    }
+
     async fn update_runtime_config(
         &self,
         _r: Request<cri::UpdateRuntimeConfigRequest>,
@@ -387,9 +495,15 @@ impl RuntimeService for RuntimeApi {
 
     async fn checkpoint_container(
         &self,
-        _r: Request<cri::CheckpointContainerRequest>,
+        r: Request<cri::CheckpointContainerRequest>,
     ) -> Result<Response<cri::CheckpointContainerResponse>, Status> {
-        unimplemented("CheckpointContainer")
+        let t = Instant::now();
+        let res = self
+            .0
+            .checkpoint_container(r.into_inner())
+            .await
+            .map(|()| cri::CheckpointContainerResponse {});
+        respond(&self.0, "CheckpointContainer", t, res)
     }
 
     async fn get_container_events(
@@ -404,14 +518,42 @@ impl RuntimeService for RuntimeApi {
         &self,
         _r: Request<cri::ListMetricDescriptorsRequest>,
     ) -> Result<Response<cri::ListMetricDescriptorsResponse>, Status> {
-        unimplemented("ListMetricDescriptors")
+        let t = Instant::now();
+        respond(
+            &self.0,
+            "ListMetricDescriptors",
+            t,
+            Ok(self.0.list_metric_descriptors()),
+        )
     }
 
     async fn list_pod_sandbox_metrics(
         &self,
         _r: Request<cri::ListPodSandboxMetricsRequest>,
     ) -> Result<Response<cri::ListPodSandboxMetricsResponse>, Status> {
-        unimplemented("ListPodSandboxMetrics")
+        let t = Instant::now();
+        respond(
+            &self.0,
+            "ListPodSandboxMetrics",
+            t,
+            Ok(self.0.list_pod_sandbox_metrics()),
+        )
+    }
+
+    async fn stream_pod_sandbox_metrics(
+        &self,
+        _r: Request<cri::StreamPodSandboxMetricsRequest>,
+    ) -> Result<Response<Chunks<cri::StreamPodSandboxMetricsResponse>>, Status> {
+        let t = Instant::now();
+        stream_chunks(
+            &self.0,
+            "StreamPodSandboxMetrics",
+            t,
+            Ok(self.0.list_pod_sandbox_metrics().pod_metrics),
+            |pod_sandbox_metrics| cri::StreamPodSandboxMetricsResponse {
+                pod_sandbox_metrics,
+            },
+        )
     }
 
     async fn runtime_config(
@@ -430,6 +572,23 @@ impl ImageService for ImageApi {
     ) -> Result<Response<cri::ListImagesResponse>, Status> {
         let t = Instant::now();
         respond(&self.0, "ListImages", t, self.0.list_images(r.into_inner()))
+    }
+
+    async fn stream_images(
+        &self,
+        r: Request<cri::StreamImagesRequest>,
+    ) -> Result<Response<Chunks<cri::StreamImagesResponse>>, Status> {
+        let t = Instant::now();
+        let list = self.0.list_images(cri::ListImagesRequest {
+            filter: r.into_inner().filter,
+        });
+        stream_chunks(
+            &self.0,
+            "StreamImages",
+            t,
+            list.map(|l| l.images),
+            |images| cri::StreamImagesResponse { images },
+        )
     }
 
     async fn image_status(

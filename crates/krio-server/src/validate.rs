@@ -137,6 +137,12 @@ pub fn container_config(config: &cri::ContainerConfig) -> Result<()> {
         .map(|i| i.image.as_str())
         .unwrap_or("");
     non_empty("config.image.image", image)?;
+    if cri::Signal::try_from(config.stop_signal).is_err() {
+        return Err(ServerError::invalid(
+            "config.stop_signal",
+            format!("{} is not a CRI Signal value", config.stop_signal),
+        ));
+    }
     if !config.log_path.is_empty() {
         relative_path("config.log_path", &config.log_path)?;
     }

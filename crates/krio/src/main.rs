@@ -200,7 +200,11 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         .add_service(RuntimeApi(krio.clone()).server())
         .add_service(ImageApi(krio).server())
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::UnixListenerStream::new(listener),
+            // Any :authority is accepted on the unix socket (see krio_server::uds).
+            tokio_stream::StreamExt::map(
+                tokio_stream::wrappers::UnixListenerStream::new(listener),
+                |conn| conn.map(krio_server::uds::UdsConnection::new),
+            ),
             shutdown,
         )
         .await

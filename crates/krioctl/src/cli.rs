@@ -140,6 +140,14 @@ pub enum Command {
     Inspecti(InspectiArgs),
     /// Show image filesystem usage.
     Imagefsinfo(InfoArgs),
+    /// Show the runtime's own configuration (RuntimeConfig: the cgroup driver).
+    RuntimeConfig(InfoArgs),
+    /// List pod and container metrics (ListPodSandboxMetrics), optionally for some pods.
+    Metricsp(MetricspArgs),
+    /// Checkpoint one or more containers (CheckpointContainer).
+    Checkpoint(CheckpointArgs),
+    /// Update the resources of one or more containers (UpdateContainerResources).
+    Update(UpdateArgs),
     /// Run a new pod sandbox from a config file; prints its ID.
     Runp(RunpArgs),
     /// List pod sandboxes.
@@ -180,6 +188,59 @@ pub struct InfoArgs {
     /// Output format (`version` defaults to text; table means text).
     #[arg(short = 'o', long = "output", value_enum)]
     pub output: Option<Format>,
+}
+
+/// `metricsp`.
+#[derive(Debug, Args)]
+pub struct MetricspArgs {
+    /// Only these pod sandboxes (ID prefixes); all when none is given.
+    pub pods: Vec<String>,
+    /// Output format (json or yaml; table means json).
+    #[arg(short, long, value_enum)]
+    pub output: Option<Format>,
+}
+
+/// `update`: crictl's flags; each left out keeps its zero value ("not specified").
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// CPU CFS period, microseconds.
+    #[arg(long)]
+    pub cpu_period: Option<i64>,
+    /// CPU CFS quota, microseconds.
+    #[arg(long)]
+    pub cpu_quota: Option<i64>,
+    /// CPU shares (relative weight).
+    #[arg(long)]
+    pub cpu_share: Option<i64>,
+    /// CPUs to run on (e.g. 0-3,5).
+    #[arg(long)]
+    pub cpuset_cpus: Option<String>,
+    /// Memory nodes to use (e.g. 0,1).
+    #[arg(long)]
+    pub cpuset_mems: Option<String>,
+    /// Memory limit, bytes.
+    #[arg(long)]
+    pub memory: Option<i64>,
+    /// Memory plus swap limit, bytes.
+    #[arg(long)]
+    pub memory_swap: Option<i64>,
+    /// Annotations to send with the update, as KEY=VALUE (repeatable).
+    #[arg(long = "annotation")]
+    pub annotations: Vec<String>,
+    /// Containers (ID prefixes).
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+/// `checkpoint`.
+#[derive(Debug, Args)]
+pub struct CheckpointArgs {
+    /// Write the checkpoint archive to this file (CheckpointContainerRequest.location).
+    #[arg(long)]
+    pub export: Option<PathBuf>,
+    /// Containers (ID prefixes).
+    #[arg(required = true)]
+    pub containers: Vec<String>,
 }
 
 /// `pull`.

@@ -1,5 +1,6 @@
 //! `RuntimeService` handlers, one file per RPC group.
 
+mod checkpoint;
 mod container_create;
 mod container_exec;
 mod container_list;
@@ -8,11 +9,15 @@ mod container_start;
 mod container_stop;
 mod container_stream;
 mod events;
+mod pod_metrics;
 mod sandbox_list;
 mod sandbox_remove;
 mod sandbox_run;
 mod sandbox_stop;
+mod sandbox_update;
+mod signals;
 mod stats;
+pub(crate) mod streams;
 mod version;
 
 pub(crate) use container_remove::container_name;

@@ -18,7 +18,7 @@ use crate::state::{now_ns, ContainerRecord, ContainerState, SandboxRecord, Sandb
 use crate::{ids, Krio};
 
 /// Cgroup counters of one cgroup at one moment.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub(crate) struct CgroupSample {
     /// Cumulative CPU time, nanoseconds.
     pub cpu_ns: Option<u64>,
@@ -36,6 +36,44 @@ pub(crate) struct CgroupSample {
     pub pgmajfault: Option<u64>,
     /// Number of processes.
     pub pids: Option<u64>,
+    /// Pressure stall information of CPU, memory and IO (`cpu.pressure`, `memory.pressure`,
+    /// `io.pressure`): cgroup v2 with PSI only.
+    pub cpu_psi: Option<cri::PsiStats>,
+    /// See `cpu_psi`.
+    pub memory_psi: Option<cri::PsiStats>,
+    /// See `cpu_psi`.
+    pub io_psi: Option<cri::PsiStats>,
+}
+
+/// Parses a cgroup v2 `*.pressure` file (kernel `Documentation/accounting/psi.rst`):
+/// `some avg10=0.12 avg60=0.05 avg300=0.01 total=12345` and the same for `full`; `total` is
+/// microseconds of stall. `None` when the file is missing or has neither line.
+fn read_psi(p: &Path) -> Option<cri::PsiStats> {
+    let text = std::fs::read_to_string(p).ok()?;
+    let mut out = cri::PsiStats::default();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        let kind = words.next();
+        let mut d = cri::PsiData::default();
+        for w in words {
+            let Some((k, v)) = w.split_once('=') else {
+                continue;
+            };
+            match k {
+                "avg10" => d.avg10 = v.parse().unwrap_or(0.0),
+                "avg60" => d.avg60 = v.parse().unwrap_or(0.0),
+                "avg300" => d.avg300 = v.parse().unwrap_or(0.0),
+                "total" => d.total = v.parse().unwrap_or(0),
+                _ => {}
+            }
+        }
+        match kind {
+            Some("some") => out.some = Some(d),
+            Some("full") => out.full = Some(d),
+            _ => {}
+        }
+    }
+    (out.some.is_some() || out.full.is_some()).then_some(out)
 }
 
 /// Limits at or above this are "unlimited" (cgroup v1 reports a huge page-rounded number).
@@ -74,6 +112,9 @@ pub(crate) fn read_cgroup(root: &Path, path: &str) -> CgroupSample {
             pgfault: mem.get("pgfault").copied(),
             pgmajfault: mem.get("pgmajfault").copied(),
             pids: read_u64(&dir.join("pids.current")),
+            cpu_psi: read_psi(&dir.join("cpu.pressure")),
+            memory_psi: read_psi(&dir.join("memory.pressure")),
+            io_psi: read_psi(&dir.join("io.pressure")),
         };
     }
     let mem_dir = root.join("memory").join(rel);
@@ -87,6 +128,8 @@ pub(crate) fn read_cgroup(root: &Path, path: &str) -> CgroupSample {
         pgfault: mem.get("total_pgfault").copied(),
         pgmajfault: mem.get("total_pgmajfault").copied(),
         pids: read_u64(&root.join("pids").join(rel).join("pids.current")),
+        // cgroup v1 has no per-cgroup pressure files.
+        ..Default::default()
     }
 }
 
@@ -124,7 +167,13 @@ fn disk_usage(dir: &Path) -> (u64, u64) {
 impl Krio {
     /// CPU usage of a cgroup, with `usage_nano_cores` computed against the previous sample
     /// of the same key.
-    fn cpu_usage(&self, key: &str, now: i64, cpu_ns: Option<u64>) -> cri::CpuUsage {
+    fn cpu_usage(
+        &self,
+        key: &str,
+        now: i64,
+        cpu_ns: Option<u64>,
+        psi: &Option<cri::PsiStats>,
+    ) -> cri::CpuUsage {
         let mut nano_cores = None;
         if let Some(total) = cpu_ns {
             let mut prev = self.cpu_samples.lock().unwrap_or_else(|p| p.into_inner());
@@ -139,7 +188,7 @@ impl Krio {
             timestamp: now,
             usage_core_nano_seconds: u64v(cpu_ns),
             usage_nano_cores: u64v(nano_cores),
-            psi: None,
+            psi: *psi,
         }
     }
 
@@ -159,11 +208,11 @@ impl Krio {
             rss_bytes: u64v(s.rss),
             page_faults: u64v(s.pgfault),
             major_page_faults: u64v(s.pgmajfault),
-            psi: None,
+            psi: s.memory_psi,
         }
     }
 
-    fn container_stats_of(&self, rec: &ContainerRecord) -> cri::ContainerStats {
+    pub(crate) fn container_stats_of(&self, rec: &ContainerRecord) -> cri::ContainerStats {
         let now = now_ns();
         let sample = read_cgroup(Path::new("/sys/fs/cgroup"), &rec.cgroups_path);
         let upper: PathBuf = self.container_data_dir(&rec.id).join("upper");
@@ -175,7 +224,7 @@ impl Krio {
                 labels: rec.config.labels.clone(),
                 annotations: rec.config.annotations.clone(),
             }),
-            cpu: Some(self.cpu_usage(&rec.id, now, sample.cpu_ns)),
+            cpu: Some(self.cpu_usage(&rec.id, now, sample.cpu_ns, &sample.cpu_psi)),
             memory: Some(Self::memory_usage(now, &sample)),
             writable_layer: Some(cri::FilesystemUsage {
                 timestamp: now,
@@ -186,7 +235,10 @@ impl Krio {
                 inodes_used: Some(cri::UInt64Value { value: inodes }),
             }),
             swap: None,
-            io: None,
+            io: sample.io_psi.map(|psi| cri::IoUsage {
+                timestamp: now,
+                psi: Some(psi),
+            }),
         }
     }
 
@@ -224,7 +276,7 @@ impl Krio {
         Ok(cri::ListContainerStatsResponse { stats })
     }
 
-    fn live_containers(&self) -> Vec<ContainerRecord> {
+    pub(crate) fn live_containers(&self) -> Vec<ContainerRecord> {
         self.containers
             .all()
             .iter()
@@ -248,9 +300,15 @@ impl Krio {
                 annotations: sb.config.annotations.clone(),
             }),
             linux: Some(cri::LinuxPodSandboxStats {
-                cpu: Some(self.cpu_usage(&format!("pod-{}", sb.id), now, sample.cpu_ns)),
+                cpu: Some(self.cpu_usage(
+                    &format!("pod-{}", sb.id),
+                    now,
+                    sample.cpu_ns,
+                    &sample.cpu_psi,
+                )),
                 memory: Some(Self::memory_usage(now, &sample)),
-                network: None,
+                network: super::pod_metrics::pod_interfaces(sb, containers)
+                    .map(|ifaces| super::pod_metrics::network_usage(&ifaces, now)),
                 process: Some(cri::ProcessUsage {
                     timestamp: now,
                     process_count: u64v(sample.pids),
@@ -260,7 +318,10 @@ impl Krio {
                     .filter(|c| c.sandbox_id == sb.id)
                     .map(|c| self.container_stats_of(c))
                     .collect(),
-                io: None,
+                io: sample.io_psi.map(|psi| cri::IoUsage {
+                    timestamp: now,
+                    psi: Some(psi),
+                }),
             }),
             windows: None,
         }
@@ -338,6 +399,7 @@ mod tests {
                 pgfault: Some(7),
                 pgmajfault: Some(1),
                 pids: Some(3),
+                ..Default::default()
             }
         );
         let m = Krio::memory_usage(1, &s);
@@ -356,8 +418,28 @@ mod tests {
             "anon 1024\ninactive_file 1024\npgfault 2\npgmajfault 0\n",
         )
         .unwrap();
+        std::fs::write(
+            d.join("io.pressure"),
+            "some avg10=1.50 avg60=0.25 avg300=0.00 total=4242\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=17\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("cpu.pressure"),
+            "some avg10=0.10 avg60=0.00 avg300=0.00 total=9\n",
+        )
+        .unwrap();
         let s = read_cgroup(v2.path(), p);
         assert_eq!(s.cpu_ns, Some(250_000));
+        let io = s.io_psi.unwrap();
+        assert_eq!(
+            io.some.as_ref().map(|d| (d.total, d.avg10, d.avg60)),
+            Some((4242, 1.5, 0.25))
+        );
+        assert_eq!(io.full.as_ref().map(|d| d.total), Some(17));
+        let cpu = s.cpu_psi.unwrap();
+        assert_eq!(cpu.some.as_ref().map(|d| d.total), Some(9));
+        assert!(cpu.full.is_none());
+        assert!(s.memory_psi.is_none());
         let m = Krio::memory_usage(1, &s);
         assert_eq!(m.working_set_bytes.map(|v| v.value), Some(3072));
         assert_eq!(m.available_bytes.map(|v| v.value), Some(5120));

@@ -1,10 +1,15 @@
-//! `version` and `info`.
+//! `version`, `info`, `runtime-config`, `metricsp`, `checkpoint` and `update`.
 
-use krio_cri::v1::{StatusRequest, VersionRequest};
+use krio_cri::v1::{
+    CheckpointContainerRequest, LinuxContainerResources, ListPodSandboxMetricsRequest,
+    RuntimeConfigRequest, StatusRequest, UpdateContainerResourcesRequest, VersionRequest,
+};
 use serde_json::{Map, Value};
 
+use super::containers::resolve_container;
+use super::pods::resolve_pod;
 use super::{out, Ctx};
-use crate::cli::InfoArgs;
+use crate::cli::{CheckpointArgs, InfoArgs, MetricspArgs, UpdateArgs};
 use crate::error::Error;
 use crate::output::{message_json, render, Format, Kind};
 
@@ -73,4 +78,185 @@ pub async fn info(ctx: &mut Ctx, a: InfoArgs) -> Result<(), Error> {
         Some(f) => f,
     };
     out(&render(&Value::Object(m), format).map_err(Error::Output)?)
+}
+
+/// JSON unless another format was asked for (table means JSON).
+fn json_or(f: Option<Format>) -> Format {
+    match f {
+        None | Some(Format::Table) => Format::Json,
+        Some(f) => f,
+    }
+}
+
+/// `krioctl runtime-config`: the RuntimeConfig RPC (the runtime's cgroup driver).
+pub async fn runtime_config(ctx: &mut Ctx, a: InfoArgs) -> Result<(), Error> {
+    let mut rt = ctx.rt().await?;
+    let resp = ctx
+        .call(
+            "RuntimeConfig",
+            ctx.timeout(),
+            RuntimeConfigRequest {},
+            move |r| async move { rt.runtime_config(r).await },
+        )
+        .await?;
+    out(&render(
+        &message_json(&resp, Kind::Other).map_err(json_err)?,
+        json_or(a.output),
+    )
+    .map_err(Error::Output)?)
+}
+
+/// `krioctl metricsp [POD...]`: ListPodSandboxMetrics, all pods or the given ones (ID
+/// prefixes), as `{"podMetrics": [...]}`.
+pub async fn metricsp(ctx: &mut Ctx, a: MetricspArgs) -> Result<(), Error> {
+    let mut wanted = Vec::new();
+    for p in &a.pods {
+        wanted.push(resolve_pod(ctx, p).await?);
+    }
+    let mut rt = ctx.rt().await?;
+    let mut resp = ctx
+        .call(
+            "ListPodSandboxMetrics",
+            ctx.timeout(),
+            ListPodSandboxMetricsRequest {},
+            move |r| async move { rt.list_pod_sandbox_metrics(r).await },
+        )
+        .await?;
+    if !wanted.is_empty() {
+        resp.pod_metrics
+            .retain(|m| wanted.contains(&m.pod_sandbox_id));
+    }
+    out(&render(
+        &message_json(&resp, Kind::Other).map_err(json_err)?,
+        json_or(a.output),
+    )
+    .map_err(Error::Output)?)
+}
+
+/// `krioctl checkpoint [--export FILE] CONTAINER...`: CheckpointContainer for each; prints
+/// each ID.
+pub async fn checkpoint(ctx: &mut Ctx, a: CheckpointArgs) -> Result<(), Error> {
+    let location = match &a.export {
+        None => String::new(),
+        Some(p) if p.is_absolute() => p.to_string_lossy().into_owned(),
+        Some(p) => std::env::current_dir()
+            .map_err(|e| Error::invalid("--export", e.to_string()))?
+            .join(p)
+            .to_string_lossy()
+            .into_owned(),
+    };
+    for c in &a.containers {
+        let id = resolve_container(ctx, c).await?;
+        let mut rt = ctx.rt().await?;
+        let req = CheckpointContainerRequest {
+            container_id: id.clone(),
+            location: location.clone(),
+            timeout: ctx.lifecycle_timeout().as_secs() as i64,
+        };
+        ctx.call(
+            "CheckpointContainer",
+            ctx.lifecycle_timeout(),
+            req,
+            move |r| async move { rt.checkpoint_container(r).await },
+        )
+        .await?;
+        out(&format!("{id}\n"))?;
+    }
+    Ok(())
+}
+
+/// The `LinuxContainerResources` and annotations of `krioctl update`'s flags.
+///
+/// Errors: an annotation without `=`.
+pub fn update_request(
+    a: &UpdateArgs,
+) -> Result<
+    (
+        LinuxContainerResources,
+        std::collections::HashMap<String, String>,
+    ),
+    Error,
+> {
+    let r = LinuxContainerResources {
+        cpu_period: a.cpu_period.unwrap_or(0),
+        cpu_quota: a.cpu_quota.unwrap_or(0),
+        cpu_shares: a.cpu_share.unwrap_or(0),
+        cpuset_cpus: a.cpuset_cpus.clone().unwrap_or_default(),
+        cpuset_mems: a.cpuset_mems.clone().unwrap_or_default(),
+        memory_limit_in_bytes: a.memory.unwrap_or(0),
+        memory_swap_limit_in_bytes: a.memory_swap.unwrap_or(0),
+        ..Default::default()
+    };
+    let mut annotations = std::collections::HashMap::new();
+    for kv in &a.annotations {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| Error::invalid("--annotation", format!("{kv:?} is not KEY=VALUE")))?;
+        annotations.insert(k.to_string(), v.to_string());
+    }
+    Ok((r, annotations))
+}
+
+/// `krioctl update [flags] CONTAINER...`: UpdateContainerResources for each; prints each ID.
+pub async fn update(ctx: &mut Ctx, a: UpdateArgs) -> Result<(), Error> {
+    let (linux, annotations) = update_request(&a)?;
+    for c in &a.containers {
+        let id = resolve_container(ctx, c).await?;
+        let mut rt = ctx.rt().await?;
+        let req = UpdateContainerResourcesRequest {
+            container_id: id.clone(),
+            linux: Some(linux.clone()),
+            windows: None,
+            annotations: annotations.clone(),
+        };
+        ctx.call(
+            "UpdateContainerResources",
+            ctx.lifecycle_timeout(),
+            req,
+            move |r| async move { rt.update_container_resources(r).await },
+        )
+        .await?;
+        out(&format!("{id}\n"))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> UpdateArgs {
+        match Cli::try_parse_from(args).unwrap().command {
+            Command::Update(a) => a,
+            c => panic!("{c:?}"),
+        }
+    }
+
+    #[test]
+    fn update_flags_become_resources_and_annotations() {
+        let a = parse(&[
+            "krioctl",
+            "update",
+            "--memory",
+            "1048576",
+            "--cpu-quota",
+            "5000",
+            "--cpuset-cpus",
+            "0-1",
+            "--annotation",
+            "a=b=c",
+            "abc",
+        ]);
+        let (r, ann) = update_request(&a).unwrap();
+        assert_eq!(r.memory_limit_in_bytes, 1 << 20);
+        assert_eq!(r.cpu_quota, 5000);
+        assert_eq!(r.cpu_period, 0);
+        assert_eq!(r.cpuset_cpus, "0-1");
+        assert_eq!(ann.get("a").map(String::as_str), Some("b=c"));
+        let a = parse(&["krioctl", "update", "--annotation", "nokey", "abc"]);
+        let e = update_request(&a).unwrap_err().to_string();
+        assert!(e.contains("--annotation"), "{e}");
+    }
 }
