@@ -22,8 +22,8 @@ pub use error::SpecError;
 pub use process::DEFAULT_PATH_ENV;
 pub use resources::{clamp_oom_score_adj, resources};
 pub use runtime::{
-    validate_container_id, DeleteOptions, ExecOptions, ExecOutput, KillOptions, OciRuntime,
-    RuntimeError, RuntimeState, RuntimeStatus,
+    runtime_env_path, validate_container_id, DeleteOptions, ExecOptions, ExecOutput, KillOptions,
+    OciRuntime, RuntimeError, RuntimeState, RuntimeStatus,
 };
 pub use security::{
     ALL_CAPABILITIES, DEFAULT_CAPABILITIES, DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS,

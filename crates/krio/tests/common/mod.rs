@@ -119,6 +119,8 @@ pub struct Daemon {
     pub cgroup_parent: String,
     /// Extra command-line arguments for the daemon.
     pub extra_args: Vec<String>,
+    /// Extra environment variables for the daemon (applied at the next start).
+    pub extra_env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -187,6 +189,7 @@ impl Daemon {
             config,
             cgroup_parent,
             extra_args: Vec::new(),
+            extra_env: Vec::new(),
             child: None,
             dir,
         };
@@ -204,6 +207,7 @@ impl Daemon {
             .arg("--config")
             .arg(&self.config)
             .args(&self.extra_args)
+            .envs(self.extra_env.iter().cloned())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
