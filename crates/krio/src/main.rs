@@ -12,6 +12,9 @@ use krio_server::{ImageApi, Krio, RuntimeApi};
 use tokio::net::UnixListener;
 use tokio::signal::unix::{signal, SignalKind};
 
+mod systemd;
+use systemd::ServiceEnv;
+
 /// krio: a Kubernetes container runtime (CRI v1).
 #[derive(Debug, Parser)]
 #[command(name = "krio", version, about)]
@@ -114,6 +117,9 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run() -> anyhow::Result<()> {
+    // First, while the process has one thread and no descriptors of its own: what a service
+    // manager passed (readiness socket, activated listener), removed from the environment.
+    let service = ServiceEnv::take()?;
     let cli = Cli::parse();
     let cfg = load_config(&cli)?;
     if let Some(Command::Config) = cli.command {
@@ -128,6 +134,9 @@ fn run() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    for note in &service.notes {
+        tracing::warn!("{note}");
+    }
     // Two workers match the nodes krio is built for and keep the daemon small; blocking work
     // (unpacking, namespace pinning) goes to tokio's blocking pool.
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -135,10 +144,59 @@ fn run() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(serve(cfg))
+    rt.block_on(serve(cfg, service))
 }
 
-async fn serve(cfg: Config) -> anyhow::Result<()> {
+/// Sends `state` to the service manager, if there is one; a failure is logged, never fatal.
+fn notify(service: &ServiceEnv, state: &str) {
+    if let Some(n) = &service.notifier {
+        match n.notify(state) {
+            Ok(()) => tracing::debug!(socket = n.address(), state, "notified the service manager"),
+            Err(e) => {
+                tracing::warn!(socket = n.address(), state, error = %e, "cannot notify the service manager")
+            }
+        }
+    }
+}
+
+/// The CRI listener: the socket the service manager passed, else `listen`, bound here (a stale
+/// socket file is replaced; a live one is an error). Returns whether krio owns the file.
+fn cri_listener(
+    listen: &Path,
+    passed: Option<(std::os::unix::net::UnixListener, String)>,
+) -> anyhow::Result<(UnixListener, bool)> {
+    if let Some((l, name)) = passed {
+        l.set_nonblocking(true)
+            .context("making the passed CRI socket non-blocking")?;
+        let path = l
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
+            .unwrap_or_else(|| "(unnamed)".to_string());
+        tracing::info!(fd_name = %name, socket = %path, "using the CRI socket passed by socket activation");
+        return Ok((
+            UnixListener::from_std(l).context("registering the passed CRI socket")?,
+            false,
+        ));
+    }
+    if let Some(dir) = listen.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    if listen.exists() {
+        if std::os::unix::net::UnixStream::connect(listen).is_ok() {
+            anyhow::bail!("{} is in use by another process", listen.display());
+        }
+        std::fs::remove_file(listen)
+            .with_context(|| format!("removing stale {}", listen.display()))?;
+    }
+    let listener =
+        UnixListener::bind(listen).with_context(|| format!("binding {}", listen.display()))?;
+    std::fs::set_permissions(listen, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("chmod {}", listen.display()))?;
+    Ok((listener, true))
+}
+
+async fn serve(cfg: Config, mut service: ServiceEnv) -> anyhow::Result<()> {
     let _root_lock = lock_dir(&cfg.root)?;
     let _state_lock = lock_dir(&cfg.state_dir)?;
     let listen = cfg.listen.clone();
@@ -157,30 +215,29 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("serving metrics on {metrics_listen}"))?;
     }
-    if let Some(dir) = listen.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    if listen.exists() {
-        if std::os::unix::net::UnixStream::connect(&listen).is_ok() {
-            anyhow::bail!("{} is in use by another process", listen.display());
-        }
-        std::fs::remove_file(&listen)
-            .with_context(|| format!("removing stale {}", listen.display()))?;
-    }
-    let listener =
-        UnixListener::bind(&listen).with_context(|| format!("binding {}", listen.display()))?;
-    std::fs::set_permissions(&listen, std::fs::Permissions::from_mode(0o660))
-        .with_context(|| format!("chmod {}", listen.display()))?;
+    let (listener, own_socket) = cri_listener(&listen, service.listener.take())?;
     tracing::info!(socket = %listen.display(), version = env!("CARGO_PKG_VERSION"), "krio serving CRI v1");
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let stopping = krio.clone();
+    // The listener is bound and the server below accepts from its backlog: READY=1 now means a
+    // client that connects after it is served.
+    let service = std::sync::Arc::new(service);
+    notify(
+        &service,
+        &format!(
+            "READY=1\nSTATUS=serving CRI v1\nMAINPID={}",
+            std::process::id()
+        ),
+    );
+    let on_stop = service.clone();
     let shutdown = async move {
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}
         }
+        notify(&on_stop, "STOPPING=1\nSTATUS=shutting down");
         let _ = stop_tx.send(true);
         stopping.begin_shutdown();
         tracing::info!("shutting down; containers keep running under their monitors");
@@ -195,6 +252,9 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         )
         .await
         .context("serving gRPC")?;
-    let _ = std::fs::remove_file(&listen);
+    // A passed socket's file belongs to the service manager, which keeps listening on it.
+    if own_socket {
+        let _ = std::fs::remove_file(&listen);
+    }
     Ok(())
 }

@@ -239,3 +239,178 @@ async fn children_get_a_built_environment_not_krios() {
         }
     }
 }
+
+/// A unix datagram socket at a fresh abstract address, as systemd's notify socket; returns it and
+/// the `NOTIFY_SOCKET` value naming it.
+fn notify_socket(tag: &str) -> (std::os::unix::net::UnixDatagram, String) {
+    use std::os::linux::net::SocketAddrExt;
+    let name = format!(
+        "krio-e2e-notify-{tag}-{}-{:?}",
+        std::process::id(),
+        std::time::SystemTime::now()
+    );
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let sock = std::os::unix::net::UnixDatagram::bind_addr(&addr).unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    (sock, format!("@{name}"))
+}
+
+/// The next notification datagram (waits up to the socket's 30 s read timeout).
+fn next_notification(sock: &std::os::unix::net::UnixDatagram, d: &Daemon) -> String {
+    let mut buf = [0u8; 4096];
+    let n = sock.recv(&mut buf).unwrap_or_else(|e| {
+        panic!(
+            "no notification: {e}; daemon log:\n{}",
+            std::fs::read_to_string(d.dir.path().join("activated.log")).unwrap_or_default()
+                + &d.log()
+        )
+    });
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// A daemon started by this test in the manner of a service manager; killed when dropped.
+struct Supervised(std::process::Child);
+
+impl Supervised {
+    /// Starts krio on `d`'s config through `sh`, which puts `passed` (if any) at fd 3, sets
+    /// `LISTEN_PID` to its own pid (`$$`, krio's after `exec`) unless `listen_pid` says otherwise,
+    /// and adds `env`.
+    fn start(
+        d: &Daemon,
+        passed: Option<std::os::unix::net::UnixListener>,
+        listen_pid: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Supervised {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(d.dir.path().join("activated.log"))
+            .unwrap();
+        let pid = listen_pid.map_or_else(|| "$$".to_string(), str::to_string);
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!(
+                "exec 3<&0 0</dev/null; LISTEN_PID={pid} exec \"$0\" \"$@\""
+            ))
+            .arg(env!("CARGO_BIN_EXE_krio"))
+            .arg("--config")
+            .arg(&d.config)
+            .envs(env.iter().copied())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        match passed {
+            Some(l) => cmd.stdin(Stdio::from(std::os::fd::OwnedFd::from(l))),
+            None => cmd.stdin(Stdio::null()),
+        };
+        Supervised(cmd.spawn().unwrap())
+    }
+
+    fn pid(&self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(self.0.id() as i32)
+    }
+
+    /// SIGTERM, then waits (up to 30 s) for the exit status.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        nix::sys::signal::kill(self.pid(), nix::sys::signal::Signal::SIGTERM).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if let Some(st) = self.0.try_wait().unwrap() {
+                return st;
+            }
+            assert!(std::time::Instant::now() < deadline, "krio ignored SIGTERM");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn version_on(socket: &Path) -> String {
+    let mut c = k8s_cri::v1::runtime_service_client::RuntimeServiceClient::new(
+        connect(socket).await.unwrap(),
+    );
+    c.version(cri::VersionRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .runtime_name
+}
+
+/// The test plays systemd for a `Type=notify` service: krio sends `READY=1` (with its pid) once
+/// its socket serves and `STOPPING=1` when SIGTERM arrives.
+#[tokio::test(flavor = "multi_thread")]
+async fn readiness_and_stopping_are_notified() {
+    let mut d = Daemon::start().await;
+    d.kill9();
+    let (rx, addr) = notify_socket("ready");
+    let mut krio = Supervised::start(&d, None, None, &[("NOTIFY_SOCKET", &addr)]);
+    let ready = next_notification(&rx, &d);
+    assert!(ready.lines().any(|l| l == "READY=1"), "{ready:?}");
+    assert!(
+        ready
+            .lines()
+            .any(|l| l == format!("MAINPID={}", krio.pid())),
+        "{ready:?}"
+    );
+    // READY=1 promises a serving socket: no polling needed.
+    assert_eq!(version_on(&d.socket).await, "krio");
+    let status = krio.terminate();
+    let stopping = next_notification(&rx, &d);
+    assert!(stopping.lines().any(|l| l == "STOPPING=1"), "{stopping:?}");
+    assert!(status.success(), "{status}");
+}
+
+/// Socket activation as sd_listen_fds(3) defines it: a listening socket at fd 3 with
+/// `LISTEN_FDS=1` and `LISTEN_PID` = krio's pid is served instead of `listen`, and its file is
+/// left in place on exit (the manager keeps it). With another `LISTEN_PID` the fds are not ours:
+/// krio binds `listen` as usual.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_passed_socket_is_served_when_listen_pid_is_ours() {
+    let mut d = Daemon::start().await;
+    d.kill9();
+    let activated = d.dir.path().join("activated.sock");
+
+    // LISTEN_PID names another process: the passed fd is ignored.
+    let (rx, addr) = notify_socket("other-pid");
+    let mut krio = Supervised::start(
+        &d,
+        Some(std::os::unix::net::UnixListener::bind(&activated).unwrap()),
+        Some("1"),
+        &[("LISTEN_FDS", "1"), ("NOTIFY_SOCKET", &addr)],
+    );
+    assert!(next_notification(&rx, &d).contains("READY=1"));
+    assert_eq!(version_on(&d.socket).await, "krio");
+    assert!(krio.terminate().success());
+    assert!(!d.socket.exists(), "krio removes the socket it made");
+    std::fs::remove_file(&activated).unwrap();
+
+    let (rx, addr) = notify_socket("ours");
+    let mut krio = Supervised::start(
+        &d,
+        Some(std::os::unix::net::UnixListener::bind(&activated).unwrap()),
+        None,
+        &[
+            ("LISTEN_FDS", "1"),
+            ("LISTEN_FDNAMES", "cri"),
+            ("NOTIFY_SOCKET", &addr),
+        ],
+    );
+    assert!(next_notification(&rx, &d).contains("READY=1"));
+    assert_eq!(version_on(&activated).await, "krio");
+    assert!(
+        !d.socket.exists(),
+        "with a passed socket krio binds none of its own"
+    );
+    assert!(krio.terminate().success());
+    assert!(next_notification(&rx, &d).contains("STOPPING=1"));
+    assert!(
+        activated.exists(),
+        "the manager's socket file is left alone"
+    );
+}
