@@ -47,7 +47,14 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Print the effective configuration as TOML and exit.
-    Config,
+    Config {
+        /// Print the built-in defaults instead, every setting with a comment describing it.
+        #[arg(long, conflicts_with = "docs")]
+        default: bool,
+        /// Print the settings reference as a Markdown table (the one in docs/configuration.md).
+        #[arg(long)]
+        docs: bool,
+    },
 }
 
 fn load_config(cli: &Cli) -> anyhow::Result<Config> {
@@ -121,8 +128,19 @@ fn run() -> anyhow::Result<()> {
     // manager passed (readiness socket, activated listener), removed from the environment.
     let service = ServiceEnv::take()?;
     let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Config { default: true, .. }) => {
+            print!("{}", krio_server::config_doc::default_toml(false));
+            return Ok(());
+        }
+        Some(Command::Config { docs: true, .. }) => {
+            print!("{}", krio_server::config_doc::markdown_table());
+            return Ok(());
+        }
+        _ => {}
+    }
     let cfg = load_config(&cli)?;
-    if let Some(Command::Config) = cli.command {
+    if let Some(Command::Config { .. }) = cli.command {
         print!("{}", cfg.to_toml());
         return Ok(());
     }
