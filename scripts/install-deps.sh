@@ -9,6 +9,7 @@ packages=(
 	protobuf-compiler             # protoc, for the CRI bindings (krio-cri)
 	iptables iproute2             # CNI bridge/portmap, test inspection
 	curl jq ca-certificates
+	systemd                       # systemd-analyze verifies the units krio installs
 )
 [ "$(id -u)" -eq 0 ] || { echo "install-deps.sh: must run as root" >&2; exit 1; }
 missing=()

@@ -12,6 +12,7 @@ use krio_server::{ImageApi, Krio, RuntimeApi};
 use tokio::net::UnixListener;
 use tokio::signal::unix::{signal, SignalKind};
 
+mod install;
 mod systemd;
 use systemd::ServiceEnv;
 
@@ -55,6 +56,8 @@ enum Command {
         #[arg(long)]
         docs: bool,
     },
+    /// Install krio on this node: binaries, systemd units, a commented config, a CNI network.
+    Install(install::InstallArgs),
 }
 
 fn load_config(cli: &Cli) -> anyhow::Result<Config> {
@@ -137,12 +140,16 @@ fn run() -> anyhow::Result<()> {
             print!("{}", krio_server::config_doc::markdown_table());
             return Ok(());
         }
+        Some(Command::Install(args)) => return install::install(&args, &cli.config),
         _ => {}
     }
     let cfg = load_config(&cli)?;
-    if let Some(Command::Config { .. }) = cli.command {
-        print!("{}", cfg.to_toml());
-        return Ok(());
+    match &cli.command {
+        Some(Command::Config { .. }) => {
+            print!("{}", cfg.to_toml());
+            return Ok(());
+        }
+        Some(Command::Install(_)) | None => {}
     }
     tracing_subscriber::fmt()
         .with_env_filter(

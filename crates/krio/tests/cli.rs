@@ -160,3 +160,108 @@ fn configuration_doc_matches_the_config_types() {
         "docs/configuration.md is out of date: KRIO_UPDATE_DOCS=1 cargo test -p krio --test cli"
     );
 }
+
+/// `krio install --destdir` lays down binaries, units, a commented config and a CNI network; the
+/// units pass `systemd-analyze verify`; a second run keeps the operator's config and follows its
+/// `listen` in the socket unit.
+#[test]
+fn install_lays_down_units_config_and_cni() {
+    let dest = tempfile::tempdir().unwrap();
+    let d = dest.path();
+    let out = krio(&["install", "--destdir", d.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for bin in ["krio", "krio-monitor", "krioctl"] {
+        let p = d.join("usr/local/bin").join(bin);
+        let mode = std::os::unix::fs::PermissionsExt::mode(&p.metadata().unwrap().permissions());
+        assert_eq!(mode & 0o777, 0o755, "{}", p.display());
+    }
+    let v = Command::new(d.join("usr/local/bin/krio"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(v.status.success());
+
+    let units = d.join("etc/systemd/system");
+    let service = std::fs::read_to_string(units.join("krio.service")).unwrap();
+    for line in [
+        "Type=notify",
+        "ExecStart=/usr/local/bin/krio",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "Delegate=yes",
+        "KillMode=process",
+        "Restart=always",
+        "LimitNOFILE=1048576",
+    ] {
+        assert!(
+            service.lines().any(|l| l == line),
+            "{line} missing:\n{service}"
+        );
+    }
+    let socket = std::fs::read_to_string(units.join("krio.socket")).unwrap();
+    for line in ["ListenStream=/run/krio/krio.sock", "FileDescriptorName=cri"] {
+        assert!(
+            socket.lines().any(|l| l == line),
+            "{line} missing:\n{socket}"
+        );
+    }
+    // systemd's own checker (no running systemd needed), with ExecStart at the installed binary.
+    let check = d.join("check");
+    std::fs::create_dir(&check).unwrap();
+    std::fs::write(
+        check.join("krio.service"),
+        service.replace(
+            "ExecStart=/usr/local/bin/krio",
+            &format!("ExecStart={}", d.join("usr/local/bin/krio").display()),
+        ),
+    )
+    .unwrap();
+    std::fs::write(check.join("krio.socket"), &socket).unwrap();
+    let verify = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(check.join("krio.service"))
+        .arg(check.join("krio.socket"))
+        .output()
+        .expect("systemd-analyze (Debian package systemd) is needed by this test");
+    assert!(
+        verify.status.success() && verify.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+
+    // The config documents every default without pinning one: it parses to the defaults.
+    let config = d.join("etc/krio/krio.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        text.contains("# listen = \"/run/krio/krio.sock\""),
+        "{text}"
+    );
+    let out = krio(&["--config", config.to_str().unwrap(), "config"]);
+    let effective: toml::Value = toml::from_str(&String::from_utf8(out.stdout).unwrap()).unwrap();
+    assert_eq!(
+        effective,
+        toml::Value::try_from(krio_server::config::Config::default()).unwrap()
+    );
+    assert!(d.join("etc/krio/krio.d").is_dir());
+    let cni: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(d.join("etc/cni/net.d/10-krio-bridge.conflist")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(cni["plugins"][0]["type"], "bridge");
+
+    // Again, over an operator's config: kept, and the socket unit follows its `listen`.
+    let mine = "listen = \"/run/k/cri.sock\"\n";
+    std::fs::write(&config, mine).unwrap();
+    let out = krio(&["install", "--destdir", d.to_str().unwrap()]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("kept"));
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), mine);
+    let socket = std::fs::read_to_string(units.join("krio.socket")).unwrap();
+    assert!(
+        socket.lines().any(|l| l == "ListenStream=/run/k/cri.sock"),
+        "{socket}"
+    );
+}
