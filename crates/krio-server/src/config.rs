@@ -20,8 +20,10 @@ pub struct Config {
     pub root: PathBuf,
     /// Volatile data (tmpfs): pinned namespaces, bundles, exit files, runtime state.
     pub state_dir: PathBuf,
-    /// `tracing` filter, e.g. `info` or `krio=debug`.
+    /// `tracing` filter, e.g. `info` or `krio=debug`. SIGHUP re-reads it from the files.
     pub log_level: String,
+    /// Format of the daemon's log lines on stderr: `text`, or `json` (one object per line).
+    pub log_format: LogFormat,
     /// `host:port` to serve Prometheus metrics on (`GET /metrics`); empty disables them.
     pub metrics_listen: String,
     /// Cgroup driver reported by the `RuntimeConfig` RPC: `cgroupfs` (the only one without systemd).
@@ -38,6 +40,16 @@ pub struct Config {
     pub cni: CniSection,
     /// Image settings.
     pub image: ImageSection,
+}
+
+/// Format of the daemon's log lines.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (`tracing_subscriber`'s full format).
+    Text,
+    /// One JSON object per line, with `timestamp`, `level`, `fields` and `target`.
+    Json,
 }
 
 /// Cgroup driver, as the CRI `RuntimeConfig` RPC reports it.
@@ -123,6 +135,7 @@ impl Default for Config {
             root: PathBuf::from("/var/lib/krio"),
             state_dir: PathBuf::from("/run/krio"),
             log_level: "info".to_string(),
+            log_format: LogFormat::Text,
             metrics_listen: String::new(),
             cgroup_driver: CgroupDriver::Cgroupfs,
             cgroup_parent: "/krio".to_string(),
@@ -242,6 +255,44 @@ impl Config {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
 
+    /// The dotted keys (`log_level`, `cni.conf_dir`, `runtimes.crun.path`) whose values differ
+    /// between `self` and `other`, including keys present in only one of them.
+    pub fn changed_keys(&self, other: &Config) -> Vec<String> {
+        fn diff(
+            prefix: &str,
+            a: Option<&toml::Value>,
+            b: Option<&toml::Value>,
+            out: &mut Vec<String>,
+        ) {
+            let key = |k: &str| {
+                if prefix.is_empty() {
+                    k.to_string()
+                } else {
+                    format!("{prefix}.{k}")
+                }
+            };
+            match (a.and_then(|v| v.as_table()), b.and_then(|v| v.as_table())) {
+                (Some(ta), Some(tb)) => {
+                    let keys: std::collections::BTreeSet<&String> =
+                        ta.keys().chain(tb.keys()).collect();
+                    for k in keys {
+                        diff(&key(k), ta.get(k), tb.get(k), out);
+                    }
+                }
+                _ if a != b => out.push(prefix.to_string()),
+                _ => {}
+            }
+        }
+        let mut out = Vec::new();
+        diff(
+            "",
+            toml::Value::try_from(self).ok().as_ref(),
+            toml::Value::try_from(other).ok().as_ref(),
+            &mut out,
+        );
+        out
+    }
+
     /// The `--root` directory of runtime handler `name`.
     pub fn runtime_root(&self, name: &str) -> PathBuf {
         match self.runtimes.get(name) {
@@ -298,6 +349,21 @@ mod tests {
         assert!(cfg.runtimes.contains_key("runc") && cfg.runtimes.contains_key("crun"));
         let printed: Config = toml::from_str(&cfg.to_toml()).unwrap();
         assert_eq!(printed, cfg);
+    }
+
+    #[test]
+    fn changed_keys_names_each_difference() {
+        let a = Config::default();
+        let mut b = a.clone();
+        assert!(a.changed_keys(&b).is_empty());
+        b.log_level = "debug".into();
+        b.log_format = LogFormat::Json;
+        b.cni.conf_dir = PathBuf::from("/x");
+        b.runtimes.insert("crun".into(), RuntimeHandler::default());
+        assert_eq!(
+            a.changed_keys(&b),
+            ["cni.conf_dir", "log_format", "log_level", "runtimes.crun"]
+        );
     }
 
     #[test]

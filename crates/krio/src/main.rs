@@ -7,10 +7,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use krio_server::config::{Config, DEFAULT_CONFIG_PATH};
+use krio_server::config::{Config, LogFormat, DEFAULT_CONFIG_PATH};
 use krio_server::{ImageApi, Krio, RuntimeApi};
 use tokio::net::UnixListener;
 use tokio::signal::unix::{signal, SignalKind};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{reload, EnvFilter, Registry};
 
 mod install;
 mod systemd;
@@ -38,6 +41,9 @@ struct Cli {
     /// Log filter, e.g. `info` or `krio_server=debug` (overrides `log_level`).
     #[arg(long)]
     log_level: Option<String>,
+    /// Log line format, `text` or `json` (overrides `log_format`).
+    #[arg(long, value_parser = ["text", "json"])]
+    log_format: Option<String>,
     /// Serve Prometheus metrics on this `ip:port` (overrides `metrics_listen`).
     #[arg(long)]
     metrics_listen: Option<String>,
@@ -77,6 +83,11 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     }
     if let Some(v) = &cli.log_level {
         cfg.log_level = v.clone();
+    }
+    match cli.log_format.as_deref() {
+        Some("json") => cfg.log_format = LogFormat::Json,
+        Some(_) => cfg.log_format = LogFormat::Text,
+        None => {}
     }
     if let Some(v) = &cli.metrics_listen {
         cfg.metrics_listen = v.clone();
@@ -151,14 +162,7 @@ fn run() -> anyhow::Result<()> {
         }
         Some(Command::Install(_)) | None => {}
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cfg.log_level)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    let log_filter = init_logging(&cfg);
     for note in &service.notes {
         tracing::warn!("{note}");
     }
@@ -169,7 +173,67 @@ fn run() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(serve(cfg, service))
+    rt.block_on(serve(cli, cfg, service, log_filter))
+}
+
+/// Handle to change the log filter while running.
+type FilterHandle = reload::Handle<EnvFilter, Registry>;
+
+/// Sets up logging to stderr in `log_format` with a `log_level` filter that SIGHUP can replace.
+fn init_logging(cfg: &Config) -> FilterHandle {
+    let filter = EnvFilter::try_new(&cfg.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, handle) = reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
+    match cfg.log_format {
+        LogFormat::Text => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(std::io::stderr().is_terminal()),
+            )
+            .init(),
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::io::stderr),
+            )
+            .init(),
+    }
+    handle
+}
+
+/// SIGHUP: reads the configuration again (files and flags, as at start) and applies what can
+/// change at run time, which is `log_level`; every other changed setting is named in a warning,
+/// as it needs a restart. A configuration that does not load changes nothing and is logged.
+fn reload_config(cli: &Cli, running: &mut Config, filter: &FilterHandle) {
+    let new = match load_config(cli) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(
+                error = format!("{e:#}"),
+                "SIGHUP: configuration not reloaded"
+            );
+            return;
+        }
+    };
+    let changed = running.changed_keys(&new);
+    let (applied, restart): (Vec<String>, Vec<String>) =
+        changed.into_iter().partition(|k| k == "log_level");
+    if !applied.is_empty() {
+        match EnvFilter::try_new(&new.log_level).map(|f| filter.reload(f)) {
+            Ok(Ok(())) => running.log_level = new.log_level.clone(),
+            Ok(Err(e)) => tracing::error!(error = %e, "SIGHUP: cannot change the log filter"),
+            Err(e) => tracing::error!(error = %e, "SIGHUP: invalid log_level"),
+        }
+    }
+    tracing::info!(reloaded = ?applied, log_level = %running.log_level, "SIGHUP: configuration reloaded");
+    if !restart.is_empty() {
+        tracing::warn!(
+            not_reloaded = ?restart,
+            "SIGHUP: these settings changed but take effect only after a restart"
+        );
+    }
 }
 
 /// Sends `state` to the service manager, if there is one; a failure is logged, never fatal.
@@ -221,7 +285,19 @@ fn cri_listener(
     Ok((listener, true))
 }
 
-async fn serve(cfg: Config, mut service: ServiceEnv) -> anyhow::Result<()> {
+async fn serve(
+    cli: Cli,
+    cfg: Config,
+    mut service: ServiceEnv,
+    log_filter: FilterHandle,
+) -> anyhow::Result<()> {
+    let mut running = cfg.clone();
+    let mut hup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            reload_config(&cli, &mut running, &log_filter);
+        }
+    });
     let _root_lock = lock_dir(&cfg.root)?;
     let _state_lock = lock_dir(&cfg.state_dir)?;
     let listen = cfg.listen.clone();

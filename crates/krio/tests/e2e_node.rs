@@ -414,3 +414,105 @@ async fn a_passed_socket_is_served_when_listen_pid_is_ours() {
         "the manager's socket file is left alone"
     );
 }
+
+/// Polls `cond` on the daemon log written after byte `from`, for up to 20 s.
+async fn wait_log(d: &Daemon, from: usize, what: &str, cond: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let log = d.log();
+        let new = log.get(from..).unwrap_or_default().to_string();
+        if cond(&new) {
+            return new;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {what} in the log:\n{new}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// `log_format = "json"` writes one JSON object per line; SIGHUP applies a new `log_level` at
+/// once, names the changed settings that need a restart, and leaves everything as it was when
+/// the files no longer parse.
+#[tokio::test(flavor = "multi_thread")]
+async fn json_logs_and_sighup_reloads_the_log_level() {
+    let mut d = Daemon::start().await;
+    let dropin_dir = d.dir.path().join("krio.d");
+    std::fs::create_dir_all(&dropin_dir).unwrap();
+    let dropin = dropin_dir.join("60-log.toml");
+    std::fs::write(&dropin, "log_level = \"info\"\nlog_format = \"json\"\n").unwrap();
+    let from = d.log().len();
+    d.restart().await;
+    // ListPodSandbox: an RPC whose success is logged at debug.
+    let list = |d: &Daemon| {
+        let socket = d.socket.clone();
+        async move {
+            k8s_cri::v1::runtime_service_client::RuntimeServiceClient::new(
+                connect(&socket).await.unwrap(),
+            )
+            .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+            .await
+            .unwrap();
+        }
+    };
+    list(&d).await;
+    let started = wait_log(&d, from, "start line", |l| l.contains("serving CRI")).await;
+    for line in started.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            v["level"].is_string() && v["timestamp"].is_string(),
+            "{line}"
+        );
+    }
+    // At info, a served RPC logs nothing (its line is at debug).
+    assert!(!d.log()[from..].contains("\"rpc\""), "{}", &d.log()[from..]);
+
+    let pid = nix::unistd::Pid::from_raw(d.pid().unwrap());
+    std::fs::write(
+        &dropin,
+        "log_level = \"krio_server=debug,info\"\nlog_format = \"text\"\ncgroup_parent = \"/elsewhere\"\n",
+    )
+    .unwrap();
+    let from = d.log().len();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    let reloaded = wait_log(&d, from, "not_reloaded warning", |l| {
+        l.contains("not_reloaded")
+    })
+    .await;
+    assert!(
+        reloaded.contains("configuration reloaded") && reloaded.contains("log_level"),
+        "{reloaded}"
+    );
+    let warning = reloaded
+        .lines()
+        .find(|l| l.contains("not_reloaded"))
+        .unwrap();
+    assert!(
+        warning.contains("cgroup_parent") && warning.contains("log_format"),
+        "{warning}"
+    );
+    // The new level is in force: the RPC's debug line appears (still as JSON: the format
+    // needs a restart).
+    let from = d.log().len();
+    list(&d).await;
+    let rpc = wait_log(&d, from, "debug line of the RPC", |l| {
+        l.contains("\"rpc\":\"ListPodSandbox\"")
+    })
+    .await;
+    let line = rpc
+        .lines()
+        .find(|l| l.contains("\"rpc\":\"ListPodSandbox\""))
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["level"], "DEBUG", "{line}");
+
+    // A broken file: an error naming it, and the daemon goes on as it was.
+    std::fs::write(&dropin, "log_level = \n").unwrap();
+    let from = d.log().len();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    let err = wait_log(&d, from, "reload error", |l| l.contains("not reloaded")).await;
+    assert!(err.contains("60-log.toml"), "{err}");
+    assert_eq!(version_on(&d.socket).await, "krio");
+}
