@@ -40,6 +40,8 @@ pub struct Config {
     pub cni: CniSection,
     /// Image settings.
     pub image: ImageSection,
+    /// Defaults applied to every container.
+    pub container: ContainerSection,
 }
 
 /// Format of the daemon's log lines.
@@ -103,6 +105,54 @@ impl Default for CniSection {
     }
 }
 
+/// Defaults applied to every container (CRI-O's `pids_limit`, `default_sysctls`,
+/// `default_ulimits`), where the CRI request says nothing.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ContainerSection {
+    /// Maximum number of processes in each container (`linux.resources.pids.limit`): 0 sets no limit (the
+    /// container's cgroup inherits its parent's), -1 is explicitly unlimited.
+    pub pids_limit: i64,
+    /// Namespaced sysctls set in every container, e.g. `"net.ipv4.ping_group_range" = "0 2147483647"`; the
+    /// pod's own `sysctls` win. Checked like the pod's: only namespaced sysctls, none of a host namespace.
+    pub default_sysctls: BTreeMap<String, String>,
+    /// Resource limits of every container's process, as `name=soft:hard` (`nofile=1024:4096`; a number may be
+    /// `unlimited`), `name` being an `RLIMIT_*` name in lower case without the prefix. Without one, a container
+    /// inherits the limits of its monitor (the daemon's).
+    pub default_ulimits: Vec<String>,
+}
+
+/// Parses a `default_ulimits` entry `name=soft:hard` into the OCI `process.rlimits` entry.
+///
+/// Errors: a message naming the entry when the name is not a Linux `RLIMIT_*` or the numbers are not
+/// numbers (or `unlimited`), or soft exceeds hard.
+pub fn parse_ulimit(entry: &str) -> Result<oci_spec::runtime::PosixRlimit, String> {
+    let bad = |why: &str| format!("default_ulimits entry {entry:?}: {why}");
+    let (name, limits) = entry
+        .split_once('=')
+        .ok_or_else(|| bad("expected name=soft:hard"))?;
+    let (soft, hard) = limits
+        .split_once(':')
+        .ok_or_else(|| bad("expected name=soft:hard"))?;
+    let num = |v: &str| match v.trim() {
+        "unlimited" | "-1" => Ok(u64::MAX),
+        v => v
+            .parse::<u64>()
+            .map_err(|_| bad("limits are numbers or `unlimited`")),
+    };
+    let (soft, hard) = (num(soft)?, num(hard)?);
+    if soft > hard {
+        return Err(bad("soft limit above hard limit"));
+    }
+    let json = serde_json::json!({
+        "type": format!("RLIMIT_{}", name.trim().to_ascii_uppercase()),
+        "soft": soft,
+        "hard": hard,
+    });
+    serde_json::from_value(json)
+        .map_err(|_| bad("unknown limit name (nofile, nproc, core, memlock, ...)"))
+}
+
 /// Image settings.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -144,6 +194,7 @@ impl Default for Config {
             monitor_path: PathBuf::new(),
             cni: CniSection::default(),
             image: ImageSection::default(),
+            container: ContainerSection::default(),
         }
     }
 }
@@ -234,6 +285,27 @@ impl Config {
                 "metrics_listen {:?} is not host:port (an IP address and a port)",
                 self.metrics_listen
             )));
+        }
+        if self.container.pids_limit < -1 {
+            return Err(ConfigError::Invalid(format!(
+                "container.pids_limit {} is below -1",
+                self.container.pids_limit
+            )));
+        }
+        for k in self.container.default_sysctls.keys() {
+            let key = k.replace('/', ".");
+            let namespaced = ["net.", "kernel.shm", "kernel.msg", "fs.mqueue."]
+                .iter()
+                .any(|p| key.starts_with(p))
+                || key == "kernel.sem";
+            if !namespaced {
+                return Err(ConfigError::Invalid(format!(
+                    "container.default_sysctls: {k:?} is not a namespaced sysctl (net.*, kernel.shm*, kernel.msg*, kernel.sem, fs.mqueue.*)"
+                )));
+            }
+        }
+        for u in &self.container.default_ulimits {
+            parse_ulimit(u).map_err(|e| ConfigError::Invalid(format!("container.{e}")))?;
         }
         for (name, p) in [
             ("listen", &self.listen),
@@ -349,6 +421,26 @@ mod tests {
         assert!(cfg.runtimes.contains_key("runc") && cfg.runtimes.contains_key("crun"));
         let printed: Config = toml::from_str(&cfg.to_toml()).unwrap();
         assert_eq!(printed, cfg);
+    }
+
+    #[test]
+    fn ulimits_parse_or_name_the_entry() {
+        let r = parse_ulimit("nofile=1024:4096").unwrap();
+        assert_eq!(
+            (format!("{:?}", r.typ()), r.soft(), r.hard()),
+            ("RlimitNofile".to_string(), 1024, 4096)
+        );
+        assert_eq!(parse_ulimit("core=0:unlimited").unwrap().hard(), u64::MAX);
+        for bad in [
+            "nofile",
+            "nofile=1",
+            "nofile=x:1",
+            "nofile=9:1",
+            "bogus=1:1",
+        ] {
+            let err = parse_ulimit(bad).unwrap_err();
+            assert!(err.contains(bad), "{err}");
+        }
     }
 
     #[test]

@@ -516,3 +516,53 @@ async fn json_logs_and_sighup_reloads_the_log_level() {
     assert!(err.contains("60-log.toml"), "{err}");
     assert_eq!(version_on(&d.socket).await, "krio");
 }
+
+/// `[container]` defaults reach the container: `pids_limit` its cgroup, `default_sysctls` its
+/// namespaces (the pod's own sysctl wins), `default_ulimits` its process.
+#[tokio::test(flavor = "multi_thread")]
+async fn container_defaults_take_effect() {
+    ensure_images();
+    let mut d = Daemon::start().await;
+    let dropin_dir = d.dir.path().join("krio.d");
+    std::fs::create_dir_all(&dropin_dir).unwrap();
+    std::fs::write(
+        dropin_dir.join("70-container.toml"),
+        "[container]\npids_limit = 123\ndefault_ulimits = [\"nofile=1111:2222\", \"nproc=77:88\"]\n\
+         [container.default_sysctls]\n\"net.ipv4.ping_group_range\" = \"0 2147483647\"\n\"kernel.msgmax\" = \"4321\"\n",
+    )
+    .unwrap();
+    d.restart().await;
+    pull(&d, &image("busybox")).await;
+    let mut pod = pod_config(&d, "defaults");
+    pod.linux
+        .get_or_insert_with(Default::default)
+        .sysctls
+        .insert("kernel.msgmax".into(), "8765".into());
+    let pod_id = run_pod(&d, &pod).await;
+    let id = run_container(
+        &d,
+        &pod_id,
+        &pod,
+        container_config(
+            "defaults",
+            &image("busybox"),
+            "echo pids=$(cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max); \
+             echo ping=$(cat /proc/sys/net/ipv4/ping_group_range | tr -s '\\t ' ' '); \
+             echo msgmax=$(cat /proc/sys/kernel/msgmax); \
+             echo nofile=$(ulimit -Sn):$(ulimit -Hn); echo nproc=$(ulimit -Su):$(ulimit -Hu)",
+        ),
+    )
+    .await;
+    let st = wait_exited(&d, &id).await;
+    let lines = log_lines(&st);
+    for want in [
+        "pids=123",
+        "ping=0 2147483647",
+        "msgmax=8765",
+        "nofile=1111:2222",
+        "nproc=77:88",
+    ] {
+        assert!(lines.iter().any(|l| l == want), "{want} not in {lines:?}");
+    }
+    remove_pod(&d, &pod_id).await;
+}
