@@ -164,6 +164,10 @@ pub struct ImageSection {
     /// A docker-style `config.json` with registry credentials, used when a pull request
     /// carries no `AuthConfig`; empty means none.
     pub auth_file: PathBuf,
+    /// Images reported as pinned (CRI `Image.pinned`), which kubelet's image garbage collection never
+    /// removes: references (`busybox` means `docker.io/library/busybox:latest`), image ids, or prefixes
+    /// ending in `*` (`registry.k8s.io/pause*`). An explicit RemoveImage still removes them.
+    pub pinned_images: Vec<String>,
 }
 
 impl Default for ImageSection {
@@ -172,6 +176,7 @@ impl Default for ImageSection {
             registries_conf: PathBuf::from("/etc/containers/registries.conf"),
             insecure_registries: Vec::new(),
             auth_file: PathBuf::new(),
+            pinned_images: Vec::new(),
         }
     }
 }

@@ -566,3 +566,55 @@ async fn container_defaults_take_effect() {
     }
     remove_pod(&d, &pod_id).await;
 }
+
+/// `image.pinned_images`: matching images are listed and reported with `pinned`, others not.
+#[tokio::test(flavor = "multi_thread")]
+async fn pinned_images_are_reported_pinned() {
+    ensure_images();
+    let mut d = Daemon::start().await;
+    let dropin_dir = d.dir.path().join("krio.d");
+    std::fs::create_dir_all(&dropin_dir).unwrap();
+    // One exact reference, one prefix pattern.
+    let layered = image("layered");
+    let prefix = &layered[..layered.len() - 3];
+    std::fs::write(
+        dropin_dir.join("80-pinned.toml"),
+        format!(
+            "[image]\npinned_images = [\"{}\", \"{prefix}*\"]\n",
+            image("busybox")
+        ),
+    )
+    .unwrap();
+    d.restart().await;
+    let busybox = pull(&d, &image("busybox")).await;
+    let oci = pull(&d, &image("busybox-oci")).await;
+    let layered_id = pull(&d, &layered).await;
+    let listed = d
+        .images()
+        .await
+        .list_images(cri::ListImagesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .images;
+    let pinned = |id: &str| listed.iter().find(|i| i.id == id).unwrap().pinned;
+    assert!(pinned(&busybox), "exact reference");
+    assert!(pinned(&layered_id), "prefix pattern");
+    if oci != busybox {
+        assert!(!pinned(&oci), "not named");
+    }
+    let status = d
+        .images()
+        .await
+        .image_status(cri::ImageStatusRequest {
+            image: Some(cri::ImageSpec {
+                image: image("busybox"),
+                ..Default::default()
+            }),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(status.image.unwrap().pinned);
+}
