@@ -618,3 +618,107 @@ async fn pinned_images_are_reported_pinned() {
         .into_inner();
     assert!(status.image.unwrap().pinned);
 }
+
+/// krioctl, built beside krio by `cargo build --workspace --bins`.
+fn krioctl(d: &Daemon, args: &[&str]) -> String {
+    let bin = Path::new(env!("CARGO_BIN_EXE_krio")).with_file_name("krioctl");
+    assert!(
+        bin.exists(),
+        "{} missing: cargo build --workspace --bins",
+        bin.display()
+    );
+    let out = Command::new(bin)
+        .arg("-r")
+        .arg(&d.socket)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "krioctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `krioctl stats`, `statsp` and `events` against krio.
+#[tokio::test(flavor = "multi_thread")]
+async fn krioctl_stats_statsp_and_events() {
+    ensure_images();
+    let d = Daemon::start().await;
+    pull(&d, &image("busybox")).await;
+    let pod = pod_config(&d, "statsctl");
+    let pod_id = run_pod(&d, &pod).await;
+    let sleeper = |name: &str| cri::ContainerConfig {
+        command: vec!["sleep".into(), "100000".into()],
+        ..container_config(name, &image("busybox"), "")
+    };
+    let id = run_container(&d, &pod_id, &pod, sleeper("first")).await;
+
+    let v: serde_json::Value =
+        serde_json::from_str(&krioctl(&d, &["stats", "-o", "json"])).unwrap();
+    let stats = v["stats"].as_array().unwrap();
+    assert!(
+        stats.iter().any(|s| s["attributes"]["id"] == id.as_str()
+            && s["memory"]["workingSetBytes"]["value"].as_u64().is_some()),
+        "{v}"
+    );
+    let table = krioctl(&d, &["stats", "--id", &id[..12]]);
+    assert!(
+        table.starts_with("CONTAINER") && table.contains("first"),
+        "{table}"
+    );
+    let yaml = krioctl(&d, &["stats", "-o", "yaml", "-p", &pod_id]);
+    assert!(yaml.contains(&id), "{yaml}");
+    let v: serde_json::Value =
+        serde_json::from_str(&krioctl(&d, &["statsp", "-o", "json"])).unwrap();
+    assert!(
+        v["stats"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["attributes"]["id"] == pod_id.as_str()),
+        "{v}"
+    );
+    let table = krioctl(&d, &["statsp"]);
+    assert!(
+        table.starts_with("POD") && table.contains("statsctl"),
+        "{table}"
+    );
+
+    // events: a subscriber may attach after the first container's events; start containers
+    // until it has seen three.
+    let bin = Path::new(env!("CARGO_BIN_EXE_krio")).with_file_name("krioctl");
+    let mut events = Command::new(bin)
+        .arg("-r")
+        .arg(&d.socket)
+        .args(["events", "--count", "3", "-o", "json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut n = 0;
+    while events.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "krioctl events saw too few events"
+        );
+        n += 1;
+        run_container(&d, &pod_id, &pod, sleeper(&format!("more{n}"))).await;
+    }
+    let out = events.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(lines
+        .iter()
+        .any(|e| e["containerEventType"] == "CONTAINER_STARTED_EVENT"));
+    assert!(lines
+        .iter()
+        .all(|e| e["containerId"].as_str().is_some_and(|c| c.len() == 64)));
+    remove_pod(&d, &pod_id).await;
+}

@@ -24,8 +24,8 @@ JSON or YAML PodSandboxConfig / ContainerConfig files (snake_case field names).
 Timeouts: read-only calls use --timeout; lifecycle calls (runp, create, start, stop,
 stopp, rm, rmp, exec) use at least 30s (stop adds its grace period); pulls at least 10m.
 
-Not implemented: interactive `exec -i/-t`, `attach`, `port-forward`, `stats`, `events`
-(these need the streaming server). `exec` runs commands through ExecSync.";
+Not implemented: interactive `exec -i/-t`, `attach`, `port-forward` (these need the
+streaming server). `exec` runs commands through ExecSync.";
 
 /// Parses a Go-style duration ("2s", "500ms", "1m30s", "1h") or a bare number
 /// of seconds.
@@ -166,6 +166,12 @@ pub enum Command {
     Rm(RmArgs),
     /// Run a command in a running container through ExecSync (no -i/-t).
     Exec(ExecArgs),
+    /// List container resource usage (ListContainerStats)
+    Stats(StatsArgs),
+    /// List pod sandbox resource usage (ListPodSandboxStats)
+    Statsp(StatspArgs),
+    /// Stream container events (GetContainerEvents) until interrupted
+    Events(EventsArgs),
     /// Run a container in a new pod sandbox (runp + create + start); prints the container ID.
     Run(RunArgs),
 }
@@ -361,6 +367,65 @@ pub struct PsArgs {
     /// Output options.
     #[command(flatten)]
     pub out: ListOutput,
+}
+
+/// `stats` (crictl's flags).
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Container ID (prefix) to show; also `--id`.
+    pub container: Option<String>,
+    /// Show all containers, not only running ones.
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Filter by container ID (prefix).
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Filter by pod sandbox ID (prefix).
+    #[arg(short = 'p', long)]
+    pub pod: Option<String>,
+    /// Filter by label KEY=VALUE (repeatable).
+    #[arg(short = 'l', long)]
+    pub label: Vec<String>,
+    /// Refresh every `--seconds` until interrupted.
+    #[arg(short = 'w', long)]
+    pub watch: bool,
+    /// Interval between samples with `--watch`, in seconds.
+    #[arg(short = 's', long, default_value_t = 1)]
+    pub seconds: u64,
+    /// Output options.
+    #[command(flatten)]
+    pub out: ListOutput,
+}
+
+/// `statsp` (crictl's flags).
+#[derive(Debug, Args)]
+pub struct StatspArgs {
+    /// Filter by pod sandbox ID (prefix).
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Filter by label KEY=VALUE (repeatable).
+    #[arg(short = 'l', long)]
+    pub label: Vec<String>,
+    /// Refresh every `--seconds` until interrupted.
+    #[arg(short = 'w', long)]
+    pub watch: bool,
+    /// Interval between samples with `--watch`, in seconds.
+    #[arg(short = 's', long, default_value_t = 1)]
+    pub seconds: u64,
+    /// Output options.
+    #[command(flatten)]
+    pub out: ListOutput,
+}
+
+/// `events`.
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Output format (json or yaml), one document per event.
+    #[arg(short = 'o', long = "output", value_enum, default_value = "json")]
+    pub output: Format,
+    /// Stop after this many events (default: run until interrupted).
+    #[arg(long)]
+    pub count: Option<usize>,
 }
 
 /// `inspect`.

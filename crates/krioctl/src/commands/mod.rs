@@ -6,6 +6,7 @@ mod images;
 mod logs_cmd;
 mod pods;
 mod runtime;
+mod stats;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -267,6 +268,9 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
         Command::Rm(a) => containers::rm(&mut ctx, a).await.map(|_| 0),
         Command::Exec(a) => containers::exec(&mut ctx, a).await,
         Command::Run(a) => containers::run(&mut ctx, a).await.map(|_| 0),
+        Command::Stats(a) => stats::stats(&mut ctx, a).await.map(|_| 0),
+        Command::Statsp(a) => stats::statsp(&mut ctx, a).await.map(|_| 0),
+        Command::Events(a) => stats::events(&mut ctx, a).await.map(|_| 0),
     }
 }
 
