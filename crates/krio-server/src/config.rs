@@ -107,7 +107,7 @@ impl Default for CniSection {
 
 /// Defaults applied to every container (CRI-O's `pids_limit`, `default_sysctls`,
 /// `default_ulimits`), where the CRI request says nothing.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ContainerSection {
     /// Maximum number of processes in each container (`linux.resources.pids.limit`): 0 sets no limit (the
@@ -120,6 +120,26 @@ pub struct ContainerSection {
     /// `unlimited`), `name` being an `RLIMIT_*` name in lower case without the prefix. Without one, a container
     /// inherits the limits of its monitor (the daemon's).
     pub default_ulimits: Vec<String>,
+    /// Longest container log line, in bytes, that the monitor writes as one CRI log record; longer lines are
+    /// split into partial (`P`) records (containerd's `max_container_log_line_size`). 1 to 1048576: the monitor
+    /// holds at most this much of a line in memory.
+    pub log_line_max: usize,
+    /// Run `runtime create` with `--no-pivot` (the root filesystem is switched with `MS_MOVE` and `chroot`
+    /// instead of `pivot_root`), for root filesystems on a ramdisk where `pivot_root` fails. Less isolated: only
+    /// for such hosts.
+    pub no_pivot: bool,
+}
+
+impl Default for ContainerSection {
+    fn default() -> Self {
+        Self {
+            pids_limit: 0,
+            default_sysctls: BTreeMap::new(),
+            default_ulimits: Vec::new(),
+            log_line_max: 16 * 1024,
+            no_pivot: false,
+        }
+    }
 }
 
 /// Parses a `default_ulimits` entry `name=soft:hard` into the OCI `process.rlimits` entry.
@@ -295,6 +315,12 @@ impl Config {
             return Err(ConfigError::Invalid(format!(
                 "container.pids_limit {} is below -1",
                 self.container.pids_limit
+            )));
+        }
+        if !(1..=1 << 20).contains(&self.container.log_line_max) {
+            return Err(ConfigError::Invalid(format!(
+                "container.log_line_max {} is not between 1 and 1048576 bytes",
+                self.container.log_line_max
             )));
         }
         for k in self.container.default_sysctls.keys() {

@@ -722,3 +722,74 @@ async fn krioctl_stats_statsp_and_events() {
         .all(|e| e["containerId"].as_str().is_some_and(|c| c.len() == 64)));
     remove_pod(&d, &pod_id).await;
 }
+
+/// `container.log_line_max` splits longer lines into partial CRI log records;
+/// `container.no_pivot` reaches `runtime create` (seen through a wrapper) and the container runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn log_line_max_and_no_pivot_take_effect() {
+    ensure_images();
+    let mut d = Daemon::start().await;
+    let dir = d.dir.path().to_path_buf();
+    let args_dir = dir.join("args");
+    std::fs::create_dir_all(&args_dir).unwrap();
+    let wrapper = dir.join("runc-args");
+    write_executable(
+        &wrapper,
+        &format!(
+            "#!/bin/sh\necho \"$@\" > {}/call.$$\nexec runc \"$@\"\n",
+            args_dir.display()
+        ),
+    );
+    std::fs::create_dir_all(dir.join("krio.d")).unwrap();
+    std::fs::write(
+        dir.join("krio.d/90-monitor.toml"),
+        format!(
+            "[runtimes.runc]\npath = \"{}\"\n[container]\nlog_line_max = 10\nno_pivot = true\n",
+            wrapper.display()
+        ),
+    )
+    .unwrap();
+    d.restart().await;
+    pull(&d, &image("busybox")).await;
+    let pod = pod_config(&d, "linemax");
+    let pod_id = run_pod(&d, &pod).await;
+    let id = run_container(
+        &d,
+        &pod_id,
+        &pod,
+        container_config(
+            "linemax",
+            &image("busybox"),
+            "echo abcdefghijklmnopqrstuvwxyz; echo short",
+        ),
+    )
+    .await;
+    let st = wait_exited(&d, &id).await;
+    assert_eq!(st.exit_code, 0);
+    let records: Vec<(String, String)> = read_cri_log(Path::new(&st.log_path))
+        .into_iter()
+        .map(|(_, tag, text)| (tag, text))
+        .collect();
+    let want = [
+        ("P", "abcdefghij"),
+        ("P", "klmnopqrst"),
+        ("F", "uvwxyz"),
+        ("F", "short"),
+    ];
+    assert_eq!(
+        records,
+        want.map(|(t, m)| (t.to_string(), m.to_string())).to_vec()
+    );
+    let creates: Vec<String> = std::fs::read_dir(&args_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .filter(|a| a.split_whitespace().any(|w| w == "create"))
+        .collect();
+    assert_eq!(creates.len(), 1, "{creates:?}");
+    assert!(
+        creates[0].split_whitespace().any(|w| w == "--no-pivot"),
+        "{creates:?}"
+    );
+    remove_pod(&d, &pod_id).await;
+}

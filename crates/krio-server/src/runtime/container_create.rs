@@ -249,6 +249,8 @@ impl Krio {
             run_dir.join("pid"),
         );
         monitor.runtime_log = Some(run_dir.join("runtime.log"));
+        monitor.max_log_line = self.cfg.container.log_line_max;
+        monitor.no_pivot = self.cfg.container.no_pivot;
         let bin = self.monitor_bin.clone();
         let spawned = tokio::task::spawn_blocking(move || krio_monitor::spawn(&monitor, &bin))
             .await
