@@ -26,7 +26,8 @@ pub use runtime::{
     OciRuntime, RuntimeError, RuntimeState, RuntimeStatus,
 };
 pub use security::{
-    ALL_CAPABILITIES, DEFAULT_CAPABILITIES, DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS,
+    seccomp_choice, SeccompChoice, ALL_CAPABILITIES, DEFAULT_CAPABILITIES, DEFAULT_MASKED_PATHS,
+    DEFAULT_READONLY_PATHS,
 };
 pub use spec::{annotations, build_spec, NamespacePaths, SpecInputs};
 

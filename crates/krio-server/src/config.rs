@@ -128,6 +128,10 @@ pub struct ContainerSection {
     /// instead of `pivot_root`), for root filesystems on a ramdisk where `pivot_root` fails. Less isolated: only
     /// for such hosts.
     pub no_pivot: bool,
+    /// A seccomp profile file (OCI `linux.seccomp` JSON: `defaultAction`, `syscalls`, ...) used instead of
+    /// krio's built-in profile for containers that ask for `RuntimeDefault`; empty means the built-in one.
+    /// Read at start and at each container creation.
+    pub seccomp_profile: PathBuf,
 }
 
 impl Default for ContainerSection {
@@ -138,8 +142,25 @@ impl Default for ContainerSection {
             default_ulimits: Vec::new(),
             log_line_max: 16 * 1024,
             no_pivot: false,
+            seccomp_profile: PathBuf::new(),
         }
     }
+}
+
+/// Reads `container.seccomp_profile` (`None` when unset).
+///
+/// Errors: a message naming the file when it cannot be read or is not an OCI seccomp profile.
+pub fn load_seccomp_profile(
+    path: &Path,
+) -> Result<Option<oci_spec::runtime::LinuxSeccomp>, String> {
+    if path.as_os_str().is_empty() {
+        return Ok(None);
+    }
+    let text = std::fs::read(path)
+        .map_err(|e| format!("container.seccomp_profile {}: {e}", path.display()))?;
+    serde_json::from_slice(&text)
+        .map(Some)
+        .map_err(|e| format!("container.seccomp_profile {}: {e}", path.display()))
 }
 
 /// Parses a `default_ulimits` entry `name=soft:hard` into the OCI `process.rlimits` entry.

@@ -793,3 +793,67 @@ async fn log_line_max_and_no_pivot_take_effect() {
     );
     remove_pod(&d, &pod_id).await;
 }
+
+/// `container.seccomp_profile` replaces the built-in profile for `RuntimeDefault` containers
+/// only: with a profile denying mkdir, a RuntimeDefault container cannot make a directory and
+/// an unconfined one can.
+#[tokio::test(flavor = "multi_thread")]
+async fn seccomp_profile_serves_runtime_default() {
+    ensure_images();
+    let mut d = Daemon::start().await;
+    let dir = d.dir.path().to_path_buf();
+    let profile = dir.join("seccomp.json");
+    std::fs::write(
+        &profile,
+        serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.join("krio.d")).unwrap();
+    std::fs::write(
+        dir.join("krio.d/95-seccomp.toml"),
+        format!("[container]\nseccomp_profile = \"{}\"\n", profile.display()),
+    )
+    .unwrap();
+    d.restart().await;
+    pull(&d, &image("busybox")).await;
+    let pod = pod_config(&d, "seccomp");
+    let pod_id = run_pod(&d, &pod).await;
+    let script = "mkdir /tmp/made 2>/dev/null && echo made || echo denied";
+    let mut confined = container_config("confined", &image("busybox"), script);
+    confined
+        .linux
+        .get_or_insert_with(Default::default)
+        .security_context
+        .get_or_insert_with(Default::default)
+        .seccomp = Some(cri::SecurityProfile {
+        profile_type: cri::security_profile::ProfileType::RuntimeDefault as i32,
+        localhost_ref: String::new(),
+    });
+    let confined = run_container(&d, &pod_id, &pod, confined).await;
+    let free = run_container(
+        &d,
+        &pod_id,
+        &pod,
+        container_config("free", &image("busybox"), script),
+    )
+    .await;
+    assert_eq!(log_lines(&wait_exited(&d, &confined).await), ["denied"]);
+    assert_eq!(log_lines(&wait_exited(&d, &free).await), ["made"]);
+    remove_pod(&d, &pod_id).await;
+
+    // A profile that does not parse stops the daemon at start, naming the file.
+    std::fs::write(&profile, "{not json").unwrap();
+    d.kill9();
+    let out = Command::new(env!("CARGO_BIN_EXE_krio"))
+        .arg("--config")
+        .arg(&d.config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("seccomp.json"), "{err}");
+}

@@ -224,6 +224,25 @@ impl Krio {
             },
             cgroup_v2: krio_oci::host_uses_cgroup_v2(),
         })?;
+        // RuntimeDefault means the operator's profile when one is configured (CRI-O's
+        // `seccomp_profile`); a privileged container has no filter either way.
+        if spec.linux().as_ref().is_some_and(|l| l.seccomp().is_some()) {
+            let sc = rec
+                .config
+                .linux
+                .as_ref()
+                .and_then(|l| l.security_context.as_ref());
+            if krio_oci::seccomp_choice(sc)? == krio_oci::SeccompChoice::RuntimeDefault {
+                if let Some(profile) =
+                    crate::config::load_seccomp_profile(&self.cfg.container.seccomp_profile)
+                        .map_err(ServerError::FailedPrecondition)?
+                {
+                    if let Some(linux) = spec.linux_mut() {
+                        linux.set_seccomp(Some(profile));
+                    }
+                }
+            }
+        }
         // The CRI has no rlimits; the daemon's `default_ulimits` (checked at start) apply.
         let rlimits: Vec<_> = self
             .cfg
