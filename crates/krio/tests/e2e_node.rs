@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use common::*;
-use k8s_cri::v1 as cri;
+use krio_cri::v1 as cri;
 
 /// Writes an executable through a child process, so this (multi-threaded) test process never holds
 /// a write descriptor on a file that another thread's fork could carry into an exec (ETXTBSY).
@@ -332,7 +332,7 @@ impl Drop for Supervised {
 }
 
 async fn version_on(socket: &Path) -> String {
-    let mut c = k8s_cri::v1::runtime_service_client::RuntimeServiceClient::new(
+    let mut c = krio_cri::v1::runtime_service_client::RuntimeServiceClient::new(
         connect(socket).await.unwrap(),
     );
     c.version(cri::VersionRequest::default())
@@ -448,7 +448,7 @@ async fn json_logs_and_sighup_reloads_the_log_level() {
     let list = |d: &Daemon| {
         let socket = d.socket.clone();
         async move {
-            k8s_cri::v1::runtime_service_client::RuntimeServiceClient::new(
+            krio_cri::v1::runtime_service_client::RuntimeServiceClient::new(
                 connect(&socket).await.unwrap(),
             )
             .list_pod_sandbox(cri::ListPodSandboxRequest::default())

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use k8s_cri::v1::{
+use krio_cri::v1::{
     ContainerStats, ContainerStatsFilter, GetEventsRequest, ListContainerStatsRequest,
     ListPodSandboxStatsRequest, PodSandboxStats, PodSandboxStatsFilter,
 };
@@ -256,7 +256,7 @@ pub async fn events(ctx: &mut Ctx, a: EventsArgs) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_cri::v1::{
+    use krio_cri::v1::{
         ContainerAttributes, ContainerMetadata, CpuUsage, FilesystemUsage, MemoryUsage, UInt64Value,
     };
 
@@ -298,7 +298,7 @@ mod tests {
     #[test]
     fn event_types_are_named() {
         let v = message_json(
-            &k8s_cri::v1::ContainerEventResponse {
+            &krio_cri::v1::ContainerEventResponse {
                 container_id: "c".into(),
                 container_event_type: 1,
                 ..Default::default()
