@@ -10,6 +10,7 @@ packages=(
 	containerd                    # krioctl's interoperability test starts a private instance
 	iptables iproute2             # CNI bridge/portmap, test inspection
 	curl jq ca-certificates
+	systemd                       # systemd-analyze verifies the units krio installs
 )
 [ "$(id -u)" -eq 0 ] || { echo "install-deps.sh: must run as root" >&2; exit 1; }
 missing=()

@@ -277,8 +277,11 @@ fn run_create(
             .arg(&runtime_log)
             .arg("--log-format")
             .arg("json")
-            .arg("create")
-            .arg("--bundle")
+            .arg("create");
+        if cfg.no_pivot {
+            cmd.arg("--no-pivot");
+        }
+        cmd.arg("--bundle")
             .arg(&cfg.bundle)
             .arg("--pid-file")
             .arg(&cfg.pid_file)

@@ -51,6 +51,9 @@ pub struct MonitorConfig {
     /// Longest log line payload before splitting into `P` records (bytes, >= 1).
     #[serde(default = "default_max_line")]
     pub max_log_line: usize,
+    /// Pass `--no-pivot` to `runtime create` (runc: `MS_MOVE` + `chroot` instead of `pivot_root`).
+    #[serde(default)]
+    pub no_pivot: bool,
 }
 
 fn default_create_timeout() -> u64 {
@@ -84,6 +87,7 @@ impl MonitorConfig {
             runtime_log: None,
             create_timeout_secs: DEFAULT_CREATE_TIMEOUT_SECS,
             max_log_line: DEFAULT_MAX_LOG_LINE,
+            no_pivot: false,
         }
     }
 

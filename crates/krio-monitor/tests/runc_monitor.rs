@@ -252,7 +252,11 @@ fn logs_stdout_and_stderr_and_exit_zero() {
     let full = |text: &str| ("F".to_string(), text.to_string());
     assert_eq!(
         stream("stdout"),
-        vec![full("out1"), full("out2"), ("P".to_string(), "no newline".to_string())],
+        vec![
+            full("out1"),
+            full("out2"),
+            ("P".to_string(), "no newline".to_string())
+        ],
         "{recs:?}"
     );
     assert_eq!(stream("stderr"), vec![full("err1")], "{recs:?}");

@@ -24,12 +24,12 @@ pub use exec_stream::{ExecProcess, ExecStreamOptions, Resizer};
 pub use process::DEFAULT_PATH_ENV;
 pub use resources::{clamp_oom_score_adj, resources};
 pub use runtime::{
-    validate_container_id, DeleteOptions, ExecOptions, ExecOutput, KillOptions, OciRuntime,
-    RuntimeError, RuntimeState, RuntimeStatus,
+    runtime_env_path, validate_container_id, DeleteOptions, ExecOptions, ExecOutput, KillOptions,
+    OciRuntime, RuntimeError, RuntimeState, RuntimeStatus,
 };
 pub use security::{
-    capabilities_in_mask, capability_mask, daemon_bounding_set, ALL_CAPABILITIES,
-    DEFAULT_CAPABILITIES, DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS,
+    capabilities_in_mask, capability_mask, daemon_bounding_set, seccomp_choice, SeccompChoice,
+    ALL_CAPABILITIES, DEFAULT_CAPABILITIES, DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS,
 };
 pub use spec::{annotations, build_spec, NamespacePaths, SpecInputs};
 

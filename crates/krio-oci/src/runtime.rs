@@ -20,6 +20,19 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Maximum captured stdout/stderr per invocation (bytes); the rest is discarded.
 const MAX_OUTPUT: usize = 16 << 20;
 
+/// The `PATH` given to the OCI runtime: the daemon's own `PATH` (the operator sets it in the service
+/// unit), else the conventional system one.
+///
+/// The runtime gets nothing else from the daemon's environment: a variable there is not a request. In
+/// particular `NOTIFY_SOCKET` (set by systemd for krio's own readiness) makes `runc create` and
+/// `runc start` proxy sd_notify for the container and fail when its socket directory is missing; a
+/// container that wants `NOTIFY_SOCKET` names it in its own CRI `envs`, as with CRI-O.
+pub fn runtime_env_path() -> OsString {
+    std::env::var_os("PATH")
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| OsString::from(crate::DEFAULT_PATH_ENV.trim_start_matches("PATH=")))
+}
+
 /// Errors of [`OciRuntime`] calls. Each names the verb and container id.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -263,15 +276,18 @@ impl OciRuntime {
         &self.root
     }
 
-    /// The base command `<binary> --root <root>` with stdin null and stdout/stderr piped, `kill_on_drop`, and
-    /// the child's signal state reset (no signal blocked or ignored: see
-    /// [`krio_monitor::reset_signals_on_exec`]; `posix_spawn` in glibc would otherwise leave glibc's internal
-    /// signal 32 ignored, which the runtime passes on to `exec`'d processes). Exposed for verbs this wrapper
-    /// does not cover.
+    /// The base command `<binary> --root <root>` with stdin null and stdout/stderr piped,
+    /// `kill_on_drop`, an environment of `PATH` alone (see [`runtime_env_path`]), and the child's
+    /// signal state reset (no signal blocked or ignored: see
+    /// [`krio_monitor::reset_signals_on_exec`]; `posix_spawn` in glibc would otherwise leave
+    /// glibc's internal signal 32 ignored, which the runtime passes on to `exec`'d processes).
+    /// Exposed for verbs this wrapper does not cover.
     pub fn command(&self) -> tokio::process::Command {
         let mut c = tokio::process::Command::new(&self.binary);
         krio_monitor::reset_signals_on_exec(c.as_std_mut());
-        c.arg("--root")
+        c.env_clear()
+            .env("PATH", runtime_env_path())
+            .arg("--root")
             .arg(&self.root)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

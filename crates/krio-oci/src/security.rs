@@ -257,15 +257,20 @@ pub(crate) fn masked_and_readonly_paths(
 
 /// Which seccomp profile the CRI asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum SeccompChoice {
+pub enum SeccompChoice {
+    /// No filter.
     Unconfined,
+    /// The runtime's default profile (krio's built-in one, or the daemon's configured file).
     RuntimeDefault,
+    /// A profile file on the node (`localhost_ref`).
     Localhost(String),
 }
 
 /// Reads the seccomp choice from `seccomp` (preferred) or the deprecated `seccomp_profile_path`
 /// (`runtime/default`, `docker/default`, `unconfined`, `localhost/<abs path>`, `""` = unconfined).
-pub(crate) fn seccomp_choice(
+///
+/// Errors: [`SpecError`] naming the field for an unknown profile type or path form.
+pub fn seccomp_choice(
     sc: Option<&LinuxContainerSecurityContext>,
 ) -> Result<SeccompChoice, SpecError> {
     let Some(sc) = sc else {

@@ -20,8 +20,10 @@ pub struct Config {
     pub root: PathBuf,
     /// Volatile data (tmpfs): pinned namespaces, bundles, exit files, runtime state.
     pub state_dir: PathBuf,
-    /// `tracing` filter, e.g. `info` or `krio=debug`.
+    /// `tracing` filter, e.g. `info` or `krio=debug`. SIGHUP re-reads it from the files.
     pub log_level: String,
+    /// Format of the daemon's log lines on stderr: `text`, or `json` (one object per line).
+    pub log_format: LogFormat,
     /// `host:port` to serve Prometheus metrics on (`GET /metrics`); empty disables them.
     pub metrics_listen: String,
     /// Cgroup driver reported by the `RuntimeConfig` RPC: `cgroupfs` (the only one without systemd).
@@ -47,6 +49,18 @@ pub struct Config {
     pub stream_tls_cert: PathBuf,
     /// PEM private key for `stream_tls_cert`.
     pub stream_tls_key: PathBuf,
+    /// Defaults applied to every container.
+    pub container: ContainerSection,
+}
+
+/// Format of the daemon's log lines.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (`tracing_subscriber`'s full format).
+    Text,
+    /// One JSON object per line, with `timestamp`, `level`, `fields` and `target`.
+    Json,
 }
 
 /// Cgroup driver, as the CRI `RuntimeConfig` RPC reports it.
@@ -100,6 +114,95 @@ impl Default for CniSection {
     }
 }
 
+/// Defaults applied to every container (CRI-O's `pids_limit`, `default_sysctls`,
+/// `default_ulimits`), where the CRI request says nothing.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ContainerSection {
+    /// Maximum number of processes in each container (`linux.resources.pids.limit`): 0 sets no limit (the
+    /// container's cgroup inherits its parent's), -1 is explicitly unlimited.
+    pub pids_limit: i64,
+    /// Namespaced sysctls set in every container, e.g. `"net.ipv4.ping_group_range" = "0 2147483647"`; the
+    /// pod's own `sysctls` win. Checked like the pod's: only namespaced sysctls, none of a host namespace.
+    pub default_sysctls: BTreeMap<String, String>,
+    /// Resource limits of every container's process, as `name=soft:hard` (`nofile=1024:4096`; a number may be
+    /// `unlimited`), `name` being an `RLIMIT_*` name in lower case without the prefix. Without one, a container
+    /// inherits the limits of its monitor (the daemon's).
+    pub default_ulimits: Vec<String>,
+    /// Longest container log line, in bytes, that the monitor writes as one CRI log record; longer lines are
+    /// split into partial (`P`) records (containerd's `max_container_log_line_size`). 1 to 1048576: the monitor
+    /// holds at most this much of a line in memory.
+    pub log_line_max: usize,
+    /// Run `runtime create` with `--no-pivot` (the root filesystem is switched with `MS_MOVE` and `chroot`
+    /// instead of `pivot_root`), for root filesystems on a ramdisk where `pivot_root` fails. Less isolated: only
+    /// for such hosts.
+    pub no_pivot: bool,
+    /// A seccomp profile file (OCI `linux.seccomp` JSON: `defaultAction`, `syscalls`, ...) used instead of
+    /// krio's built-in profile for containers that ask for `RuntimeDefault`; empty means the built-in one.
+    /// Read at start and at each container creation.
+    pub seccomp_profile: PathBuf,
+}
+
+impl Default for ContainerSection {
+    fn default() -> Self {
+        Self {
+            pids_limit: 0,
+            default_sysctls: BTreeMap::new(),
+            default_ulimits: Vec::new(),
+            log_line_max: 16 * 1024,
+            no_pivot: false,
+            seccomp_profile: PathBuf::new(),
+        }
+    }
+}
+
+/// Reads `container.seccomp_profile` (`None` when unset).
+///
+/// Errors: a message naming the file when it cannot be read or is not an OCI seccomp profile.
+pub fn load_seccomp_profile(
+    path: &Path,
+) -> Result<Option<oci_spec::runtime::LinuxSeccomp>, String> {
+    if path.as_os_str().is_empty() {
+        return Ok(None);
+    }
+    let text = std::fs::read(path)
+        .map_err(|e| format!("container.seccomp_profile {}: {e}", path.display()))?;
+    serde_json::from_slice(&text)
+        .map(Some)
+        .map_err(|e| format!("container.seccomp_profile {}: {e}", path.display()))
+}
+
+/// Parses a `default_ulimits` entry `name=soft:hard` into the OCI `process.rlimits` entry.
+///
+/// Errors: a message naming the entry when the name is not a Linux `RLIMIT_*` or the numbers are not
+/// numbers (or `unlimited`), or soft exceeds hard.
+pub fn parse_ulimit(entry: &str) -> Result<oci_spec::runtime::PosixRlimit, String> {
+    let bad = |why: &str| format!("default_ulimits entry {entry:?}: {why}");
+    let (name, limits) = entry
+        .split_once('=')
+        .ok_or_else(|| bad("expected name=soft:hard"))?;
+    let (soft, hard) = limits
+        .split_once(':')
+        .ok_or_else(|| bad("expected name=soft:hard"))?;
+    let num = |v: &str| match v.trim() {
+        "unlimited" | "-1" => Ok(u64::MAX),
+        v => v
+            .parse::<u64>()
+            .map_err(|_| bad("limits are numbers or `unlimited`")),
+    };
+    let (soft, hard) = (num(soft)?, num(hard)?);
+    if soft > hard {
+        return Err(bad("soft limit above hard limit"));
+    }
+    let json = serde_json::json!({
+        "type": format!("RLIMIT_{}", name.trim().to_ascii_uppercase()),
+        "soft": soft,
+        "hard": hard,
+    });
+    serde_json::from_value(json)
+        .map_err(|_| bad("unknown limit name (nofile, nproc, core, memlock, ...)"))
+}
+
 /// Image settings.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -111,6 +214,10 @@ pub struct ImageSection {
     /// A docker-style `config.json` with registry credentials, used when a pull request
     /// carries no `AuthConfig`; empty means none.
     pub auth_file: PathBuf,
+    /// Images reported as pinned (CRI `Image.pinned`), which kubelet's image garbage collection never
+    /// removes: references (`busybox` means `docker.io/library/busybox:latest`), image ids, or prefixes
+    /// ending in `*` (`registry.k8s.io/pause*`). An explicit RemoveImage still removes them.
+    pub pinned_images: Vec<String>,
 }
 
 impl Default for ImageSection {
@@ -119,6 +226,7 @@ impl Default for ImageSection {
             registries_conf: PathBuf::from("/etc/containers/registries.conf"),
             insecure_registries: Vec::new(),
             auth_file: PathBuf::new(),
+            pinned_images: Vec::new(),
         }
     }
 }
@@ -132,6 +240,7 @@ impl Default for Config {
             root: PathBuf::from("/var/lib/krio"),
             state_dir: PathBuf::from("/run/krio"),
             log_level: "info".to_string(),
+            log_format: LogFormat::Text,
             metrics_listen: String::new(),
             cgroup_driver: CgroupDriver::Cgroupfs,
             cgroup_parent: "/krio".to_string(),
@@ -144,6 +253,7 @@ impl Default for Config {
             stream_port: 0,
             stream_tls_cert: PathBuf::new(),
             stream_tls_key: PathBuf::new(),
+            container: ContainerSection::default(),
         }
     }
 }
@@ -247,6 +357,33 @@ impl Config {
                 "stream_tls_cert and stream_tls_key must be set together".to_string(),
             ));
         }
+        if self.container.pids_limit < -1 {
+            return Err(ConfigError::Invalid(format!(
+                "container.pids_limit {} is below -1",
+                self.container.pids_limit
+            )));
+        }
+        if !(1..=1 << 20).contains(&self.container.log_line_max) {
+            return Err(ConfigError::Invalid(format!(
+                "container.log_line_max {} is not between 1 and 1048576 bytes",
+                self.container.log_line_max
+            )));
+        }
+        for k in self.container.default_sysctls.keys() {
+            let key = k.replace('/', ".");
+            let namespaced = ["net.", "kernel.shm", "kernel.msg", "fs.mqueue."]
+                .iter()
+                .any(|p| key.starts_with(p))
+                || key == "kernel.sem";
+            if !namespaced {
+                return Err(ConfigError::Invalid(format!(
+                    "container.default_sysctls: {k:?} is not a namespaced sysctl (net.*, kernel.shm*, kernel.msg*, kernel.sem, fs.mqueue.*)"
+                )));
+            }
+        }
+        for u in &self.container.default_ulimits {
+            parse_ulimit(u).map_err(|e| ConfigError::Invalid(format!("container.{e}")))?;
+        }
         for (name, p) in [
             ("listen", &self.listen),
             ("root", &self.root),
@@ -265,6 +402,44 @@ impl Config {
     /// The effective configuration as TOML text.
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+
+    /// The dotted keys (`log_level`, `cni.conf_dir`, `runtimes.crun.path`) whose values differ
+    /// between `self` and `other`, including keys present in only one of them.
+    pub fn changed_keys(&self, other: &Config) -> Vec<String> {
+        fn diff(
+            prefix: &str,
+            a: Option<&toml::Value>,
+            b: Option<&toml::Value>,
+            out: &mut Vec<String>,
+        ) {
+            let key = |k: &str| {
+                if prefix.is_empty() {
+                    k.to_string()
+                } else {
+                    format!("{prefix}.{k}")
+                }
+            };
+            match (a.and_then(|v| v.as_table()), b.and_then(|v| v.as_table())) {
+                (Some(ta), Some(tb)) => {
+                    let keys: std::collections::BTreeSet<&String> =
+                        ta.keys().chain(tb.keys()).collect();
+                    for k in keys {
+                        diff(&key(k), ta.get(k), tb.get(k), out);
+                    }
+                }
+                _ if a != b => out.push(prefix.to_string()),
+                _ => {}
+            }
+        }
+        let mut out = Vec::new();
+        diff(
+            "",
+            toml::Value::try_from(self).ok().as_ref(),
+            toml::Value::try_from(other).ok().as_ref(),
+            &mut out,
+        );
+        out
     }
 
     /// The `--root` directory of runtime handler `name`.
@@ -323,6 +498,41 @@ mod tests {
         assert!(cfg.runtimes.contains_key("runc") && cfg.runtimes.contains_key("crun"));
         let printed: Config = toml::from_str(&cfg.to_toml()).unwrap();
         assert_eq!(printed, cfg);
+    }
+
+    #[test]
+    fn ulimits_parse_or_name_the_entry() {
+        let r = parse_ulimit("nofile=1024:4096").unwrap();
+        assert_eq!(
+            (format!("{:?}", r.typ()), r.soft(), r.hard()),
+            ("RlimitNofile".to_string(), 1024, 4096)
+        );
+        assert_eq!(parse_ulimit("core=0:unlimited").unwrap().hard(), u64::MAX);
+        for bad in [
+            "nofile",
+            "nofile=1",
+            "nofile=x:1",
+            "nofile=9:1",
+            "bogus=1:1",
+        ] {
+            let err = parse_ulimit(bad).unwrap_err();
+            assert!(err.contains(bad), "{err}");
+        }
+    }
+
+    #[test]
+    fn changed_keys_names_each_difference() {
+        let a = Config::default();
+        let mut b = a.clone();
+        assert!(a.changed_keys(&b).is_empty());
+        b.log_level = "debug".into();
+        b.log_format = LogFormat::Json;
+        b.cni.conf_dir = PathBuf::from("/x");
+        b.runtimes.insert("crun".into(), RuntimeHandler::default());
+        assert_eq!(
+            a.changed_keys(&b),
+            ["cni.conf_dir", "log_format", "log_level", "runtimes.crun"]
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! and `error.rs` the one place where errors become gRPC statuses.
 
 pub mod config;
+pub mod config_doc;
 pub mod error;
 mod ids;
 mod image;
@@ -96,6 +97,8 @@ impl Krio {
             registries.auth_file = Some(cfg.image.auth_file.clone());
         }
         let images = ImageStore::open(&cfg.root, registries)?;
+        config::load_seccomp_profile(&cfg.container.seccomp_profile)
+            .map_err(ServerError::FailedPrecondition)?;
         let mut runtimes = BTreeMap::new();
         for (name, h) in &cfg.runtimes {
             let binary = find_executable(&h.path).ok_or_else(|| {

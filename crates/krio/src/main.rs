@@ -7,10 +7,17 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use krio_server::config::{Config, DEFAULT_CONFIG_PATH};
+use krio_server::config::{Config, LogFormat, DEFAULT_CONFIG_PATH};
 use krio_server::{ImageApi, Krio, RuntimeApi};
 use tokio::net::UnixListener;
 use tokio::signal::unix::{signal, SignalKind};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{reload, EnvFilter, Registry};
+
+mod install;
+mod systemd;
+use systemd::ServiceEnv;
 
 /// krio: a Kubernetes container runtime (CRI v1).
 #[derive(Debug, Parser)]
@@ -34,6 +41,9 @@ struct Cli {
     /// Log filter, e.g. `info` or `krio_server=debug` (overrides `log_level`).
     #[arg(long)]
     log_level: Option<String>,
+    /// Log line format, `text` or `json` (overrides `log_format`).
+    #[arg(long, value_parser = ["text", "json"])]
+    log_format: Option<String>,
     /// Serve Prometheus metrics on this `ip:port` (overrides `metrics_listen`).
     #[arg(long)]
     metrics_listen: Option<String>,
@@ -44,7 +54,16 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Print the effective configuration as TOML and exit.
-    Config,
+    Config {
+        /// Print the built-in defaults instead, every setting with a comment describing it.
+        #[arg(long, conflicts_with = "docs")]
+        default: bool,
+        /// Print the settings reference as a Markdown table (the one in docs/configuration.md).
+        #[arg(long)]
+        docs: bool,
+    },
+    /// Install krio on this node: binaries, systemd units, a commented config, a CNI network.
+    Install(install::InstallArgs),
 }
 
 fn load_config(cli: &Cli) -> anyhow::Result<Config> {
@@ -64,6 +83,11 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     }
     if let Some(v) = &cli.log_level {
         cfg.log_level = v.clone();
+    }
+    match cli.log_format.as_deref() {
+        Some("json") => cfg.log_format = LogFormat::Json,
+        Some(_) => cfg.log_format = LogFormat::Text,
+        None => {}
     }
     if let Some(v) = &cli.metrics_listen {
         cfg.metrics_listen = v.clone();
@@ -117,20 +141,34 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run() -> anyhow::Result<()> {
+    // First, while the process has one thread and no descriptors of its own: what a service
+    // manager passed (readiness socket, activated listener), removed from the environment.
+    let service = ServiceEnv::take()?;
     let cli = Cli::parse();
-    let cfg = load_config(&cli)?;
-    if let Some(Command::Config) = cli.command {
-        print!("{}", cfg.to_toml());
-        return Ok(());
+    match cli.command {
+        Some(Command::Config { default: true, .. }) => {
+            print!("{}", krio_server::config_doc::default_toml(false));
+            return Ok(());
+        }
+        Some(Command::Config { docs: true, .. }) => {
+            print!("{}", krio_server::config_doc::markdown_table());
+            return Ok(());
+        }
+        Some(Command::Install(args)) => return install::install(&args, &cli.config),
+        _ => {}
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cfg.log_level)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    let cfg = load_config(&cli)?;
+    match &cli.command {
+        Some(Command::Config { .. }) => {
+            print!("{}", cfg.to_toml());
+            return Ok(());
+        }
+        Some(Command::Install(_)) | None => {}
+    }
+    let log_filter = init_logging(&cfg);
+    for note in &service.notes {
+        tracing::warn!("{note}");
+    }
     // Two workers match the nodes krio is built for and keep the daemon small; blocking work
     // (unpacking, namespace pinning) goes to tokio's blocking pool.
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -138,10 +176,131 @@ fn run() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(serve(cfg))
+    rt.block_on(serve(cli, cfg, service, log_filter))
 }
 
-async fn serve(cfg: Config) -> anyhow::Result<()> {
+/// Handle to change the log filter while running.
+type FilterHandle = reload::Handle<EnvFilter, Registry>;
+
+/// Sets up logging to stderr in `log_format` with a `log_level` filter that SIGHUP can replace.
+fn init_logging(cfg: &Config) -> FilterHandle {
+    let filter = EnvFilter::try_new(&cfg.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, handle) = reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
+    match cfg.log_format {
+        LogFormat::Text => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(std::io::stderr().is_terminal()),
+            )
+            .init(),
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::io::stderr),
+            )
+            .init(),
+    }
+    handle
+}
+
+/// SIGHUP: reads the configuration again (files and flags, as at start) and applies what can
+/// change at run time, which is `log_level`; every other changed setting is named in a warning,
+/// as it needs a restart. A configuration that does not load changes nothing and is logged.
+fn reload_config(cli: &Cli, running: &mut Config, filter: &FilterHandle) {
+    let new = match load_config(cli) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(
+                error = format!("{e:#}"),
+                "SIGHUP: configuration not reloaded"
+            );
+            return;
+        }
+    };
+    let changed = running.changed_keys(&new);
+    let (applied, restart): (Vec<String>, Vec<String>) =
+        changed.into_iter().partition(|k| k == "log_level");
+    if !applied.is_empty() {
+        match EnvFilter::try_new(&new.log_level).map(|f| filter.reload(f)) {
+            Ok(Ok(())) => running.log_level = new.log_level.clone(),
+            Ok(Err(e)) => tracing::error!(error = %e, "SIGHUP: cannot change the log filter"),
+            Err(e) => tracing::error!(error = %e, "SIGHUP: invalid log_level"),
+        }
+    }
+    tracing::info!(reloaded = ?applied, log_level = %running.log_level, "SIGHUP: configuration reloaded");
+    if !restart.is_empty() {
+        tracing::warn!(
+            not_reloaded = ?restart,
+            "SIGHUP: these settings changed but take effect only after a restart"
+        );
+    }
+}
+
+/// Sends `state` to the service manager, if there is one; a failure is logged, never fatal.
+fn notify(service: &ServiceEnv, state: &str) {
+    if let Some(n) = &service.notifier {
+        match n.notify(state) {
+            Ok(()) => tracing::debug!(socket = n.address(), state, "notified the service manager"),
+            Err(e) => {
+                tracing::warn!(socket = n.address(), state, error = %e, "cannot notify the service manager")
+            }
+        }
+    }
+}
+
+/// The CRI listener: the socket the service manager passed, else `listen`, bound here (a stale
+/// socket file is replaced; a live one is an error). Returns whether krio owns the file.
+fn cri_listener(
+    listen: &Path,
+    passed: Option<(std::os::unix::net::UnixListener, String)>,
+) -> anyhow::Result<(UnixListener, bool)> {
+    if let Some((l, name)) = passed {
+        l.set_nonblocking(true)
+            .context("making the passed CRI socket non-blocking")?;
+        let path = l
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
+            .unwrap_or_else(|| "(unnamed)".to_string());
+        tracing::info!(fd_name = %name, socket = %path, "using the CRI socket passed by socket activation");
+        return Ok((
+            UnixListener::from_std(l).context("registering the passed CRI socket")?,
+            false,
+        ));
+    }
+    if let Some(dir) = listen.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    if listen.exists() {
+        if std::os::unix::net::UnixStream::connect(listen).is_ok() {
+            anyhow::bail!("{} is in use by another process", listen.display());
+        }
+        std::fs::remove_file(listen)
+            .with_context(|| format!("removing stale {}", listen.display()))?;
+    }
+    let listener =
+        UnixListener::bind(listen).with_context(|| format!("binding {}", listen.display()))?;
+    std::fs::set_permissions(listen, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("chmod {}", listen.display()))?;
+    Ok((listener, true))
+}
+
+async fn serve(
+    cli: Cli,
+    cfg: Config,
+    mut service: ServiceEnv,
+    log_filter: FilterHandle,
+) -> anyhow::Result<()> {
+    let mut running = cfg.clone();
+    let mut hup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            reload_config(&cli, &mut running, &log_filter);
+        }
+    });
     let _root_lock = lock_dir(&cfg.root)?;
     let _state_lock = lock_dir(&cfg.state_dir)?;
     let listen = cfg.listen.clone();
@@ -167,30 +326,29 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     })
     .await
     .context("starting the streaming server")?;
-    if let Some(dir) = listen.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    if listen.exists() {
-        if std::os::unix::net::UnixStream::connect(&listen).is_ok() {
-            anyhow::bail!("{} is in use by another process", listen.display());
-        }
-        std::fs::remove_file(&listen)
-            .with_context(|| format!("removing stale {}", listen.display()))?;
-    }
-    let listener =
-        UnixListener::bind(&listen).with_context(|| format!("binding {}", listen.display()))?;
-    std::fs::set_permissions(&listen, std::fs::Permissions::from_mode(0o660))
-        .with_context(|| format!("chmod {}", listen.display()))?;
+    let (listener, own_socket) = cri_listener(&listen, service.listener.take())?;
     tracing::info!(socket = %listen.display(), version = env!("CARGO_PKG_VERSION"), "krio serving CRI v1");
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let stopping = krio.clone();
+    // The listener is bound and the server below accepts from its backlog: READY=1 now means a
+    // client that connects after it is served.
+    let service = std::sync::Arc::new(service);
+    notify(
+        &service,
+        &format!(
+            "READY=1\nSTATUS=serving CRI v1\nMAINPID={}",
+            std::process::id()
+        ),
+    );
+    let on_stop = service.clone();
     let shutdown = async move {
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}
         }
+        notify(&on_stop, "STOPPING=1\nSTATUS=shutting down");
         let _ = stop_tx.send(true);
         stopping.begin_shutdown();
         tracing::info!("shutting down; containers keep running under their monitors");
@@ -209,6 +367,9 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         )
         .await
         .context("serving gRPC")?;
-    let _ = std::fs::remove_file(&listen);
+    // A passed socket's file belongs to the service manager, which keeps listening on it.
+    if own_socket {
+        let _ = std::fs::remove_file(&listen);
+    }
     Ok(())
 }

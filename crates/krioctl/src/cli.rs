@@ -26,7 +26,7 @@ stopp, rm, rmp, exec) use at least 30s (stop adds its grace period); pulls at le
 
 `exec` streams through the runtime's streaming server (SPDY or WebSocket, --transport);
 `exec -s` runs the command through ExecSync. `port-forward` forwards local ports to a pod.
-Not implemented: `attach`, `stats`, `events`.";
+Not implemented: `attach`.";
 
 /// Parses a Go-style duration ("2s", "500ms", "1m30s", "1h") or a bare number
 /// of seconds.
@@ -178,6 +178,12 @@ pub enum Command {
     /// Forward local ports to ports inside a pod sandbox.
     #[command(name = "port-forward")]
     PortForward(PortForwardArgs),
+    /// List container resource usage (ListContainerStats)
+    Stats(StatsArgs),
+    /// List pod sandbox resource usage (ListPodSandboxStats)
+    Statsp(StatspArgs),
+    /// Stream container events (GetContainerEvents) until interrupted
+    Events(EventsArgs),
     /// Run a container in a new pod sandbox (runp + create + start); prints the container ID.
     Run(RunArgs),
 }
@@ -426,6 +432,65 @@ pub struct PsArgs {
     /// Output options.
     #[command(flatten)]
     pub out: ListOutput,
+}
+
+/// `stats` (crictl's flags).
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Container ID (prefix) to show; also `--id`.
+    pub container: Option<String>,
+    /// Show all containers, not only running ones.
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Filter by container ID (prefix).
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Filter by pod sandbox ID (prefix).
+    #[arg(short = 'p', long)]
+    pub pod: Option<String>,
+    /// Filter by label KEY=VALUE (repeatable).
+    #[arg(short = 'l', long)]
+    pub label: Vec<String>,
+    /// Refresh every `--seconds` until interrupted.
+    #[arg(short = 'w', long)]
+    pub watch: bool,
+    /// Interval between samples with `--watch`, in seconds.
+    #[arg(short = 's', long, default_value_t = 1)]
+    pub seconds: u64,
+    /// Output options.
+    #[command(flatten)]
+    pub out: ListOutput,
+}
+
+/// `statsp` (crictl's flags).
+#[derive(Debug, Args)]
+pub struct StatspArgs {
+    /// Filter by pod sandbox ID (prefix).
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Filter by label KEY=VALUE (repeatable).
+    #[arg(short = 'l', long)]
+    pub label: Vec<String>,
+    /// Refresh every `--seconds` until interrupted.
+    #[arg(short = 'w', long)]
+    pub watch: bool,
+    /// Interval between samples with `--watch`, in seconds.
+    #[arg(short = 's', long, default_value_t = 1)]
+    pub seconds: u64,
+    /// Output options.
+    #[command(flatten)]
+    pub out: ListOutput,
+}
+
+/// `events`.
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Output format (json or yaml), one document per event.
+    #[arg(short = 'o', long = "output", value_enum, default_value = "json")]
+    pub output: Format,
+    /// Stop after this many events (default: run until interrupted).
+    #[arg(long)]
+    pub count: Option<usize>,
 }
 
 /// `inspect`.

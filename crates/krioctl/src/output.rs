@@ -72,6 +72,12 @@ fn enum_name(field: &str, kind: Kind, v: i64) -> Option<&'static str> {
         ("state", Kind::Pod) => &["SANDBOX_READY", "SANDBOX_NOTREADY"],
         ("network" | "pid" | "ipc" | "mode", _) => &["POD", "CONTAINER", "NODE", "TARGET"],
         ("protocol", _) => &["TCP", "UDP", "SCTP"],
+        ("container_event_type", _) => &[
+            "CONTAINER_CREATED_EVENT",
+            "CONTAINER_STARTED_EVENT",
+            "CONTAINER_STOPPED_EVENT",
+            "CONTAINER_DELETED_EVENT",
+        ],
         ("propagation", _) => &[
             "PROPAGATION_PRIVATE",
             "PROPAGATION_HOST_TO_CONTAINER",

@@ -13,6 +13,9 @@ use super::config::NetworkConfigList;
 use super::result::parse_error;
 use crate::NetError;
 
+/// `PATH` for plugins when the daemon has none.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// The CNI operation (`CNI_COMMAND`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Op {
@@ -140,10 +143,12 @@ async fn read_capped<R: tokio::io::AsyncRead + Unpin>(
 
 /// Executes one plugin and returns its parsed stdout (`None` when it printed nothing).
 ///
-/// The child gets the daemon's environment (plugins need `PATH` for iptables) plus the `CNI_*`
-/// variables, is killed when `inv.timeout` elapses, and has no inherited fds besides stdio (Rust
-/// opens everything `O_CLOEXEC`). Its output is read as it comes and bounded: at most
-/// 1 MiB of stdout (more is refused as `PluginOutput`) and 64 KiB of stderr are kept.
+/// The child's environment is built, not inherited: the daemon's `PATH` (plugins need it for
+/// iptables; the system default when the daemon has none) and the `CNI_*` variables (CNI spec
+/// section 2 "Parameters"), nothing else. It is killed when `inv.timeout` elapses, and has no
+/// inherited fds besides stdio (Rust opens everything `O_CLOEXEC`). Its output is read as it
+/// comes and bounded: at most 1 MiB of stdout (more is refused as `PluginOutput`) and 64 KiB of
+/// stderr are kept.
 pub(crate) async fn exec_plugin(
     op: Op,
     plugin_type: &str,
@@ -161,7 +166,12 @@ pub(crate) async fn exec_plugin(
         path: PathBuf::from(plugin_type),
         reason: format!("serialize plugin config: {e}"),
     })?;
+    let path = std::env::var_os("PATH")
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| DEFAULT_PATH.into());
     let mut child = Command::new(bin)
+        .env_clear()
+        .env("PATH", path)
         .env("CNI_COMMAND", op.as_str())
         .env("CNI_CONTAINERID", &inv.container_id)
         .env("CNI_NETNS", &inv.netns)

@@ -53,9 +53,14 @@ impl Krio {
             Some(r) => self
                 .resolve_image(&r)
                 .into_iter()
-                .map(|i| to_cri(&i))
+                .map(|i| to_cri(&i, self.image_pinned(&i)))
                 .collect(),
-            None => self.images.list().iter().map(to_cri).collect(),
+            None => self
+                .images
+                .list()
+                .iter()
+                .map(|i| to_cri(i, self.image_pinned(i)))
+                .collect(),
         };
         Ok(cri::ListImagesResponse { images })
     }
@@ -88,7 +93,7 @@ impl Krio {
             );
         }
         Ok(cri::ImageStatusResponse {
-            image: Some(to_cri(&image)),
+            image: Some(to_cri(&image, self.image_pinned(&image))),
             info,
         })
     }
@@ -188,7 +193,7 @@ impl Krio {
 
 /// An image record in CRI form. `uid`/`username` come from the config's `User` (a numeric
 /// user goes to `uid`, a name to `username`), as kubelet's runAsNonRoot check expects.
-fn to_cri(image: &ImageRecord) -> cri::Image {
+fn to_cri(image: &ImageRecord, pinned: bool) -> cri::Image {
     let user = image
         .config
         .config()
@@ -212,6 +217,27 @@ fn to_cri(image: &ImageRecord) -> cri::Image {
             image: image.id.clone(),
             ..Default::default()
         }),
-        pinned: false,
+        pinned,
+    }
+}
+
+impl Krio {
+    /// Whether `image` matches one of `image.pinned_images`: a prefix pattern (ending in `*`)
+    /// against its tags and digests, else the normalized reference against them, or its id.
+    fn image_pinned(&self, image: &ImageRecord) -> bool {
+        let names = || image.repo_tags.iter().chain(image.repo_digests.iter());
+        self.cfg
+            .image
+            .pinned_images
+            .iter()
+            .any(|p| match p.strip_suffix('*') {
+                Some(prefix) => names().any(|n| n.starts_with(prefix)),
+                None => {
+                    let normalized = krio_image::Reference::parse(p)
+                        .map(|r| r.to_string())
+                        .unwrap_or_else(|_| p.clone());
+                    image.id == *p || names().any(|n| *n == normalized)
+                }
+            })
     }
 }

@@ -206,9 +206,32 @@ impl Krio {
             }
         }
         let image_config = image.config.config().clone();
-        let sandbox_config = effective_pid_mode(sb);
+        let mut sandbox_config = effective_pid_mode(sb);
+        // Daemon-wide default sysctls go in beside the pod's own (which win), so they are
+        // checked by the same rules. Those of a namespace the pod shares with the host are
+        // left out rather than failing the pod (as CRI-O does).
+        if !self.cfg.container.default_sysctls.is_empty() {
+            let linux = sandbox_config.linux.get_or_insert_with(Default::default);
+            let ns = linux
+                .security_context
+                .as_ref()
+                .and_then(|sc| sc.namespace_options.clone())
+                .unwrap_or_default();
+            let node = cri::NamespaceMode::Node as i32;
+            for (k, v) in &self.cfg.container.default_sysctls {
+                let key = k.replace('/', ".");
+                let ipc = key.starts_with("kernel.shm")
+                    || key.starts_with("kernel.msg")
+                    || key == "kernel.sem"
+                    || key.starts_with("fs.mqueue.");
+                if (ns.network == node && key.starts_with("net.")) || (ns.ipc == node && ipc) {
+                    continue;
+                }
+                linux.sysctls.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
         let spec_config = stage_rro_mounts(&rec.config, &run_dir)?;
-        let spec = krio_oci::build_spec(&krio_oci::SpecInputs {
+        let mut spec = krio_oci::build_spec(&krio_oci::SpecInputs {
             container: &spec_config,
             sandbox: &sandbox_config,
             image_config: image_config.as_ref(),
@@ -223,10 +246,45 @@ impl Krio {
             cgroups_path: rec.cgroups_path.clone(),
             daemon_oom_score_adj: self.daemon_oom_score_adj,
             sandbox_id: &sb.id,
-            pids_limit: None,
+            pids_limit: match self.cfg.container.pids_limit {
+                0 => None,
+                n => Some(n),
+            },
             cgroup_v2: krio_oci::host_uses_cgroup_v2(),
             capability_bounding_set: Some(krio_oci::daemon_bounding_set()),
         })?;
+        // RuntimeDefault means the operator's profile when one is configured (CRI-O's
+        // `seccomp_profile`); a privileged container has no filter either way.
+        if spec.linux().as_ref().is_some_and(|l| l.seccomp().is_some()) {
+            let sc = rec
+                .config
+                .linux
+                .as_ref()
+                .and_then(|l| l.security_context.as_ref());
+            if krio_oci::seccomp_choice(sc)? == krio_oci::SeccompChoice::RuntimeDefault {
+                if let Some(profile) =
+                    crate::config::load_seccomp_profile(&self.cfg.container.seccomp_profile)
+                        .map_err(ServerError::FailedPrecondition)?
+                {
+                    if let Some(linux) = spec.linux_mut() {
+                        linux.set_seccomp(Some(profile));
+                    }
+                }
+            }
+        }
+        // The CRI has no rlimits; the daemon's `default_ulimits` (checked at start) apply.
+        let rlimits: Vec<_> = self
+            .cfg
+            .container
+            .default_ulimits
+            .iter()
+            .filter_map(|u| crate::config::parse_ulimit(u).ok())
+            .collect();
+        if !rlimits.is_empty() {
+            if let Some(process) = spec.process_mut() {
+                process.set_rlimits(Some(rlimits));
+            }
+        }
         krio_oci::write_bundle(&run_dir, &spec)?;
         let runtime = self.runtime(&rec.runtime_handler)?;
         let mut monitor = krio_monitor::MonitorConfig::new(
@@ -242,6 +300,8 @@ impl Krio {
         if !rec.log_path.is_empty() {
             monitor.log_directory = Some(PathBuf::from(&sb.config.log_directory));
         }
+        monitor.max_log_line = self.cfg.container.log_line_max;
+        monitor.no_pivot = self.cfg.container.no_pivot;
         let bin = self.monitor_bin.clone();
         let spawned = tokio::task::spawn_blocking(move || krio_monitor::spawn(&monitor, &bin))
             .await

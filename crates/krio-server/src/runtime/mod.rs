@@ -15,7 +15,6 @@ mod sandbox_remove;
 mod sandbox_run;
 mod sandbox_stop;
 mod sandbox_update;
-mod signals;
 mod stats;
 pub(crate) mod streams;
 mod version;

@@ -6,6 +6,7 @@ mod images;
 mod logs_cmd;
 mod pods;
 mod runtime;
+mod stats;
 mod stream_cmd;
 
 use std::collections::HashMap;
@@ -274,6 +275,9 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
         Command::Exec(a) => stream_cmd::exec(&mut ctx, a).await,
         Command::PortForward(a) => stream_cmd::port_forward(&mut ctx, a).await,
         Command::Run(a) => containers::run(&mut ctx, a).await.map(|_| 0),
+        Command::Stats(a) => stats::stats(&mut ctx, a).await.map(|_| 0),
+        Command::Statsp(a) => stats::statsp(&mut ctx, a).await.map(|_| 0),
+        Command::Events(a) => stats::events(&mut ctx, a).await.map(|_| 0),
     }
 }
 
