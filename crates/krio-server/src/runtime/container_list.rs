@@ -146,6 +146,10 @@ pub(crate) fn container_status_of(rec: &ContainerRecord) -> cri::ContainerStatus
             }),
         image_id: rec.image_id.clone(),
         user: rec.user.as_ref().map(|u| u.to_cri()),
-        stop_signal: super::container_stop::cri_signal(rec.stop_signal.as_deref()),
+        // The effective stop signal (request, else image, else SIGTERM), as containerd reports
+        // it, so the reader sees what StopContainer will send.
+        stop_signal: super::container_stop::cri_signal(Some(
+            rec.stop_signal.as_deref().unwrap_or("SIGTERM"),
+        )),
     }
 }
