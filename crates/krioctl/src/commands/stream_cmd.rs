@@ -178,6 +178,10 @@ async fn run_session(mut s: ClientSession, tty: bool) -> Result<i32, Error> {
                 if o.write_all(&c).await.is_err() {
                     break;
                 }
+                // tokio writes stdio on a blocking thread: without a flush, the last write
+                // may still be pending when krioctl exits, and the process's last error
+                // line is lost.
+                let _ = o.flush().await;
             }
         })
     });
