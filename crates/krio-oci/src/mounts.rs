@@ -200,8 +200,9 @@ fn check_source_propagation(
 /// Rules: `container_path` and `host_path` absolute without `..`; `container_path` not `/`; the host path must
 /// exist (CRI: "runtimes should report an error") and symlinks in it are resolved on the host (CRI: "follow the
 /// symlink and mount the real destination"); options `rbind` + propagation (`rprivate`/`rslave`/`rshared`) +
-/// `ro`/`rw`. `selinux_relabel` is ignored (no SELinux on this host). Image volumes, id-mapped mounts and
-/// `recursive_read_only` are rejected as unsupported (krio does not advertise them in its runtime features).
+/// `ro`/`rw`. `selinux_relabel` is ignored (no SELinux on this host). Image volumes and `recursive_read_only`
+/// must be staged by the caller (krio-server mounts them and passes a plain bind); id-mapped mounts are
+/// rejected as unsupported.
 /// `rslave` and `rshared` need the host mount holding `host_path` to be slave-or-shared and shared
 /// ([`SpecError::MountPropagation`]); `mountinfo` gives the host's `/proc/self/mountinfo` text and is called
 /// only when such a mount is asked for.
@@ -222,7 +223,11 @@ pub(crate) fn cri_mounts(
             ));
         }
         if m.image.as_ref().is_some_and(|img| !img.image.is_empty()) {
-            return Err(SpecError::unsupported(f("image"), "image volume mounts"));
+            // The daemon mounts the image and hands over a read-only bind of the sub-path.
+            return Err(SpecError::unsupported(
+                f("image"),
+                "image volumes must be staged by the caller",
+            ));
         }
         if !m.image_sub_path.is_empty() {
             return Err(SpecError::invalid(

@@ -82,7 +82,7 @@ pub fn rro_staging_dir(run_dir: &Path) -> PathBuf {
 /// `Mount.recursive_read_only`) at `staging`: a recursive bind mount, made private recursively (so nothing propagates into or
 /// out of it), then `mount_setattr(AT_RECURSIVE, MOUNT_ATTR_RDONLY)` so that every submount is
 /// read-only too. runc 1.1 has no `rro` option; handed `staging` as an `rbind` source, it copies
-/// the read-only submounts as they are. Undone by [`unmount_rro_staging`].
+/// the read-only submounts as they are. Undone by [`unmount_staging`].
 ///
 /// Errors: [`ServerError::Io`] naming the step; nothing stays mounted at `staging` then.
 pub fn stage_recursive_read_only(source: &Path, staging: &Path) -> Result<()> {
@@ -134,11 +134,11 @@ pub fn stage_recursive_read_only(source: &Path, staging: &Path) -> Result<()> {
     })
 }
 
-/// Detaches every staged recursive read-only mount under `dir` ([`rro_staging_dir`]) with all
-/// its submounts. Absent or unmounted entries are fine: idempotent.
+/// Detaches every mount staged under `dir` ([`rro_staging_dir`], [`image_volume_dir`]) with
+/// all its submounts. Absent or unmounted entries are fine: idempotent.
 ///
 /// Errors: [`ServerError::Io`] when a mount cannot be detached.
-pub fn unmount_rro_staging(dir: &Path) -> Result<()> {
+pub fn unmount_staging(dir: &Path) -> Result<()> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Ok(());
     };
@@ -153,6 +153,122 @@ pub fn unmount_rro_staging(dir: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Where a container's image volumes (CRI `Mount.image`) are mounted before being handed to the
+/// runtime: `<run_dir>/imgvol/<mount index>`.
+pub fn image_volume_dir(run_dir: &Path) -> PathBuf {
+    run_dir.join("imgvol")
+}
+
+/// Mounts an image's layers read-only at `target` for an image volume: one layer is a read-only
+/// bind of its directory, several are an overlay of lower directories only (`lowers` topmost
+/// first), which overlayfs serves read-only. `target` is created when missing. Undone by
+/// [`unmount_staging`] on the volume directory.
+///
+/// Errors: [`ServerError::FailedPrecondition`] for an image without layers;
+/// [`ServerError::Io`] naming the target when a mount fails (nothing stays mounted then).
+pub fn mount_image_volume(lowers: &[PathBuf], target: &Path) -> Result<()> {
+    std::fs::create_dir_all(target)
+        .map_err(|e| ServerError::io("creating directory", target, e))?;
+    match lowers {
+        [] => Err(ServerError::FailedPrecondition(
+            "the volume's image has no layers".to_string(),
+        )),
+        [only] => {
+            mount(
+                Some(only.as_path()),
+                target,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(|e| ServerError::io("bind-mounting image volume at", target, e.into()))?;
+            // A bind mount ignores MS_RDONLY until remounted.
+            mount(
+                None::<&str>,
+                target,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                None::<&str>,
+            )
+            .map_err(|e| {
+                let _ = umount2(target, MntFlags::MNT_DETACH);
+                ServerError::io("making image volume read-only at", target, e.into())
+            })
+        }
+        many => {
+            let lower = many.iter().map(|p| escape(p)).collect::<Vec<_>>().join(":");
+            mount(
+                Some("overlay"),
+                target,
+                Some("overlay"),
+                MsFlags::MS_RDONLY,
+                Some(format!("lowerdir={lower}").as_str()),
+            )
+            .map_err(|e| ServerError::io("mounting image volume overlay at", target, e.into()))
+        }
+    }
+}
+
+/// Resolves `sub_path` (CRI `Mount.image_sub_path`, relative to the image's root) inside the
+/// image volume mounted at `root`, following symlinks as if `root` were `/`
+/// (`openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV)`), so no link can lead
+/// out of the image. Returns the host path of what it names (a path under `root`; the mount is
+/// read-only, so it cannot change afterwards). An empty `sub_path` is `root` itself.
+///
+/// Errors: [`ServerError::InvalidArgument`] naming `field` when `sub_path` is absolute, has a
+/// `..` component or a NUL, or names nothing in the image; [`ServerError::Io`] otherwise.
+pub fn resolve_in_image(root: &Path, sub_path: &str, field: &str) -> Result<PathBuf> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    if sub_path.is_empty() {
+        return Ok(root.to_path_buf());
+    }
+    let invalid = |why: &str| {
+        ServerError::invalid(field, format!("{} {why}", crate::validate::quote(sub_path)))
+    };
+    if sub_path.starts_with('/') {
+        return Err(invalid("must be relative to the image's root"));
+    }
+    if sub_path.contains('\0') {
+        return Err(invalid("contains NUL"));
+    }
+    if Path::new(sub_path)
+        .components()
+        .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(invalid("must not contain '..'"));
+    }
+    let dir = rustix::fs::open(
+        root,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| ServerError::io("opening image volume", root, e.into()))?;
+    let fd = rustix::fs::openat2(
+        &dir,
+        sub_path,
+        OFlags::PATH | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS | ResolveFlags::NO_XDEV,
+    )
+    .map_err(|e| match e {
+        rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP => {
+            invalid(&format!("is not in the image ({e})"))
+        }
+        e => ServerError::io("resolving image_sub_path in", root, e.into()),
+    })?;
+    let link = PathBuf::from(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&fd)
+    ));
+    let resolved = std::fs::read_link(&link)
+        .map_err(|e| ServerError::io("reading resolved path", &link, e))?;
+    if !resolved.starts_with(root) {
+        // RESOLVE_IN_ROOT makes this impossible; refuse rather than trust it blindly.
+        return Err(invalid("resolves outside the image"));
+    }
+    Ok(resolved)
 }
 
 /// Top-level directories of the rootfs that the OCI runtime mounts fresh filesystems on and then

@@ -224,6 +224,10 @@ pub struct ContainerRecord {
     /// `/proc/<pid>/status` once the runtime created it (CRI `ContainerStatus.user`).
     #[serde(default)]
     pub user: Option<ProcessUser>,
+    /// Image ids of the container's image volumes (CRI `Mount.image`), in mount order; an
+    /// image in this list is in use, like `image_id`.
+    #[serde(default)]
+    pub volume_image_ids: Vec<String>,
 }
 
 /// A process's uid, gid and supplementary groups, as `/proc/<pid>/status` shows them.

@@ -48,6 +48,10 @@ pub const UNCOMPRESSED: &str = "uncompressed";
 /// Name of the image whose config sets `StopSignal` to `SIGUSR1`.
 pub const STOPSIGNAL: &str = "stopsignal";
 
+/// Name of the image-volume image (CRI `Mount.image`): two layers of plain files and symlinks
+/// that point out of it, no runnable command. See [`Catalog::volume_layers`].
+pub const VOLUME: &str = "volume";
+
 /// Entrypoint of the stopsignal image: prints `ready` once its trap is set, exits 0 on SIGUSR1 and ignores
 /// SIGTERM, so only the image's stop signal stops it cleanly.
 pub const STOPSIGNAL_ENTRYPOINT: &[&str] = &[
@@ -66,6 +70,7 @@ pub const IMAGE_NAMES: &[&str] = &[
     ZSTD,
     UNCOMPRESSED,
     STOPSIGNAL,
+    VOLUME,
 ];
 
 /// `/etc/passwd` of the busybox layer.
@@ -284,6 +289,29 @@ impl Catalog {
         Ok([l1, l2])
     }
 
+    /// The two layers of `krio-test/volume`, lowest first (uncompressed builders): the merged
+    /// view has `files/a.txt` (`a`), `files/b.txt` (`b`; `files/gone.txt` of the first layer
+    /// is whited out), `etc/in-image.txt` (`in-image`), and two symlinks that would leave the
+    /// image if resolved on the host: `escape-abs` → `/etc` and `escape-rel` →
+    /// `../../../../../../etc`. Resolved inside the image, both name its own `etc`.
+    ///
+    /// # Errors
+    /// Only on internal path conflicts ([`Error::DuplicateEntry`]).
+    pub fn volume_layers(&self) -> Result<[LayerBuilder; 2]> {
+        let mut l1 = LayerBuilder::new();
+        l1.dir("files", 0o755)?
+            .file("files/a.txt", 0o644, "a")?
+            .file("files/gone.txt", 0o644, "gone")?
+            .dir("etc", 0o755)?
+            .file("etc/in-image.txt", 0o644, "in-image")?
+            .symlink("escape-abs", "/etc")?;
+        let mut l2 = LayerBuilder::new();
+        l2.whiteout("files/gone.txt")?
+            .file("files/b.txt", 0o644, "b")?
+            .symlink("escape-rel", "../../../../../../etc")?;
+        Ok([l1, l2])
+    }
+
     fn dummy_image(&self, platform: Platform) -> Result<Image> {
         let mut l = LayerBuilder::new();
         l.file(
@@ -393,6 +421,20 @@ impl Catalog {
                         &spec,
                         vec![self.base_gzip()?],
                     )?),
+                )
+            }
+            VOLUME => {
+                let [l1, l2] = self.volume_layers()?;
+                let mut spec = ImageSpec::with_cmd(&[]);
+                spec.cmd = None;
+                spec.history = vec![
+                    "krio-testimg volume: files, etc and a symlink to /etc".into(),
+                    "krio-testimg volume: whiteout, a file and a relative escape".into(),
+                ];
+                let layers = vec![l1.build(Compression::Gzip)?, l2.build(Compression::Gzip)?];
+                (
+                    VOLUME,
+                    Artifact::Image(Image::build(ManifestFormat::Oci, &spec, layers)?),
                 )
             }
             other => {

@@ -347,29 +347,118 @@ async fn stop_signal_is_used_and_reported() {
     remove_pod(&d, &pod_id).await;
 }
 
+/// An image volume (CRI `Mount.image`) of the project's `volume` image at `path`, with
+/// `image_sub_path` `sub`.
+fn image_volume(path: &str, sub: &str) -> cri::Mount {
+    cri::Mount {
+        container_path: path.into(),
+        image: Some(cri::ImageSpec {
+            image: image("volume"),
+            ..Default::default()
+        }),
+        image_sub_path: sub.into(),
+        ..Default::default()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn image_volume_fields_are_refused_by_name_not_dropped() {
+async fn image_volumes_mount_read_only_sub_paths_inside_the_image() {
     ensure_images();
     let d = Daemon::start().await;
     pull(&d, &image("busybox")).await;
+    let volume_id = pull(&d, &image("volume")).await;
     let mut rt = d.runtime().await;
+    let mut img = d.images().await;
     let pod = pod_config(&d, "imgvol");
     let pod_id = run_pod(&d, &pod).await;
+    // The image's own /etc/in-image.txt: reading it through the links proves they were resolved
+    // inside the image (the host has no such file).
+    assert!(!std::path::Path::new("/etc/in-image.txt").exists());
+
+    let script = "for f in /dir/a.txt /dir/b.txt /file /abs/in-image.txt /rel/in-image.txt \
+                  /all/files/a.txt; do echo \"$f=$(cat $f)\"; done; \
+                  echo \"dir=$(ls /dir | tr '\\n' ' ')\"; \
+                  if touch /dir/new 2>/dev/null; then echo dir-writable; else echo dir-read-only; fi; \
+                  if (echo x > /file) 2>/dev/null; then echo file-writable; else echo file-read-only; fi";
+    let mut c = container_config("reader", &image("busybox"), script);
+    c.mounts = vec![
+        image_volume("/dir", "files"),
+        image_volume("/file", "files/a.txt"),
+        image_volume("/abs", "escape-abs"),
+        image_volume("/rel", "escape-rel"),
+        image_volume("/all", ""),
+    ];
+    // Even a volume asked for read-write is mounted read-only, as the CRI requires.
+    c.mounts[0].readonly = false;
+    let id = run_container(&d, &pod_id, &pod, c).await;
+    let st = wait_exited(&d, &id).await;
+    assert_eq!(st.exit_code, 0, "{st:?}\n{}", d.log());
+    assert_eq!(
+        log_lines(&st),
+        [
+            "/dir/a.txt=a",
+            "/dir/b.txt=b",
+            "/file=a",
+            "/abs/in-image.txt=in-image",
+            "/rel/in-image.txt=in-image",
+            "/all/files/a.txt=a",
+            // files/gone.txt of the first layer is whited out by the second.
+            "dir=a.txt b.txt ",
+            "dir-read-only",
+            "file-read-only",
+        ]
+    );
+    assert!(
+        d.mounts().iter().any(|m| m.contains("/imgvol/")),
+        "the volumes are mounted while the container exists: {:?}",
+        d.mounts()
+    );
+
+    // The image is in use while the container exists (removing it by id would delete it).
+    let err = img
+        .remove_image(cri::RemoveImageRequest {
+            image: Some(cri::ImageSpec {
+                image: volume_id.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+
+    // Bad sub-paths and images: refused by name, nothing left behind.
+    let mounts_before = d.mounts();
+    let unknown = cri::Mount {
+        image: Some(cri::ImageSpec {
+            image: image("no-such-volume"),
+            ..Default::default()
+        }),
+        ..image_volume("/data", "")
+    };
     let host = d.dir.path().join("hostdir");
     std::fs::create_dir_all(&host).unwrap();
     let cases = [
         (
-            cri::Mount {
-                container_path: "/data".into(),
-                image: Some(cri::ImageSpec {
-                    image: image("busybox"),
-                    ..Default::default()
-                }),
-                image_sub_path: "bin".into(),
-                ..Default::default()
-            },
-            "mounts[0].image",
+            image_volume("/data", "files/nope"),
+            Code::InvalidArgument,
+            "mounts[0].image_sub_path",
         ),
+        (
+            image_volume("/data", "../etc"),
+            Code::InvalidArgument,
+            "mounts[0].image_sub_path",
+        ),
+        (
+            image_volume("/data", "files/../../etc"),
+            Code::InvalidArgument,
+            "mounts[0].image_sub_path",
+        ),
+        (
+            image_volume("/data", "/files"),
+            Code::InvalidArgument,
+            "mounts[0].image_sub_path",
+        ),
+        (unknown, Code::NotFound, "no-such-volume"),
         (
             cri::Mount {
                 container_path: "/data".into(),
@@ -377,11 +466,12 @@ async fn image_volume_fields_are_refused_by_name_not_dropped() {
                 image_sub_path: "bin".into(),
                 ..Default::default()
             },
+            Code::InvalidArgument,
             "mounts[0].image_sub_path",
         ),
     ];
-    for (i, (mount, field)) in cases.into_iter().enumerate() {
-        let mut c = container_config(&format!("c{i}"), &image("busybox"), "true");
+    for (i, (mount, code, field)) in cases.into_iter().enumerate() {
+        let mut c = container_config(&format!("bad{i}"), &image("busybox"), "true");
         c.mounts = vec![mount];
         let err = rt
             .create_container(cri::CreateContainerRequest {
@@ -391,17 +481,41 @@ async fn image_volume_fields_are_refused_by_name_not_dropped() {
             })
             .await
             .unwrap_err();
-        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
-        assert!(err.message().contains(field), "{field}: {err:?}");
+        assert_eq!(err.code(), code, "case {i}: {err:?}");
+        assert!(err.message().contains(field), "case {i}, {field}: {err:?}");
     }
-    // Nothing half-made: the names are free again.
+    assert_eq!(d.mounts(), mounts_before, "a refused create left mounts");
     let listed = rt
         .list_containers(cri::ListContainersRequest::default())
         .await
         .unwrap()
         .into_inner()
         .containers;
-    assert!(listed.is_empty(), "{listed:?}");
+    assert_eq!(
+        listed.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        [id.as_str()],
+        "a refused create left a container"
+    );
+
+    // Removing the container unmounts its volumes and frees the image.
+    rt.remove_container(cri::RemoveContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    assert!(
+        !d.mounts().iter().any(|m| m.contains("/imgvol/")),
+        "{:?}",
+        d.mounts()
+    );
+    img.remove_image(cri::RemoveImageRequest {
+        image: Some(cri::ImageSpec {
+            image: volume_id.clone(),
+            ..Default::default()
+        }),
+    })
+    .await
+    .unwrap();
     remove_pod(&d, &pod_id).await;
 }
 

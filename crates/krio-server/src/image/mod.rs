@@ -119,12 +119,10 @@ impl Krio {
             || names <= 1
             || reference.contains('@');
         if removes_image {
-            if let Some(c) = self
-                .containers
-                .all()
-                .iter()
-                .find(|c| c.snapshot().image_id == image.id)
-            {
+            if let Some(c) = self.containers.all().iter().find(|c| {
+                let c = c.snapshot();
+                c.image_id == image.id || c.volume_image_ids.contains(&image.id)
+            }) {
                 return Err(ServerError::FailedPrecondition(format!(
                     "image {reference} is in use by container {}",
                     c.id

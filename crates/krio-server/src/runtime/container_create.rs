@@ -64,6 +64,7 @@ impl Krio {
                 .and_then(|c| c.stop_signal().as_deref()),
         )?;
         let target_pidns = self.target_pid_namespace(&config, &sb.id)?;
+        let volume_image_ids = self.volume_images(&config)?;
         let name = super::container_remove::container_name(&config, &sb.config);
         let id = ids::new_id()?;
         let log_path = if sb.config.log_directory.is_empty() || config.log_path.is_empty() {
@@ -98,6 +99,7 @@ impl Krio {
             cgroups_path: format!("{}/{}", sb.cgroup_parent, id),
             stop_signal,
             user: None,
+            volume_image_ids,
             config,
         };
         let this = self.clone();
@@ -230,7 +232,8 @@ impl Krio {
                 linux.sysctls.entry(k.clone()).or_insert_with(|| v.clone());
             }
         }
-        let spec_config = stage_rro_mounts(&rec.config, &run_dir)?;
+        let spec_config = self.stage_image_volumes(rec, &run_dir)?;
+        let spec_config = stage_rro_mounts(&spec_config, &run_dir)?;
         let mut spec = krio_oci::build_spec(&krio_oci::SpecInputs {
             container: &spec_config,
             sandbox: &sandbox_config,
@@ -319,6 +322,76 @@ impl Krio {
 }
 
 impl Krio {
+    /// The image id of each image volume (CRI `Mount.image`) of `config`, in mount order.
+    ///
+    /// Errors: `NotFound` naming `mounts[i].image` for an image that is not present (kubelet
+    /// pulls image volumes first, as it pulls the container's image).
+    fn volume_images(&self, config: &cri::ContainerConfig) -> Result<Vec<String>> {
+        let mut ids = Vec::new();
+        for m in &config.mounts {
+            let Some(spec) = m.image.as_ref().filter(|i| !i.image.is_empty()) else {
+                continue;
+            };
+            let image = self
+                .resolve_image(&spec.image)
+                .ok_or_else(|| ServerError::NotFound {
+                    kind: "image",
+                    id: spec.image.clone(),
+                })?;
+            ids.push(image.id);
+        }
+        Ok(ids)
+    }
+
+    /// The container config with each image volume (CRI `Mount.image`, with its
+    /// `image_sub_path`) replaced by a read-only private bind of a host path: the image's layers
+    /// are mounted read-only at `<run_dir>/imgvol/<i>` ([`rootfs::mount_image_volume`]) and the
+    /// sub-path is resolved inside that mount, never outside it
+    /// ([`rootfs::resolve_in_image`]). A volume is always read-only, whatever `readonly` says,
+    /// as the CRI requires; the image cannot be removed while the container exists.
+    ///
+    /// Errors: `InvalidArgument` naming `mounts[i].image_sub_path` when it is absolute, has
+    /// `..` or names nothing in the image; `NotFound` when the image has gone; `Internal` when
+    /// mounting fails. What was mounted is undone by the container's teardown.
+    fn stage_image_volumes(
+        &self,
+        rec: &ContainerRecord,
+        run_dir: &std::path::Path,
+    ) -> Result<cri::ContainerConfig> {
+        let mut out = rec.config.clone();
+        let mut ids = rec.volume_image_ids.iter();
+        for (i, m) in out.mounts.iter_mut().enumerate() {
+            if m.image.as_ref().is_none_or(|img| img.image.is_empty()) {
+                continue;
+            }
+            let id = ids.next().ok_or_else(|| {
+                ServerError::FailedPrecondition(format!(
+                    "mounts[{i}].image has no recorded image id"
+                ))
+            })?;
+            let image = self
+                .resolve_image(id)
+                .ok_or_else(|| ServerError::NotFound {
+                    kind: "image",
+                    id: id.clone(),
+                })?;
+            let lowers = self.images.layer_dirs(&image)?;
+            let target = rootfs::image_volume_dir(run_dir).join(i.to_string());
+            rootfs::mount_image_volume(&lowers, &target)?;
+            let source = rootfs::resolve_in_image(
+                &target,
+                &m.image_sub_path,
+                &format!("mounts[{i}].image_sub_path"),
+            )?;
+            m.host_path = source.to_string_lossy().into_owned();
+            m.image = None;
+            m.image_sub_path.clear();
+            m.readonly = true;
+            m.propagation = cri::MountPropagation::PropagationPrivate as i32;
+        }
+        Ok(out)
+    }
+
     /// For a container whose PID namespace mode is TARGET (`kubectl debug --target`): the PID
     /// namespace of the target container's init, `/proc/<pid>/ns/pid`, which the new container
     /// joins. `None` for any other mode.

@@ -63,8 +63,14 @@ impl Krio {
             errors.push(e);
         }
         // Staged recursive read-only sources are host directories: never delete through them.
-        if let Err(e) = rootfs::unmount_rro_staging(&rootfs::rro_staging_dir(&run_dir)) {
-            errors.push(e);
+        // So are image volumes' read-only layer mounts (deleting through them would fail anyway).
+        for dir in [
+            rootfs::rro_staging_dir(&run_dir),
+            rootfs::image_volume_dir(&run_dir),
+        ] {
+            if let Err(e) = rootfs::unmount_staging(&dir) {
+                errors.push(e);
+            }
         }
         if errors.is_empty() {
             for dir in [run_dir, self.container_data_dir(&rec.id)] {
