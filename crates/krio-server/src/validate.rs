@@ -66,6 +66,17 @@ pub fn sandbox_config(config: &cri::PodSandboxConfig) -> Result<()> {
         if !linux.cgroup_parent.is_empty() {
             cgroup_path("config.linux.cgroup_parent", &linux.cgroup_parent)?;
         }
+        if let Some(u) = linux
+            .security_context
+            .as_ref()
+            .and_then(|sc| sc.namespace_options.as_ref())
+            .and_then(|ns| ns.userns_options.as_ref())
+        {
+            user_namespace(
+                "config.linux.security_context.namespace_options.userns_options",
+                u,
+            )?;
+        }
     }
     for (i, p) in config.port_mappings.iter().enumerate() {
         port_mapping(i, p)?;
@@ -301,6 +312,75 @@ pub fn sysctl(key: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
+/// Checks a pod's CRI `UserNamespace` (`field` names it). `NODE` (the host's user namespace)
+/// takes no mappings. `POD` needs exactly one uid and one gid mapping, each mapping container
+/// id 0, with a non-zero length that stays within 32-bit ids; it is then refused with
+/// `FailedPrecondition`, because krio does not run pods in user namespaces yet (its `Status`
+/// reports `user_namespaces: false` for every handler, so kubelet does not send such pods).
+/// `CONTAINER` and `TARGET` are not modes a user namespace can have.
+///
+/// Errors: `InvalidArgument` naming the field for each rule above; `FailedPrecondition` for a
+/// valid `POD` request.
+pub fn user_namespace(field: &str, u: &cri::UserNamespace) -> Result<()> {
+    let mode = cri::NamespaceMode::try_from(u.mode).map_err(|_| {
+        ServerError::invalid(format!("{field}.mode"), format!("unknown mode {}", u.mode))
+    })?;
+    match mode {
+        cri::NamespaceMode::Node => {
+            for (name, maps) in [("uids", &u.uids), ("gids", &u.gids)] {
+                if !maps.is_empty() {
+                    return Err(ServerError::invalid(
+                        format!("{field}.{name}"),
+                        "mappings need mode POD (NODE uses the host's ids)",
+                    ));
+                }
+            }
+            Ok(())
+        }
+        cri::NamespaceMode::Container | cri::NamespaceMode::Target => Err(ServerError::invalid(
+            format!("{field}.mode"),
+            format!(
+                "{} is not a user namespace mode (NODE or POD)",
+                mode.as_str_name()
+            ),
+        )),
+        cri::NamespaceMode::Pod => {
+            for (name, maps) in [("uids", &u.uids), ("gids", &u.gids)] {
+                let f = format!("{field}.{name}");
+                let [m] = maps.as_slice() else {
+                    return Err(ServerError::invalid(
+                        f,
+                        format!("needs exactly one mapping, not {}", maps.len()),
+                    ));
+                };
+                if m.container_id != 0 {
+                    return Err(ServerError::invalid(
+                        f,
+                        format!(
+                            "the mapping must start at container id 0, not {}",
+                            m.container_id
+                        ),
+                    ));
+                }
+                let end = u64::from(m.host_id) + u64::from(m.length);
+                if m.length == 0 || end > u64::from(u32::MAX) {
+                    return Err(ServerError::invalid(
+                        f,
+                        format!(
+                            "host_id {} and length {} are not a range of 32-bit ids",
+                            m.host_id, m.length
+                        ),
+                    ));
+                }
+            }
+            Err(ServerError::FailedPrecondition(format!(
+                "{field}: mode POD (a pod in its own user namespace) is not supported by krio yet; \
+                 Status reports user_namespaces false for every runtime handler"
+            )))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -413,5 +493,64 @@ mod tests {
         hostname("pod-1.example").unwrap();
         assert!(hostname("-bad").is_err());
         assert!(hostname("a b").is_err());
+    }
+
+    #[test]
+    fn user_namespace_options_are_checked_by_field() {
+        let f = "config.linux.security_context.namespace_options.userns_options";
+        let map = |container_id, host_id, length| cri::IdMapping {
+            container_id,
+            host_id,
+            length,
+        };
+        let ns =
+            |mode: cri::NamespaceMode, uids: Vec<cri::IdMapping>, gids: Vec<cri::IdMapping>| {
+                cri::UserNamespace {
+                    mode: mode as i32,
+                    uids,
+                    gids,
+                }
+            };
+        let invalid = |u: cri::UserNamespace, want: &str| match user_namespace(f, &u) {
+            Err(ServerError::InvalidArgument { field, .. }) => assert_eq!(field, want, "{u:?}"),
+            other => panic!("{u:?}: {other:?}"),
+        };
+        use cri::NamespaceMode::*;
+        assert!(user_namespace(f, &ns(Node, vec![], vec![])).is_ok());
+        invalid(
+            ns(Node, vec![map(0, 100000, 65536)], vec![]),
+            &format!("{f}.uids"),
+        );
+        invalid(ns(Container, vec![], vec![]), &format!("{f}.mode"));
+        invalid(ns(Target, vec![], vec![]), &format!("{f}.mode"));
+        invalid(
+            cri::UserNamespace {
+                mode: 42,
+                ..Default::default()
+            },
+            &format!("{f}.mode"),
+        );
+        let good = || vec![map(0, 100000, 65536)];
+        invalid(ns(Pod, vec![], good()), &format!("{f}.uids"));
+        invalid(
+            ns(Pod, vec![map(0, 100000, 1), map(1, 200000, 1)], good()),
+            &format!("{f}.uids"),
+        );
+        invalid(
+            ns(Pod, good(), vec![map(1, 100000, 65536)]),
+            &format!("{f}.gids"),
+        );
+        invalid(
+            ns(Pod, good(), vec![map(0, u32::MAX, 2)]),
+            &format!("{f}.gids"),
+        );
+        invalid(
+            ns(Pod, good(), vec![map(0, 100000, 0)]),
+            &format!("{f}.gids"),
+        );
+        assert!(matches!(
+            user_namespace(f, &ns(Pod, good(), good())),
+            Err(ServerError::FailedPrecondition(_))
+        ));
     }
 }
