@@ -129,6 +129,12 @@ pub struct Sandbox {
     pub record: tokio::sync::Mutex<SandboxRecord>,
     /// A snapshot for lock-free listing, refreshed after each change.
     pub snapshot: Snapshot<SandboxRecord>,
+    /// The pod's lifecycle gate: held shared by `CreateContainer` (from its check of the pod's
+    /// state until the container is registered) and `StartContainer`, and exclusively by
+    /// `StopPodSandbox` and `RemovePodSandbox`. A create racing a stop therefore either
+    /// finishes before the stop lists the pod's containers (and is stopped with them), or
+    /// finds the pod NotReady and fails with nothing made. Taken before any container's lock.
+    pub gate: tokio::sync::RwLock<()>,
 }
 
 impl Sandbox {
@@ -138,7 +144,25 @@ impl Sandbox {
             id: record.id.clone(),
             snapshot: Snapshot::new(record.clone()),
             record: tokio::sync::Mutex::new(record),
+            gate: tokio::sync::RwLock::new(()),
         })
+    }
+
+    /// Fails unless the pod is Ready, for an operation that adds to it or starts in it (to
+    /// be called with [`Sandbox::gate`] held shared, so the answer holds until the gate is
+    /// released).
+    ///
+    /// Errors: [`ServerError::FailedPrecondition`] naming the sandbox and its state.
+    pub fn ensure_ready(&self) -> Result<()> {
+        let state = self.snapshot.with(|r| r.state);
+        if state == SandboxState::Ready {
+            Ok(())
+        } else {
+            Err(ServerError::FailedPrecondition(format!(
+                "sandbox {} is {state:?}, not Ready",
+                self.id
+            )))
+        }
     }
 
     /// A copy of the latest committed record, without waiting for an operation in progress.

@@ -9,9 +9,7 @@ use krio_cri::v1 as cri;
 use tracing::Instrument;
 
 use crate::error::{Result, ServerError};
-use crate::state::{
-    now_ns, Container, ContainerRecord, ContainerState, SandboxRecord, SandboxState,
-};
+use crate::state::{now_ns, Container, ContainerRecord, ContainerState, SandboxRecord};
 use crate::{ids, persist, rootfs, validate, Krio};
 
 impl Krio {
@@ -31,13 +29,10 @@ impl Krio {
             .ok_or_else(|| ServerError::invalid("config", "is required"))?;
         validate::container_config(&config)?;
         let sandbox = self.sandboxes.get("pod_sandbox_id", &req.pod_sandbox_id)?;
+        // A quick answer for a pod that is plainly not ready; the check that counts is made
+        // again under the pod's gate, on the creating task.
+        sandbox.ensure_ready()?;
         let sb = sandbox.snapshot();
-        if sb.state != SandboxState::Ready {
-            return Err(ServerError::FailedPrecondition(format!(
-                "sandbox {} is not ready",
-                sb.id
-            )));
-        }
         let image_ref = config
             .image
             .as_ref()
@@ -105,6 +100,15 @@ impl Krio {
         let work = async move {
             let span =
                 tracing::info_span!("create_container", container = %record.id, name = %task_name);
+            // Held shared until the container is registered (or undone): a stop of the pod
+            // waits for this create to finish and then stops the container with the others, or
+            // runs first and this create finds the pod not ready.
+            let _gate = sandbox.gate.read().await;
+            if let Err(e) = sandbox.ensure_ready() {
+                this.containers.release(&task_name, &record.id);
+                return Err(e);
+            }
+            let sb = sandbox.snapshot();
             this.finish_create(record, &sb, &image, &task_name, target_pidns)
                 .instrument(span)
                 .await

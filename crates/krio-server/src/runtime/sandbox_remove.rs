@@ -18,6 +18,9 @@ impl Krio {
         let Some(sandbox) = self.sandboxes.find("pod_sandbox_id", &req.pod_sandbox_id)? else {
             return Ok(());
         };
+        // Exclusively, for the whole removal: no container of the pod is created or started
+        // meanwhile.
+        let _gate = sandbox.gate.write().await;
         let mut errors = Vec::new();
         if let Err(e) = self.stop_sandbox(&sandbox).await {
             errors.push(e);

@@ -20,10 +20,13 @@ impl Krio {
         let Some(sandbox) = self.sandboxes.find("pod_sandbox_id", &req.pod_sandbox_id)? else {
             return Ok(());
         };
+        let _gate = sandbox.gate.write().await;
         self.stop_sandbox(&sandbox).await
     }
 
-    /// Stops `sandbox`: containers first (forcibly, as the CRI asks), then the network.
+    /// Stops `sandbox`: containers first (forcibly, as the CRI asks), then the network. The
+    /// caller holds the pod's gate exclusively, so no create or start of a container of the
+    /// pod runs meanwhile.
     pub(crate) async fn stop_sandbox(&self, sandbox: &Sandbox) -> Result<()> {
         let mut errors = Vec::new();
         for c in self.containers.all() {

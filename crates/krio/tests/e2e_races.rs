@@ -1,0 +1,151 @@
+//! Races and faults of issue 11, exercised for real against a daemon: a create racing a stop of
+//! the same pod, an image removal racing a create, a monitor killed without an exit file, and
+//! a create whose caller gave up followed by a removal and a new create of the same name.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+use krio_cri::v1 as cri;
+
+/// Names of the entries of `dir` (none when it does not exist).
+fn entries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|r| {
+            r.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Asserts that nothing of any container or pod is left: no container or sandbox directory, no
+/// mount, no monitor or runtime process.
+fn assert_nothing_left(d: &Daemon, when: &str) {
+    for dir in [
+        d.root.join("containers"),
+        d.state.join("containers"),
+        d.root.join("sandboxes"),
+        d.state.join("sandboxes"),
+    ] {
+        assert_eq!(
+            entries(&dir),
+            Vec::<String>::new(),
+            "{when}: {} is not empty; daemon log:\n{}",
+            dir.display(),
+            d.log()
+        );
+    }
+    assert_eq!(d.mounts(), Vec::<String>::new(), "{when}: mounts left");
+    assert_eq!(
+        d.processes(),
+        Vec::<(i32, String)>::new(),
+        "{when}: processes left"
+    );
+}
+
+/// A create racing a stop of the same pod either succeeds before the stop (and is then stopped
+/// by it) or fails cleanly with FailedPrecondition and leaves nothing behind. The stop is sent
+/// after a delay that varies from one iteration to the next, so that it lands before, during and
+/// after the create.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn create_racing_stop_of_the_same_pod_is_clean() {
+    ensure_images();
+    let d = Daemon::start().await;
+    let busybox = image("busybox");
+    pull(&d, &busybox).await;
+    let budget = Instant::now() + Duration::from_secs(60);
+    let (mut created, mut refused, mut iterations) = (0, 0, 0);
+    for i in 0..100u64 {
+        if Instant::now() > budget && iterations >= 20 {
+            break;
+        }
+        iterations += 1;
+        let pod = pod_config(&d, &format!("race{i}"));
+        let pod_id = run_pod(&d, &pod).await;
+        let mut rt_create = d.runtime().await;
+        let mut rt_stop = rt_create.clone();
+        let create = rt_create.create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod_id.clone(),
+            config: Some(container_config("c", &busybox, "sleep 1000")),
+            sandbox_config: Some(pod.clone()),
+        });
+        let stop_pod = pod_id.clone();
+        let stop = async move {
+            // 0 to 95 ms: before, while and after the create runs.
+            tokio::time::sleep(Duration::from_millis((i % 20) * 5)).await;
+            rt_stop
+                .stop_pod_sandbox(cri::StopPodSandboxRequest {
+                    pod_sandbox_id: stop_pod,
+                })
+                .await
+        };
+        let deadline = Duration::from_secs(60);
+        let (c, s) = tokio::time::timeout(deadline, async { tokio::join!(create, stop) })
+            .await
+            .unwrap_or_else(|_| panic!("iteration {i}: create and stop deadlocked"));
+        s.unwrap_or_else(|e| panic!("iteration {i}: StopPodSandbox: {e}; log:\n{}", d.log()));
+        let listed = d
+            .runtime()
+            .await
+            .list_containers(cri::ListContainersRequest {
+                filter: Some(cri::ContainerFilter {
+                    pod_sandbox_id: pod_id.clone(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .containers;
+        match c {
+            Ok(r) => {
+                created += 1;
+                let id = r.into_inner().container_id;
+                assert_eq!(listed.len(), 1, "iteration {i}: {listed:?}");
+                let st = status(&d, &id).await;
+                assert_eq!(
+                    st.state,
+                    cri::ContainerState::ContainerExited as i32,
+                    "iteration {i}: a container created in a pod being stopped must be stopped \
+                     with it: {st:?}; daemon log:\n{}",
+                    d.log()
+                );
+            }
+            Err(e) => {
+                refused += 1;
+                assert_eq!(
+                    e.code(),
+                    tonic::Code::FailedPrecondition,
+                    "iteration {i}: a create refused by a stop must be FailedPrecondition: {e}; \
+                     daemon log:\n{}",
+                    d.log()
+                );
+                assert_eq!(
+                    listed,
+                    Vec::new(),
+                    "iteration {i}: refused create left a container"
+                );
+                // Nothing of the refused container: only the pod's own directories remain.
+                assert_eq!(
+                    entries(&d.root.join("containers")),
+                    Vec::<String>::new(),
+                    "iteration {i}"
+                );
+            }
+        }
+        d.runtime()
+            .await
+            .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                pod_sandbox_id: pod_id.clone(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("iteration {i}: RemovePodSandbox: {e}; log:\n{}", d.log()));
+        assert_nothing_left(&d, &format!("iteration {i}"));
+    }
+    eprintln!("{iterations} iterations: {created} created before the stop, {refused} refused");
+    assert!(created + refused == iterations);
+}
+
