@@ -45,6 +45,8 @@ pub const CRI_API_VERSION: &str = "v1";
 pub struct Krio {
     cfg: Config,
     images: ImageStore,
+    /// Images held by creates in flight and removals in progress.
+    image_use: image::in_use::ImageUse,
     sandboxes: Registry<Sandbox>,
     containers: Registry<Container>,
     pending_sandboxes: Pending,
@@ -145,6 +147,7 @@ impl Krio {
         let krio = Arc::new(Krio {
             cfg,
             images,
+            image_use: Default::default(),
             sandboxes: Registry::new("sandbox"),
             containers: Registry::new("container"),
             pending_sandboxes: Pending::default(),

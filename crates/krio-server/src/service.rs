@@ -619,7 +619,8 @@ impl ImageService for ImageApi {
         r: Request<cri::RemoveImageRequest>,
     ) -> Result<Response<cri::RemoveImageResponse>, Status> {
         let t = Instant::now();
-        let res = self.0.remove_image(r.into_inner());
+        let req = r.into_inner();
+        let res = detached(&self.0, |k| async move { k.remove_image(req).await }).await;
         respond(
             &self.0,
             "RemoveImage",

@@ -149,3 +149,78 @@ async fn create_racing_stop_of_the_same_pod_is_clean() {
     assert!(created + refused == iterations);
 }
 
+/// RemoveImage while a create of a container of that image is in flight (held in the daemon by
+/// the test-only creation delay, before its rootfs is mounted) is refused with
+/// FailedPrecondition, and the create then succeeds with its layers intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn remove_image_counts_creates_in_flight() {
+    ensure_images();
+    let d =
+        Daemon::start_with_env(Network::Loopback, &[("KRIO_TEST_DELAY_CREATE_MS", "1500")]).await;
+    let busybox = image("busybox");
+    let image_id = pull(&d, &busybox).await;
+    let pod = pod_config(&d, "rmi");
+    let pod_id = run_pod(&d, &pod).await;
+    let mut rt = d.runtime().await;
+    let (p, b) = (pod.clone(), busybox.clone());
+    let pid = pod_id.clone();
+    let create = tokio::spawn(async move {
+        rt.create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pid,
+            config: Some(container_config("c", &b, "echo ready; sleep 1000")),
+            sandbox_config: Some(p),
+        })
+        .await
+    });
+    d.poll(
+        "the create to be held by the test-only delay",
+        Duration::from_secs(20),
+        || {
+            let held = d.log().lines().any(|l| {
+                l.contains("test-only delay before creating") && l.contains("kind=container")
+            });
+            std::future::ready(held.then_some(()))
+        },
+    )
+    .await;
+    let err = d
+        .images()
+        .await
+        .remove_image(cri::RemoveImageRequest {
+            image: Some(cri::ImageSpec {
+                image: image_id.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect_err("RemoveImage must refuse an image a create in flight uses");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
+    let id = create
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("CreateContainer: {e}; log:\n{}", d.log()))
+        .into_inner()
+        .container_id;
+    d.runtime()
+        .await
+        .start_container(cri::StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    wait_log_line(&d, &id, "ready").await;
+    remove_pod(&d, &pod_id).await;
+    // Nothing uses it any more: now it goes.
+    d.images()
+        .await
+        .remove_image(cri::RemoveImageRequest {
+            image: Some(cri::ImageSpec {
+                image: image_id,
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    assert_nothing_left(&d, "after removal");
+}
+

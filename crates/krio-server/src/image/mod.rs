@@ -1,6 +1,9 @@
 //! `ImageService` handlers: thin adapters over [`krio_image::ImageStore`].
 
+pub(crate) mod in_use;
+
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use krio_cri::v1 as cri;
 use krio_image::{ImageRecord, RegistryAuth};
@@ -100,10 +103,13 @@ impl Krio {
 
     /// CRI `RemoveImage` by id, tag or digest. By id or digest the image goes with all its
     /// names; by tag only that tag goes (the image with it when it was its last name).
-    /// Removing an absent image succeeds (the CRI call is idempotent).
+    /// Removing an absent image succeeds (the CRI call is idempotent). The store's work
+    /// (records, layer deletion) runs on a blocking thread.
     ///
-    /// Errors: `FailedPrecondition` naming the container when a container uses the image.
-    pub(crate) fn remove_image(&self, req: cri::RemoveImageRequest) -> Result<()> {
+    /// Errors: `FailedPrecondition` naming the container when a container uses the image, or
+    /// when a create of a container of it is in flight (counted from before its rootfs is
+    /// mounted), or another removal of it is under way.
+    pub(crate) async fn remove_image(self: &Arc<Self>, req: cri::RemoveImageRequest) -> Result<()> {
         let reference = req.image.map(|i| i.image).unwrap_or_default();
         if reference.is_empty() {
             return Err(ServerError::invalid("image.image", "is required"));
@@ -118,28 +124,38 @@ impl Krio {
             == image.id.trim_start_matches("sha256:")
             || names <= 1
             || reference.contains('@');
-        if removes_image {
-            if let Some(c) = self
-                .containers
-                .all()
-                .iter()
-                .find(|c| c.snapshot().image_id == image.id)
-            {
-                return Err(ServerError::FailedPrecondition(format!(
-                    "image {reference} is in use by container {}",
-                    c.id
-                )));
-            }
-        }
+        let _mark = if removes_image {
+            let user = || {
+                self.containers
+                    .all()
+                    .iter()
+                    .find(|c| c.with_snapshot(|r| r.image_id == image.id))
+                    .map(|c| c.id.clone())
+            };
+            Some(
+                self.image_use
+                    .begin_remove(&image.id, user)?
+                    .ok_or_else(|| {
+                        ServerError::FailedPrecondition(format!(
+                            "image {reference} is already being removed"
+                        ))
+                    })?,
+            )
+        } else {
+            None
+        };
         // A digest names content, not a name: removing by digest removes the image with
         // every name it has, as removing by id does (containerd removes all references of
         // the resolved image; krio keeps "by tag removes just that tag").
         let target = if removes_image && reference.contains('@') {
-            image.id.as_str()
+            image.id.clone()
         } else {
-            reference.as_str()
+            reference
         };
-        self.images.remove(target)?;
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.images.remove(&target))
+            .await
+            .map_err(|e| ServerError::Task(e.to_string()))??;
         Ok(())
     }
 

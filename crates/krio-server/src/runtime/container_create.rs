@@ -44,6 +44,16 @@ impl Krio {
                 kind: "image",
                 id: image_ref.clone(),
             })?;
+        // Counted as a user of the image from here until the container is registered (or the
+        // create undone), so RemoveImage cannot delete the layers under a container being
+        // born; an image removed just before the hold was taken is looked up again.
+        let image_hold = self.image_use.begin_create(&image.id)?;
+        if self.images.resolve(&image.id).is_none() {
+            return Err(ServerError::NotFound {
+                kind: "image",
+                id: image_ref,
+            });
+        }
         let cri_stop_signal = cri::Signal::try_from(config.stop_signal).map_err(|_| {
             ServerError::invalid(
                 "config.stop_signal",
@@ -98,6 +108,7 @@ impl Krio {
         let this = self.clone();
         let task_name = name.clone();
         let work = async move {
+            let _image_hold = image_hold;
             let span =
                 tracing::info_span!("create_container", container = %record.id, name = %task_name);
             // Held shared until the container is registered (or undone): a stop of the pod
