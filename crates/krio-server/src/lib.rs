@@ -162,7 +162,8 @@ impl Krio {
             shutdown: tokio::sync::watch::channel(false).0,
             streaming: Default::default(),
         });
-        krio.recover().await;
+        let retry = krio.recover().await;
+        krio.retry_recovery(retry);
         for s in krio.sandboxes.all() {
             let snap = s.snapshot();
             if snap.state == state::SandboxState::Ready && snap.pod_init.is_some() {

@@ -224,3 +224,63 @@ async fn remove_image_counts_creates_in_flight() {
     assert_nothing_left(&d, "after removal");
 }
 
+/// A monitor killed with SIGKILL writes no exit file: the daemon notices, kills the orphaned
+/// container process and reports the container exited (255, reason naming the monitor loss).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_monitor_killed_without_an_exit_file_is_noticed() {
+    ensure_images();
+    let d = Daemon::start().await;
+    let busybox = image("busybox");
+    pull(&d, &busybox).await;
+    let pod = pod_config(&d, "monlost");
+    let pod_id = run_pod(&d, &pod).await;
+    let id = run_container(
+        &d,
+        &pod_id,
+        &pod,
+        container_config("c", &busybox, "echo ready; sleep 1000"),
+    )
+    .await;
+    wait_log_line(&d, &id, "ready").await;
+    let info = d
+        .runtime()
+        .await
+        .container_status(cri::ContainerStatusRequest {
+            container_id: id.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .info;
+    let v: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
+    let monitor = v["monitorPid"].as_i64().unwrap() as i32;
+    let init = v["pid"].as_i64().unwrap() as i32;
+    assert!(monitor > 0 && init > 0, "{v}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(monitor),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let st = d
+        .poll(
+            "the container to be reported exited after its monitor was killed",
+            Duration::from_secs(20),
+            || async {
+                let s = status(&d, &id).await;
+                (s.state == cri::ContainerState::ContainerExited as i32).then_some(s)
+            },
+        )
+        .await;
+    assert_eq!(st.exit_code, 255, "{st:?}");
+    assert!(st.reason.contains("Monitor"), "{st:?}");
+    d.poll(
+        "the orphaned container process to be killed",
+        Duration::from_secs(10),
+        || std::future::ready(pod_init_gone(init).then_some(())),
+    )
+    .await;
+    remove_pod(&d, &pod_id).await;
+    assert_nothing_left(&d, "after removal");
+}
+

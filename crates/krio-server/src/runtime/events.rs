@@ -156,7 +156,7 @@ impl Krio {
 }
 
 /// SIGKILLs every process left in a cgroup (v1 `pids` controller or the v2 tree).
-fn kill_cgroup_processes(cgroups_path: &str) {
+pub(crate) fn kill_cgroup_processes(cgroups_path: &str) {
     if cgroups_path.is_empty() {
         return;
     }
