@@ -56,9 +56,8 @@ pub struct Krio {
     cni: krio_net::cni::Cni,
     daemon_oom_score_adj: i32,
     events: tokio::sync::broadcast::Sender<krio_cri::v1::ContainerEventResponse>,
-    /// The last CPU sample (time in ns, cumulative CPU ns) per container or pod, for
-    /// `usage_nano_cores`.
-    cpu_samples: std::sync::Mutex<std::collections::HashMap<String, (i64, u64)>>,
+    /// The last CPU sample per container or pod, for `usage_nano_cores`.
+    cpu_samples: runtime::CpuSamples,
     metrics: metrics::Metrics,
     /// Set once the daemon begins shutting down; ends event streams.
     shutdown: tokio::sync::watch::Sender<bool>,

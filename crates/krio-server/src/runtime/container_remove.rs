@@ -28,6 +28,7 @@ impl Krio {
         let rec = c.record.lock().await;
         self.teardown_container(&rec).await?;
         self.containers.remove(&rec.id);
+        self.cpu_samples.forget(&rec.id);
         if let Some(sb) = self.sandboxes.find("pod_sandbox_id", &rec.sandbox_id)? {
             self.containers
                 .release(&container_name(&rec.config, &sb.snapshot().config), &rec.id);
