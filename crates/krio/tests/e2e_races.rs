@@ -284,3 +284,72 @@ async fn a_monitor_killed_without_an_exit_file_is_noticed() {
     assert_nothing_left(&d, "after removal");
 }
 
+/// A create whose caller gave up finishes on its own; once that container is removed, a new
+/// create of the same name makes a new container instead of being handed the removed id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_later_create_is_never_handed_a_removed_container() {
+    ensure_images();
+    let d =
+        Daemon::start_with_env(Network::Loopback, &[("KRIO_TEST_DELAY_CREATE_MS", "1000")]).await;
+    let busybox = image("busybox");
+    pull(&d, &busybox).await;
+    let pod = pod_config(&d, "gaveup");
+    let pod_id = run_pod(&d, &pod).await;
+    let request = || cri::CreateContainerRequest {
+        pod_sandbox_id: pod_id.clone(),
+        config: Some(container_config("c", &busybox, "sleep 1000")),
+        sandbox_config: Some(pod.clone()),
+    };
+    let mut req = tonic::Request::new(request());
+    req.set_timeout(Duration::from_millis(200));
+    let err = d
+        .runtime()
+        .await
+        .create_container(req)
+        .await
+        .expect_err("the caller gives up before the delayed create ends");
+    assert!(
+        matches!(
+            err.code(),
+            tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+        ),
+        "{err}"
+    );
+    let list = || async {
+        d.runtime()
+            .await
+            .list_containers(cri::ListContainersRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .containers
+    };
+    let first = d
+        .poll(
+            "the abandoned create to finish",
+            Duration::from_secs(20),
+            || async { list().await.first().map(|c| c.id.clone()) },
+        )
+        .await;
+    d.runtime()
+        .await
+        .remove_container(cri::RemoveContainerRequest {
+            container_id: first.clone(),
+        })
+        .await
+        .unwrap();
+    assert!(list().await.is_empty());
+    let second = d
+        .runtime()
+        .await
+        .create_container(request())
+        .await
+        .unwrap_or_else(|e| panic!("CreateContainer: {e}; log:\n{}", d.log()))
+        .into_inner()
+        .container_id;
+    assert_ne!(second, first, "handed the id of a removed container");
+    let listed: Vec<String> = list().await.into_iter().map(|c| c.id).collect();
+    assert_eq!(listed, vec![second.clone()]);
+    remove_pod(&d, &pod_id).await;
+    assert_nothing_left(&d, "after removal");
+}

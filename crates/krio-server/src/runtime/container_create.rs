@@ -130,6 +130,7 @@ impl Krio {
                 "container",
                 &name,
                 || self.containers.reserve(&name, &id),
+                |id| self.containers.contains(id),
                 work,
             )
             .await?;

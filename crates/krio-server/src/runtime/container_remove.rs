@@ -30,8 +30,11 @@ impl Krio {
         self.containers.remove(&rec.id);
         self.cpu_samples.forget(&rec.id);
         if let Some(sb) = self.sandboxes.find("pod_sandbox_id", &rec.sandbox_id)? {
-            self.containers
-                .release(&container_name(&rec.config, &sb.snapshot().config), &rec.id);
+            let name = container_name(&rec.config, &sb.snapshot().config);
+            self.containers.release(&name, &rec.id);
+            // A create whose caller gave up leaves its result for a retry; a removed
+            // container must never be handed to a later create of the same name.
+            self.pending_containers.forget(&name, &rec.id);
         }
         self.emit(&rec, cri::ContainerEventType::ContainerDeletedEvent);
         tracing::info!(container = %rec.id, "container removed");

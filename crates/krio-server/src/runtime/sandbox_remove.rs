@@ -49,8 +49,10 @@ impl Krio {
         }
         if errors.is_empty() {
             self.sandboxes.remove(&rec.id);
-            self.sandboxes
-                .release(&SandboxRecord::reserved_name(&rec.config), &rec.id);
+            let name = SandboxRecord::reserved_name(&rec.config);
+            self.sandboxes.release(&name, &rec.id);
+            self.pending_sandboxes.forget(&name, &rec.id);
+            self.cpu_samples.forget(&super::stats::pod_cpu_key(&rec.id));
             tracing::info!(sandbox = %rec.id, "sandbox removed");
         }
         ServerError::collect(errors)

@@ -61,6 +61,7 @@ impl Krio {
                 "sandbox",
                 &name,
                 || self.sandboxes.reserve(&name, &id),
+                |id| self.sandboxes.contains(id),
                 work,
             )
             .await?;
