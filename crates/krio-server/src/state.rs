@@ -656,11 +656,13 @@ impl Pending {
     }
 
     /// Number of entries (running, or finished and not yet taken).
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.lock().len()
     }
 
     /// Whether there are no entries.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.lock().is_empty()
     }

@@ -484,6 +484,7 @@ impl CpuSamples {
     }
 
     /// Number of samples kept.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.lock().len()
     }
