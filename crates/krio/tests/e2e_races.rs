@@ -74,8 +74,8 @@ async fn create_racing_stop_of_the_same_pod_is_clean() {
         });
         let stop_pod = pod_id.clone();
         let stop = async move {
-            // 0 to 95 ms: before, while and after the create runs.
-            tokio::time::sleep(Duration::from_millis((i % 20) * 5)).await;
+            // 0 to 30 ms: before, while and after the create runs.
+            tokio::time::sleep(Duration::from_millis((i % 16) * 2)).await;
             rt_stop
                 .stop_pod_sandbox(cri::StopPodSandboxRequest {
                     pod_sandbox_id: stop_pod,
