@@ -232,18 +232,23 @@ impl Krio {
     }
 
     /// Makes a changed container record current: publishes it as the snapshot readers see
-    /// (it already is the record under the container's lock), then writes it to disk.
+    /// (it already is the record under the container's lock), then writes it to disk on a
+    /// blocking thread (the write fsyncs twice).
     ///
     /// Errors: [`ServerError::Io`] when the record cannot be written.
-    fn commit_container(&self, c: &Container, rec: &state::ContainerRecord) -> error::Result<()> {
+    async fn commit_container(
+        &self,
+        c: &Container,
+        rec: &state::ContainerRecord,
+    ) -> error::Result<()> {
         c.publish(rec);
-        persist::write_json(&self.container_record_path(&rec.id), rec)
+        persist::write_json_async(&self.container_record_path(&rec.id), rec).await
     }
 
     /// Like [`Krio::commit_container`], for a sandbox record.
-    fn commit_sandbox(&self, s: &Sandbox, rec: &state::SandboxRecord) -> error::Result<()> {
+    async fn commit_sandbox(&self, s: &Sandbox, rec: &state::SandboxRecord) -> error::Result<()> {
         s.publish(rec);
-        persist::write_json(&self.sandbox_record_path(&rec.id), rec)
+        persist::write_json_async(&self.sandbox_record_path(&rec.id), rec).await
     }
 
     /// The bundle directory (config.json, rootfs mountpoint, exit and pid files).

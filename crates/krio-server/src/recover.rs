@@ -59,7 +59,9 @@ impl Krio {
                         };
                         tracing::warn!(sandbox = %id, netns_gone, init_gone, "{what}; sandbox not ready");
                         rec.state = SandboxState::NotReady;
-                        if let Err(e) = persist::write_json(&self.sandbox_record_path(&id), &rec) {
+                        if let Err(e) =
+                            persist::write_json_async(&self.sandbox_record_path(&id), &rec).await
+                        {
                             tracing::error!(sandbox = %id, error = %e, "persisting the corrected record; will retry");
                             retry.push(Retry::Sandbox(id.clone()));
                         }
@@ -152,7 +154,7 @@ impl Krio {
         match reconcile_record(rec, self.runtime(&rec.runtime_handler), &run_dir).await {
             Reconciled::Unchanged => false,
             Reconciled::Corrected => {
-                match persist::write_json(&self.container_record_path(&rec.id), &*rec) {
+                match persist::write_json_async(&self.container_record_path(&rec.id), &*rec).await {
                     Ok(()) => false,
                     Err(e) => {
                         tracing::error!(container = %rec.id, error = %e, "persisting the reconciled record; will retry");
@@ -207,7 +209,7 @@ impl Krio {
                     tracing::warn!(container = %id, error = %why, "still cannot reconcile with the runtime");
                     return false;
                 }
-                match self.commit_container(&c, &rec) {
+                match self.commit_container(&c, &rec).await {
                     Ok(()) => {
                         tracing::info!(container = %id, state = ?rec.state, "container reconciled");
                         true
@@ -223,7 +225,7 @@ impl Krio {
                     return true;
                 };
                 let rec = s.record.lock().await;
-                match self.commit_sandbox(&s, &rec) {
+                match self.commit_sandbox(&s, &rec).await {
                     Ok(()) => true,
                     Err(e) => {
                         tracing::error!(sandbox = %id, error = %e, "persisting the corrected sandbox record");

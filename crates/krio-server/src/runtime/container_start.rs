@@ -42,7 +42,7 @@ impl Krio {
         rec.state = ContainerState::Running;
         // A very short-lived process may already have exited; the exit file says so.
         self.refresh_exit(&mut rec);
-        self.commit_container(&c, &rec)?;
+        self.commit_container(&c, &rec).await?;
         self.emit(&rec, cri::ContainerEventType::ContainerStartedEvent);
         tracing::info!(container = %rec.id, "container started");
         Ok(())

@@ -87,7 +87,7 @@ impl Krio {
                             .map_or(own_deadline, |d| d.min(own_deadline))
                     };
                     if wait_exit(&exit_file, &rec, deadline).await {
-                        return self.finish_stop(c, &mut rec);
+                        return self.finish_stop(c, &mut rec).await;
                     }
                 }
                 Err(e) => tracing::debug!(container = %rec.id, error = %e, "stop signal failed"),
@@ -117,7 +117,7 @@ impl Krio {
                     .await?;
                 let grace = tokio::time::Instant::now() + KILL_GRACE;
                 if wait_exit(&exit_file, &rec, || grace).await {
-                    return self.finish_stop(c, &mut rec);
+                    return self.finish_stop(c, &mut rec).await;
                 }
             }
             return Err(ServerError::DeadlineExceeded(format!(
@@ -126,12 +126,12 @@ impl Krio {
                 KILL_GRACE.as_secs()
             )));
         }
-        self.finish_stop(c, &mut rec)
+        self.finish_stop(c, &mut rec).await
     }
 
-    fn finish_stop(&self, c: &Container, rec: &mut ContainerRecord) -> Result<()> {
+    async fn finish_stop(&self, c: &Container, rec: &mut ContainerRecord) -> Result<()> {
         self.refresh_exit(rec);
-        self.commit_container(c, rec)?;
+        self.commit_container(c, rec).await?;
         tracing::info!(container = %rec.id, exit_code = rec.exit_code, "container stopped");
         Ok(())
     }

@@ -136,7 +136,7 @@ impl Krio {
         // The record goes to disk before anything is made and again before the network is
         // set up, so a daemon killed halfway finds it (state Creating) and undoes it all.
         rec.state = SandboxState::Creating;
-        persist::write_json(&self.sandbox_record_path(&rec.id), rec)?;
+        persist::write_json_async(&self.sandbox_record_path(&rec.id), rec).await?;
         if !kinds.is_empty() {
             let ns_dir = run_dir.join("ns");
             let host = (!host_network).then(|| hostname.clone());
@@ -173,13 +173,13 @@ impl Krio {
             rec.pidns = Some(pin);
         }
         if let Some(netns) = rec.netns.clone() {
-            persist::write_json(&self.sandbox_record_path(&rec.id), rec)?;
+            persist::write_json_async(&self.sandbox_record_path(&rec.id), rec).await?;
             let status = self.cni.add(&self.pod_network(rec, &netns)).await?;
             rec.ips = status.ips.iter().map(|ip| ip.to_string()).collect();
         }
         write_pod_files(&run_dir, &rec.config, &hostname, &rec.ips, host_network)?;
         rec.state = SandboxState::Ready;
-        persist::write_json(&self.sandbox_record_path(&rec.id), rec)?;
+        persist::write_json_async(&self.sandbox_record_path(&rec.id), rec).await?;
         Ok(())
     }
 

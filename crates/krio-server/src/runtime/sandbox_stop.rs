@@ -40,7 +40,7 @@ impl Krio {
         errors.extend(self.teardown_sandbox_network(&rec).await);
         if rec.state != SandboxState::NotReady {
             rec.state = SandboxState::NotReady;
-            if let Err(e) = self.commit_sandbox(sandbox, &rec) {
+            if let Err(e) = self.commit_sandbox(sandbox, &rec).await {
                 errors.push(e);
             }
         }
