@@ -257,6 +257,18 @@ impl Krio {
     }
 }
 
+/// Runs blocking work (file and mount system calls, fsyncs, directory walks) without stalling
+/// the async workers: on the daemon's multi-threaded runtime the current worker hands its
+/// other tasks to the rest and becomes a blocking thread for the duration
+/// (`tokio::task::block_in_place`); elsewhere (a single-threaded test runtime, no runtime)
+/// `f` simply runs.
+pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 fn find_executable(p: &Path) -> Option<PathBuf> {
     if p.components().count() > 1 || p.is_absolute() {
         return p.is_file().then(|| p.to_path_buf());

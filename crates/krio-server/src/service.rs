@@ -1,5 +1,5 @@
 //! The tonic adapters: each RPC unwraps the request, calls the handler on [`Krio`], and maps
-//! the result. RPCs that later issues implement answer `Unimplemented` with a message.
+//! the result. Handlers that walk directories (stats) run through [`crate::blocking`]. RPCs that later issues implement answer `Unimplemented` with a message.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -397,7 +397,7 @@ impl RuntimeService for RuntimeApi {
             &self.0,
             "ContainerStats",
             t,
-            self.0.container_stats(r.into_inner()),
+            crate::blocking(|| self.0.container_stats(r.into_inner())),
         )
     }
 
@@ -410,7 +410,7 @@ impl RuntimeService for RuntimeApi {
             &self.0,
             "ListContainerStats",
             t,
-            self.0.list_container_stats(r.into_inner()),
+            crate::blocking(|| self.0.list_container_stats(r.into_inner())),
         )
     }
 
@@ -419,8 +419,10 @@ impl RuntimeService for RuntimeApi {
         r: Request<cri::StreamContainerStatsRequest>,
     ) -> Result<Response<Chunks<cri::StreamContainerStatsResponse>>, Status> {
         let t = Instant::now();
-        let list = self.0.list_container_stats(cri::ListContainerStatsRequest {
-            filter: r.into_inner().filter,
+        let filter = r.into_inner().filter;
+        let list = crate::blocking(|| {
+            self.0
+                .list_container_stats(cri::ListContainerStatsRequest { filter })
         });
         stream_chunks(
             &self.0,
@@ -440,7 +442,7 @@ impl RuntimeService for RuntimeApi {
             &self.0,
             "PodSandboxStats",
             t,
-            self.0.pod_sandbox_stats(r.into_inner()),
+            crate::blocking(|| self.0.pod_sandbox_stats(r.into_inner())),
         )
     }
 
@@ -453,7 +455,7 @@ impl RuntimeService for RuntimeApi {
             &self.0,
             "ListPodSandboxStats",
             t,
-            self.0.list_pod_sandbox_stats(r.into_inner()),
+            crate::blocking(|| self.0.list_pod_sandbox_stats(r.into_inner())),
         )
     }
 
@@ -462,11 +464,11 @@ impl RuntimeService for RuntimeApi {
         r: Request<cri::StreamPodSandboxStatsRequest>,
     ) -> Result<Response<Chunks<cri::StreamPodSandboxStatsResponse>>, Status> {
         let t = Instant::now();
-        let list = self
-            .0
-            .list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest {
-                filter: r.into_inner().filter,
-            });
+        let filter = r.into_inner().filter;
+        let list = crate::blocking(|| {
+            self.0
+                .list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest { filter })
+        });
         stream_chunks(
             &self.0,
             "StreamPodSandboxStats",
@@ -536,7 +538,7 @@ impl RuntimeService for RuntimeApi {
             &self.0,
             "ListPodSandboxMetrics",
             t,
-            Ok(self.0.list_pod_sandbox_metrics()),
+            crate::blocking(|| Ok(self.0.list_pod_sandbox_metrics())),
         )
     }
 
@@ -549,7 +551,7 @@ impl RuntimeService for RuntimeApi {
             &self.0,
             "StreamPodSandboxMetrics",
             t,
-            Ok(self.0.list_pod_sandbox_metrics().pod_metrics),
+            crate::blocking(|| Ok(self.0.list_pod_sandbox_metrics().pod_metrics)),
             |pod_sandbox_metrics| cri::StreamPodSandboxMetricsResponse {
                 pod_sandbox_metrics,
             },

@@ -178,6 +178,51 @@ impl Krio {
         target_pidns: Option<PathBuf>,
     ) -> Result<()> {
         let run_dir = self.container_run_dir(&rec.id);
+        // Directories, the first record write, the mounts and the bundle: blocking work, kept
+        // off the async workers.
+        crate::blocking(|| self.prepare_bundle(rec, sb, image, target_pidns))?;
+        let runtime = self.runtime(&rec.runtime_handler)?;
+        let mut monitor = krio_monitor::MonitorConfig::new(
+            rec.id.clone(),
+            run_dir.clone(),
+            runtime.binary(),
+            runtime.root(),
+            (!rec.log_path.is_empty()).then(|| PathBuf::from(&rec.log_path)),
+            run_dir.join("exit.json"),
+            run_dir.join("pid"),
+        );
+        monitor.runtime_log = Some(run_dir.join("runtime.log"));
+        if !rec.log_path.is_empty() {
+            monitor.log_directory = Some(PathBuf::from(&sb.config.log_directory));
+        }
+        monitor.max_log_line = self.cfg.container.log_line_max;
+        monitor.no_pivot = self.cfg.container.no_pivot;
+        let bin = self.monitor_bin.clone();
+        let spawned = tokio::task::spawn_blocking(move || krio_monitor::spawn(&monitor, &bin))
+            .await
+            .map_err(|e| {
+                ServerError::io("spawning monitor", &run_dir, std::io::Error::other(e))
+            })??;
+        rec.pid = spawned.container_pid;
+        rec.monitor_pid = spawned.monitor_pid;
+        // `runtime create` returns once the init set its credentials (before it waits to exec
+        // the command), so these are the ones the container's process will have.
+        rec.user = crate::state::ProcessUser::of_pid(rec.pid);
+        persist::write_json_async(&self.container_record_path(&rec.id), rec).await?;
+        Ok(())
+    }
+
+    /// The blocking steps of a create: directories, the record written before anything else
+    /// is made, the rootfs overlay mount and its checks, the log file, staged read-only
+    /// mounts, the OCI spec and the bundle.
+    fn prepare_bundle(
+        &self,
+        rec: &ContainerRecord,
+        sb: &SandboxRecord,
+        image: &krio_image::ImageRecord,
+        target_pidns: Option<PathBuf>,
+    ) -> Result<()> {
+        let run_dir = self.container_run_dir(&rec.id);
         let data_dir = self.container_data_dir(&rec.id);
         for d in [&run_dir, &data_dir] {
             std::fs::create_dir_all(d).map_err(|e| ServerError::io("creating directory", d, e))?;
@@ -302,34 +347,6 @@ impl Krio {
             }
         }
         krio_oci::write_bundle(&run_dir, &spec)?;
-        let runtime = self.runtime(&rec.runtime_handler)?;
-        let mut monitor = krio_monitor::MonitorConfig::new(
-            rec.id.clone(),
-            run_dir.clone(),
-            runtime.binary(),
-            runtime.root(),
-            (!rec.log_path.is_empty()).then(|| PathBuf::from(&rec.log_path)),
-            run_dir.join("exit.json"),
-            run_dir.join("pid"),
-        );
-        monitor.runtime_log = Some(run_dir.join("runtime.log"));
-        if !rec.log_path.is_empty() {
-            monitor.log_directory = Some(PathBuf::from(&sb.config.log_directory));
-        }
-        monitor.max_log_line = self.cfg.container.log_line_max;
-        monitor.no_pivot = self.cfg.container.no_pivot;
-        let bin = self.monitor_bin.clone();
-        let spawned = tokio::task::spawn_blocking(move || krio_monitor::spawn(&monitor, &bin))
-            .await
-            .map_err(|e| {
-                ServerError::io("spawning monitor", &run_dir, std::io::Error::other(e))
-            })??;
-        rec.pid = spawned.container_pid;
-        rec.monitor_pid = spawned.monitor_pid;
-        // `runtime create` returns once the init set its credentials (before it waits to exec
-        // the command), so these are the ones the container's process will have.
-        rec.user = crate::state::ProcessUser::of_pid(rec.pid);
-        persist::write_json(&self.container_record_path(&rec.id), rec)?;
         Ok(())
     }
 }

@@ -63,22 +63,9 @@ impl Krio {
             super::container_stop::wait_exit_file(&exit, std::time::Duration::from_secs(2)).await;
         }
         let run_dir = self.container_run_dir(&rec.id);
-        if let Err(e) = rootfs::unmount(&run_dir.join("rootfs")) {
-            errors.push(e);
-        }
-        // Staged recursive read-only sources are host directories: never delete through them.
-        if let Err(e) = rootfs::unmount_rro_staging(&rootfs::rro_staging_dir(&run_dir)) {
-            errors.push(e);
-        }
-        if errors.is_empty() {
-            for dir in [run_dir, self.container_data_dir(&rec.id)] {
-                match std::fs::remove_dir_all(&dir) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => errors.push(ServerError::io("removing directory", &dir, e)),
-                }
-            }
-        }
+        let data_dir = self.container_data_dir(&rec.id);
+        // Unmounts and directory removal are blocking work, kept off the async workers.
+        crate::blocking(|| remove_container_files(&run_dir, &data_dir, &mut errors));
         ServerError::collect(errors)
     }
 }
@@ -92,4 +79,29 @@ pub(crate) fn container_name(c: &cri::ContainerConfig, pod: &cri::PodSandboxConf
         "{}_{}_{}_{}_{}",
         meta.name, pod.name, pod.namespace, pod.uid, meta.attempt
     )
+}
+
+/// Unmounts a container's rootfs and staged read-only sources, then (only when both worked)
+/// deletes its run and data directories; failures are added to `errors`.
+fn remove_container_files(
+    run_dir: &std::path::Path,
+    data_dir: &std::path::Path,
+    errors: &mut Vec<ServerError>,
+) {
+    if let Err(e) = rootfs::unmount(&run_dir.join("rootfs")) {
+        errors.push(e);
+    }
+    // Staged recursive read-only sources are host directories: never delete through them.
+    if let Err(e) = rootfs::unmount_rro_staging(&rootfs::rro_staging_dir(run_dir)) {
+        errors.push(e);
+    }
+    if errors.is_empty() {
+        for dir in [run_dir.to_path_buf(), data_dir.to_path_buf()] {
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => errors.push(ServerError::io("removing directory", &dir, e)),
+            }
+        }
+    }
 }

@@ -36,17 +36,20 @@ impl Krio {
             return ServerError::collect(errors);
         }
         let rec = sandbox.record.lock().await;
-        self.remove_pod_cgroup(&rec);
-        for dir in [
-            self.sandbox_run_dir(&rec.id),
-            self.cfg.root.join("sandboxes").join(&rec.id),
-        ] {
-            match std::fs::remove_dir_all(&dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => errors.push(ServerError::io("removing directory", &dir, e)),
+        // Cgroup and directory removal are blocking work, kept off the async workers.
+        crate::blocking(|| {
+            self.remove_pod_cgroup(&rec);
+            for dir in [
+                self.sandbox_run_dir(&rec.id),
+                self.cfg.root.join("sandboxes").join(&rec.id),
+            ] {
+                match std::fs::remove_dir_all(&dir) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => errors.push(ServerError::io("removing directory", &dir, e)),
+                }
             }
-        }
+        });
         if errors.is_empty() {
             self.sandboxes.remove(&rec.id);
             let name = SandboxRecord::reserved_name(&rec.config);
