@@ -34,7 +34,7 @@ pub use manifest::{
 };
 pub use reference::Reference;
 pub use registry::RegistryAuth;
-pub use store::{FsUsage, ImageRecord, ImageStore, LayerMeta};
+pub use store::{tree_usage, FsUsage, ImageRecord, ImageStore, LayerMeta};
 
 /// Media type constants (OCI image-spec and Docker schema 2).
 pub mod media_types {

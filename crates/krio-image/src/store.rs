@@ -526,44 +526,20 @@ impl ImageStore {
         Ok(out)
     }
 
-    /// Bytes and inodes used under the root and the mount point holding it
-    /// (CRI `ImageFsInfo` → `FilesystemUsage`). Symlinks are not followed; hard links count once.
+    /// Usage of the image store alone: its blobs, unpacked layers, image records and
+    /// download scratch (`<root>/{blobs,layers,images,tmp}`), not whatever else lives under
+    /// the same root (containers' writable layers are reported apart, as CRI
+    /// `ImageFsInfoResponse.container_filesystems`). Walks the trees; blocking.
     ///
-    /// Errors: [`ImageError::Io`] if the tree cannot be walked.
+    /// Errors: [`ImageError::Io`] when a directory cannot be read or the mountpoint found.
     pub fn fs_usage(&self) -> Result<FsUsage, ImageError> {
-        let mut seen = HashSet::new();
-        let mut bytes = 0u64;
-        let mut inodes = 0u64;
-        let mut stack = vec![self.root.clone()];
-        while let Some(p) = stack.pop() {
-            let m = match fs::symlink_metadata(&p) {
-                Ok(m) => m,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(ImageError::io("stat", p, e)),
-            };
-            if m.nlink() > 1 && !m.is_dir() && !seen.insert((m.dev(), m.ino())) {
-                continue;
-            }
-            bytes += m.blocks() * 512;
-            inodes += 1;
-            if m.is_dir() {
-                match fs::read_dir(&p) {
-                    Ok(rd) => {
-                        for e in rd.flatten() {
-                            stack.push(e.path());
-                        }
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(ImageError::io("read directory", p, e)),
-                }
-            }
-        }
-        Ok(FsUsage {
-            mountpoint: mountpoint_of(&self.root)?,
-            used_bytes: bytes,
-            inodes_used: inodes,
-            timestamp_ns: now_ns(),
-        })
+        let dirs = [
+            &self.blobs_dir,
+            &self.layers_dir,
+            &self.images_dir,
+            &self.tmp_dir,
+        ];
+        tree_usage(&dirs.map(|d| d.as_path()), &self.root)
     }
 
     pub(crate) fn lookup_id(&self, id: &str) -> Option<ImageRecord> {
@@ -692,3 +668,44 @@ impl Drop for Pin<'_> {
 
 #[cfg(test)]
 mod tests;
+
+/// Bytes and inodes allocated under `dirs` (`st_blocks * 512`; hard links counted once; absent
+/// directories count nothing), on the filesystem whose mountpoint holds `anchor`. Walks the
+/// trees; blocking.
+///
+/// Errors: [`ImageError::Io`] when a directory cannot be read or the mountpoint found.
+pub fn tree_usage(dirs: &[&Path], anchor: &Path) -> Result<FsUsage, ImageError> {
+    let mut seen = HashSet::new();
+    let mut bytes = 0u64;
+    let mut inodes = 0u64;
+    let mut stack: Vec<PathBuf> = dirs.iter().map(|d| d.to_path_buf()).collect();
+    while let Some(p) = stack.pop() {
+        let m = match fs::symlink_metadata(&p) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(ImageError::io("stat", p, e)),
+        };
+        if m.nlink() > 1 && !m.is_dir() && !seen.insert((m.dev(), m.ino())) {
+            continue;
+        }
+        bytes += m.blocks() * 512;
+        inodes += 1;
+        if m.is_dir() {
+            match fs::read_dir(&p) {
+                Ok(rd) => {
+                    for e in rd.flatten() {
+                        stack.push(e.path());
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(ImageError::io("read directory", p, e)),
+            }
+        }
+    }
+    Ok(FsUsage {
+        mountpoint: mountpoint_of(anchor)?,
+        used_bytes: bytes,
+        inodes_used: inodes,
+        timestamp_ns: now_ns(),
+    })
+}

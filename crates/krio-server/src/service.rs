@@ -636,6 +636,6 @@ impl ImageService for ImageApi {
         _r: Request<cri::ImageFsInfoRequest>,
     ) -> Result<Response<cri::ImageFsInfoResponse>, Status> {
         let t = Instant::now();
-        respond(&self.0, "ImageFsInfo", t, self.0.image_fs_info())
+        respond(&self.0, "ImageFsInfo", t, self.0.image_fs_info().await)
     }
 }

@@ -89,6 +89,16 @@ fn open_recovers() {
     );
     let u = s.fs_usage().unwrap();
     assert!(u.used_bytes > 0 && u.inodes_used >= 6, "{u:?}");
+    // What else lives under the root (containers' writable layers) is not image usage.
+    fs::create_dir_all(root.join("containers/c1/upper")).unwrap();
+    fs::write(root.join("containers/c1/upper/big"), vec![7u8; 1 << 20]).unwrap();
+    let again = s.fs_usage().unwrap();
+    assert_eq!(
+        (again.used_bytes, again.inodes_used),
+        (u.used_bytes, u.inodes_used)
+    );
+    let c = crate::tree_usage(&[&root.join("containers")], root).unwrap();
+    assert!(c.used_bytes >= 1 << 20 && c.inodes_used == 4, "{c:?}");
     assert!(root.starts_with(&u.mountpoint) || u.mountpoint == Path::new("/"));
 }
 

@@ -9,7 +9,6 @@ use krio_cri::v1 as cri;
 use krio_image::{ImageRecord, RegistryAuth};
 
 use crate::error::{Result, ServerError};
-use crate::state::now_ns;
 use crate::Krio;
 
 impl Krio {
@@ -159,25 +158,43 @@ impl Krio {
         Ok(())
     }
 
-    /// CRI `ImageFsInfo`: bytes and inodes used by the image store, and its mountpoint.
-    pub(crate) fn image_fs_info(&self) -> Result<cri::ImageFsInfoResponse> {
-        let usage = self.images.fs_usage()?;
-        let fs = cri::FilesystemUsage {
-            timestamp: now_ns(),
-            fs_id: Some(cri::FilesystemIdentifier {
-                mountpoint: usage.mountpoint.to_string_lossy().into_owned(),
-            }),
-            used_bytes: Some(cri::UInt64Value {
-                value: usage.used_bytes,
-            }),
-            inodes_used: Some(cri::UInt64Value {
-                value: usage.inodes_used,
-            }),
-        };
-        Ok(cri::ImageFsInfoResponse {
-            image_filesystems: vec![fs.clone()],
-            container_filesystems: vec![fs],
+    /// CRI `ImageFsInfo`: the image store's usage (blobs, layers, records) as
+    /// `image_filesystems`, and the containers' writable layers (`<root>/containers`) as
+    /// `container_filesystems`, each with the mountpoint holding it. The walks run on a
+    /// blocking thread.
+    ///
+    /// Errors: `Internal` when a tree cannot be walked.
+    pub(crate) async fn image_fs_info(self: &Arc<Self>) -> Result<cri::ImageFsInfoResponse> {
+        let this = self.clone();
+        let (images, containers) = tokio::task::spawn_blocking(move || {
+            let containers_dir = this.cfg.root.join("containers");
+            Ok::<_, krio_image::ImageError>((
+                this.images.fs_usage()?,
+                krio_image::tree_usage(&[&containers_dir], &this.cfg.root)?,
+            ))
         })
+        .await
+        .map_err(|e| ServerError::Task(e.to_string()))??;
+        Ok(cri::ImageFsInfoResponse {
+            image_filesystems: vec![filesystem_usage(&images)],
+            container_filesystems: vec![filesystem_usage(&containers)],
+        })
+    }
+}
+
+/// A measured usage in CRI form.
+fn filesystem_usage(usage: &krio_image::FsUsage) -> cri::FilesystemUsage {
+    cri::FilesystemUsage {
+        timestamp: usage.timestamp_ns,
+        fs_id: Some(cri::FilesystemIdentifier {
+            mountpoint: usage.mountpoint.to_string_lossy().into_owned(),
+        }),
+        used_bytes: Some(cri::UInt64Value {
+            value: usage.used_bytes,
+        }),
+        inodes_used: Some(cri::UInt64Value {
+            value: usage.inodes_used,
+        }),
     }
 }
 
