@@ -29,7 +29,7 @@ use std::sync::Arc;
 pub use config::Config;
 pub use error::ServerError;
 pub use metrics::serve_metrics;
-pub use service::{ImageApi, RuntimeApi};
+pub use service::{rpc_span, ImageApi, RuntimeApi};
 pub use streaming::serve_streaming;
 
 use krio_image::ImageStore;

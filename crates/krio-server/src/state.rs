@@ -614,23 +614,28 @@ impl Pending {
             }
         };
         let delay = test_create_delay().map(|d| (d, kind.to_string(), name.to_string()));
-        let task = tokio::spawn(async move {
-            if let Some((delay, kind, name)) = delay {
-                tracing::warn!(
-                    kind = %kind,
-                    name = %name,
-                    delay_ms = delay.as_millis() as u64,
-                    "test-only delay before creating (KRIO_TEST_DELAY_CREATE_MS)"
-                );
-                tokio::time::sleep(delay).await;
-            }
-            let result = work.await;
-            let _ = tx.send(match &result {
-                Ok(id) => PendingState::Done(id.clone()),
-                Err(_) => PendingState::Failed,
-            });
-            result
-        });
+        // The creation's task carries the span of the call that started it (its RPC span).
+        let span = tracing::Span::current();
+        let task = tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                if let Some((delay, kind, name)) = delay {
+                    tracing::warn!(
+                        kind = %kind,
+                        name = %name,
+                        delay_ms = delay.as_millis() as u64,
+                        "test-only delay before creating (KRIO_TEST_DELAY_CREATE_MS)"
+                    );
+                    tokio::time::sleep(delay).await;
+                }
+                let result = work.await;
+                let _ = tx.send(match &result {
+                    Ok(id) => PendingState::Done(id.clone()),
+                    Err(_) => PendingState::Failed,
+                });
+                result
+            },
+            span,
+        ));
         // Only reached when the caller is still there (a caller that gave up dropped this
         // future): the entry then stays for a retry to take, until the object is removed.
         let result = task.await.map_err(|e| ServerError::Task(e.to_string()))?;

@@ -353,3 +353,57 @@ async fn a_later_create_is_never_handed_a_removed_container() {
     remove_pod(&d, &pod_id).await;
     assert_nothing_left(&d, "after removal");
 }
+
+/// Every log line of a call carries the call's span: the RPC name, a request id of its own and
+/// the sandbox or container id, also on the tasks the call spawns (the detached stop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_call_logs_under_a_span_with_its_ids() {
+    ensure_images();
+    let d = Daemon::start().await;
+    let busybox = image("busybox");
+    pull(&d, &busybox).await;
+    let pod = pod_config(&d, "spans");
+    let pod_id = run_pod(&d, &pod).await;
+    let id = run_container(
+        &d,
+        &pod_id,
+        &pod,
+        container_config("c", &busybox, "sleep 1000"),
+    )
+    .await;
+    remove_pod(&d, &pod_id).await;
+    let log = d.log();
+    let line = |what: &str, rpc: &str| {
+        log.lines()
+            .find(|l| l.contains(what) && l.contains(&format!("rpc{{rpc={rpc} ")))
+            .unwrap_or_else(|| panic!("no {what:?} line in the span of {rpc}; log:\n{log}"))
+            .to_string()
+    };
+    let request_id = |l: &str| {
+        l.split("request_id=")
+            .nth(1)
+            .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no request id in {l}"))
+    };
+    // The detached stop task logs in the StopPodSandbox span, naming the pod.
+    let stopped = line("sandbox stopped", "StopPodSandbox");
+    assert!(stopped.contains(&format!("sandbox={pod_id}")), "{stopped}");
+    // The creating task of CreateContainer names the container it makes and the pod.
+    let created = line(": ok", "CreateContainer");
+    assert!(
+        created.contains(&format!("sandbox={pod_id}"))
+            && created.contains(&format!("container={id}")),
+        "{created}"
+    );
+    let started = line("container started", "StartContainer");
+    assert!(started.contains(&format!("container={id}")), "{started}");
+    let ran = line(": ok", "RunPodSandbox");
+    assert!(ran.contains(&format!("sandbox={pod_id}")), "{ran}");
+    // Each call has its own request id.
+    let ids = [&stopped, &created, &started, &ran].map(|l| request_id(l));
+    let mut unique = ids.to_vec();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len(), "{ids:?}");
+}

@@ -71,6 +71,8 @@ impl Krio {
         let target_pidns = self.target_pid_namespace(&config, &sb.id)?;
         let name = super::container_remove::container_name(&config, &sb.config);
         let id = ids::new_id()?;
+        // The call's span names the id this attempt creates under.
+        crate::service::record_ids("", &id);
         let log_path = if sb.config.log_directory.is_empty() || config.log_path.is_empty() {
             String::new()
         } else {

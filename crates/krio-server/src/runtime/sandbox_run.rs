@@ -32,6 +32,8 @@ impl Krio {
         let handler = self.handler_name(&req.runtime_handler)?;
         let name = SandboxRecord::reserved_name(&config);
         let id = ids::new_id()?;
+        // The call's span names the id this attempt creates under.
+        crate::service::record_ids(&id, "");
         let record = SandboxRecord {
             id: id.clone(),
             runtime_handler: handler,
