@@ -407,3 +407,173 @@ async fn every_call_logs_under_a_span_with_its_ids() {
     unique.dedup();
     assert_eq!(unique.len(), ids.len(), "{ids:?}");
 }
+
+/// Load: 50 pods with a container each, started and removed in parallel, while other tasks
+/// keep calling ListPodSandbox, ListContainers, Status and ContainerStatus and try to remove the
+/// image in use. No call may fail except RemoveImage with FailedPrecondition (a container and
+/// the anchor pod always use the image), every call has a deadline (no deadlock), and nothing
+/// is left once the pods are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_pods_in_parallel_with_readers_and_image_removals() {
+    const PODS: usize = 50;
+    const DEADLINE: Duration = Duration::from_secs(120);
+    ensure_images();
+    let d = std::sync::Arc::new(Daemon::start().await);
+    let busybox = image("busybox");
+    let image_id = pull(&d, &busybox).await;
+    // An anchor pod whose container uses the image for the whole test.
+    let anchor = pod_config(&d, "anchor");
+    let anchor_id = run_pod(&d, &anchor).await;
+    run_container(
+        &d,
+        &anchor_id,
+        &anchor,
+        container_config("c", &busybox, "sleep 1000"),
+    )
+    .await;
+    async fn within<T>(what: String, f: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(DEADLINE, f)
+            .await
+            .unwrap_or_else(|_| panic!("{what}: no answer within {DEADLINE:?} (deadlock?)"))
+    }
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for r in 0..3 {
+        let (d, done, image_id) = (d.clone(), done.clone(), image_id.clone());
+        readers.push(tokio::spawn(async move {
+            let mut rt = d.runtime().await;
+            let mut img = d.images().await;
+            let (mut calls, mut refused) = (0u64, 0u64);
+            while !done.load(std::sync::atomic::Ordering::Acquire) {
+                within(
+                    format!("reader {r}: ListPodSandbox"),
+                    rt.list_pod_sandbox(cri::ListPodSandboxRequest::default()),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("ListPodSandbox: {e}"));
+                let containers = within(
+                    format!("reader {r}: ListContainers"),
+                    rt.list_containers(cri::ListContainersRequest::default()),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("ListContainers: {e}"))
+                .into_inner()
+                .containers;
+                within(
+                    format!("reader {r}: Status"),
+                    rt.status(cri::StatusRequest::default()),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("Status: {e}"));
+                for c in containers.iter().take(5) {
+                    // A container listed a moment ago may have been removed since.
+                    match within(
+                        format!("reader {r}: ContainerStatus"),
+                        rt.container_status(cri::ContainerStatusRequest {
+                            container_id: c.id.clone(),
+                            verbose: false,
+                        }),
+                    )
+                    .await
+                    {
+                        Ok(_) => {}
+                        Err(e) if e.code() == tonic::Code::NotFound => {}
+                        Err(e) => panic!("ContainerStatus: {e}"),
+                    }
+                }
+                let e = within(
+                    format!("reader {r}: RemoveImage"),
+                    img.remove_image(cri::RemoveImageRequest {
+                        image: Some(cri::ImageSpec {
+                            image: image_id.clone(),
+                            ..Default::default()
+                        }),
+                    }),
+                )
+                .await
+                .expect_err("the image is in use: RemoveImage must fail");
+                assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e}");
+                refused += 1;
+                calls += 4 + containers.len().min(5) as u64;
+            }
+            (calls, refused)
+        }));
+    }
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for i in 0..PODS {
+        let (d, busybox) = (d.clone(), busybox.clone());
+        workers.push(tokio::spawn(async move {
+            let pod = pod_config(&d, &format!("load{i}"));
+            let mut rt = d.runtime().await;
+            let pod_id = within(
+                format!("pod {i}: RunPodSandbox"),
+                rt.run_pod_sandbox(cri::RunPodSandboxRequest {
+                    config: Some(pod.clone()),
+                    runtime_handler: String::new(),
+                }),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("pod {i}: RunPodSandbox: {e}"))
+            .into_inner()
+            .pod_sandbox_id;
+            let id = within(
+                format!("pod {i}: CreateContainer"),
+                rt.create_container(cri::CreateContainerRequest {
+                    pod_sandbox_id: pod_id.clone(),
+                    config: Some(container_config("c", &busybox, "sleep 1000")),
+                    sandbox_config: Some(pod.clone()),
+                }),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("pod {i}: CreateContainer: {e}"))
+            .into_inner()
+            .container_id;
+            within(
+                format!("pod {i}: StartContainer"),
+                rt.start_container(cri::StartContainerRequest {
+                    container_id: id.clone(),
+                }),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("pod {i}: StartContainer: {e}"));
+            within(
+                format!("pod {i}: StopPodSandbox"),
+                rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+                    pod_sandbox_id: pod_id.clone(),
+                }),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("pod {i}: StopPodSandbox: {e}"));
+            within(
+                format!("pod {i}: RemovePodSandbox"),
+                rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                    pod_sandbox_id: pod_id,
+                }),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("pod {i}: RemovePodSandbox: {e}"));
+        }));
+    }
+    for w in workers {
+        w.await
+            .unwrap_or_else(|e| panic!("a pod worker failed: {e}; daemon log:\n{}", d.log()));
+    }
+    let elapsed = started.elapsed();
+    done.store(true, std::sync::atomic::Ordering::Release);
+    let (mut calls, mut refused) = (0, 0);
+    for r in readers {
+        let (c, n) = r
+            .await
+            .unwrap_or_else(|e| panic!("a reader failed: {e}; daemon log:\n{}", d.log()));
+        calls += c;
+        refused += n;
+    }
+    eprintln!(
+        "{PODS} pods started and removed in {elapsed:?}; {calls} reader calls, {refused} RemoveImage refusals"
+    );
+    assert!(refused > 0);
+    remove_pod(&d, &anchor_id).await;
+    assert_nothing_left(&d, "after the load");
+}
+
