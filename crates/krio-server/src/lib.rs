@@ -30,6 +30,7 @@ pub use config::Config;
 pub use error::ServerError;
 pub use metrics::serve_metrics;
 pub use service::{rpc_span, ImageApi, RuntimeApi};
+pub use state::{KILL_POINTS, TEST_KILL_AT_ENV};
 pub use streaming::serve_streaming;
 
 use krio_image::ImageStore;

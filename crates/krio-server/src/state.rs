@@ -514,6 +514,50 @@ pub fn test_create_delay() -> Option<std::time::Duration> {
     })
 }
 
+/// Name of the test-only environment variable read by [`kill_point`].
+pub const TEST_KILL_AT_ENV: &str = "KRIO_TEST_KILL_AT";
+
+/// Every kill point [`kill_point`] knows, `<operation>:<step>`: after the named step of a
+/// multi-step operation, before the next.
+pub const KILL_POINTS: &[&str] = &[
+    "RunPodSandbox:record-creating",
+    "RunPodSandbox:namespaces-pinned",
+    "RunPodSandbox:network-added",
+    "RunPodSandbox:record-ready",
+    "CreateContainer:record-written",
+    "CreateContainer:rootfs-mounted",
+    "CreateContainer:bundle-written",
+    "CreateContainer:monitor-spawned",
+    "CreateContainer:record-final",
+    "StartContainer:runtime-started",
+    "StopContainer:signal-sent",
+    "StopContainer:exited",
+    "StopPodSandbox:containers-stopped",
+    "StopPodSandbox:network-down",
+    "RemovePodSandbox:containers-removed",
+    "RemovePodSandbox:cgroup-and-dirs-removed",
+    "RemoveContainer:torn-down",
+    "RemoveImage:checked",
+    "RemoveImage:removed",
+];
+
+/// **Test-only hook.** When `KRIO_TEST_KILL_AT` (read once per process) names `step` (one of
+/// [`KILL_POINTS`]), the daemon logs it and SIGKILLs itself there, so an end-to-end test can
+/// restart it and check that nothing a client was told is lost and nothing is left without an
+/// owner. Does nothing when unset; never set it outside tests.
+pub fn kill_point(step: &'static str) {
+    static AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let at = AT.get_or_init(|| std::env::var(TEST_KILL_AT_ENV).ok());
+    if at.as_deref() == Some(step) {
+        debug_assert!(KILL_POINTS.contains(&step), "unlisted kill point {step}");
+        tracing::error!(
+            step,
+            "test-only kill point reached (KRIO_TEST_KILL_AT): SIGKILL"
+        );
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
 /// The state of one pending creation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PendingState {

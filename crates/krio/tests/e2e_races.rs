@@ -577,3 +577,312 @@ async fn fifty_pods_in_parallel_with_readers_and_image_removals() {
     assert_nothing_left(&d, "after the load");
 }
 
+/// What the client of a kill-point run was told before the daemon died.
+#[derive(Debug, Default)]
+struct Told {
+    pod: Option<String>,
+    container: Option<String>,
+    started: bool,
+    stopped: bool,
+    pod_stopped: bool,
+    container_removed: bool,
+    pod_removed: bool,
+    image_removed: bool,
+}
+
+/// The command of the kill-point runs' container, unique enough to count its processes.
+const KILL_POINT_SLEEP: &str = "7373";
+
+/// Processes running `sleep 7373` (the kill-point container's command) on the host.
+fn kill_point_sleepers() -> usize {
+    let want = format!("sleep\0{KILL_POINT_SLEEP}\0");
+    std::fs::read_dir("/proc")
+        .expect("reading /proc")
+        .flatten()
+        .filter(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == want.as_bytes()))
+        .count()
+}
+
+/// One kill-point run: the daemon SIGKILLs itself at `point` while a client drives a pod
+/// through its whole life; the daemon is restarted, what the client was told is checked, the
+/// rest of the life is finished through the CRI, and nothing may be left. `Err` says why not.
+async fn kill_point_run(point: &'static str) -> Result<(), String> {
+    let mut d =
+        Daemon::start_with_env(Network::Loopback, &[(krio_server::TEST_KILL_AT_ENV, point)]).await;
+    let busybox = image("busybox");
+    let image_id = pull(&d, &busybox).await;
+    let pod = pod_config(&d, "kp");
+    let mut told = Told::default();
+    let mut rt = d.runtime().await;
+    let mut img = d.images().await;
+    let inflight = point.split(':').next().unwrap_or_default();
+    let mut failed: Option<tonic::Status> = None;
+    macro_rules! step {
+        ($call:expr) => {
+            match $call.await {
+                Ok(r) => Some(r.into_inner()),
+                Err(e) => {
+                    failed = Some(e);
+                    None
+                }
+            }
+        };
+    }
+    'life: {
+        let Some(r) = step!(rt.run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod.clone()),
+            runtime_handler: String::new(),
+        })) else {
+            break 'life;
+        };
+        let pod_id = r.pod_sandbox_id;
+        told.pod = Some(pod_id.clone());
+        let Some(r) = step!(rt.create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod_id.clone(),
+            config: Some(container_config(
+                "c",
+                &busybox,
+                &format!("exec sleep {KILL_POINT_SLEEP}")
+            )),
+            sandbox_config: Some(pod.clone()),
+        })) else {
+            break 'life;
+        };
+        let id = r.container_id;
+        told.container = Some(id.clone());
+        if step!(rt.start_container(cri::StartContainerRequest {
+            container_id: id.clone()
+        }))
+        .is_none()
+        {
+            break 'life;
+        }
+        told.started = true;
+        if step!(rt.stop_container(cri::StopContainerRequest {
+            container_id: id.clone(),
+            timeout: 0
+        }))
+        .is_none()
+        {
+            break 'life;
+        }
+        told.stopped = true;
+        if step!(rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: pod_id.clone()
+        }))
+        .is_none()
+        {
+            break 'life;
+        }
+        told.pod_stopped = true;
+        if step!(rt.remove_container(cri::RemoveContainerRequest {
+            container_id: id.clone()
+        }))
+        .is_none()
+        {
+            break 'life;
+        }
+        told.container_removed = true;
+        if step!(rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: pod_id.clone()
+        }))
+        .is_none()
+        {
+            break 'life;
+        }
+        told.pod_removed = true;
+        if step!(img.remove_image(cri::RemoveImageRequest {
+            image: Some(cri::ImageSpec {
+                image: image_id.clone(),
+                ..Default::default()
+            }),
+        }))
+        .is_none()
+        {
+            break 'life;
+        }
+        told.image_removed = true;
+    }
+    let Some(err) = failed else {
+        return Err("the kill point was never reached".into());
+    };
+    if d.wait_exit(Duration::from_secs(10)).is_none() {
+        return Err(format!("a call failed but the daemon lives: {err}"));
+    }
+    if !d.log().contains("test-only kill point reached") {
+        return Err(format!("the daemon died elsewhere: {err}"));
+    }
+    d.env.clear();
+    d.restart().await;
+    let mut rt = d.runtime().await;
+    let mut img = d.images().await;
+    // Everything the client was told exists is there, in the state it was told.
+    let pods = rt
+        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+        .await
+        .map_err(|e| e.to_string())?
+        .into_inner()
+        .items;
+    if let Some(pod_id) = told.pod.as_ref().filter(|_| !told.pod_removed) {
+        let Some(p) = pods.iter().find(|p| &p.id == pod_id) else {
+            return Err(format!("pod {pod_id} is gone after the restart"));
+        };
+        let ready = p.state == cri::PodSandboxState::SandboxReady as i32;
+        let may_be_stopped = matches!(inflight, "StopPodSandbox" | "RemovePodSandbox");
+        if told.pod_stopped && ready {
+            return Err("a pod told stopped is Ready".into());
+        }
+        if !told.pod_stopped && !ready && !may_be_stopped {
+            return Err(format!("a pod told ready is {:?}", p.state));
+        }
+    }
+    let containers = rt
+        .list_containers(cri::ListContainersRequest::default())
+        .await
+        .map_err(|e| e.to_string())?
+        .into_inner()
+        .containers;
+    if containers.len() > 1 {
+        return Err(format!("{} containers for one create", containers.len()));
+    }
+    if let Some(id) = told.container.as_ref().filter(|_| !told.container_removed) {
+        let Some(c) = containers.iter().find(|c| &c.id == id) else {
+            return Err(format!("container {id} is gone after the restart"));
+        };
+        use cri::ContainerState as S;
+        let allowed: &[S] = if told.stopped || told.pod_stopped {
+            &[S::ContainerExited]
+        } else if told.started {
+            if matches!(inflight, "StopContainer" | "StopPodSandbox") {
+                &[S::ContainerRunning, S::ContainerExited]
+            } else {
+                &[S::ContainerRunning]
+            }
+        } else if inflight == "StartContainer" {
+            &[S::ContainerCreated, S::ContainerRunning]
+        } else {
+            &[S::ContainerCreated]
+        };
+        if !allowed.iter().any(|s| *s as i32 == c.state) {
+            return Err(format!(
+                "container told {told:?} is {:?}",
+                S::try_from(c.state)
+            ));
+        }
+    }
+    let image_there = img
+        .image_status(cri::ImageStatusRequest {
+            image: Some(cri::ImageSpec {
+                image: image_id.clone(),
+                ..Default::default()
+            }),
+            verbose: false,
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .into_inner()
+        .image
+        .is_some();
+    if !told.image_removed && !image_there && inflight != "RemoveImage" {
+        return Err("the image is gone after the restart".into());
+    }
+    // No container runs twice.
+    let sleepers = kill_point_sleepers();
+    if sleepers > 1 {
+        return Err(format!("{sleepers} processes of one container"));
+    }
+    // Finish the life through the CRI; then nothing may be left without an owner.
+    for c in &containers {
+        rt.remove_container(cri::RemoveContainerRequest {
+            container_id: c.id.clone(),
+        })
+        .await
+        .map_err(|e| format!("RemoveContainer after the restart: {e}"))?;
+    }
+    for p in &pods {
+        for call in [true, false] {
+            let r = if call {
+                rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+                    pod_sandbox_id: p.id.clone(),
+                })
+                .await
+                .map(drop)
+            } else {
+                rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                    pod_sandbox_id: p.id.clone(),
+                })
+                .await
+                .map(drop)
+            };
+            r.map_err(|e| format!("tearing the pod down after the restart: {e}"))?;
+        }
+    }
+    img.remove_image(cri::RemoveImageRequest {
+        image: Some(cri::ImageSpec {
+            image: image_id.clone(),
+            ..Default::default()
+        }),
+    })
+    .await
+    .map_err(|e| format!("RemoveImage after the restart: {e}"))?;
+    let left = std::panic::catch_unwind(|| assert_nothing_left(&d, point));
+    if let Err(p) = left {
+        let msg = p
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_else(|| "leftovers".into());
+        return Err(msg.chars().take(1500).collect());
+    }
+    if kill_point_sleepers() > 0 {
+        return Err("the container's process outlived its removal".into());
+    }
+    let layers = entries(&d.root.join("layers"));
+    if !layers.is_empty() {
+        return Err(format!("layers left without an image: {layers:?}"));
+    }
+    let runc = entries(&d.state.join("runtime/runc"));
+    if !runc.is_empty() {
+        return Err(format!("runtime state left: {runc:?}"));
+    }
+    for h in entries(Path::new("/sys/fs/cgroup")) {
+        let base = Path::new("/sys/fs/cgroup")
+            .join(h)
+            .join(d.cgroup_parent.trim_start_matches('/'));
+        let pods: Vec<String> = entries(&base)
+            .into_iter()
+            .filter(|e| e.starts_with("pod-"))
+            .collect();
+        if !pods.is_empty() {
+            return Err(format!("cgroups left in {}: {pods:?}", base.display()));
+        }
+    }
+    Ok(())
+}
+
+/// The daemon SIGKILLs itself at each kill point in turn (`KRIO_TEST_KILL_AT`) while a client
+/// drives a pod, its container and its image through their whole life; after a restart,
+/// everything the client was told exists is there in the right state, no container runs twice,
+/// and once the life is finished nothing is left: no directory, mount, namespace pin, monitor,
+/// runtime state, cgroup or layer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_kill_point_recovers() {
+    ensure_images();
+    let mut failures = Vec::new();
+    for point in krio_server::KILL_POINTS {
+        let run = tokio::spawn(kill_point_run(point)).await;
+        let outcome = match run {
+            Ok(r) => r,
+            Err(e) => Err(format!("panicked: {e}")),
+        };
+        eprintln!(
+            "kill point {point}: {}",
+            outcome.as_ref().map_or_else(|e| e.as_str(), |()| "ok")
+        );
+        if let Err(e) = outcome {
+            failures.push(format!("{point}: {e}"));
+        }
+    }
+    let total = krio_server::KILL_POINTS.len();
+    eprintln!("{} of {total} kill points pass", total - failures.len());
+    assert!(failures.is_empty(), "{failures:#?}");
+}

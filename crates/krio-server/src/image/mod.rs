@@ -151,10 +151,12 @@ impl Krio {
         } else {
             reference
         };
+        crate::state::kill_point("RemoveImage:checked");
         let this = self.clone();
         tokio::task::spawn_blocking(move || this.images.remove(&target))
             .await
             .map_err(|e| ServerError::Task(e.to_string()))??;
+        crate::state::kill_point("RemoveImage:removed");
         Ok(())
     }
 

@@ -210,7 +210,9 @@ impl Krio {
         // `runtime create` returns once the init set its credentials (before it waits to exec
         // the command), so these are the ones the container's process will have.
         rec.user = crate::state::ProcessUser::of_pid(rec.pid);
+        crate::state::kill_point("CreateContainer:monitor-spawned");
         persist::write_json_async(&self.container_record_path(&rec.id), rec).await?;
+        crate::state::kill_point("CreateContainer:record-final");
         Ok(())
     }
 
@@ -232,6 +234,7 @@ impl Krio {
         // The record goes to disk first, so a daemon killed in the middle finds and cleans
         // the half-made container on restart (state stays Created with pid 0).
         persist::write_json(&self.container_record_path(&rec.id), rec)?;
+        crate::state::kill_point("CreateContainer:record-written");
         let lowers = self.images.layer_dirs(image)?;
         let rootfs_dir = run_dir.join("rootfs");
         rootfs::mount_overlay(
@@ -241,6 +244,7 @@ impl Krio {
             &rootfs_dir,
         )?;
         rootfs::check_special_dirs(&rootfs_dir)?;
+        crate::state::kill_point("CreateContainer:rootfs-mounted");
         if !rec.log_path.is_empty() {
             // Create the log file now, as the monitor will open it (no link followed below the
             // pod's log directory, nothing but a regular file): a link, FIFO or directory planted
@@ -349,6 +353,7 @@ impl Krio {
             }
         }
         krio_oci::write_bundle(&run_dir, &spec)?;
+        crate::state::kill_point("CreateContainer:bundle-written");
         Ok(())
     }
 }

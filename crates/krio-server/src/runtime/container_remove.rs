@@ -27,6 +27,7 @@ impl Krio {
         self.stop_container_obj(c, StopMode::Kill).await?;
         let rec = c.record.lock().await;
         self.teardown_container(&rec).await?;
+        crate::state::kill_point("RemoveContainer:torn-down");
         self.containers.remove(&rec.id);
         self.cpu_samples.forget(&rec.id);
         if let Some(sb) = self.sandboxes.find("pod_sandbox_id", &rec.sandbox_id)? {

@@ -38,6 +38,7 @@ impl Krio {
         }
         let runtime = self.runtime(&rec.runtime_handler)?;
         runtime.start(&rec.id).await?;
+        crate::state::kill_point("StartContainer:runtime-started");
         rec.started_at = now_ns();
         rec.state = ContainerState::Running;
         // A very short-lived process may already have exited; the exit file says so.

@@ -108,6 +108,7 @@ impl Krio {
                 return Err(e.into());
             }
         }
+        crate::state::kill_point("StopContainer:signal-sent");
         let grace = tokio::time::Instant::now() + KILL_GRACE;
         if !wait_exit(&exit_file, &rec, || grace).await {
             if rec.state == ContainerState::Created {
@@ -131,6 +132,7 @@ impl Krio {
 
     async fn finish_stop(&self, c: &Container, rec: &mut ContainerRecord) -> Result<()> {
         self.refresh_exit(rec);
+        crate::state::kill_point("StopContainer:exited");
         self.commit_container(c, rec).await?;
         tracing::info!(container = %rec.id, exit_code = rec.exit_code, "container stopped");
         Ok(())

@@ -35,6 +35,7 @@ impl Krio {
         if !errors.is_empty() {
             return ServerError::collect(errors);
         }
+        crate::state::kill_point("RemovePodSandbox:containers-removed");
         let rec = sandbox.record.lock().await;
         // Cgroup and directory removal are blocking work, kept off the async workers.
         crate::blocking(|| {
@@ -50,6 +51,7 @@ impl Krio {
                 }
             }
         });
+        crate::state::kill_point("RemovePodSandbox:cgroup-and-dirs-removed");
         if errors.is_empty() {
             self.sandboxes.remove(&rec.id);
             let name = SandboxRecord::reserved_name(&rec.config);

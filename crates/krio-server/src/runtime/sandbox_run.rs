@@ -139,6 +139,7 @@ impl Krio {
         // set up, so a daemon killed halfway finds it (state Creating) and undoes it all.
         rec.state = SandboxState::Creating;
         persist::write_json_async(&self.sandbox_record_path(&rec.id), rec).await?;
+        crate::state::kill_point("RunPodSandbox:record-creating");
         if !kinds.is_empty() {
             let ns_dir = run_dir.join("ns");
             let host = (!host_network).then(|| hostname.clone());
@@ -152,6 +153,7 @@ impl Krio {
             rec.netns = pinned.net;
             rec.ipcns = pinned.ipc;
             rec.utsns = pinned.uts;
+            crate::state::kill_point("RunPodSandbox:namespaces-pinned");
         }
         if self.owns_pod_cgroup(rec) {
             create_pod_cgroup(&rec.cgroup_parent)?;
@@ -178,10 +180,12 @@ impl Krio {
             persist::write_json_async(&self.sandbox_record_path(&rec.id), rec).await?;
             let status = self.cni.add(&self.pod_network(rec, &netns)).await?;
             rec.ips = status.ips.iter().map(|ip| ip.to_string()).collect();
+            crate::state::kill_point("RunPodSandbox:network-added");
         }
         write_pod_files(&run_dir, &rec.config, &hostname, &rec.ips, host_network)?;
         rec.state = SandboxState::Ready;
         persist::write_json_async(&self.sandbox_record_path(&rec.id), rec).await?;
+        crate::state::kill_point("RunPodSandbox:record-ready");
         Ok(())
     }
 

@@ -37,7 +37,9 @@ impl Krio {
             }
         }
         let mut rec = sandbox.record.lock().await;
+        crate::state::kill_point("StopPodSandbox:containers-stopped");
         errors.extend(self.teardown_sandbox_network(&rec).await);
+        crate::state::kill_point("StopPodSandbox:network-down");
         if rec.state != SandboxState::NotReady {
             rec.state = SandboxState::NotReady;
             if let Err(e) = self.commit_sandbox(sandbox, &rec).await {
