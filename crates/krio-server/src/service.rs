@@ -131,10 +131,10 @@ fn note_ids<T: RequestIds>(r: &Request<T>) {
 pub(crate) fn record_ids(sandbox: &str, container: &str) {
     let span = tracing::Span::current();
     if !sandbox.is_empty() {
-        span.record("sandbox", sandbox);
+        span.record("sandbox", tracing::field::display(sandbox));
     }
     if !container.is_empty() {
-        span.record("container", container);
+        span.record("container", tracing::field::display(container));
     }
 }
 
