@@ -603,6 +603,44 @@ fn kill_point_sleepers() -> usize {
         .count()
 }
 
+/// Checks a pod's state after a kill-point restart against what the client was told.
+fn check_pod_state(p: &cri::PodSandbox, told: &Told, inflight: &str) -> Result<(), String> {
+    let ready = p.state == cri::PodSandboxState::SandboxReady as i32;
+    let may_be_stopped = matches!(inflight, "StopPodSandbox" | "RemovePodSandbox");
+    if told.pod_stopped && ready {
+        return Err("a pod told stopped is Ready".into());
+    }
+    if !told.pod_stopped && !ready && !may_be_stopped {
+        return Err(format!("a pod told ready is {:?}", p.state));
+    }
+    Ok(())
+}
+
+/// Checks a container's state after a kill-point restart against what the client was told.
+fn check_container_state(c: &cri::Container, told: &Told, inflight: &str) -> Result<(), String> {
+    use cri::ContainerState as S;
+    let allowed: &[S] = if told.stopped || told.pod_stopped {
+        &[S::ContainerExited]
+    } else if told.started {
+        if matches!(inflight, "StopContainer" | "StopPodSandbox") {
+            &[S::ContainerRunning, S::ContainerExited]
+        } else {
+            &[S::ContainerRunning]
+        }
+    } else if inflight == "StartContainer" {
+        &[S::ContainerCreated, S::ContainerRunning]
+    } else {
+        &[S::ContainerCreated]
+    };
+    if !allowed.iter().any(|s| *s as i32 == c.state) {
+        return Err(format!(
+            "container told {told:?} is {:?}",
+            S::try_from(c.state)
+        ));
+    }
+    Ok(())
+}
+
 /// One kill-point run: the daemon SIGKILLs itself at `point` while a client drives a pod
 /// through its whole life; the daemon is restarted, what the client was told is checked, the
 /// rest of the life is finished through the CRI, and nothing may be left. `Err` says why not.
@@ -723,17 +761,14 @@ async fn kill_point_run(point: &'static str) -> Result<(), String> {
         .map_err(|e| e.to_string())?
         .into_inner()
         .items;
+    // A removal in flight may have gone far enough to take its object with it.
+    let pod_removal = inflight == "RemovePodSandbox";
+    let container_removal = pod_removal || inflight == "RemoveContainer";
     if let Some(pod_id) = told.pod.as_ref().filter(|_| !told.pod_removed) {
-        let Some(p) = pods.iter().find(|p| &p.id == pod_id) else {
-            return Err(format!("pod {pod_id} is gone after the restart"));
-        };
-        let ready = p.state == cri::PodSandboxState::SandboxReady as i32;
-        let may_be_stopped = matches!(inflight, "StopPodSandbox" | "RemovePodSandbox");
-        if told.pod_stopped && ready {
-            return Err("a pod told stopped is Ready".into());
-        }
-        if !told.pod_stopped && !ready && !may_be_stopped {
-            return Err(format!("a pod told ready is {:?}", p.state));
+        match pods.iter().find(|p| &p.id == pod_id) {
+            None if pod_removal => {}
+            None => return Err(format!("pod {pod_id} is gone after the restart")),
+            Some(p) => check_pod_state(p, &told, inflight)?,
         }
     }
     let containers = rt
@@ -746,28 +781,10 @@ async fn kill_point_run(point: &'static str) -> Result<(), String> {
         return Err(format!("{} containers for one create", containers.len()));
     }
     if let Some(id) = told.container.as_ref().filter(|_| !told.container_removed) {
-        let Some(c) = containers.iter().find(|c| &c.id == id) else {
-            return Err(format!("container {id} is gone after the restart"));
-        };
-        use cri::ContainerState as S;
-        let allowed: &[S] = if told.stopped || told.pod_stopped {
-            &[S::ContainerExited]
-        } else if told.started {
-            if matches!(inflight, "StopContainer" | "StopPodSandbox") {
-                &[S::ContainerRunning, S::ContainerExited]
-            } else {
-                &[S::ContainerRunning]
-            }
-        } else if inflight == "StartContainer" {
-            &[S::ContainerCreated, S::ContainerRunning]
-        } else {
-            &[S::ContainerCreated]
-        };
-        if !allowed.iter().any(|s| *s as i32 == c.state) {
-            return Err(format!(
-                "container told {told:?} is {:?}",
-                S::try_from(c.state)
-            ));
+        match containers.iter().find(|c| &c.id == id) {
+            None if container_removal => {}
+            None => return Err(format!("container {id} is gone after the restart")),
+            Some(c) => check_container_state(c, &told, inflight)?,
         }
     }
     let image_there = img
