@@ -98,6 +98,7 @@ impl Krio {
         if !cfg.image.auth_file.as_os_str().is_empty() {
             registries.auth_file = Some(cfg.image.auth_file.clone());
         }
+        krio_image::set_test_hook(state::kill_point);
         let images = ImageStore::open(&cfg.root, registries)?;
         config::load_seccomp_profile(&cfg.container.seccomp_profile)
             .map_err(ServerError::FailedPrecondition)?;

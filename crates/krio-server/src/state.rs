@@ -520,6 +520,8 @@ pub const TEST_KILL_AT_ENV: &str = "KRIO_TEST_KILL_AT";
 /// Every kill point [`kill_point`] knows, `<operation>:<step>`: after the named step of a
 /// multi-step operation, before the next.
 pub const KILL_POINTS: &[&str] = &[
+    "PullImage:downloading",
+    "PullImage:unpacking",
     "RunPodSandbox:record-creating",
     "RunPodSandbox:namespaces-pinned",
     "RunPodSandbox:network-added",

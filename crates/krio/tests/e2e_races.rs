@@ -648,7 +648,7 @@ async fn kill_point_run(point: &'static str) -> Result<(), String> {
     let mut d =
         Daemon::start_with_env(Network::Loopback, &[(krio_server::TEST_KILL_AT_ENV, point)]).await;
     let busybox = image("busybox");
-    let image_id = pull(&d, &busybox).await;
+    let mut image_id = String::new();
     let pod = pod_config(&d, "kp");
     let mut told = Told::default();
     let mut rt = d.runtime().await;
@@ -667,6 +667,16 @@ async fn kill_point_run(point: &'static str) -> Result<(), String> {
         };
     }
     'life: {
+        let Some(r) = step!(img.pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: busybox.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })) else {
+            break 'life;
+        };
+        image_id = r.image_ref;
         let Some(r) = step!(rt.run_pod_sandbox(cri::RunPodSandboxRequest {
             config: Some(pod.clone()),
             runtime_handler: String::new(),
@@ -787,10 +797,10 @@ async fn kill_point_run(point: &'static str) -> Result<(), String> {
             Some(c) => check_container_state(c, &told, inflight)?,
         }
     }
-    let image_there = img
+    let image_now = img
         .image_status(cri::ImageStatusRequest {
             image: Some(cri::ImageSpec {
-                image: image_id.clone(),
+                image: busybox.clone(),
                 ..Default::default()
             }),
             verbose: false,
@@ -798,9 +808,9 @@ async fn kill_point_run(point: &'static str) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?
         .into_inner()
-        .image
-        .is_some();
-    if !told.image_removed && !image_there && inflight != "RemoveImage" {
+        .image;
+    let told_image = !image_id.is_empty() && !told.image_removed;
+    if told_image && image_now.is_none() && inflight != "RemoveImage" {
         return Err("the image is gone after the restart".into());
     }
     // No container runs twice.
@@ -834,14 +844,16 @@ async fn kill_point_run(point: &'static str) -> Result<(), String> {
             r.map_err(|e| format!("tearing the pod down after the restart: {e}"))?;
         }
     }
-    img.remove_image(cri::RemoveImageRequest {
-        image: Some(cri::ImageSpec {
-            image: image_id.clone(),
-            ..Default::default()
-        }),
-    })
-    .await
-    .map_err(|e| format!("RemoveImage after the restart: {e}"))?;
+    if let Some(i) = image_now {
+        img.remove_image(cri::RemoveImageRequest {
+            image: Some(cri::ImageSpec {
+                image: i.id,
+                ..Default::default()
+            }),
+        })
+        .await
+        .map_err(|e| format!("RemoveImage after the restart: {e}"))?;
+    }
     let left = std::panic::catch_unwind(|| assert_nothing_left(&d, point));
     if let Err(p) = left {
         let msg = p
