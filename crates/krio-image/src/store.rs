@@ -389,6 +389,21 @@ impl ImageStore {
         atomic_write(&self.tmp_dir, &p, &data)
     }
 
+    /// Whether [`ImageStore::remove`] of `name_or_id` would delete the image itself (by id,
+    /// or a name that is its last one: removing a repository's last tag drops that
+    /// repository's digests too), rather than only a name. `false` for an unknown name.
+    pub fn removal_deletes_image(&self, name_or_id: &str) -> bool {
+        let st = self.read_state();
+        let Some((id, how)) = self.find(&st, name_or_id) else {
+            return false;
+        };
+        let Some(mut rec) = st.images.get(&id).cloned() else {
+            return false;
+        };
+        drop_names(&mut rec, how);
+        rec.repo_tags.is_empty() && rec.repo_digests.is_empty()
+    }
+
     /// Removes an image (CRI `RemoveImage`, idempotent).
     ///
     /// By id: the image and all its names. By tag: only that tag, plus the repo digests of
@@ -406,25 +421,7 @@ impl ImageStore {
             let Some(mut rec) = st.images.get(&id).cloned() else {
                 return Ok(());
             };
-            match how {
-                Match::Id => {
-                    rec.repo_tags.clear();
-                    rec.repo_digests.clear();
-                }
-                Match::Tag(t) => {
-                    rec.repo_tags.retain(|x| *x != t);
-                    let repo = t.rsplit_once(':').map(|(r, _)| r).unwrap_or(&t);
-                    let repo_has_tags = rec
-                        .repo_tags
-                        .iter()
-                        .any(|x| x.rsplit_once(':').map(|(r, _)| r) == Some(repo));
-                    if !repo_has_tags {
-                        rec.repo_digests
-                            .retain(|x| x.split_once('@').map(|(r, _)| r) != Some(repo));
-                    }
-                }
-                Match::Digest(d) => rec.repo_digests.retain(|x| *x != d),
-            }
+            drop_names(&mut rec, how);
             if rec.repo_tags.is_empty() && rec.repo_digests.is_empty() {
                 let p = self.record_path(&id)?;
                 remove_path(&p)?;
@@ -708,4 +705,28 @@ pub fn tree_usage(dirs: &[&Path], anchor: &Path) -> Result<FsUsage, ImageError> 
         inodes_used: inodes,
         timestamp_ns: now_ns(),
     })
+}
+
+/// Drops from `rec` the names a removal matched by `how` takes away: every name (by id), the
+/// tag (and, when it was its repository's last tag, that repository's digests), or the digest.
+fn drop_names(rec: &mut ImageRecord, how: Match) {
+    match how {
+        Match::Id => {
+            rec.repo_tags.clear();
+            rec.repo_digests.clear();
+        }
+        Match::Tag(t) => {
+            rec.repo_tags.retain(|x| *x != t);
+            let repo = t.rsplit_once(':').map(|(r, _)| r).unwrap_or(&t);
+            let repo_has_tags = rec
+                .repo_tags
+                .iter()
+                .any(|x| x.rsplit_once(':').map(|(r, _)| r) == Some(repo));
+            if !repo_has_tags {
+                rec.repo_digests
+                    .retain(|x| x.split_once('@').map(|(r, _)| r) != Some(repo));
+            }
+        }
+        Match::Digest(d) => rec.repo_digests.retain(|x| *x != d),
+    }
 }

@@ -209,6 +209,20 @@ async fn remove_image_counts_creates_in_flight() {
         .await
         .unwrap();
     wait_log_line(&d, &id, "ready").await;
+    // Its only tag (with the digest of the same repository) names the image itself: removing
+    // it would delete the image, so it is refused while the container uses it.
+    let err = d
+        .images()
+        .await
+        .remove_image(cri::RemoveImageRequest {
+            image: Some(cri::ImageSpec {
+                image: busybox.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect_err("RemoveImage of the last tag of an image in use must be refused");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
     remove_pod(&d, &pod_id).await;
     // Nothing uses it any more: now it goes.
     d.images()

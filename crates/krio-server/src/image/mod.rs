@@ -119,10 +119,13 @@ impl Krio {
         // Removing only a tag leaves the image in place, so only block the removal of the
         // image itself (by id, digest, or its last name).
         let names = image.repo_tags.len() + image.repo_digests.len();
+        // Removing a repository's last tag drops its digests too, so the last tag of a pulled
+        // image (a tag and a digest) removes the image: the store says.
         let removes_image = reference.trim_start_matches("sha256:")
             == image.id.trim_start_matches("sha256:")
             || names <= 1
-            || reference.contains('@');
+            || reference.contains('@')
+            || self.images.removal_deletes_image(&reference);
         let _mark = if removes_image {
             let user = || {
                 self.containers
