@@ -34,7 +34,7 @@ pub use manifest::{
 };
 pub use reference::Reference;
 pub use registry::RegistryAuth;
-pub use store::{FsUsage, ImageRecord, ImageStore, LayerMeta};
+pub use store::{tree_usage, FsUsage, ImageRecord, ImageStore, LayerMeta};
 
 /// Media type constants (OCI image-spec and Docker schema 2).
 pub mod media_types {
@@ -46,6 +46,23 @@ pub mod media_types {
 
 #[cfg(test)]
 mod fuzz_tests;
+
+/// A test-only hook called at named steps of a pull (`PullImage:downloading` once a layer's
+/// first bytes are spooled, `PullImage:unpacking` once a layer's tar has been applied, before
+/// it is moved into place); the daemon installs its kill switch here
+/// (`KRIO_TEST_KILL_AT`). Set once; later calls are ignored.
+pub fn set_test_hook(hook: fn(&'static str)) {
+    let _ = TEST_HOOK.set(hook);
+}
+
+static TEST_HOOK: std::sync::OnceLock<fn(&'static str)> = std::sync::OnceLock::new();
+
+/// Calls the installed test hook, if any, with `step`.
+pub(crate) fn test_hook(step: &'static str) {
+    if let Some(hook) = TEST_HOOK.get() {
+        hook(step);
+    }
+}
 
 #[cfg(test)]
 mod send_sync {

@@ -651,6 +651,9 @@ async fn download(session: &Session, digest: &Digest, size: u64, index: usize, m
             h.update(&chunk);
             w.write(&chunk)
                 .map_err(|e| ImageError::io("write spool for", PathBuf::from(&what), e))?;
+            if n == chunk.len() as u64 {
+                crate::test_hook("PullImage:downloading");
+            }
         }
         if n != size {
             return Err(ImageError::SizeMismatch {
@@ -897,6 +900,7 @@ fn apply_one(
         uncompressed_size,
         created_ns: now_ns(),
     };
+    crate::test_hook("PullImage:unpacking");
     let meta_path = tmp.path().join("meta.json");
     let data = serde_json::to_vec_pretty(&meta).map_err(|e| ImageError::Metadata {
         path: meta_path.clone(),

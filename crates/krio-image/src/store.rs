@@ -389,6 +389,21 @@ impl ImageStore {
         atomic_write(&self.tmp_dir, &p, &data)
     }
 
+    /// Whether [`ImageStore::remove`] of `name_or_id` would delete the image itself (by id,
+    /// or a name that is its last one: removing a repository's last tag drops that
+    /// repository's digests too), rather than only a name. `false` for an unknown name.
+    pub fn removal_deletes_image(&self, name_or_id: &str) -> bool {
+        let st = self.read_state();
+        let Some((id, how)) = self.find(&st, name_or_id) else {
+            return false;
+        };
+        let Some(mut rec) = st.images.get(&id).cloned() else {
+            return false;
+        };
+        drop_names(&mut rec, how);
+        rec.repo_tags.is_empty() && rec.repo_digests.is_empty()
+    }
+
     /// Removes an image (CRI `RemoveImage`, idempotent).
     ///
     /// By id: the image and all its names. By tag: only that tag, plus the repo digests of
@@ -406,25 +421,7 @@ impl ImageStore {
             let Some(mut rec) = st.images.get(&id).cloned() else {
                 return Ok(());
             };
-            match how {
-                Match::Id => {
-                    rec.repo_tags.clear();
-                    rec.repo_digests.clear();
-                }
-                Match::Tag(t) => {
-                    rec.repo_tags.retain(|x| *x != t);
-                    let repo = t.rsplit_once(':').map(|(r, _)| r).unwrap_or(&t);
-                    let repo_has_tags = rec
-                        .repo_tags
-                        .iter()
-                        .any(|x| x.rsplit_once(':').map(|(r, _)| r) == Some(repo));
-                    if !repo_has_tags {
-                        rec.repo_digests
-                            .retain(|x| x.split_once('@').map(|(r, _)| r) != Some(repo));
-                    }
-                }
-                Match::Digest(d) => rec.repo_digests.retain(|x| *x != d),
-            }
+            drop_names(&mut rec, how);
             if rec.repo_tags.is_empty() && rec.repo_digests.is_empty() {
                 let p = self.record_path(&id)?;
                 remove_path(&p)?;
@@ -526,44 +523,20 @@ impl ImageStore {
         Ok(out)
     }
 
-    /// Bytes and inodes used under the root and the mount point holding it
-    /// (CRI `ImageFsInfo` → `FilesystemUsage`). Symlinks are not followed; hard links count once.
+    /// Usage of the image store alone: its blobs, unpacked layers, image records and
+    /// download scratch (`<root>/{blobs,layers,images,tmp}`), not whatever else lives under
+    /// the same root (containers' writable layers are reported apart, as CRI
+    /// `ImageFsInfoResponse.container_filesystems`). Walks the trees; blocking.
     ///
-    /// Errors: [`ImageError::Io`] if the tree cannot be walked.
+    /// Errors: [`ImageError::Io`] when a directory cannot be read or the mountpoint found.
     pub fn fs_usage(&self) -> Result<FsUsage, ImageError> {
-        let mut seen = HashSet::new();
-        let mut bytes = 0u64;
-        let mut inodes = 0u64;
-        let mut stack = vec![self.root.clone()];
-        while let Some(p) = stack.pop() {
-            let m = match fs::symlink_metadata(&p) {
-                Ok(m) => m,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(ImageError::io("stat", p, e)),
-            };
-            if m.nlink() > 1 && !m.is_dir() && !seen.insert((m.dev(), m.ino())) {
-                continue;
-            }
-            bytes += m.blocks() * 512;
-            inodes += 1;
-            if m.is_dir() {
-                match fs::read_dir(&p) {
-                    Ok(rd) => {
-                        for e in rd.flatten() {
-                            stack.push(e.path());
-                        }
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(ImageError::io("read directory", p, e)),
-                }
-            }
-        }
-        Ok(FsUsage {
-            mountpoint: mountpoint_of(&self.root)?,
-            used_bytes: bytes,
-            inodes_used: inodes,
-            timestamp_ns: now_ns(),
-        })
+        let dirs = [
+            &self.blobs_dir,
+            &self.layers_dir,
+            &self.images_dir,
+            &self.tmp_dir,
+        ];
+        tree_usage(&dirs.map(|d| d.as_path()), &self.root)
     }
 
     pub(crate) fn lookup_id(&self, id: &str) -> Option<ImageRecord> {
@@ -692,3 +665,68 @@ impl Drop for Pin<'_> {
 
 #[cfg(test)]
 mod tests;
+
+/// Bytes and inodes allocated under `dirs` (`st_blocks * 512`; hard links counted once; absent
+/// directories count nothing), on the filesystem whose mountpoint holds `anchor`. Walks the
+/// trees; blocking.
+///
+/// Errors: [`ImageError::Io`] when a directory cannot be read or the mountpoint found.
+pub fn tree_usage(dirs: &[&Path], anchor: &Path) -> Result<FsUsage, ImageError> {
+    let mut seen = HashSet::new();
+    let mut bytes = 0u64;
+    let mut inodes = 0u64;
+    let mut stack: Vec<PathBuf> = dirs.iter().map(|d| d.to_path_buf()).collect();
+    while let Some(p) = stack.pop() {
+        let m = match fs::symlink_metadata(&p) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(ImageError::io("stat", p, e)),
+        };
+        if m.nlink() > 1 && !m.is_dir() && !seen.insert((m.dev(), m.ino())) {
+            continue;
+        }
+        bytes += m.blocks() * 512;
+        inodes += 1;
+        if m.is_dir() {
+            match fs::read_dir(&p) {
+                Ok(rd) => {
+                    for e in rd.flatten() {
+                        stack.push(e.path());
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(ImageError::io("read directory", p, e)),
+            }
+        }
+    }
+    Ok(FsUsage {
+        mountpoint: mountpoint_of(anchor)?,
+        used_bytes: bytes,
+        inodes_used: inodes,
+        timestamp_ns: now_ns(),
+    })
+}
+
+/// Drops from `rec` the names a removal matched by `how` takes away: every name (by id), the
+/// tag (and, when it was its repository's last tag, that repository's digests), or the digest.
+fn drop_names(rec: &mut ImageRecord, how: Match) {
+    match how {
+        Match::Id => {
+            rec.repo_tags.clear();
+            rec.repo_digests.clear();
+        }
+        Match::Tag(t) => {
+            rec.repo_tags.retain(|x| *x != t);
+            let repo = t.rsplit_once(':').map(|(r, _)| r).unwrap_or(&t);
+            let repo_has_tags = rec
+                .repo_tags
+                .iter()
+                .any(|x| x.rsplit_once(':').map(|(r, _)| r) == Some(repo));
+            if !repo_has_tags {
+                rec.repo_digests
+                    .retain(|x| x.split_once('@').map(|(r, _)| r) != Some(repo));
+            }
+        }
+        Match::Digest(d) => rec.repo_digests.retain(|x| *x != d),
+    }
+}

@@ -26,7 +26,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// `host:port` to serve Prometheus metrics on (`GET /metrics`); empty disables them.
     pub metrics_listen: String,
-    /// Cgroup driver reported by the `RuntimeConfig` RPC: `cgroupfs` (the only one without systemd).
+    /// Cgroup driver reported by the `RuntimeConfig` RPC. Only `cgroupfs` is implemented;
+    /// `systemd` is refused when the configuration is loaded.
     pub cgroup_driver: CgroupDriver,
     /// Parent cgroup for pods whose `cgroup_parent` is empty.
     pub cgroup_parent: String,
@@ -69,7 +70,7 @@ pub enum LogFormat {
 pub enum CgroupDriver {
     /// Direct cgroupfs paths (`/sys/fs/cgroup/...`).
     Cgroupfs,
-    /// systemd slices (requires a running systemd).
+    /// systemd slices; not implemented yet, refused by [`Config::validate`].
     Systemd,
 }
 
@@ -329,8 +330,18 @@ impl Config {
         Ok(cfg)
     }
 
-    /// Checks cross-field rules: the default runtime exists and paths are absolute.
+    /// Checks cross-field rules: the default runtime exists, paths are absolute, and the
+    /// cgroup driver is `cgroupfs` (the systemd driver is refused until it is implemented).
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.cgroup_driver == CgroupDriver::Systemd {
+            // Cgroup paths are built cgroupfs-style (`<parent>/<id>`); reporting systemd to
+            // kubelet while doing that would put pods where kubelet does not look.
+            return Err(ConfigError::Invalid(
+                "cgroup_driver = \"systemd\" is not implemented yet (krio builds cgroupfs \
+                 paths); use \"cgroupfs\" and configure kubelet's cgroupDriver to match"
+                    .to_string(),
+            ));
+        }
         if !self.runtimes.contains_key(&self.default_runtime) {
             return Err(ConfigError::Invalid(format!(
                 "default_runtime {:?} is not a key of [runtimes]",
@@ -550,6 +561,17 @@ mod tests {
         assert!(Config::load(&main, true).is_err());
         std::fs::write(&main, "stream_tls_cert = \"/a.pem\"\n").unwrap();
         assert!(Config::load(&main, true).is_err());
+        std::fs::write(&main, "cgroup_driver = \"systemd\"\n").unwrap();
+        let err = Config::load(&main, true).unwrap_err().to_string();
+        assert!(
+            err.contains("cgroup_driver") && err.contains("not implemented"),
+            "{err}"
+        );
+        std::fs::write(&main, "cgroup_driver = \"cgroupfs\"\n").unwrap();
+        assert_eq!(
+            Config::load(&main, true).unwrap().cgroup_driver,
+            CgroupDriver::Cgroupfs
+        );
         std::fs::write(&main, "stream_address = \"::1\"\nstream_port = 10010\n").unwrap();
         let cfg = Config::load(&main, true).unwrap();
         assert_eq!(

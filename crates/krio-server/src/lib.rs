@@ -29,7 +29,8 @@ use std::sync::Arc;
 pub use config::Config;
 pub use error::ServerError;
 pub use metrics::serve_metrics;
-pub use service::{ImageApi, RuntimeApi};
+pub use service::{rpc_span, ImageApi, RuntimeApi};
+pub use state::{KILL_POINTS, TEST_KILL_AT_ENV};
 pub use streaming::serve_streaming;
 
 use krio_image::ImageStore;
@@ -45,6 +46,8 @@ pub const CRI_API_VERSION: &str = "v1";
 pub struct Krio {
     cfg: Config,
     images: ImageStore,
+    /// Images held by creates in flight and removals in progress.
+    image_use: image::in_use::ImageUse,
     sandboxes: Registry<Sandbox>,
     containers: Registry<Container>,
     pending_sandboxes: Pending,
@@ -54,9 +57,8 @@ pub struct Krio {
     cni: krio_net::cni::Cni,
     daemon_oom_score_adj: i32,
     events: tokio::sync::broadcast::Sender<krio_cri::v1::ContainerEventResponse>,
-    /// The last CPU sample (time in ns, cumulative CPU ns) per container or pod, for
-    /// `usage_nano_cores`.
-    cpu_samples: std::sync::Mutex<std::collections::HashMap<String, (i64, u64)>>,
+    /// The last CPU sample per container or pod, for `usage_nano_cores`.
+    cpu_samples: runtime::CpuSamples,
     metrics: metrics::Metrics,
     /// Set once the daemon begins shutting down; ends event streams.
     shutdown: tokio::sync::watch::Sender<bool>,
@@ -96,6 +98,7 @@ impl Krio {
         if !cfg.image.auth_file.as_os_str().is_empty() {
             registries.auth_file = Some(cfg.image.auth_file.clone());
         }
+        krio_image::set_test_hook(state::kill_point);
         let images = ImageStore::open(&cfg.root, registries)?;
         config::load_seccomp_profile(&cfg.container.seccomp_profile)
             .map_err(ServerError::FailedPrecondition)?;
@@ -145,6 +148,7 @@ impl Krio {
         let krio = Arc::new(Krio {
             cfg,
             images,
+            image_use: Default::default(),
             sandboxes: Registry::new("sandbox"),
             containers: Registry::new("container"),
             pending_sandboxes: Pending::default(),
@@ -159,7 +163,8 @@ impl Krio {
             shutdown: tokio::sync::watch::channel(false).0,
             streaming: Default::default(),
         });
-        krio.recover().await;
+        let retry = krio.recover().await;
+        krio.retry_recovery(retry);
         for s in krio.sandboxes.all() {
             let snap = s.snapshot();
             if snap.state == state::SandboxState::Ready && snap.pod_init.is_some() {
@@ -229,23 +234,40 @@ impl Krio {
     }
 
     /// Makes a changed container record current: publishes it as the snapshot readers see
-    /// (it already is the record under the container's lock), then writes it to disk.
+    /// (it already is the record under the container's lock), then writes it to disk on a
+    /// blocking thread (the write fsyncs twice).
     ///
     /// Errors: [`ServerError::Io`] when the record cannot be written.
-    fn commit_container(&self, c: &Container, rec: &state::ContainerRecord) -> error::Result<()> {
+    async fn commit_container(
+        &self,
+        c: &Container,
+        rec: &state::ContainerRecord,
+    ) -> error::Result<()> {
         c.publish(rec);
-        persist::write_json(&self.container_record_path(&rec.id), rec)
+        persist::write_json_async(&self.container_record_path(&rec.id), rec).await
     }
 
     /// Like [`Krio::commit_container`], for a sandbox record.
-    fn commit_sandbox(&self, s: &Sandbox, rec: &state::SandboxRecord) -> error::Result<()> {
+    async fn commit_sandbox(&self, s: &Sandbox, rec: &state::SandboxRecord) -> error::Result<()> {
         s.publish(rec);
-        persist::write_json(&self.sandbox_record_path(&rec.id), rec)
+        persist::write_json_async(&self.sandbox_record_path(&rec.id), rec).await
     }
 
     /// The bundle directory (config.json, rootfs mountpoint, exit and pid files).
     fn container_run_dir(&self, id: &str) -> PathBuf {
         self.cfg.state_dir.join("containers").join(id)
+    }
+}
+
+/// Runs blocking work (file and mount system calls, fsyncs, directory walks) without stalling
+/// the async workers: on the daemon's multi-threaded runtime the current worker hands its
+/// other tasks to the rest and becomes a blocking thread for the duration
+/// (`tokio::task::block_in_place`); elsewhere (a single-threaded test runtime, no runtime)
+/// `f` simply runs.
+pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 

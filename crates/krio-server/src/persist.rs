@@ -14,12 +14,7 @@ use crate::error::ServerError;
 ///
 /// Errors: [`ServerError::Io`] naming the path.
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), ServerError> {
-    let bytes = serde_json::to_vec_pretty(value).map_err(|e| ServerError::Io {
-        op: "encoding record",
-        path: path.to_path_buf(),
-        source: std::io::Error::other(e),
-    })?;
-    write_atomic(path, &bytes)
+    write_atomic(path, &encode(path, value)?)
 }
 
 /// Writes `bytes` to `path` atomically (temp file + fsync + rename + directory fsync).
@@ -35,8 +30,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ServerError> {
         path: path.to_path_buf(),
         source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
     })?;
+    // A temp name of this write's own, so that two writers of the same record (a request and
+    // a background commit) never write into one temp file.
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-    tmp_name.push(".tmp");
+    tmp_name.push(format!(".tmp.{}.{seq}", std::process::id()));
     let tmp = dir.join(tmp_name);
     let mut f = OpenOptions::new()
         .write(true)
@@ -52,6 +51,46 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ServerError> {
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// [`write_json`] off the async workers: the value is encoded here, the write and its fsyncs
+/// run on a blocking thread.
+///
+/// Errors: [`ServerError::Io`] naming the path; [`ServerError::Task`] if the blocking task
+/// panicked.
+pub async fn write_json_async<T: Serialize>(path: &Path, value: &T) -> Result<(), ServerError> {
+    let bytes = encode(path, value)?;
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || write_atomic(&path, &bytes))
+        .await
+        .map_err(|e| ServerError::Task(e.to_string()))?
+}
+
+/// Writes `value` to `path` on a blocking thread without waiting for it; a failure is logged.
+/// For readers that notice a change (an exit) and must not wait for a disk: the record is
+/// published in memory already, and every later commit writes it again.
+pub fn write_json_detached<T: Serialize>(path: &Path, value: &T) {
+    let bytes = match encode(path, value) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(error = %e, "encoding record");
+            return;
+        }
+    };
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = write_atomic(&path, &bytes) {
+            tracing::warn!(error = %e, "persisting record in the background");
+        }
+    });
+}
+
+fn encode<T: Serialize>(path: &Path, value: &T) -> Result<Vec<u8>, ServerError> {
+    serde_json::to_vec_pretty(value).map_err(|e| ServerError::Io {
+        op: "encoding record",
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e),
+    })
 }
 
 /// Reads a JSON record. `Ok(None)` when the file does not exist.
@@ -90,6 +129,7 @@ mod tests {
         write_json(&p, &vec![1u32, 2]).unwrap();
         write_json(&p, &vec![3u32]).unwrap();
         assert_eq!(read_json::<Vec<u32>>(&p).unwrap(), Some(vec![3]));
-        assert!(!dir.path().join("r.json.tmp").exists());
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
+        assert_eq!(left.len(), 1, "temp files left: {left:?}");
     }
 }

@@ -2,9 +2,14 @@
 //! exit files and the runtime, and clean up whatever a crash left half-made.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
+use krio_oci::RuntimeStatus;
+
+use crate::error::Result;
 use crate::state::{
-    Container, ContainerRecord, ContainerState, Sandbox, SandboxRecord, SandboxState,
+    now_ns, Container, ContainerRecord, ContainerState, Sandbox, SandboxRecord, SandboxState,
 };
 use crate::{ids, persist, Krio};
 
@@ -13,7 +18,11 @@ impl Krio {
     /// reboot) becomes NotReady. A container whose create never finished (no pid) is torn
     /// down. A container the runtime no longer knows and that left no exit file is marked
     /// Exited with reason `Unknown`. Directories without a record are removed.
-    pub(crate) async fn recover(&self) {
+    /// Returns what must be tried again ([`Krio::retry_recovery`]): containers the runtime
+    /// could not tell about (an error other than "not found"; their records are left as they
+    /// were) and corrected records that could not be persisted.
+    pub(crate) async fn recover(&self) -> Vec<Retry> {
+        let mut retry = Vec::new();
         // Scratch directories of `runc exec` calls a killed daemon left behind.
         for (handler, runtime) in &self.runtimes {
             match runtime.clean_exec_scratch() {
@@ -50,7 +59,12 @@ impl Krio {
                         };
                         tracing::warn!(sandbox = %id, netns_gone, init_gone, "{what}; sandbox not ready");
                         rec.state = SandboxState::NotReady;
-                        let _ = persist::write_json(&self.sandbox_record_path(&id), &rec);
+                        if let Err(e) =
+                            persist::write_json_async(&self.sandbox_record_path(&id), &rec).await
+                        {
+                            tracing::error!(sandbox = %id, error = %e, "persisting the corrected record; will retry");
+                            retry.push(Retry::Sandbox(id.clone()));
+                        }
                     }
                     let name = SandboxRecord::reserved_name(&rec.config);
                     if let Err(e) = self.sandboxes.reserve(&name, &id) {
@@ -105,7 +119,10 @@ impl Krio {
                 }
                 continue;
             }
-            let rec = self.reconcile(rec).await;
+            let mut rec = rec;
+            if self.reconcile(&mut rec).await {
+                retry.push(Retry::Container(id.clone()));
+            }
             if let Some(sb) = self.sandboxes.find("id", &rec.sandbox_id).ok().flatten() {
                 let name = crate::runtime::container_name(&rec.config, &sb.snapshot().config);
                 let _ = self.containers.reserve(&name, &id);
@@ -123,45 +140,195 @@ impl Krio {
         tracing::info!(
             sandboxes = self.sandboxes.all().len(),
             containers = self.containers.all().len(),
+            retries = retry.len(),
             "state recovered"
         );
+        retry
     }
 
-    /// Brings a recovered container record up to date with its exit file and the runtime.
-    async fn reconcile(&self, mut rec: ContainerRecord) -> ContainerRecord {
-        if self.refresh_exit(&mut rec) {
-            let _ = persist::write_json(&self.container_record_path(&rec.id), &rec);
-            return rec;
+    /// Brings a recovered container record up to date with its exit file and the runtime
+    /// (see [`reconcile_record`]). Returns whether it must be tried again later: the runtime
+    /// could not say, or the corrected record could not be persisted (both logged).
+    async fn reconcile(&self, rec: &mut ContainerRecord) -> bool {
+        let run_dir = self.container_run_dir(&rec.id);
+        match reconcile_record(rec, self.runtime(&rec.runtime_handler), &run_dir).await {
+            Reconciled::Unchanged => false,
+            Reconciled::Corrected => {
+                match persist::write_json_async(&self.container_record_path(&rec.id), &*rec).await {
+                    Ok(()) => false,
+                    Err(e) => {
+                        tracing::error!(container = %rec.id, error = %e, "persisting the reconciled record; will retry");
+                        true
+                    }
+                }
+            }
+            Reconciled::Undecided(why) => {
+                tracing::warn!(container = %rec.id, error = %why, "cannot reconcile with the runtime; record left as it is, will retry");
+                true
+            }
         }
-        if !matches!(rec.state, ContainerState::Created | ContainerState::Running) {
-            return rec;
-        }
-        let state = match self.runtime(&rec.runtime_handler) {
-            Ok(rt) => rt.state(&rec.id).await.ok(),
-            Err(_) => None,
-        };
-        if rec.state == ContainerState::Created
-            && state
-                .as_ref()
-                .is_some_and(|s| s.status == krio_oci::RuntimeStatus::Running)
-        {
-            // Killed between `runtime start` and recording it: the container runs.
-            tracing::warn!(container = %rec.id, "container was started while krio went down");
-            rec.state = ContainerState::Running;
-            rec.started_at = crate::state::now_ns();
-            let _ = persist::write_json(&self.container_record_path(&rec.id), &rec);
-        }
-        if state.is_none() {
-            tracing::warn!(container = %rec.id, "container vanished while krio was down");
-            rec.state = ContainerState::Exited;
-            rec.exit_code = 255;
-            rec.finished_at = crate::state::now_ns();
-            rec.reason = "Unknown".to_string();
-            rec.message = "the container's process was gone when krio restarted".to_string();
-            let _ = persist::write_json(&self.container_record_path(&rec.id), &rec);
-        }
-        rec
     }
+
+    /// Retries, in the background, what [`Krio::recover`] could not finish: reconciling a
+    /// container with the runtime, and persisting a corrected container or sandbox record.
+    /// Waits 1 s, then twice as long each round up to a minute, until every item is done or
+    /// its object is gone.
+    pub(crate) fn retry_recovery(self: &Arc<Self>, mut items: Vec<Retry>) {
+        if items.is_empty() {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut delay = Duration::from_secs(1);
+            while !items.is_empty() {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(60));
+                let mut left = Vec::new();
+                for item in items {
+                    if !this.retry_one(&item).await {
+                        left.push(item);
+                    }
+                }
+                items = left;
+            }
+            tracing::info!("recovery retries done");
+        });
+    }
+
+    /// One retry; true when done (or the object is gone).
+    async fn retry_one(&self, item: &Retry) -> bool {
+        match item {
+            Retry::Container(id) => {
+                let Some(c) = self.containers.find("id", id).ok().flatten() else {
+                    return true;
+                };
+                let mut rec = c.record.lock().await;
+                let run_dir = self.container_run_dir(&rec.id);
+                let rt = self.runtime(&rec.runtime_handler);
+                if let Reconciled::Undecided(why) = reconcile_record(&mut rec, rt, &run_dir).await {
+                    tracing::warn!(container = %id, error = %why, "still cannot reconcile with the runtime");
+                    return false;
+                }
+                match self.commit_container(&c, &rec).await {
+                    Ok(()) => {
+                        tracing::info!(container = %id, state = ?rec.state, "container reconciled");
+                        true
+                    }
+                    Err(e) => {
+                        tracing::error!(container = %id, error = %e, "persisting the reconciled record");
+                        false
+                    }
+                }
+            }
+            Retry::Sandbox(id) => {
+                let Some(s) = self.sandboxes.find("id", id).ok().flatten() else {
+                    return true;
+                };
+                let rec = s.record.lock().await;
+                match self.commit_sandbox(&s, &rec).await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::error!(sandbox = %id, error = %e, "persisting the corrected sandbox record");
+                        false
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Something recovery must try again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Retry {
+    /// Reconcile the container with the runtime and persist its record.
+    Container(String),
+    /// Persist the sandbox's corrected record.
+    Sandbox(String),
+}
+
+/// What reconciling one recovered container record found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Reconciled {
+    /// The record was right.
+    Unchanged,
+    /// The record was corrected (and must be persisted).
+    Corrected,
+    /// The runtime answered with an error other than "not found" (a timeout, output that
+    /// does not parse): the record is left exactly as it was, to be tried again.
+    Undecided(String),
+}
+
+/// Reconciles a recovered container record with its exit file and the runtime:
+/// - an exit file (or a monitor gone without one, see `refresh_exit_in`) means Exited;
+/// - runtime `running` for a record still Created means it was started just before the daemon
+///   went down: Running;
+/// - runtime `stopped`: the exit file is read again (the monitor writes it once it reaps the
+///   init); while the monitor lives the record waits for it, else the exit is recorded with
+///   code 255 and reason `Unknown`;
+/// - runtime "not found" (and only that) means the container vanished: Exited 255, `Unknown`;
+/// - any other runtime error leaves the record as it is ([`Reconciled::Undecided`]).
+pub(crate) async fn reconcile_record(
+    rec: &mut ContainerRecord,
+    runtime: Result<&krio_oci::OciRuntime>,
+    run_dir: &Path,
+) -> Reconciled {
+    use crate::runtime::refresh_exit_in;
+    if refresh_exit_in(run_dir, rec) {
+        return Reconciled::Corrected;
+    }
+    if !matches!(rec.state, ContainerState::Created | ContainerState::Running) {
+        return Reconciled::Unchanged;
+    }
+    let runtime = match runtime {
+        Ok(rt) => rt,
+        Err(e) => return Reconciled::Undecided(e.to_string()),
+    };
+    match runtime.state(&rec.id).await {
+        Ok(s) => match s.status {
+            RuntimeStatus::Running if rec.state == ContainerState::Created => {
+                // Killed between `runtime start` and recording it: the container runs.
+                tracing::warn!(container = %rec.id, "container was started while krio went down");
+                rec.state = ContainerState::Running;
+                rec.started_at = now_ns();
+                Reconciled::Corrected
+            }
+            RuntimeStatus::Stopped => {
+                if refresh_exit_in(run_dir, rec) {
+                    return Reconciled::Corrected;
+                }
+                if rec.monitor_pid > 0 && crate::runtime::process_running(rec.monitor_pid) {
+                    // The monitor is reaping it and writes the exit file next; its watcher
+                    // records that.
+                    return Reconciled::Unchanged;
+                }
+                tracing::warn!(container = %rec.id, "runtime reports the container stopped, with no exit status");
+                mark_unknown_exit(
+                    rec,
+                    "the runtime reported the container stopped when krio restarted, and no exit status was recorded",
+                );
+                Reconciled::Corrected
+            }
+            _ => Reconciled::Unchanged,
+        },
+        Err(krio_oci::RuntimeError::NotFound { .. }) => {
+            tracing::warn!(container = %rec.id, "container vanished while krio was down");
+            mark_unknown_exit(rec, "the container's process was gone when krio restarted");
+            Reconciled::Corrected
+        }
+        Err(e) => Reconciled::Undecided(e.to_string()),
+    }
+}
+
+/// Records an exit whose status nobody knows: code 255, reason `Unknown`, finished now.
+fn mark_unknown_exit(rec: &mut ContainerRecord, message: &str) {
+    rec.state = ContainerState::Exited;
+    rec.exit_code = 255;
+    rec.finished_at = now_ns();
+    if rec.started_at == 0 {
+        rec.started_at = rec.finished_at;
+    }
+    rec.reason = "Unknown".to_string();
+    rec.message = message.to_string();
 }
 
 impl Krio {
@@ -229,4 +396,195 @@ fn child_ids(dir: &Path) -> Vec<String> {
         .filter_map(|e| e.file_name().into_string().ok())
         .filter(|n| ids::is_full_id(n))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use krio_cri::v1 as cri;
+
+    /// A record of a container in `state`, whose monitor is `monitor_pid`.
+    fn record(state: ContainerState, monitor_pid: i32) -> ContainerRecord {
+        ContainerRecord {
+            id: "c".repeat(64),
+            sandbox_id: "s".repeat(64),
+            config: cri::ContainerConfig::default(),
+            image_ref: String::new(),
+            image_id: String::new(),
+            image_digest_ref: String::new(),
+            runtime_handler: "runc".into(),
+            log_path: String::new(),
+            created_at: 1,
+            started_at: if state == ContainerState::Running {
+                2
+            } else {
+                0
+            },
+            finished_at: 0,
+            exit_code: 0,
+            state,
+            reason: String::new(),
+            message: String::new(),
+            pid: 0,
+            monitor_pid,
+            cgroups_path: String::new(),
+            stop_signal: None,
+            user: None,
+            volume_image_ids: Vec::new(),
+        }
+    }
+
+    /// A fake runtime whose every call runs `script` (a shell body), in `dir`.
+    fn fake_runtime(dir: &Path, script: &str) -> krio_oci::OciRuntime {
+        let bin = dir.join("fake-runc");
+        krio_testutil::write_executable(&bin, format!("#!/bin/sh\n{script}\n"));
+        krio_oci::OciRuntime::new(bin, dir.join("root"))
+    }
+
+    fn state_json(status: &str) -> String {
+        format!(
+            "echo '{{\"ociVersion\":\"1.0.2\",\"id\":\"{}\",\"pid\":0,\"status\":\"{status}\",\"bundle\":\"/x\"}}'",
+            "c".repeat(64)
+        )
+    }
+
+    /// The pid of a process that has exited (a reaped child).
+    fn dead_pid() -> i32 {
+        let mut child = std::process::Command::new("/bin/true").spawn().unwrap();
+        let pid = child.id() as i32;
+        child.wait().unwrap();
+        pid
+    }
+
+    async fn run(rec: &mut ContainerRecord, script: &str) -> (Reconciled, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = fake_runtime(dir.path(), script);
+        let run_dir = dir.path().join("run");
+        std::fs::create_dir_all(&run_dir).unwrap();
+        let out = reconcile_record(rec, Ok(&rt), &run_dir).await;
+        (out, dir)
+    }
+
+    #[tokio::test]
+    async fn only_not_found_means_vanished() {
+        let me = std::process::id() as i32;
+        let mut rec = record(ContainerState::Running, me);
+        let (out, _d) = run(&mut rec, "echo 'container does not exist' >&2; exit 1").await;
+        assert_eq!(out, Reconciled::Corrected);
+        assert_eq!(
+            (rec.state, rec.exit_code, rec.reason.as_str()),
+            (ContainerState::Exited, 255, "Unknown")
+        );
+        assert!(rec.finished_at > 0);
+    }
+
+    #[tokio::test]
+    async fn other_runtime_errors_leave_the_record_as_it_is() {
+        let me = std::process::id() as i32;
+        for script in [
+            "echo 'timeout talking to the container' >&2; exit 1",
+            "echo 'this is not json'",
+            "kill -9 $$",
+        ] {
+            let mut rec = record(ContainerState::Running, me);
+            let before = serde_json::to_string(&rec).unwrap();
+            let (out, _d) = run(&mut rec, script).await;
+            assert!(matches!(out, Reconciled::Undecided(_)), "{script}: {out:?}");
+            assert_eq!(serde_json::to_string(&rec).unwrap(), before, "{script}");
+        }
+        // No runtime at all (an unknown handler): left as it is too.
+        let mut rec = record(ContainerState::Running, me);
+        let out = reconcile_record(
+            &mut rec,
+            Err(crate::error::ServerError::invalid(
+                "runtime_handler",
+                "unknown",
+            )),
+            Path::new("/nonexistent"),
+        )
+        .await;
+        assert!(matches!(out, Reconciled::Undecided(_)), "{out:?}");
+        assert_eq!(rec.state, ContainerState::Running);
+    }
+
+    #[tokio::test]
+    async fn stopped_is_read_from_the_exit_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let run_dir = dir.path().join("run");
+        std::fs::create_dir_all(&run_dir).unwrap();
+        // The runtime says stopped; the monitor (gone now) had written the exit file.
+        let rt = fake_runtime(dir.path(), &state_json("stopped"));
+        krio_monitor::write_exit_file(
+            &run_dir.join("exit.json"),
+            &krio_monitor::ExitStatus {
+                exit_code: 3,
+                signal: None,
+                finished_at_ns: 42,
+                oom_killed: false,
+            },
+        )
+        .unwrap();
+        let mut rec = record(ContainerState::Running, dead_pid());
+        assert_eq!(
+            reconcile_record(&mut rec, Ok(&rt), &run_dir).await,
+            Reconciled::Corrected
+        );
+        assert_eq!(
+            (
+                rec.state,
+                rec.exit_code,
+                rec.finished_at,
+                rec.reason.as_str()
+            ),
+            (ContainerState::Exited, 3, 42, "Error")
+        );
+    }
+
+    #[tokio::test]
+    async fn stopped_without_an_exit_file_is_recorded_or_left_to_a_live_monitor() {
+        // No monitor recorded and no exit file: the stop is recorded as such.
+        let mut rec = record(ContainerState::Running, 0);
+        let (out, _d) = run(&mut rec, &state_json("stopped")).await;
+        assert_eq!(out, Reconciled::Corrected);
+        assert_eq!(
+            (rec.state, rec.exit_code, rec.reason.as_str()),
+            (ContainerState::Exited, 255, "Unknown")
+        );
+        assert!(rec.message.contains("stopped"), "{}", rec.message);
+        // A live monitor writes the exit file next: the record waits for it.
+        let mut rec = record(ContainerState::Running, std::process::id() as i32);
+        let (out, _d) = run(&mut rec, &state_json("stopped")).await;
+        assert_eq!(out, Reconciled::Unchanged);
+        assert_eq!(rec.state, ContainerState::Running);
+    }
+
+    #[tokio::test]
+    async fn a_dead_monitor_without_an_exit_file_is_recorded_as_lost() {
+        let mut rec = record(ContainerState::Running, dead_pid());
+        // The runtime is never asked: the monitor's loss decides.
+        let (out, d) = run(&mut rec, "exit 99").await;
+        assert_eq!(out, Reconciled::Corrected);
+        assert_eq!(
+            (rec.state, rec.exit_code, rec.reason.as_str()),
+            (ContainerState::Exited, 255, "MonitorLost")
+        );
+        assert!(d.path().join("run/exit.json").exists());
+    }
+
+    #[tokio::test]
+    async fn created_and_running_in_the_runtime_becomes_running() {
+        let me = std::process::id() as i32;
+        let mut rec = record(ContainerState::Created, me);
+        let (out, _d) = run(&mut rec, &state_json("running")).await;
+        assert_eq!(out, Reconciled::Corrected);
+        assert_eq!(rec.state, ContainerState::Running);
+        assert!(rec.started_at > 0);
+        let mut rec = record(ContainerState::Running, me);
+        let (out, _d) = run(&mut rec, &state_json("running")).await;
+        assert_eq!(out, Reconciled::Unchanged);
+        // An exited record is final: the runtime is not asked.
+        let mut rec = record(ContainerState::Exited, me);
+        let (out, _d) = run(&mut rec, "exit 99").await;
+        assert_eq!(out, Reconciled::Unchanged);
+    }
 }

@@ -1,5 +1,5 @@
 //! The tonic adapters: each RPC unwraps the request, calls the handler on [`Krio`], and maps
-//! the result. RPCs that later issues implement answer `Unimplemented` with a message.
+//! the result. Handlers that walk directories (stats) run through [`crate::blocking`]. RPCs that later issues implement answer `Unimplemented` with a message.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -9,6 +9,7 @@ use krio_cri::v1 as cri;
 use krio_cri::v1::image_service_server::ImageService;
 use krio_cri::v1::runtime_service_server::RuntimeService;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use crate::error::ServerError;
 use crate::runtime::streams;
@@ -67,9 +68,74 @@ where
     F: std::future::Future<Output = Result<T, ServerError>> + Send + 'static,
     T: Send + 'static,
 {
-    tokio::spawn(f(krio.clone()))
+    tokio::spawn(f(krio.clone()).instrument(tracing::Span::current()))
         .await
         .map_err(|e| ServerError::Task(e.to_string()))?
+}
+
+/// The span of one CRI call, for `tonic::transport::Server::trace_fn`: `rpc` (the method
+/// name), `request_id` (a number unique in this daemon's life, in call order), and `sandbox`
+/// and `container`, recorded by the handler once it has decoded the request (see
+/// `note_ids`). Every log line of the call, and of the tasks it spawns (detached
+/// operations, creations), carries them.
+pub fn rpc_span(req: &http::Request<()>) -> tracing::Span {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let rpc = req.uri().path().rsplit('/').next().unwrap_or_default();
+    tracing::info_span!(
+        "rpc",
+        rpc = %rpc,
+        request_id = id,
+        sandbox = tracing::field::Empty,
+        container = tracing::field::Empty
+    )
+}
+
+/// The sandbox and container a request names, for the call's span.
+trait RequestIds {
+    /// `(pod_sandbox_id, container_id)`; empty when the request names none.
+    fn ids(&self) -> (&str, &str) {
+        ("", "")
+    }
+}
+
+macro_rules! request_ids {
+    (sandbox: $($s:ident),*; container: $($c:ident),*; none: $($n:ident),*) => {
+        $(impl RequestIds for cri::$s {
+            fn ids(&self) -> (&str, &str) {
+                (&self.pod_sandbox_id, "")
+            }
+        })*
+        $(impl RequestIds for cri::$c {
+            fn ids(&self) -> (&str, &str) {
+                ("", &self.container_id)
+            }
+        })*
+        $(impl RequestIds for cri::$n {})*
+    };
+}
+
+request_ids!(
+    sandbox: CreateContainerRequest, PodSandboxStatsRequest, PodSandboxStatusRequest, PortForwardRequest, RemovePodSandboxRequest, StopPodSandboxRequest, UpdatePodSandboxResourcesRequest;
+    container: AttachRequest, CheckpointContainerRequest, ContainerStatsRequest, ContainerStatusRequest, ExecRequest, ExecSyncRequest, RemoveContainerRequest, ReopenContainerLogRequest, StartContainerRequest, StopContainerRequest, UpdateContainerResourcesRequest;
+    none: GetEventsRequest, ImageFsInfoRequest, ImageStatusRequest, ListContainerStatsRequest, ListContainersRequest, ListImagesRequest, ListMetricDescriptorsRequest, ListPodSandboxMetricsRequest, ListPodSandboxRequest, ListPodSandboxStatsRequest, PullImageRequest, RemoveImageRequest, RunPodSandboxRequest, RuntimeConfigRequest, StatusRequest, StreamContainerStatsRequest, StreamContainersRequest, StreamImagesRequest, StreamPodSandboxMetricsRequest, StreamPodSandboxStatsRequest, StreamPodSandboxesRequest, UpdateRuntimeConfigRequest, VersionRequest
+);
+
+/// Records the sandbox and container the request names on the current (RPC) span.
+fn note_ids<T: RequestIds>(r: &Request<T>) {
+    let (sandbox, container) = r.get_ref().ids();
+    record_ids(sandbox, container);
+}
+
+/// Records a sandbox and container id (either may be empty) on the current (RPC) span.
+pub(crate) fn record_ids(sandbox: &str, container: &str) {
+    let span = tracing::Span::current();
+    if !sandbox.is_empty() {
+        span.record("sandbox", tracing::field::display(sandbox));
+    }
+    if !container.is_empty() {
+        span.record("container", tracing::field::display(container));
+    }
 }
 
 fn unimplemented<T>(rpc: &str) -> Result<Response<T>, Status> {
@@ -112,6 +178,7 @@ impl RuntimeService for RuntimeApi {
         &self,
         r: Request<cri::VersionRequest>,
     ) -> Result<Response<cri::VersionResponse>, Status> {
+        note_ids(&r);
         Ok(Response::new(self.0.version(r.into_inner())))
     }
 
@@ -119,6 +186,7 @@ impl RuntimeService for RuntimeApi {
         &self,
         r: Request<cri::RunPodSandboxRequest>,
     ) -> Result<Response<cri::RunPodSandboxResponse>, Status> {
+        note_ids(&r);
         let t = Instant::now();
         respond(
             &self.0,
@@ -132,6 +200,7 @@ impl RuntimeService for RuntimeApi {
         &self,
         r: Request<cri::StopPodSandboxRequest>,
     ) -> Result<Response<cri::StopPodSandboxResponse>, Status> {
+        note_ids(&r);
         let t = Instant::now();
         let req = r.into_inner();
         let res = detached(&self.0, |k| async move { k.stop_pod_sandbox(req).await }).await;
@@ -147,6 +216,7 @@ impl RuntimeService for RuntimeApi {
         &self,
         r: Request<cri::RemovePodSandboxRequest>,
     ) -> Result<Response<cri::RemovePodSandboxResponse>, Status> {
+        note_ids(&r);
         let t = Instant::now();
         let req = r.into_inner();
         let res = detached(&self.0, |k| async move { k.remove_pod_sandbox(req).await }).await;
@@ -162,6 +232,7 @@ impl RuntimeService for RuntimeApi {
         &self,
         r: Request<cri::PodSandboxStatusRequest>,
     ) -> Result<Response<cri::PodSandboxStatusResponse>, Status> {
+        note_ids(&r);
         let t = Instant::now();
         respond(
             &self.0,
@@ -175,6 +246,7 @@ impl RuntimeService for RuntimeApi {
         &self,
         r: Request<cri::ListPodSandboxRequest>,
     ) -> Result<Response<cri::ListPodSandboxResponse>, Status> {
+        note_ids(&r);
         let t = Instant::now();
         respond(
             &self.0,
@@ -188,6 +260,7 @@ impl RuntimeService for RuntimeApi {
         &self,
         r: Request<cri::StreamPodSandboxesRequest>,
     ) -> Result<Response<Chunks<cri::StreamPodSandboxesResponse>>, Status> {
+        note_ids(&r);
         let t = Instant::now();
         let list = self.0.list_pod_sandbox(cri::ListPodSandboxRequest {
             filter: r.into_inner().filter,
@@ -205,6 +278,7 @@ impl RuntimeService for RuntimeApi {
         &self,
         r: Request<cri::UpdatePodSandboxResourcesRequest>,
     ) -> Result<Response<cri::UpdatePodSandboxResourcesResponse>, Status> {
+        note_ids(&r);
         let t = Instant::now();
         let res = self
             .0
@@ -218,6 +292,7 @@ impl RuntimeService for RuntimeApi {
         &self,
         r: Request<cri::CreateContainerRequest>,
     ) -> Result<Response<cri::CreateContainerResponse>, Status> {
+        note_ids(&r);
         let t = Instant::now();
         respond(
             &self.0,
@@ -231,6 +306,7 @@ impl RuntimeService for RuntimeApi {
         &self,
         r: Request<cri::StartContainerRequest>,
     ) -> Result<Response<cri::StartContainerResponse>, Status> {
+        note_ids(&r);
         let t = Instant::now();
         let req = r.into_inner();
         let res = detached(&self.0, |k| async move { k.start_container(req).await }).await;
@@ -246,6 +322,7 @@ impl RuntimeService for RuntimeApi {
         &self,
         r: Request<cri::StopContainerRequest>,
     ) -> Result<Response<cri::StopContainerResponse>, Status> {
+        note_ids(&r);
         let t = Instant::now();
         let req = r.into_inner();
         let res = detached(&self.0, |k| async move { k.stop_container(req).await }).await;
@@ -261,6 +338,7 @@ impl RuntimeService for RuntimeApi {
         &self,
         r: Request<cri::RemoveContainerRequest>,
     ) -> Result<Response<cri::RemoveContainerResponse>, Status> {
+        note_ids(&r);
         let t = Instant::now();
         let req = r.into_inner();
         let res = detached(&self.0, |k| async move { k.remove_container(req).await }).await;
@@ -276,6 +354,7 @@ impl RuntimeService for RuntimeApi {
         &self,
         r: Request<cri::ListContainersRequest>,
     ) -> Result<Response<cri::ListContainersResponse>, Status> {
+        note_ids(&r);
         let t = Instant::now();
         respond(
             &self.0,
@@ -289,6 +368,7 @@ impl RuntimeService for RuntimeApi {
         &self,
         r: Request<cri::StreamContainersRequest>,
     ) -> Result<Response<Chunks<cri::StreamContainersResponse>>, Status> {
+        note_ids(&r);
         let t = Instant::now();
         let list = self.0.list_containers(cri::ListContainersRequest {
             filter: r.into_inner().filter,
@@ -306,6 +386,7 @@ impl RuntimeService for RuntimeApi {
         &self,
         r: Request<cri::ContainerStatusRequest>,
     ) -> Result<Response<cri::ContainerStatusResponse>, Status> {
+        note_ids(&r);
         let t = Instant::now();
         respond(
             &self.0,
@@ -319,6 +400,7 @@ impl RuntimeService for RuntimeApi {
         &self,
         r: Request<cri::UpdateContainerResourcesRequest>,
     ) -> Result<Response<cri::UpdateContainerResourcesResponse>, Status> {
+        note_ids(&r);
         let t = Instant::now();
         let req = r.into_inner();
         let res = detached(&self.0, |k| async move {
@@ -337,6 +419,7 @@ impl RuntimeService for RuntimeApi {
         &self,
         r: Request<cri::ReopenContainerLogRequest>,
     ) -> Result<Response<cri::ReopenContainerLogResponse>, Status> {
+        note_ids(&r);
         let t = Instant::now();
         let res = self.0.reopen_container_log(r.into_inner()).await;
         respond(
@@ -351,6 +434,7 @@ impl RuntimeService for RuntimeApi {
         &self,
         r: Request<cri::ExecSyncRequest>,
     ) -> Result<Response<cri::ExecSyncResponse>, Status> {
+        note_ids(&r);
         let t = Instant::now();
         respond(
             &self.0,
@@ -364,6 +448,7 @@ impl RuntimeService for RuntimeApi {
         &self,
         r: Request<cri::ExecRequest>,
     ) -> Result<Response<cri::ExecResponse>, Status> {
+        note_ids(&r);
         let t = Instant::now();
         respond(&self.0, "Exec", t, self.0.exec(r.into_inner()).await)
     }
@@ -379,6 +464,7 @@ impl RuntimeService for RuntimeApi {
         &self,
         r: Request<cri::PortForwardRequest>,
     ) -> Result<Response<cri::PortForwardResponse>, Status> {
+        note_ids(&r);
         let t = Instant::now();
         respond(
             &self.0,
@@ -392,12 +478,13 @@ impl RuntimeService for RuntimeApi {
         &self,
         r: Request<cri::ContainerStatsRequest>,
     ) -> Result<Response<cri::ContainerStatsResponse>, Status> {
+        note_ids(&r);
         let t = Instant::now();
         respond(
             &self.0,
             "ContainerStats",
             t,
-            self.0.container_stats(r.into_inner()),
+            crate::blocking(|| self.0.container_stats(r.into_inner())),
         )
     }
 
@@ -405,12 +492,13 @@ impl RuntimeService for RuntimeApi {
         &self,
         r: Request<cri::ListContainerStatsRequest>,
     ) -> Result<Response<cri::ListContainerStatsResponse>, Status> {
+        note_ids(&r);
         let t = Instant::now();
         respond(
             &self.0,
             "ListContainerStats",
             t,
-            self.0.list_container_stats(r.into_inner()),
+            crate::blocking(|| self.0.list_container_stats(r.into_inner())),
         )
     }
 
@@ -418,9 +506,12 @@ impl RuntimeService for RuntimeApi {
         &self,
         r: Request<cri::StreamContainerStatsRequest>,
     ) -> Result<Response<Chunks<cri::StreamContainerStatsResponse>>, Status> {
+        note_ids(&r);
         let t = Instant::now();
-        let list = self.0.list_container_stats(cri::ListContainerStatsRequest {
-            filter: r.into_inner().filter,
+        let filter = r.into_inner().filter;
+        let list = crate::blocking(|| {
+            self.0
+                .list_container_stats(cri::ListContainerStatsRequest { filter })
         });
         stream_chunks(
             &self.0,
@@ -435,12 +526,13 @@ impl RuntimeService for RuntimeApi {
         &self,
         r: Request<cri::PodSandboxStatsRequest>,
     ) -> Result<Response<cri::PodSandboxStatsResponse>, Status> {
+        note_ids(&r);
         let t = Instant::now();
         respond(
             &self.0,
             "PodSandboxStats",
             t,
-            self.0.pod_sandbox_stats(r.into_inner()),
+            crate::blocking(|| self.0.pod_sandbox_stats(r.into_inner())),
         )
     }
 
@@ -448,12 +540,13 @@ impl RuntimeService for RuntimeApi {
         &self,
         r: Request<cri::ListPodSandboxStatsRequest>,
     ) -> Result<Response<cri::ListPodSandboxStatsResponse>, Status> {
+        note_ids(&r);
         let t = Instant::now();
         respond(
             &self.0,
             "ListPodSandboxStats",
             t,
-            self.0.list_pod_sandbox_stats(r.into_inner()),
+            crate::blocking(|| self.0.list_pod_sandbox_stats(r.into_inner())),
         )
     }
 
@@ -461,12 +554,13 @@ impl RuntimeService for RuntimeApi {
         &self,
         r: Request<cri::StreamPodSandboxStatsRequest>,
     ) -> Result<Response<Chunks<cri::StreamPodSandboxStatsResponse>>, Status> {
+        note_ids(&r);
         let t = Instant::now();
-        let list = self
-            .0
-            .list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest {
-                filter: r.into_inner().filter,
-            });
+        let filter = r.into_inner().filter;
+        let list = crate::blocking(|| {
+            self.0
+                .list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest { filter })
+        });
         stream_chunks(
             &self.0,
             "StreamPodSandboxStats",
@@ -489,6 +583,7 @@ impl RuntimeService for RuntimeApi {
         &self,
         r: Request<cri::StatusRequest>,
     ) -> Result<Response<cri::StatusResponse>, Status> {
+        note_ids(&r);
         let t = Instant::now();
         respond(&self.0, "Status", t, self.0.status(r.into_inner()))
     }
@@ -497,6 +592,7 @@ impl RuntimeService for RuntimeApi {
         &self,
         r: Request<cri::CheckpointContainerRequest>,
     ) -> Result<Response<cri::CheckpointContainerResponse>, Status> {
+        note_ids(&r);
         let t = Instant::now();
         let res = self
             .0
@@ -536,7 +632,7 @@ impl RuntimeService for RuntimeApi {
             &self.0,
             "ListPodSandboxMetrics",
             t,
-            Ok(self.0.list_pod_sandbox_metrics()),
+            crate::blocking(|| Ok(self.0.list_pod_sandbox_metrics())),
         )
     }
 
@@ -549,7 +645,7 @@ impl RuntimeService for RuntimeApi {
             &self.0,
             "StreamPodSandboxMetrics",
             t,
-            Ok(self.0.list_pod_sandbox_metrics().pod_metrics),
+            crate::blocking(|| Ok(self.0.list_pod_sandbox_metrics().pod_metrics)),
             |pod_sandbox_metrics| cri::StreamPodSandboxMetricsResponse {
                 pod_sandbox_metrics,
             },
@@ -570,6 +666,7 @@ impl ImageService for ImageApi {
         &self,
         r: Request<cri::ListImagesRequest>,
     ) -> Result<Response<cri::ListImagesResponse>, Status> {
+        note_ids(&r);
         let t = Instant::now();
         respond(&self.0, "ListImages", t, self.0.list_images(r.into_inner()))
     }
@@ -578,6 +675,7 @@ impl ImageService for ImageApi {
         &self,
         r: Request<cri::StreamImagesRequest>,
     ) -> Result<Response<Chunks<cri::StreamImagesResponse>>, Status> {
+        note_ids(&r);
         let t = Instant::now();
         let list = self.0.list_images(cri::ListImagesRequest {
             filter: r.into_inner().filter,
@@ -595,6 +693,7 @@ impl ImageService for ImageApi {
         &self,
         r: Request<cri::ImageStatusRequest>,
     ) -> Result<Response<cri::ImageStatusResponse>, Status> {
+        note_ids(&r);
         let t = Instant::now();
         respond(
             &self.0,
@@ -608,6 +707,7 @@ impl ImageService for ImageApi {
         &self,
         r: Request<cri::PullImageRequest>,
     ) -> Result<Response<cri::PullImageResponse>, Status> {
+        note_ids(&r);
         let t = Instant::now();
         let req = r.into_inner();
         let res = detached(&self.0, |k| async move { k.pull_image(req).await }).await;
@@ -618,8 +718,10 @@ impl ImageService for ImageApi {
         &self,
         r: Request<cri::RemoveImageRequest>,
     ) -> Result<Response<cri::RemoveImageResponse>, Status> {
+        note_ids(&r);
         let t = Instant::now();
-        let res = self.0.remove_image(r.into_inner());
+        let req = r.into_inner();
+        let res = detached(&self.0, |k| async move { k.remove_image(req).await }).await;
         respond(
             &self.0,
             "RemoveImage",
@@ -633,6 +735,6 @@ impl ImageService for ImageApi {
         _r: Request<cri::ImageFsInfoRequest>,
     ) -> Result<Response<cri::ImageFsInfoResponse>, Status> {
         let t = Instant::now();
-        respond(&self.0, "ImageFsInfo", t, self.0.image_fs_info())
+        respond(&self.0, "ImageFsInfo", t, self.0.image_fs_info().await)
     }
 }

@@ -129,6 +129,12 @@ pub struct Sandbox {
     pub record: tokio::sync::Mutex<SandboxRecord>,
     /// A snapshot for lock-free listing, refreshed after each change.
     pub snapshot: Snapshot<SandboxRecord>,
+    /// The pod's lifecycle gate: held shared by `CreateContainer` (from its check of the pod's
+    /// state until the container is registered) and `StartContainer`, and exclusively by
+    /// `StopPodSandbox` and `RemovePodSandbox`. A create racing a stop therefore either
+    /// finishes before the stop lists the pod's containers (and is stopped with them), or
+    /// finds the pod NotReady and fails with nothing made. Taken before any container's lock.
+    pub gate: tokio::sync::RwLock<()>,
 }
 
 impl Sandbox {
@@ -138,7 +144,25 @@ impl Sandbox {
             id: record.id.clone(),
             snapshot: Snapshot::new(record.clone()),
             record: tokio::sync::Mutex::new(record),
+            gate: tokio::sync::RwLock::new(()),
         })
+    }
+
+    /// Fails unless the pod is Ready, for an operation that adds to it or starts in it (to
+    /// be called with [`Sandbox::gate`] held shared, so the answer holds until the gate is
+    /// released).
+    ///
+    /// Errors: [`ServerError::FailedPrecondition`] naming the sandbox and its state.
+    pub fn ensure_ready(&self) -> Result<()> {
+        let state = self.snapshot.with(|r| r.state);
+        if state == SandboxState::Ready {
+            Ok(())
+        } else {
+            Err(ServerError::FailedPrecondition(format!(
+                "sandbox {} is {state:?}, not Ready",
+                self.id
+            )))
+        }
     }
 
     /// A copy of the latest committed record, without waiting for an operation in progress.
@@ -425,6 +449,11 @@ impl<T> Registry<T> {
         self.write().remove(id);
     }
 
+    /// Whether an object with exactly this id exists.
+    pub fn contains(&self, id: &str) -> bool {
+        self.read().contains_key(id)
+    }
+
     /// All objects.
     pub fn all(&self) -> Vec<Arc<T>> {
         self.read().values().cloned().collect()
@@ -489,6 +518,52 @@ pub fn test_create_delay() -> Option<std::time::Duration> {
     })
 }
 
+/// Name of the test-only environment variable read by [`kill_point`].
+pub const TEST_KILL_AT_ENV: &str = "KRIO_TEST_KILL_AT";
+
+/// Every kill point [`kill_point`] knows, `<operation>:<step>`: after the named step of a
+/// multi-step operation, before the next.
+pub const KILL_POINTS: &[&str] = &[
+    "PullImage:downloading",
+    "PullImage:unpacking",
+    "RunPodSandbox:record-creating",
+    "RunPodSandbox:namespaces-pinned",
+    "RunPodSandbox:network-added",
+    "RunPodSandbox:record-ready",
+    "CreateContainer:record-written",
+    "CreateContainer:rootfs-mounted",
+    "CreateContainer:bundle-written",
+    "CreateContainer:monitor-spawned",
+    "CreateContainer:record-final",
+    "StartContainer:runtime-started",
+    "StopContainer:signal-sent",
+    "StopContainer:exited",
+    "StopPodSandbox:containers-stopped",
+    "StopPodSandbox:network-down",
+    "RemovePodSandbox:containers-removed",
+    "RemovePodSandbox:cgroup-and-dirs-removed",
+    "RemoveContainer:torn-down",
+    "RemoveImage:checked",
+    "RemoveImage:removed",
+];
+
+/// **Test-only hook.** When `KRIO_TEST_KILL_AT` (read once per process) names `step` (one of
+/// [`KILL_POINTS`]), the daemon logs it and SIGKILLs itself there, so an end-to-end test can
+/// restart it and check that nothing a client was told is lost and nothing is left without an
+/// owner. Does nothing when unset; never set it outside tests.
+pub fn kill_point(step: &'static str) {
+    static AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let at = AT.get_or_init(|| std::env::var(TEST_KILL_AT_ENV).ok());
+    if at.as_deref() == Some(step) {
+        debug_assert!(KILL_POINTS.contains(&step), "unlisted kill point {step}");
+        tracing::error!(
+            step,
+            "test-only kill point reached (KRIO_TEST_KILL_AT): SIGKILL"
+        );
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
 /// The state of one pending creation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PendingState {
@@ -521,11 +596,25 @@ impl Pending {
     /// The check and the reservation happen under one lock, so two identical requests can
     /// never both create.
     ///
+    /// A finished creation is handed over only while `alive` says its object still exists:
+    /// the entry of one that has since been removed is dropped, so a later request is never
+    /// given the id of a removed object.
+    ///
     /// Errors: whatever `reserve` returns (`AlreadyExists` when a finished object holds the name).
-    pub fn begin(&self, name: &str, reserve: impl FnOnce() -> Result<()>) -> Result<Begin> {
+    pub fn begin(
+        &self,
+        name: &str,
+        reserve: impl FnOnce() -> Result<()>,
+        alive: impl Fn(&str) -> bool,
+    ) -> Result<Begin> {
         let mut map = self.lock();
         if let Some(rx) = map.get(name) {
-            if *rx.borrow() != PendingState::Failed {
+            let usable = match &*rx.borrow() {
+                PendingState::Running => true,
+                PendingState::Done(id) => alive(id),
+                PendingState::Failed => false,
+            };
+            if usable {
                 return Ok(Begin::Join(rx.clone()));
             }
             map.remove(name);
@@ -541,27 +630,33 @@ impl Pending {
     /// creation of the same name is running or finished unclaimed, waits for it and returns its
     /// id. `kind` names the object in errors.
     ///
+    /// `alive` tells whether an object id still exists (see [`Pending::begin`]).
+    ///
     /// Errors: whatever `reserve` or `work` return; `FailedPrecondition` when the joined
-    /// attempt failed (the retry may simply be sent again); [`ServerError::Task`] when the
-    /// task panicked.
+    /// attempt failed or its object was removed meanwhile (the retry may simply be sent
+    /// again); [`ServerError::Task`] when the task panicked.
     pub async fn run<F>(
         &self,
         kind: &str,
         name: &str,
         reserve: impl FnOnce() -> Result<()>,
+        alive: impl Fn(&str) -> bool,
         work: F,
     ) -> Result<String>
     where
         F: std::future::Future<Output = Result<String>> + Send + 'static,
     {
-        let tx = match self.begin(name, reserve)? {
+        let tx = match self.begin(name, reserve, &alive)? {
             Begin::Create(tx) => tx,
             Begin::Join(rx) => {
                 return match Pending::wait(rx).await {
-                    Some(id) => {
-                        self.finish(name);
+                    Some(id) if alive(&id) => {
+                        self.forget(name, &id);
                         Ok(id)
                     }
+                    Some(_) => Err(ServerError::FailedPrecondition(format!(
+                        "the {kind} {name} an earlier attempt created was removed; retry"
+                    ))),
                     None => Err(ServerError::FailedPrecondition(format!(
                         "an earlier attempt to create {kind} {name} failed; retry"
                     ))),
@@ -569,23 +664,30 @@ impl Pending {
             }
         };
         let delay = test_create_delay().map(|d| (d, kind.to_string(), name.to_string()));
-        let task = tokio::spawn(async move {
-            if let Some((delay, kind, name)) = delay {
-                tracing::warn!(
-                    kind = %kind,
-                    name = %name,
-                    delay_ms = delay.as_millis() as u64,
-                    "test-only delay before creating (KRIO_TEST_DELAY_CREATE_MS)"
-                );
-                tokio::time::sleep(delay).await;
-            }
-            let result = work.await;
-            let _ = tx.send(match &result {
-                Ok(id) => PendingState::Done(id.clone()),
-                Err(_) => PendingState::Failed,
-            });
-            result
-        });
+        // The creation's task carries the span of the call that started it (its RPC span).
+        let span = tracing::Span::current();
+        let task = tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                if let Some((delay, kind, name)) = delay {
+                    tracing::warn!(
+                        kind = %kind,
+                        name = %name,
+                        delay_ms = delay.as_millis() as u64,
+                        "test-only delay before creating (KRIO_TEST_DELAY_CREATE_MS)"
+                    );
+                    tokio::time::sleep(delay).await;
+                }
+                let result = work.await;
+                let _ = tx.send(match &result {
+                    Ok(id) => PendingState::Done(id.clone()),
+                    Err(_) => PendingState::Failed,
+                });
+                result
+            },
+            span,
+        ));
+        // Only reached when the caller is still there (a caller that gave up dropped this
+        // future): the entry then stays for a retry to take, until the object is removed.
         let result = task.await.map_err(|e| ServerError::Task(e.to_string()))?;
         self.finish(name);
         result
@@ -594,6 +696,30 @@ impl Pending {
     /// Forgets `name` (its caller has the result).
     pub fn finish(&self, name: &str) {
         self.lock().remove(name);
+    }
+
+    /// Forgets `name` if its entry is a finished creation of `id` (the object was handed out
+    /// or is being removed); an entry of another creation of the same name stays.
+    pub fn forget(&self, name: &str, id: &str) {
+        let mut map = self.lock();
+        let finished_here = map
+            .get(name)
+            .is_some_and(|rx| matches!(&*rx.borrow(), PendingState::Done(d) if d == id));
+        if finished_here {
+            map.remove(name);
+        }
+    }
+
+    /// Number of entries (running, or finished and not yet taken).
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether there are no entries.
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
     }
 
     /// Waits for a joined creation; `Some(id)` when it succeeded.
@@ -645,34 +771,66 @@ mod tests {
     #[tokio::test]
     async fn pending_hands_the_result_to_a_retry() {
         let p = Pending::default();
-        let Begin::Create(tx) = p.begin("n", || Ok(())).unwrap() else {
+        let Begin::Create(tx) = p.begin("n", || Ok(()), |_| true).unwrap() else {
             panic!()
         };
-        let Begin::Join(rx) = p.begin("n", || panic!("must not reserve twice")).unwrap() else {
+        let Begin::Join(rx) = p
+            .begin("n", || panic!("must not reserve twice"), |_| true)
+            .unwrap()
+        else {
             panic!()
         };
         let waiter = tokio::spawn(Pending::wait(rx));
         tx.send(PendingState::Done("id1".into())).unwrap();
         assert_eq!(waiter.await.unwrap(), Some("id1".into()));
         // An abandoned, finished creation is still handed to the next retry...
-        let Begin::Join(rx) = p.begin("n", || panic!()).unwrap() else {
+        let Begin::Join(rx) = p.begin("n", || panic!(), |_| true).unwrap() else {
             panic!()
         };
         assert_eq!(Pending::wait(rx).await, Some("id1".into()));
         // ...until its caller took it; then the name goes back to the registry's rules.
         p.finish("n");
         assert!(p
-            .begin("n", || Err(ServerError::FailedPrecondition("taken".into())))
+            .begin(
+                "n",
+                || Err(ServerError::FailedPrecondition("taken".into())),
+                |_| true
+            )
             .is_err());
     }
 
     #[tokio::test]
     async fn a_failed_creation_lets_the_retry_start_afresh() {
         let p = Pending::default();
-        let Begin::Create(tx) = p.begin("n", || Ok(())).unwrap() else {
+        let Begin::Create(tx) = p.begin("n", || Ok(()), |_| true).unwrap() else {
             panic!()
         };
         tx.send(PendingState::Failed).unwrap();
-        assert!(matches!(p.begin("n", || Ok(())).unwrap(), Begin::Create(_)));
+        assert!(matches!(
+            p.begin("n", || Ok(()), |_| true).unwrap(),
+            Begin::Create(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_removed_object_is_never_handed_to_a_later_create() {
+        let p = Pending::default();
+        let Begin::Create(tx) = p.begin("n", || Ok(()), |_| true).unwrap() else {
+            panic!()
+        };
+        // The caller gave up; the creation finished on its own and nobody took the id.
+        tx.send(PendingState::Done("old".into())).unwrap();
+        assert_eq!(p.len(), 1);
+        // The object was removed (before its removal could forget the entry): a later
+        // create starts afresh instead of being handed "old".
+        let Begin::Create(tx) = p.begin("n", || Ok(()), |id| id != "old").unwrap() else {
+            panic!("handed the id of a removed object")
+        };
+        tx.send(PendingState::Done("new".into())).unwrap();
+        // A removal forgets the finished entry of its own id, not another one's.
+        p.forget("n", "old");
+        assert_eq!(p.len(), 1);
+        p.forget("n", "new");
+        assert!(p.is_empty());
     }
 }

@@ -355,6 +355,7 @@ async fn serve(
     };
 
     tonic::transport::Server::builder()
+        .trace_fn(krio_server::rpc_span)
         .add_service(RuntimeApi(krio.clone()).server())
         .add_service(ImageApi(krio).server())
         .serve_with_incoming_shutdown(

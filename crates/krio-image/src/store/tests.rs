@@ -89,6 +89,16 @@ fn open_recovers() {
     );
     let u = s.fs_usage().unwrap();
     assert!(u.used_bytes > 0 && u.inodes_used >= 6, "{u:?}");
+    // What else lives under the root (containers' writable layers) is not image usage.
+    fs::create_dir_all(root.join("containers/c1/upper")).unwrap();
+    fs::write(root.join("containers/c1/upper/big"), vec![7u8; 1 << 20]).unwrap();
+    let again = s.fs_usage().unwrap();
+    assert_eq!(
+        (again.used_bytes, again.inodes_used),
+        (u.used_bytes, u.inodes_used)
+    );
+    let c = crate::tree_usage(&[&root.join("containers")], root).unwrap();
+    assert!(c.used_bytes >= 1 << 20 && c.inodes_used == 4, "{c:?}");
     assert!(root.starts_with(&u.mountpoint) || u.mountpoint == Path::new("/"));
 }
 
@@ -153,6 +163,10 @@ fn resolve_and_remove_semantics() {
     assert_eq!(dirs[0], root.join("layers").join(H2).join("diff"));
     assert_eq!(dirs[1], root.join("layers").join(H1).join("diff"));
 
+    // Which removals would delete the image itself (the in-use check depends on it).
+    assert!(s.removal_deletes_image(H1));
+    assert!(!s.removal_deletes_image("a:v1"));
+    assert!(!s.removal_deletes_image("nope"));
     // remove unknown: ok
     s.remove("nope").unwrap();
     s.remove(&format!("sha256:{H3}")).unwrap();
@@ -171,6 +185,8 @@ fn resolve_and_remove_semantics() {
     drop(s);
     let s = ImageStore::open(root, RegistryConfig::default()).unwrap();
     assert_eq!(s.resolve("quay.io/x/y:t").unwrap().repo_tags.len(), 1);
+    // The last tag, with its repository's digest: removing it deletes the image.
+    assert!(s.removal_deletes_image("quay.io/x/y:t"));
     // remove the last tag: image goes; its exclusive layer H2 goes, shared H1 stays
     s.remove("quay.io/x/y:t").unwrap();
     assert!(s.resolve(&a.id).is_none());

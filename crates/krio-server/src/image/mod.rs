@@ -1,12 +1,14 @@
 //! `ImageService` handlers: thin adapters over [`krio_image::ImageStore`].
 
+pub(crate) mod in_use;
+
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use krio_cri::v1 as cri;
 use krio_image::{ImageRecord, RegistryAuth};
 
 use crate::error::{Result, ServerError};
-use crate::state::now_ns;
 use crate::Krio;
 
 impl Krio {
@@ -100,10 +102,13 @@ impl Krio {
 
     /// CRI `RemoveImage` by id, tag or digest. By id or digest the image goes with all its
     /// names; by tag only that tag goes (the image with it when it was its last name).
-    /// Removing an absent image succeeds (the CRI call is idempotent).
+    /// Removing an absent image succeeds (the CRI call is idempotent). The store's work
+    /// (records, layer deletion) runs on a blocking thread.
     ///
-    /// Errors: `FailedPrecondition` naming the container when a container uses the image.
-    pub(crate) fn remove_image(&self, req: cri::RemoveImageRequest) -> Result<()> {
+    /// Errors: `FailedPrecondition` naming the container when a container uses the image, or
+    /// when a create of a container of it is in flight (counted from before its rootfs is
+    /// mounted), or another removal of it is under way.
+    pub(crate) async fn remove_image(self: &Arc<Self>, req: cri::RemoveImageRequest) -> Result<()> {
         let reference = req.image.map(|i| i.image).unwrap_or_default();
         if reference.is_empty() {
             return Err(ServerError::invalid("image.image", "is required"));
@@ -114,52 +119,91 @@ impl Krio {
         // Removing only a tag leaves the image in place, so only block the removal of the
         // image itself (by id, digest, or its last name).
         let names = image.repo_tags.len() + image.repo_digests.len();
+        // Removing a repository's last tag drops its digests too, so the last tag of a pulled
+        // image (a tag and a digest) removes the image: the store says.
         let removes_image = reference.trim_start_matches("sha256:")
             == image.id.trim_start_matches("sha256:")
             || names <= 1
-            || reference.contains('@');
-        if removes_image {
-            if let Some(c) = self.containers.all().iter().find(|c| {
-                let c = c.snapshot();
-                c.image_id == image.id || c.volume_image_ids.contains(&image.id)
-            }) {
-                return Err(ServerError::FailedPrecondition(format!(
-                    "image {reference} is in use by container {}",
-                    c.id
-                )));
-            }
-        }
+            || reference.contains('@')
+            || self.images.removal_deletes_image(&reference);
+        let _mark = if removes_image {
+            let user = || {
+                self.containers
+                    .all()
+                    .iter()
+                    .find(|c| {
+                        c.with_snapshot(|r| {
+                            r.image_id == image.id || r.volume_image_ids.contains(&image.id)
+                        })
+                    })
+                    .map(|c| c.id.clone())
+            };
+            Some(
+                self.image_use
+                    .begin_remove(&image.id, user)?
+                    .ok_or_else(|| {
+                        ServerError::FailedPrecondition(format!(
+                            "image {reference} is already being removed"
+                        ))
+                    })?,
+            )
+        } else {
+            None
+        };
         // A digest names content, not a name: removing by digest removes the image with
         // every name it has, as removing by id does (containerd removes all references of
         // the resolved image; krio keeps "by tag removes just that tag").
         let target = if removes_image && reference.contains('@') {
-            image.id.as_str()
+            image.id.clone()
         } else {
-            reference.as_str()
+            reference
         };
-        self.images.remove(target)?;
+        crate::state::kill_point("RemoveImage:checked");
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.images.remove(&target))
+            .await
+            .map_err(|e| ServerError::Task(e.to_string()))??;
+        crate::state::kill_point("RemoveImage:removed");
         Ok(())
     }
 
-    /// CRI `ImageFsInfo`: bytes and inodes used by the image store, and its mountpoint.
-    pub(crate) fn image_fs_info(&self) -> Result<cri::ImageFsInfoResponse> {
-        let usage = self.images.fs_usage()?;
-        let fs = cri::FilesystemUsage {
-            timestamp: now_ns(),
-            fs_id: Some(cri::FilesystemIdentifier {
-                mountpoint: usage.mountpoint.to_string_lossy().into_owned(),
-            }),
-            used_bytes: Some(cri::UInt64Value {
-                value: usage.used_bytes,
-            }),
-            inodes_used: Some(cri::UInt64Value {
-                value: usage.inodes_used,
-            }),
-        };
-        Ok(cri::ImageFsInfoResponse {
-            image_filesystems: vec![fs.clone()],
-            container_filesystems: vec![fs],
+    /// CRI `ImageFsInfo`: the image store's usage (blobs, layers, records) as
+    /// `image_filesystems`, and the containers' writable layers (`<root>/containers`) as
+    /// `container_filesystems`, each with the mountpoint holding it. The walks run on a
+    /// blocking thread.
+    ///
+    /// Errors: `Internal` when a tree cannot be walked.
+    pub(crate) async fn image_fs_info(self: &Arc<Self>) -> Result<cri::ImageFsInfoResponse> {
+        let this = self.clone();
+        let (images, containers) = tokio::task::spawn_blocking(move || {
+            let containers_dir = this.cfg.root.join("containers");
+            Ok::<_, krio_image::ImageError>((
+                this.images.fs_usage()?,
+                krio_image::tree_usage(&[&containers_dir], &this.cfg.root)?,
+            ))
         })
+        .await
+        .map_err(|e| ServerError::Task(e.to_string()))??;
+        Ok(cri::ImageFsInfoResponse {
+            image_filesystems: vec![filesystem_usage(&images)],
+            container_filesystems: vec![filesystem_usage(&containers)],
+        })
+    }
+}
+
+/// A measured usage in CRI form.
+fn filesystem_usage(usage: &krio_image::FsUsage) -> cri::FilesystemUsage {
+    cri::FilesystemUsage {
+        timestamp: usage.timestamp_ns,
+        fs_id: Some(cri::FilesystemIdentifier {
+            mountpoint: usage.mountpoint.to_string_lossy().into_owned(),
+        }),
+        used_bytes: Some(cri::UInt64Value {
+            value: usage.used_bytes,
+        }),
+        inodes_used: Some(cri::UInt64Value {
+            value: usage.inodes_used,
+        }),
     }
 }
 

@@ -9,9 +9,7 @@ use krio_cri::v1 as cri;
 use tracing::Instrument;
 
 use crate::error::{Result, ServerError};
-use crate::state::{
-    now_ns, Container, ContainerRecord, ContainerState, SandboxRecord, SandboxState,
-};
+use crate::state::{now_ns, Container, ContainerRecord, ContainerState, SandboxRecord};
 use crate::{ids, persist, rootfs, validate, Krio};
 
 impl Krio {
@@ -31,13 +29,10 @@ impl Krio {
             .ok_or_else(|| ServerError::invalid("config", "is required"))?;
         validate::container_config(&config)?;
         let sandbox = self.sandboxes.get("pod_sandbox_id", &req.pod_sandbox_id)?;
+        // A quick answer for a pod that is plainly not ready; the check that counts is made
+        // again under the pod's gate, on the creating task.
+        sandbox.ensure_ready()?;
         let sb = sandbox.snapshot();
-        if sb.state != SandboxState::Ready {
-            return Err(ServerError::FailedPrecondition(format!(
-                "sandbox {} is not ready",
-                sb.id
-            )));
-        }
         let image_ref = config
             .image
             .as_ref()
@@ -49,6 +44,16 @@ impl Krio {
                 kind: "image",
                 id: image_ref.clone(),
             })?;
+        // Counted as a user of the image from here until the container is registered (or the
+        // create undone), so RemoveImage cannot delete the layers under a container being
+        // born; an image removed just before the hold was taken is looked up again.
+        let image_hold = self.image_use.begin_create(&image.id)?;
+        if self.images.resolve(&image.id).is_none() {
+            return Err(ServerError::NotFound {
+                kind: "image",
+                id: image_ref,
+            });
+        }
         let cri_stop_signal = cri::Signal::try_from(config.stop_signal).map_err(|_| {
             ServerError::invalid(
                 "config.stop_signal",
@@ -65,8 +70,15 @@ impl Krio {
         )?;
         let target_pidns = self.target_pid_namespace(&config, &sb.id)?;
         let volume_image_ids = self.volume_images(&config)?;
+        // Image volumes' images are held the same way as the container's.
+        let volume_holds = volume_image_ids
+            .iter()
+            .map(|v| self.image_use.begin_create(v))
+            .collect::<Result<Vec<_>>>()?;
         let name = super::container_remove::container_name(&config, &sb.config);
         let id = ids::new_id()?;
+        // The call's span names the id this attempt creates under.
+        crate::service::record_ids("", &id);
         let log_path = if sb.config.log_directory.is_empty() || config.log_path.is_empty() {
             String::new()
         } else {
@@ -105,8 +117,19 @@ impl Krio {
         let this = self.clone();
         let task_name = name.clone();
         let work = async move {
+            let _image_hold = image_hold;
+            let _volume_holds = volume_holds;
             let span =
                 tracing::info_span!("create_container", container = %record.id, name = %task_name);
+            // Held shared until the container is registered (or undone): a stop of the pod
+            // waits for this create to finish and then stops the container with the others, or
+            // runs first and this create finds the pod not ready.
+            let _gate = sandbox.gate.read().await;
+            if let Err(e) = sandbox.ensure_ready() {
+                this.containers.release(&task_name, &record.id);
+                return Err(e);
+            }
+            let sb = sandbox.snapshot();
             this.finish_create(record, &sb, &image, &task_name, target_pidns)
                 .instrument(span)
                 .await
@@ -117,6 +140,7 @@ impl Krio {
                 "container",
                 &name,
                 || self.containers.reserve(&name, &id),
+                |id| self.containers.contains(id),
                 work,
             )
             .await?;
@@ -164,6 +188,53 @@ impl Krio {
         target_pidns: Option<PathBuf>,
     ) -> Result<()> {
         let run_dir = self.container_run_dir(&rec.id);
+        // Directories, the first record write, the mounts and the bundle: blocking work, kept
+        // off the async workers.
+        crate::blocking(|| self.prepare_bundle(rec, sb, image, target_pidns))?;
+        let runtime = self.runtime(&rec.runtime_handler)?;
+        let mut monitor = krio_monitor::MonitorConfig::new(
+            rec.id.clone(),
+            run_dir.clone(),
+            runtime.binary(),
+            runtime.root(),
+            (!rec.log_path.is_empty()).then(|| PathBuf::from(&rec.log_path)),
+            run_dir.join("exit.json"),
+            run_dir.join("pid"),
+        );
+        monitor.runtime_log = Some(run_dir.join("runtime.log"));
+        if !rec.log_path.is_empty() {
+            monitor.log_directory = Some(PathBuf::from(&sb.config.log_directory));
+        }
+        monitor.max_log_line = self.cfg.container.log_line_max;
+        monitor.no_pivot = self.cfg.container.no_pivot;
+        let bin = self.monitor_bin.clone();
+        let spawned = tokio::task::spawn_blocking(move || krio_monitor::spawn(&monitor, &bin))
+            .await
+            .map_err(|e| {
+                ServerError::io("spawning monitor", &run_dir, std::io::Error::other(e))
+            })??;
+        rec.pid = spawned.container_pid;
+        rec.monitor_pid = spawned.monitor_pid;
+        // `runtime create` returns once the init set its credentials (before it waits to exec
+        // the command), so these are the ones the container's process will have.
+        rec.user = crate::state::ProcessUser::of_pid(rec.pid);
+        crate::state::kill_point("CreateContainer:monitor-spawned");
+        persist::write_json_async(&self.container_record_path(&rec.id), rec).await?;
+        crate::state::kill_point("CreateContainer:record-final");
+        Ok(())
+    }
+
+    /// The blocking steps of a create: directories, the record written before anything else
+    /// is made, the rootfs overlay mount and its checks, the log file, staged read-only
+    /// mounts, the OCI spec and the bundle.
+    fn prepare_bundle(
+        &self,
+        rec: &ContainerRecord,
+        sb: &SandboxRecord,
+        image: &krio_image::ImageRecord,
+        target_pidns: Option<PathBuf>,
+    ) -> Result<()> {
+        let run_dir = self.container_run_dir(&rec.id);
         let data_dir = self.container_data_dir(&rec.id);
         for d in [&run_dir, &data_dir] {
             std::fs::create_dir_all(d).map_err(|e| ServerError::io("creating directory", d, e))?;
@@ -171,6 +242,7 @@ impl Krio {
         // The record goes to disk first, so a daemon killed in the middle finds and cleans
         // the half-made container on restart (state stays Created with pid 0).
         persist::write_json(&self.container_record_path(&rec.id), rec)?;
+        crate::state::kill_point("CreateContainer:record-written");
         let lowers = self.images.layer_dirs(image)?;
         let rootfs_dir = run_dir.join("rootfs");
         rootfs::mount_overlay(
@@ -180,6 +252,7 @@ impl Krio {
             &rootfs_dir,
         )?;
         rootfs::check_special_dirs(&rootfs_dir)?;
+        crate::state::kill_point("CreateContainer:rootfs-mounted");
         if !rec.log_path.is_empty() {
             // Create the log file now, as the monitor will open it (no link followed below the
             // pod's log directory, nothing but a regular file): a link, FIFO or directory planted
@@ -289,34 +362,7 @@ impl Krio {
             }
         }
         krio_oci::write_bundle(&run_dir, &spec)?;
-        let runtime = self.runtime(&rec.runtime_handler)?;
-        let mut monitor = krio_monitor::MonitorConfig::new(
-            rec.id.clone(),
-            run_dir.clone(),
-            runtime.binary(),
-            runtime.root(),
-            (!rec.log_path.is_empty()).then(|| PathBuf::from(&rec.log_path)),
-            run_dir.join("exit.json"),
-            run_dir.join("pid"),
-        );
-        monitor.runtime_log = Some(run_dir.join("runtime.log"));
-        if !rec.log_path.is_empty() {
-            monitor.log_directory = Some(PathBuf::from(&sb.config.log_directory));
-        }
-        monitor.max_log_line = self.cfg.container.log_line_max;
-        monitor.no_pivot = self.cfg.container.no_pivot;
-        let bin = self.monitor_bin.clone();
-        let spawned = tokio::task::spawn_blocking(move || krio_monitor::spawn(&monitor, &bin))
-            .await
-            .map_err(|e| {
-                ServerError::io("spawning monitor", &run_dir, std::io::Error::other(e))
-            })??;
-        rec.pid = spawned.container_pid;
-        rec.monitor_pid = spawned.monitor_pid;
-        // `runtime create` returns once the init set its credentials (before it waits to exec
-        // the command), so these are the ones the container's process will have.
-        rec.user = crate::state::ProcessUser::of_pid(rec.pid);
-        persist::write_json(&self.container_record_path(&rec.id), rec)?;
+        crate::state::kill_point("CreateContainer:bundle-written");
         Ok(())
     }
 }

@@ -202,7 +202,7 @@ impl Krio {
             .linux
             .get_or_insert_with(Default::default)
             .resources = Some(linux);
-        self.commit_container(&c, &rec)?;
+        self.commit_container(&c, &rec).await?;
         Ok(())
     }
 }

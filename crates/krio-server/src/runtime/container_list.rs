@@ -11,7 +11,9 @@ use crate::{ids, Krio};
 
 impl Krio {
     /// The container's current record: the snapshot, moved to Exited when the monitor has
-    /// written the exit file (persisted when no operation holds the container).
+    /// written the exit file (or is gone without one). When no operation holds the container
+    /// the change is published at once and written to disk in the background: a status or
+    /// list call never waits for a disk.
     fn current(&self, c: &Container) -> ContainerRecord {
         let mut snap = c.snapshot();
         if c.watched.load(std::sync::atomic::Ordering::Acquire) {
@@ -20,9 +22,11 @@ impl Krio {
         if self.refresh_exit(&mut snap) {
             if let Ok(mut rec) = c.record.try_lock() {
                 if self.refresh_exit(&mut rec) {
-                    if let Err(e) = self.commit_container(c, &rec) {
-                        tracing::warn!(container = %rec.id, error = %e, "persisting exit");
-                    }
+                    c.publish(&rec);
+                    crate::persist::write_json_detached(
+                        &self.container_record_path(&rec.id),
+                        &*rec,
+                    );
                 }
             }
         }

@@ -27,10 +27,15 @@ impl Krio {
         self.stop_container_obj(c, StopMode::Kill).await?;
         let rec = c.record.lock().await;
         self.teardown_container(&rec).await?;
+        crate::state::kill_point("RemoveContainer:torn-down");
         self.containers.remove(&rec.id);
+        self.cpu_samples.forget(&rec.id);
         if let Some(sb) = self.sandboxes.find("pod_sandbox_id", &rec.sandbox_id)? {
-            self.containers
-                .release(&container_name(&rec.config, &sb.snapshot().config), &rec.id);
+            let name = container_name(&rec.config, &sb.snapshot().config);
+            self.containers.release(&name, &rec.id);
+            // A create whose caller gave up leaves its result for a retry; a removed
+            // container must never be handed to a later create of the same name.
+            self.pending_containers.forget(&name, &rec.id);
         }
         self.emit(&rec, cri::ContainerEventType::ContainerDeletedEvent);
         tracing::info!(container = %rec.id, "container removed");
@@ -59,28 +64,9 @@ impl Krio {
             super::container_stop::wait_exit_file(&exit, std::time::Duration::from_secs(2)).await;
         }
         let run_dir = self.container_run_dir(&rec.id);
-        if let Err(e) = rootfs::unmount(&run_dir.join("rootfs")) {
-            errors.push(e);
-        }
-        // Staged recursive read-only sources are host directories: never delete through them.
-        // So are image volumes' read-only layer mounts (deleting through them would fail anyway).
-        for dir in [
-            rootfs::rro_staging_dir(&run_dir),
-            rootfs::image_volume_dir(&run_dir),
-        ] {
-            if let Err(e) = rootfs::unmount_staging(&dir) {
-                errors.push(e);
-            }
-        }
-        if errors.is_empty() {
-            for dir in [run_dir, self.container_data_dir(&rec.id)] {
-                match std::fs::remove_dir_all(&dir) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => errors.push(ServerError::io("removing directory", &dir, e)),
-                }
-            }
-        }
+        let data_dir = self.container_data_dir(&rec.id);
+        // Unmounts and directory removal are blocking work, kept off the async workers.
+        crate::blocking(|| remove_container_files(&run_dir, &data_dir, &mut errors));
         ServerError::collect(errors)
     }
 }
@@ -94,4 +80,35 @@ pub(crate) fn container_name(c: &cri::ContainerConfig, pod: &cri::PodSandboxConf
         "{}_{}_{}_{}_{}",
         meta.name, pod.name, pod.namespace, pod.uid, meta.attempt
     )
+}
+
+/// Unmounts a container's rootfs and staged read-only sources, then (only when both worked)
+/// deletes its run and data directories; failures are added to `errors`.
+fn remove_container_files(
+    run_dir: &std::path::Path,
+    data_dir: &std::path::Path,
+    errors: &mut Vec<ServerError>,
+) {
+    if let Err(e) = rootfs::unmount(&run_dir.join("rootfs")) {
+        errors.push(e);
+    }
+    // Staged recursive read-only sources are host directories: never delete through them.
+    // So are image volumes' read-only layer mounts (deleting through them would fail anyway).
+    for dir in [
+        rootfs::rro_staging_dir(run_dir),
+        rootfs::image_volume_dir(run_dir),
+    ] {
+        if let Err(e) = rootfs::unmount_staging(&dir) {
+            errors.push(e);
+        }
+    }
+    if errors.is_empty() {
+        for dir in [run_dir.to_path_buf(), data_dir.to_path_buf()] {
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => errors.push(ServerError::io("removing directory", &dir, e)),
+            }
+        }
+    }
 }

@@ -10,11 +10,24 @@ impl Krio {
     /// CRI `StartContainer`.
     ///
     /// Errors: `InvalidArgument` for a malformed id, `NotFound` for an unknown one,
-    /// `FailedPrecondition` unless the container is in the Created state, `Internal` when the
+    /// `FailedPrecondition` unless the container is in the Created state and its pod Ready, `Internal` when the
     /// runtime fails.
     pub(crate) async fn start_container(&self, req: cri::StartContainerRequest) -> Result<()> {
         ids::validate("container_id", &req.container_id)?;
         let c = self.containers.get("container_id", &req.container_id)?;
+        // The pod's gate, shared: a stop of the pod waits for this start, or runs first and
+        // this start finds the pod not ready (and the container stopped).
+        let sandbox = self
+            .sandboxes
+            .find("pod_sandbox_id", &c.sandbox_id)?
+            .ok_or_else(|| {
+                ServerError::FailedPrecondition(format!(
+                    "sandbox {} of container {} is gone",
+                    c.sandbox_id, c.id
+                ))
+            })?;
+        let _gate = sandbox.gate.read().await;
+        sandbox.ensure_ready()?;
         let mut rec = c.record.lock().await;
         self.refresh_exit(&mut rec);
         if rec.state != ContainerState::Created {
@@ -25,11 +38,12 @@ impl Krio {
         }
         let runtime = self.runtime(&rec.runtime_handler)?;
         runtime.start(&rec.id).await?;
+        crate::state::kill_point("StartContainer:runtime-started");
         rec.started_at = now_ns();
         rec.state = ContainerState::Running;
         // A very short-lived process may already have exited; the exit file says so.
         self.refresh_exit(&mut rec);
-        self.commit_container(&c, &rec)?;
+        self.commit_container(&c, &rec).await?;
         self.emit(&rec, cri::ContainerEventType::ContainerStartedEvent);
         tracing::info!(container = %rec.id, "container started");
         Ok(())

@@ -87,7 +87,7 @@ impl Krio {
                             .map_or(own_deadline, |d| d.min(own_deadline))
                     };
                     if wait_exit(&exit_file, &rec, deadline).await {
-                        return self.finish_stop(c, &mut rec);
+                        return self.finish_stop(c, &mut rec).await;
                     }
                 }
                 Err(e) => tracing::debug!(container = %rec.id, error = %e, "stop signal failed"),
@@ -108,6 +108,7 @@ impl Krio {
                 return Err(e.into());
             }
         }
+        crate::state::kill_point("StopContainer:signal-sent");
         let grace = tokio::time::Instant::now() + KILL_GRACE;
         if !wait_exit(&exit_file, &rec, || grace).await {
             if rec.state == ContainerState::Created {
@@ -117,7 +118,7 @@ impl Krio {
                     .await?;
                 let grace = tokio::time::Instant::now() + KILL_GRACE;
                 if wait_exit(&exit_file, &rec, || grace).await {
-                    return self.finish_stop(c, &mut rec);
+                    return self.finish_stop(c, &mut rec).await;
                 }
             }
             return Err(ServerError::DeadlineExceeded(format!(
@@ -126,12 +127,13 @@ impl Krio {
                 KILL_GRACE.as_secs()
             )));
         }
-        self.finish_stop(c, &mut rec)
+        self.finish_stop(c, &mut rec).await
     }
 
-    fn finish_stop(&self, c: &Container, rec: &mut ContainerRecord) -> Result<()> {
+    async fn finish_stop(&self, c: &Container, rec: &mut ContainerRecord) -> Result<()> {
         self.refresh_exit(rec);
-        self.commit_container(c, rec)?;
+        crate::state::kill_point("StopContainer:exited");
+        self.commit_container(c, rec).await?;
         tracing::info!(container = %rec.id, exit_code = rec.exit_code, "container stopped");
         Ok(())
     }
@@ -139,35 +141,62 @@ impl Krio {
     /// Moves a Created/Running record to Exited when the monitor's exit file exists. Returns
     /// whether the record changed.
     pub(crate) fn refresh_exit(&self, rec: &mut ContainerRecord) -> bool {
-        if !matches!(rec.state, ContainerState::Created | ContainerState::Running) {
-            return false;
+        refresh_exit_in(&self.container_run_dir(&rec.id), rec)
+    }
+}
+
+/// [`Krio::refresh_exit`] for a container whose bundle directory is `run_dir`: moves a
+/// Created/Running record to Exited when the monitor's exit file exists, or when the monitor
+/// is gone without writing one (see [`record_monitor_loss`]). Returns whether the record
+/// changed.
+pub(crate) fn refresh_exit_in(run_dir: &std::path::Path, rec: &mut ContainerRecord) -> bool {
+    if !matches!(rec.state, ContainerState::Created | ContainerState::Running) {
+        return false;
+    }
+    let path = run_dir.join("exit.json");
+    let mut read = krio_monitor::read_exit_file(&path);
+    if matches!(read, Ok(None)) && rec.monitor_pid > 0 && !process_running(rec.monitor_pid) {
+        // The monitor is gone; it may have written the file just before exiting.
+        read = krio_monitor::read_exit_file(&path);
+        if matches!(read, Ok(None)) {
+            record_monitor_loss(run_dir, rec);
+            read = krio_monitor::read_exit_file(&path);
         }
-        let path = self.container_run_dir(&rec.id).join("exit.json");
-        match krio_monitor::read_exit_file(&path) {
-            Ok(Some(exit)) => {
-                rec.state = ContainerState::Exited;
-                rec.exit_code = exit.exit_code;
-                rec.finished_at = exit.finished_at_ns;
-                if rec.started_at == 0 {
-                    rec.started_at = rec.finished_at;
-                }
-                let oom = exit.oom_killed
-                    || (exit.exit_code == 128 + libc::SIGKILL && oom_killed(&rec.cgroups_path));
-                rec.reason = if oom {
-                    "OOMKilled"
-                } else if exit.exit_code == 0 {
-                    "Completed"
-                } else {
-                    "Error"
-                }
-                .to_string();
-                true
+    }
+    match read {
+        Ok(Some(exit)) => {
+            rec.state = ContainerState::Exited;
+            rec.exit_code = exit.exit_code;
+            rec.finished_at = exit.finished_at_ns;
+            if rec.started_at == 0 {
+                rec.started_at = rec.finished_at;
             }
-            Ok(None) => false,
-            Err(e) => {
-                tracing::warn!(container = %rec.id, error = %e, "unreadable exit file");
-                false
+            let oom = exit.oom_killed
+                || (exit.exit_code == 128 + libc::SIGKILL && oom_killed(&rec.cgroups_path));
+            let lost = run_dir.join(MONITOR_LOST).exists();
+            rec.reason = if lost {
+                "MonitorLost"
+            } else if oom {
+                "OOMKilled"
+            } else if exit.exit_code == 0 {
+                "Completed"
+            } else {
+                "Error"
             }
+            .to_string();
+            if lost {
+                rec.message = format!(
+                    "krio-monitor (pid {}) died without recording the container's exit; \
+                     the container's processes were killed",
+                    rec.monitor_pid
+                );
+            }
+            true
+        }
+        Ok(None) => false,
+        Err(e) => {
+            tracing::warn!(container = %rec.id, error = %e, "unreadable exit file");
+            false
         }
     }
 }
@@ -337,14 +366,9 @@ async fn wait_exit(
             if exit_file.exists() {
                 return true;
             }
-            tracing::warn!(container = %rec.id, "monitor gone without an exit status; recording 255");
-            let status = krio_monitor::ExitStatus {
-                exit_code: 255,
-                signal: None,
-                finished_at_ns: crate::state::now_ns(),
-                oom_killed: false,
-            };
-            return krio_monitor::write_exit_file(exit_file, &status).is_ok();
+            return exit_file
+                .parent()
+                .is_some_and(|dir| record_monitor_loss(dir, rec));
         }
         if tokio::time::Instant::now() >= deadline() {
             return false;
@@ -352,6 +376,51 @@ async fn wait_exit(
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_millis(50));
     }
+}
+
+/// The marker beside `exit.json` saying krio wrote the exit itself because the monitor died
+/// without writing one (reported as reason `MonitorLost`).
+const MONITOR_LOST: &str = "monitor-lost";
+
+/// Records the exit of a container whose monitor died without writing its exit file (killed,
+/// OOM): every process left in the container's cgroup is SIGKILLed (the cgroup is the
+/// container's own, so a recycled pid is never hit), then the [`MONITOR_LOST`] marker and an
+/// exit file with code 255 and the current time are written in `run_dir`, so every reader
+/// sees the same exit. Returns whether the exit file was written.
+fn record_monitor_loss(run_dir: &std::path::Path, rec: &ContainerRecord) -> bool {
+    tracing::warn!(
+        container = %rec.id,
+        monitor_pid = rec.monitor_pid,
+        "monitor gone without an exit status; killing the container and recording 255"
+    );
+    super::events::kill_cgroup_processes(&rec.cgroups_path);
+    if rec.pid > 0 && process_running(rec.pid) && process_in_cgroup(rec.pid, &rec.id) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(rec.pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    if let Err(e) = std::fs::write(run_dir.join(MONITOR_LOST), b"") {
+        tracing::warn!(container = %rec.id, error = %e, "writing the monitor-lost marker");
+    }
+    let status = krio_monitor::ExitStatus {
+        exit_code: 255,
+        signal: None,
+        finished_at_ns: crate::state::now_ns(),
+        oom_killed: false,
+    };
+    match krio_monitor::write_exit_file(&run_dir.join("exit.json"), &status) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(container = %rec.id, error = %e, "recording the exit of a container whose monitor is gone");
+            false
+        }
+    }
+}
+
+/// Whether process `pid` is in a cgroup whose path names container `id`.
+fn process_in_cgroup(pid: i32, id: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|t| t.contains(id))
 }
 
 /// Whether `pid` names a live (not zombie) process.

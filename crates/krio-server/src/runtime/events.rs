@@ -78,7 +78,7 @@ impl Krio {
                 return;
             }
             if changed {
-                if let Err(e) = this.commit_container(&c, &rec) {
+                if let Err(e) = this.commit_container(&c, &rec).await {
                     tracing::warn!(container = %rec.id, error = %e, "persisting exit");
                 }
             }
@@ -147,7 +147,7 @@ impl Krio {
             if live && rec.state == crate::state::SandboxState::Ready {
                 tracing::warn!(sandbox = %rec.id, "pod init died; sandbox not ready");
                 rec.state = crate::state::SandboxState::NotReady;
-                if let Err(e) = this.commit_sandbox(&sandbox, &rec) {
+                if let Err(e) = this.commit_sandbox(&sandbox, &rec).await {
                     tracing::warn!(sandbox = %rec.id, error = %e, "persisting state");
                 }
             }
@@ -156,7 +156,7 @@ impl Krio {
 }
 
 /// SIGKILLs every process left in a cgroup (v1 `pids` controller or the v2 tree).
-fn kill_cgroup_processes(cgroups_path: &str) {
+pub(crate) fn kill_cgroup_processes(cgroups_path: &str) {
     if cgroups_path.is_empty() {
         return;
     }

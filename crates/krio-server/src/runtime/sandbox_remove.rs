@@ -18,6 +18,9 @@ impl Krio {
         let Some(sandbox) = self.sandboxes.find("pod_sandbox_id", &req.pod_sandbox_id)? else {
             return Ok(());
         };
+        // Exclusively, for the whole removal: no container of the pod is created or started
+        // meanwhile.
+        let _gate = sandbox.gate.write().await;
         let mut errors = Vec::new();
         if let Err(e) = self.stop_sandbox(&sandbox).await {
             errors.push(e);
@@ -32,22 +35,29 @@ impl Krio {
         if !errors.is_empty() {
             return ServerError::collect(errors);
         }
+        crate::state::kill_point("RemovePodSandbox:containers-removed");
         let rec = sandbox.record.lock().await;
-        self.remove_pod_cgroup(&rec);
-        for dir in [
-            self.sandbox_run_dir(&rec.id),
-            self.cfg.root.join("sandboxes").join(&rec.id),
-        ] {
-            match std::fs::remove_dir_all(&dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => errors.push(ServerError::io("removing directory", &dir, e)),
+        // Cgroup and directory removal are blocking work, kept off the async workers.
+        crate::blocking(|| {
+            self.remove_pod_cgroup(&rec);
+            for dir in [
+                self.sandbox_run_dir(&rec.id),
+                self.cfg.root.join("sandboxes").join(&rec.id),
+            ] {
+                match std::fs::remove_dir_all(&dir) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => errors.push(ServerError::io("removing directory", &dir, e)),
+                }
             }
-        }
+        });
+        crate::state::kill_point("RemovePodSandbox:cgroup-and-dirs-removed");
         if errors.is_empty() {
             self.sandboxes.remove(&rec.id);
-            self.sandboxes
-                .release(&SandboxRecord::reserved_name(&rec.config), &rec.id);
+            let name = SandboxRecord::reserved_name(&rec.config);
+            self.sandboxes.release(&name, &rec.id);
+            self.pending_sandboxes.forget(&name, &rec.id);
+            self.cpu_samples.forget(&super::stats::pod_cpu_key(&rec.id));
             tracing::info!(sandbox = %rec.id, "sandbox removed");
         }
         ServerError::collect(errors)

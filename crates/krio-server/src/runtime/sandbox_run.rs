@@ -32,6 +32,8 @@ impl Krio {
         let handler = self.handler_name(&req.runtime_handler)?;
         let name = SandboxRecord::reserved_name(&config);
         let id = ids::new_id()?;
+        // The call's span names the id this attempt creates under.
+        crate::service::record_ids(&id, "");
         let record = SandboxRecord {
             id: id.clone(),
             runtime_handler: handler,
@@ -61,6 +63,7 @@ impl Krio {
                 "sandbox",
                 &name,
                 || self.sandboxes.reserve(&name, &id),
+                |id| self.sandboxes.contains(id),
                 work,
             )
             .await?;
@@ -135,7 +138,8 @@ impl Krio {
         // The record goes to disk before anything is made and again before the network is
         // set up, so a daemon killed halfway finds it (state Creating) and undoes it all.
         rec.state = SandboxState::Creating;
-        persist::write_json(&self.sandbox_record_path(&rec.id), rec)?;
+        persist::write_json_async(&self.sandbox_record_path(&rec.id), rec).await?;
+        crate::state::kill_point("RunPodSandbox:record-creating");
         if !kinds.is_empty() {
             let ns_dir = run_dir.join("ns");
             let host = (!host_network).then(|| hostname.clone());
@@ -149,6 +153,7 @@ impl Krio {
             rec.netns = pinned.net;
             rec.ipcns = pinned.ipc;
             rec.utsns = pinned.uts;
+            crate::state::kill_point("RunPodSandbox:namespaces-pinned");
         }
         if self.owns_pod_cgroup(rec) {
             create_pod_cgroup(&rec.cgroup_parent)?;
@@ -172,13 +177,15 @@ impl Krio {
             rec.pidns = Some(pin);
         }
         if let Some(netns) = rec.netns.clone() {
-            persist::write_json(&self.sandbox_record_path(&rec.id), rec)?;
+            persist::write_json_async(&self.sandbox_record_path(&rec.id), rec).await?;
             let status = self.cni.add(&self.pod_network(rec, &netns)).await?;
             rec.ips = status.ips.iter().map(|ip| ip.to_string()).collect();
+            crate::state::kill_point("RunPodSandbox:network-added");
         }
         write_pod_files(&run_dir, &rec.config, &hostname, &rec.ips, host_network)?;
         rec.state = SandboxState::Ready;
-        persist::write_json(&self.sandbox_record_path(&rec.id), rec)?;
+        persist::write_json_async(&self.sandbox_record_path(&rec.id), rec).await?;
+        crate::state::kill_point("RunPodSandbox:record-ready");
         Ok(())
     }
 

@@ -20,10 +20,13 @@ impl Krio {
         let Some(sandbox) = self.sandboxes.find("pod_sandbox_id", &req.pod_sandbox_id)? else {
             return Ok(());
         };
+        let _gate = sandbox.gate.write().await;
         self.stop_sandbox(&sandbox).await
     }
 
-    /// Stops `sandbox`: containers first (forcibly, as the CRI asks), then the network.
+    /// Stops `sandbox`: containers first (forcibly, as the CRI asks), then the network. The
+    /// caller holds the pod's gate exclusively, so no create or start of a container of the
+    /// pod runs meanwhile.
     pub(crate) async fn stop_sandbox(&self, sandbox: &Sandbox) -> Result<()> {
         let mut errors = Vec::new();
         for c in self.containers.all() {
@@ -34,10 +37,12 @@ impl Krio {
             }
         }
         let mut rec = sandbox.record.lock().await;
+        crate::state::kill_point("StopPodSandbox:containers-stopped");
         errors.extend(self.teardown_sandbox_network(&rec).await);
+        crate::state::kill_point("StopPodSandbox:network-down");
         if rec.state != SandboxState::NotReady {
             rec.state = SandboxState::NotReady;
-            if let Err(e) = self.commit_sandbox(sandbox, &rec) {
+            if let Err(e) = self.commit_sandbox(sandbox, &rec).await {
                 errors.push(e);
             }
         }

@@ -38,7 +38,7 @@ impl Krio {
         if let Some(r) = req.resources {
             linux.resources = Some(r);
         }
-        self.commit_sandbox(&sandbox, &rec)?;
+        self.commit_sandbox(&sandbox, &rec).await?;
         tracing::info!(sandbox = %rec.id, "pod-level resources recorded");
         Ok(())
     }

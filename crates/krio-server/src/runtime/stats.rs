@@ -176,8 +176,7 @@ impl Krio {
     ) -> cri::CpuUsage {
         let mut nano_cores = None;
         if let Some(total) = cpu_ns {
-            let mut prev = self.cpu_samples.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((t0, u0)) = prev.insert(key.to_string(), (now, total)) {
+            if let Some((t0, u0)) = self.cpu_samples.record(key, now, total) {
                 let dt = now.saturating_sub(t0);
                 if dt > 0 && total >= u0 {
                     nano_cores = Some(((total - u0) as u128 * 1_000_000_000 / dt as u128) as u64);
@@ -301,7 +300,7 @@ impl Krio {
             }),
             linux: Some(cri::LinuxPodSandboxStats {
                 cpu: Some(self.cpu_usage(
-                    &format!("pod-{}", sb.id),
+                    &pod_cpu_key(&sb.id),
                     now,
                     sample.cpu_ns,
                     &sample.cpu_psi,
@@ -443,5 +442,74 @@ mod tests {
         let m = Krio::memory_usage(1, &s);
         assert_eq!(m.working_set_bytes.map(|v| v.value), Some(3072));
         assert_eq!(m.available_bytes.map(|v| v.value), Some(5120));
+    }
+}
+
+/// The [`CpuSamples`] key of a pod (containers are keyed by their id).
+pub(crate) fn pod_cpu_key(sandbox_id: &str) -> String {
+    format!("pod-{sandbox_id}")
+}
+
+/// Most CPU samples kept: far more than the containers and pods of a node, so the bound only
+/// matters if removals were missed.
+const MAX_CPU_SAMPLES: usize = 16_384;
+
+/// The last CPU sample (time in ns since the epoch, cumulative CPU ns) per container id or
+/// `pod-<sandbox id>`, for `usage_nano_cores`. An entry goes with its container or pod
+/// ([`CpuSamples::forget`]), and at most [`MAX_CPU_SAMPLES`] are kept (the oldest goes first).
+#[derive(Debug, Default)]
+pub(crate) struct CpuSamples(std::sync::Mutex<HashMap<String, (i64, u64)>>);
+
+impl CpuSamples {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (i64, u64)>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records sample `(now, total)` for `key`; returns the previous one.
+    pub(crate) fn record(&self, key: &str, now: i64, total: u64) -> Option<(i64, u64)> {
+        let mut map = self.lock();
+        if map.len() >= MAX_CPU_SAMPLES && !map.contains_key(key) {
+            if let Some(oldest) = map.iter().min_by_key(|(_, v)| v.0).map(|(k, _)| k.clone()) {
+                map.remove(&oldest);
+            }
+        }
+        map.insert(key.to_string(), (now, total))
+    }
+
+    /// Forgets the sample of `key` (its container or pod was removed).
+    pub(crate) fn forget(&self, key: &str) {
+        self.lock().remove(key);
+    }
+
+    /// Number of samples kept.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+#[cfg(test)]
+mod cpu_sample_tests {
+    use super::*;
+
+    #[test]
+    fn samples_are_forgotten_and_bounded() {
+        let s = CpuSamples::default();
+        assert_eq!(s.record("a", 1, 10), None);
+        assert_eq!(s.record("a", 2, 20), Some((1, 10)));
+        s.forget("a");
+        assert_eq!(s.len(), 0);
+        assert_eq!(s.record("a", 3, 30), None);
+        for i in 0..MAX_CPU_SAMPLES as i64 + 10 {
+            s.record(&format!("k{i}"), 100 + i, 0);
+        }
+        assert_eq!(s.len(), MAX_CPU_SAMPLES);
+        // The oldest went first: "a" (time 3) and the first keys.
+        assert_eq!(s.record("a", 1_000_000, 0), None);
+        assert_eq!(s.record("k0", 1_000_001, 0), None);
+        let last = format!("k{}", MAX_CPU_SAMPLES as i64 + 9);
+        assert!(s.record(&last, 1_000_002, 0).is_some());
     }
 }
