@@ -138,6 +138,12 @@ impl Daemon {
 
     /// Starts a daemon with the given network and extra environment variables.
     pub async fn start_with_env(network: Network, env: &[(&str, &str)]) -> Daemon {
+        Self::start_full(network, env, "").await
+    }
+
+    /// Starts a daemon with the given network, extra environment variables and extra TOML
+    /// appended to its configuration file (`[runtimes.NAME]` tables, for instance).
+    pub async fn start_full(network: Network, env: &[(&str, &str)], extra_toml: &str) -> Daemon {
         require_prerequisites();
         let dir = tempfile::Builder::new()
             .prefix("krio-e2e-")
@@ -176,7 +182,7 @@ impl Daemon {
             format!(
                 "listen = \"{sock}\"\nroot = \"{root}\"\nstate_dir = \"{state}\"\nlog_level = \"krio=debug,krio_server=debug,info\"\n\
                  monitor_path = \"{mon}\"\ncgroup_parent = \"{cg}\"\n[cni]\nconf_dir = \"{cni}\"\ninstall_default_config = false\n\
-                 [image]\nregistries_conf = \"{d}/registries.conf\"\n",
+                 [image]\nregistries_conf = \"{d}/registries.conf\"\n{extra_toml}\n",
                 sock = d.join("krio.sock").display(),
                 root = d.join("root").display(),
                 state = d.join("run").display(),
@@ -373,16 +379,18 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill9();
         // Clean whatever a failed test left: runtime containers, monitors, mounts, cgroups.
-        let runc_root = self.state.join("runtime/runc");
-        if let Ok(entries) = std::fs::read_dir(&runc_root) {
-            for e in entries.flatten() {
-                let _ = Command::new("runc")
-                    .arg("--root")
-                    .arg(&runc_root)
-                    .args(["delete", "--force"])
-                    .arg(e.file_name())
-                    .stderr(Stdio::null())
-                    .status();
+        for (runtime, dir) in [("runc", "runc"), ("runsc", "runsc")] {
+            let root = self.state.join("runtime").join(dir);
+            if let Ok(entries) = std::fs::read_dir(&root) {
+                for e in entries.flatten() {
+                    let _ = Command::new(runtime)
+                        .arg("--root")
+                        .arg(&root)
+                        .args(["delete", "--force"])
+                        .arg(e.file_name())
+                        .stderr(Stdio::null())
+                        .status();
+                }
             }
         }
         for (pid, _) in self.processes() {
