@@ -229,6 +229,7 @@ pub struct OciRuntime {
     binary: PathBuf,
     root: PathBuf,
     args: Vec<String>,
+    tty_by_process: bool,
     timeout: Duration,
     exec_helper: Option<PathBuf>,
 }
@@ -247,6 +248,7 @@ impl OciRuntime {
             binary: binary.into(),
             root: root.into(),
             args: Vec::new(),
+            tty_by_process: false,
             timeout: DEFAULT_TIMEOUT,
             exec_helper: None,
         }
@@ -267,6 +269,19 @@ impl OciRuntime {
     pub fn with_args(mut self, args: Vec<String>) -> Self {
         self.args = args;
         self
+    }
+
+    /// Asks for a terminal in [`OciRuntime::exec_streaming`] through a `--process` file (the
+    /// container's `process` with the command, `terminal: true` and the size) instead of
+    /// `--tty`, for runtimes whose `exec` has no `--tty` (runsc).
+    pub fn with_tty_by_process(mut self, on: bool) -> Self {
+        self.tty_by_process = on;
+        self
+    }
+
+    /// Whether [`OciRuntime::with_tty_by_process`] is on.
+    pub fn tty_by_process(&self) -> bool {
+        self.tty_by_process
     }
 
     /// The global options of [`OciRuntime::with_args`].

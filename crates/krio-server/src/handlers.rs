@@ -27,6 +27,9 @@ pub struct HandlerFeatures {
     /// The runtime can create user namespaces with id-mapped mounts (`linux.namespaces` has
     /// `user` and `linux.mountExtensions.idmap.enabled` is true).
     pub user_namespaces: bool,
+    /// The runtime's `exec` has `--tty` (runc's, from `exec --help`); without it (runsc) a
+    /// terminal exec passes the process as a `--process` file.
+    pub exec_tty_flag: bool,
 }
 
 impl HandlerFeatures {
@@ -54,6 +57,7 @@ impl HandlerFeatures {
             source: "runtime features".to_string(),
             rro_mount_option: strings("/mountOptions").iter().any(|o| o == "rro"),
             user_namespaces: idmap && strings("/linux/namespaces").iter().any(|n| n == "user"),
+            exec_tty_flag: false,
         })
     }
 
@@ -63,31 +67,53 @@ impl HandlerFeatures {
             source: why.into(),
             rro_mount_option: false,
             user_namespaces: false,
+            exec_tty_flag: false,
         }
     }
 }
 
 /// Runs `<binary> features` (with the handler's global options) and parses its answer; a
 /// runtime without the command (runsc), one that fails or prints something else gets
-/// [`HandlerFeatures::fallback`] with the reason.
+/// [`HandlerFeatures::fallback`] with the reason. Then reads `<binary> exec --help` for
+/// `--tty` ([`HandlerFeatures::exec_tty_flag`]).
 pub async fn probe(binary: &Path, args: &[String]) -> HandlerFeatures {
+    let mut f = probe_features(binary, args).await;
+    let help = run_probe(binary, args, &["exec", "--help"]).await;
+    f.exec_tty_flag = help.is_ok_and(|o| {
+        String::from_utf8_lossy(&o.stdout).contains("--tty")
+            || String::from_utf8_lossy(&o.stderr).contains("--tty")
+    });
+    f
+}
+
+async fn run_probe(
+    binary: &Path,
+    args: &[String],
+    verb: &[&str],
+) -> Result<std::process::Output, String> {
     let mut cmd = tokio::process::Command::new(binary);
     cmd.env_clear()
         .env("PATH", krio_oci::runtime_env_path())
         .args(args)
-        .arg("features")
+        .args(verb)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true);
-    let out = match tokio::time::timeout(PROBE_TIMEOUT, cmd.output()).await {
-        Ok(Ok(o)) => o,
-        Ok(Err(e)) => return HandlerFeatures::fallback(format!("cannot run `features`: {e}")),
-        Err(_) => {
-            return HandlerFeatures::fallback(format!(
-                "`features` did not answer within {PROBE_TIMEOUT:?}"
-            ))
-        }
+    match tokio::time::timeout(PROBE_TIMEOUT, cmd.output()).await {
+        Ok(Ok(o)) => Ok(o),
+        Ok(Err(e)) => Err(format!("cannot run `{}`: {e}", verb.join(" "))),
+        Err(_) => Err(format!(
+            "`{}` did not answer within {PROBE_TIMEOUT:?}",
+            verb.join(" ")
+        )),
+    }
+}
+
+async fn probe_features(binary: &Path, args: &[String]) -> HandlerFeatures {
+    let out = match run_probe(binary, args, &["features"]).await {
+        Ok(o) => o,
+        Err(e) => return HandlerFeatures::fallback(e),
     };
     match HandlerFeatures::parse(&out.stdout) {
         Some(f) if out.status.success() => f,
@@ -174,6 +200,15 @@ mod tests {
         );
         let f = probe(&ok, &["--x=1".to_string()]).await;
         assert!(f.rro_mount_option, "{f:?}");
+        assert!(!f.exec_tty_flag, "{f:?}");
+        let tty = dir.path().join("tty");
+        krio_testutil::write_executable(
+            &tty,
+            "#!/bin/sh
+[ \"$1\" = exec ] && echo '   --tty, -t   allocate a pseudo-TTY'
+",
+        );
+        assert!(probe(&tty, &[]).await.exec_tty_flag);
         let missing = probe(&dir.path().join("missing"), &[]).await;
         assert!(missing.source.contains("cannot run"), "{}", missing.source);
     }

@@ -126,10 +126,13 @@ impl Krio {
                 }
             };
             tracing::info!(handler = %name, features = ?features, "runtime handler");
+            let found_tty_by_process = found.is_some() && !features.exec_tty_flag;
             // ExecSync waits for the exec'd process through the monitor binary's exec helper,
             // not for runc's copy of its output (see `OciRuntime::with_exec_helper`).
             let runtime = OciRuntime::new(found.unwrap_or_else(|| h.path.clone()), root)
                 .with_args(h.runtime_args.clone())
+                // A binary missing at start is assumed to be runc-like.
+                .with_tty_by_process(found_tty_by_process)
                 .with_exec_helper(&monitor_bin);
             runtimes.insert(name.clone(), runtime);
             handler_map.insert(
