@@ -3,6 +3,7 @@
 set -euo pipefail
 packages=(
 	runc                          # the default OCI runtime
+	runsc                         # gVisor: the sandboxed runtime handler (tests of runtime handlers)
 	busybox-static                # test images are built from it
 	docker-registry               # the local registry tests and the demo pull from
 	containernetworking-plugins   # CNI plugins in /usr/lib/cni

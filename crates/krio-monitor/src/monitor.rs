@@ -273,6 +273,7 @@ fn run_create(
         let mut cmd = Command::new(&cfg.runtime_binary);
         cmd.arg("--root")
             .arg(&cfg.runtime_root)
+            .args(&cfg.runtime_args)
             .arg("--log")
             .arg(&runtime_log)
             .arg("--log-format")
@@ -340,6 +341,7 @@ fn runtime_delete(cfg: &MonitorConfig) -> std::io::Result<std::process::ExitStat
     crate::sys::reset_signals_on_exec(&mut cmd);
     cmd.arg("--root")
         .arg(&cfg.runtime_root)
+        .args(&cfg.runtime_args)
         .arg("delete")
         .arg("--force")
         .arg(&cfg.id)

@@ -29,6 +29,9 @@ pub struct MonitorConfig {
     pub runtime_binary: PathBuf,
     /// Absolute runtime state directory (`runc --root`).
     pub runtime_root: PathBuf,
+    /// Global options of the runtime, put after `--root` before every verb (runsc's `--platform=ptrace`).
+    #[serde(default)]
+    pub runtime_args: Vec<String>,
     /// Absolute CRI log file (`ContainerConfig.log_path` joined to the sandbox `log_directory`); `None` discards
     /// the container's output.
     pub log_path: Option<PathBuf>,
@@ -80,6 +83,7 @@ impl MonitorConfig {
             bundle: bundle.into(),
             runtime_binary: runtime_binary.into(),
             runtime_root: runtime_root.into(),
+            runtime_args: Vec::new(),
             log_path,
             log_directory: None,
             exit_file: exit_file.into(),
@@ -136,6 +140,13 @@ impl MonitorConfig {
                     return bad(field, format!("{} must be an absolute path", p.display()));
                 }
             }
+        }
+        if let Some(a) = self
+            .runtime_args
+            .iter()
+            .find(|a| !a.starts_with('-') || a.contains('\0'))
+        {
+            return bad("runtime_args", format!("{a:?} is not an option"));
         }
         if self.max_log_line == 0 {
             return bad("max_log_line", "must be at least 1".into());

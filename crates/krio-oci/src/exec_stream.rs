@@ -7,7 +7,7 @@
 //! process's, and the process is our child's child, so nothing is left unreaped.
 
 use std::os::fd::OwnedFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -103,6 +103,42 @@ fn set_size(fd: &OwnedFd, cols: u16, rows: u16) -> std::io::Result<()> {
 }
 
 impl OciRuntime {
+    /// Writes the `--process` file of a terminal exec: the container's own `process` (user,
+    /// environment, working directory, capabilities, from `<bundle>/config.json`, the bundle
+    /// found with `state`) with `args` replaced, `terminal: true` and the size when known.
+    ///
+    /// Errors: [`RuntimeError`] from `state`; `Io` when the spec cannot be read or written.
+    async fn write_tty_process(
+        &self,
+        id: &str,
+        opts: &ExecStreamOptions,
+        file: &Path,
+    ) -> Result<(), RuntimeError> {
+        let io = io_err(id);
+        let bundle = self.state(id).await?.bundle;
+        let text = std::fs::read(bundle.join(crate::CONFIG_FILE)).map_err(&io)?;
+        let spec: serde_json::Value = serde_json::from_slice(&text)
+            .map_err(|e| io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
+        let mut process = spec
+            .get("process")
+            .cloned()
+            .filter(|p| p.is_object())
+            .ok_or_else(|| {
+                io(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "the container's spec has no process",
+                ))
+            })?;
+        process["args"] = serde_json::json!(opts.args);
+        process["terminal"] = serde_json::json!(true);
+        if let Some((cols, rows)) = opts.size {
+            process["consoleSize"] = serde_json::json!({"height": rows, "width": cols});
+        }
+        let out = serde_json::to_vec(&process)
+            .map_err(|e| io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
+        std::fs::write(file, out).map_err(io)
+    }
+
     /// Starts `exec --pid-file <tmp> [-t] <id> <args...>` with the stdio `opts` asks for.
     ///
     /// Errors: [`RuntimeError::Io`] when `args` is empty or a pipe, pty or the pid file
@@ -125,8 +161,19 @@ impl OciRuntime {
         let mut cmd = self.command();
         cmd.arg("exec").arg("--pid-file").arg(&pid_file);
         let mut pty = None;
+        let by_process = opts.tty && self.tty_by_process();
+        if by_process {
+            let file = pid_dir.join("process.json");
+            if let Err(e) = self.write_tty_process(id, opts, &file).await {
+                let _ = std::fs::remove_dir_all(&pid_dir);
+                return Err(e);
+            }
+            cmd.arg("--process").arg(&file);
+        }
         if opts.tty {
-            cmd.arg("--tty");
+            if !by_process {
+                cmd.arg("--tty");
+            }
             let (master, slave) = match open_pty(opts.size) {
                 Ok(p) => p,
                 Err(e) => {
@@ -152,7 +199,10 @@ impl OciRuntime {
                 .stdout(pipe_or_null(opts.stdout))
                 .stderr(pipe_or_null(opts.stderr));
         }
-        cmd.arg(id).args(&opts.args);
+        cmd.arg(id);
+        if !by_process {
+            cmd.args(&opts.args);
+        }
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(source) => {

@@ -21,6 +21,7 @@ mod user;
 pub use bundle::{write_bundle, CONFIG_FILE};
 pub use error::SpecError;
 pub use exec_stream::{ExecProcess, ExecStreamOptions, Resizer};
+pub use mounts::host_devices;
 pub use process::DEFAULT_PATH_ENV;
 pub use resources::{clamp_oom_score_adj, resources};
 pub use runtime::{

@@ -670,3 +670,77 @@ mod tests {
             .contains("permissions"));
     }
 }
+
+/// The host's device nodes under `dev` (normally `/dev`), as `linux.devices` entries with the same path inside
+/// the container: what a privileged container gets (containerd's `WithHostDevices`). Symbolic links, and the
+/// directories a container has its own of (`pts`, `shm`, `mqueue`, `fd`) or that are not devices (`.udev`,
+/// `.lxc`, `.lxd-mounts`), are skipped, and so is `console` (the container's terminal, if any, is its own).
+/// Entries that cannot be read are skipped; the walk does not follow links nor descend more than 8 levels.
+pub fn host_devices(dev: &Path) -> Vec<LinuxDevice> {
+    fn walk(dir: &Path, rel: &Path, depth: usize, out: &mut Vec<LinuxDevice>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let rel = rel.join(&name);
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                let skip = [".lxc", ".lxd-mounts", ".udev", "pts", "shm", "mqueue", "fd"];
+                if depth < 8 && !(depth == 0 && skip.iter().any(|s| name == *s)) {
+                    walk(&e.path(), &rel, depth + 1, out);
+                }
+                continue;
+            }
+            if depth == 0 && name == "console" {
+                continue;
+            }
+            let Ok(st) = rustix::fs::lstat(e.path()) else {
+                continue;
+            };
+            let typ = match rustix::fs::FileType::from_raw_mode(st.st_mode) {
+                rustix::fs::FileType::CharacterDevice => LinuxDeviceType::C,
+                rustix::fs::FileType::BlockDevice => LinuxDeviceType::B,
+                _ => continue,
+            };
+            let path = Path::new("/dev").join(&rel);
+            if let Ok(d) = LinuxDeviceBuilder::default()
+                .path(path)
+                .typ(typ)
+                .major(i64::from(rustix::fs::major(st.st_rdev)))
+                .minor(i64::from(rustix::fs::minor(st.st_rdev)))
+                .file_mode(st.st_mode & 0o777)
+                .uid(st.st_uid)
+                .gid(st.st_gid)
+                .build()
+            {
+                out.push(d);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dev, Path::new(""), 0, &mut out);
+    out.sort_by(|a, b| a.path().cmp(b.path()));
+    out
+}
+
+#[cfg(test)]
+mod host_device_tests {
+    use super::*;
+
+    #[test]
+    fn host_devices_lists_device_nodes_and_skips_the_containers_own() {
+        let devs = host_devices(Path::new("/dev"));
+        let null = devs
+            .iter()
+            .find(|d| d.path() == Path::new("/dev/null"))
+            .expect("/dev/null listed");
+        assert_eq!(
+            (null.typ(), null.major(), null.minor()),
+            (LinuxDeviceType::C, 1, 3)
+        );
+        assert!(devs
+            .iter()
+            .all(|d| !d.path().starts_with("/dev/pts") && d.path() != Path::new("/dev/console")));
+    }
+}

@@ -228,6 +228,8 @@ pub struct ExecOutput {
 pub struct OciRuntime {
     binary: PathBuf,
     root: PathBuf,
+    args: Vec<String>,
+    tty_by_process: bool,
     timeout: Duration,
     exec_helper: Option<PathBuf>,
 }
@@ -245,6 +247,8 @@ impl OciRuntime {
         OciRuntime {
             binary: binary.into(),
             root: root.into(),
+            args: Vec::new(),
+            tty_by_process: false,
             timeout: DEFAULT_TIMEOUT,
             exec_helper: None,
         }
@@ -258,6 +262,31 @@ impl OciRuntime {
     pub fn with_exec_helper(mut self, monitor: impl Into<PathBuf>) -> Self {
         self.exec_helper = Some(monitor.into());
         self
+    }
+
+    /// Global options given to every invocation right after `--root <root>`, before the verb (runsc's
+    /// `--platform=ptrace`). The caller checks that each is an option (starts with `-`).
+    pub fn with_args(mut self, args: Vec<String>) -> Self {
+        self.args = args;
+        self
+    }
+
+    /// Asks for a terminal in [`OciRuntime::exec_streaming`] through a `--process` file (the
+    /// container's `process` with the command, `terminal: true` and the size) instead of
+    /// `--tty`, for runtimes whose `exec` has no `--tty` (runsc).
+    pub fn with_tty_by_process(mut self, on: bool) -> Self {
+        self.tty_by_process = on;
+        self
+    }
+
+    /// Whether [`OciRuntime::with_tty_by_process`] is on.
+    pub fn tty_by_process(&self) -> bool {
+        self.tty_by_process
+    }
+
+    /// The global options of [`OciRuntime::with_args`].
+    pub fn args(&self) -> &[String] {
+        &self.args
     }
 
     /// Replaces the per-invocation timeout.
@@ -276,7 +305,7 @@ impl OciRuntime {
         &self.root
     }
 
-    /// The base command `<binary> --root <root>` with stdin null and stdout/stderr piped,
+    /// The base command `<binary> --root <root> <args...>` with stdin null and stdout/stderr piped,
     /// `kill_on_drop`, an environment of `PATH` alone (see [`runtime_env_path`]), and the child's
     /// signal state reset (no signal blocked or ignored: see
     /// [`krio_monitor::reset_signals_on_exec`]; `posix_spawn` in glibc would otherwise leave
@@ -289,6 +318,7 @@ impl OciRuntime {
             .env("PATH", runtime_env_path())
             .arg("--root")
             .arg(&self.root)
+            .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -488,6 +518,7 @@ impl OciRuntime {
                     .arg(&self.binary)
                     .arg("--root")
                     .arg(&self.root)
+                    .args(&self.args)
                     .arg("exec")
                     .arg("--detach")
                     .stdin(Stdio::null())
@@ -825,6 +856,34 @@ mod tests {
             .lines()
             .map(str::to_string)
             .collect()
+    }
+
+    #[tokio::test]
+    async fn global_args_come_after_root_and_before_the_verb() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = OciRuntime::new(fake(dir.path(), "", "", 0), "/run/krio-runsc")
+            .with_args(vec!["--platform=ptrace".into(), "--network=host".into()]);
+        rt.kill(
+            "c1",
+            &KillOptions {
+                signal: 15,
+                all: false,
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            argv(dir.path()),
+            [
+                "--root",
+                "/run/krio-runsc",
+                "--platform=ptrace",
+                "--network=host",
+                "kill",
+                "c1",
+                "15"
+            ]
+        );
     }
 
     #[tokio::test]

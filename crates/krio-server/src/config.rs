@@ -74,14 +74,31 @@ pub enum CgroupDriver {
     Systemd,
 }
 
-/// One OCI runtime handler.
+/// One runtime handler: a Kubernetes RuntimeClass `handler`, the CRI `runtime_handler`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct RuntimeHandler {
-    /// The OCI runtime binary (absolute, or looked up in PATH).
+    /// The OCI runtime binary (absolute, or looked up in PATH). A handler whose binary is missing is reported not
+    /// ready by `Status` and refused by `RunPodSandbox` (FailedPrecondition); the daemon still starts.
     pub path: PathBuf,
     /// The runtime's `--root` state directory; empty means `<state_dir>/runtime/<name>`.
     pub root: PathBuf,
+    /// How krio drives the handler: `oci` (a runc-compatible command line).
+    pub runtime_type: RuntimeType,
+    /// Global options put before every verb of the runtime's command line, after `--root` (runsc's
+    /// `--platform=ptrace`, `--network=host`). Each must start with `-`.
+    pub runtime_args: Vec<String>,
+    /// How the pod's containers map onto the runtime's sandboxes, told to the runtime through the
+    /// `io.kubernetes.cri.container-type` and `io.kubernetes.cri.sandbox-id` annotations: `none` or `per-container`.
+    pub pod_sandbox: PodSandboxMode,
+    /// Privileged containers of this handler do not get the host's devices (containerd's setting of the same
+    /// name); they keep the device cgroup's allow-all rule. For sandboxed or VM runtimes, where the host's devices
+    /// mean nothing or too much.
+    pub privileged_without_host_devices: bool,
+    /// Prefixes of pod and container annotations (CRI `annotations`) copied into the OCI spec's `annotations`,
+    /// where the runtime reads them (`dev.gvisor.` for runsc). Annotations matching no prefix never reach the
+    /// runtime; krio's own `io.kubernetes.cri.*` and `io.krio.*` keys are never overridden.
+    pub allowed_annotations: Vec<String>,
 }
 
 impl Default for RuntimeHandler {
@@ -89,8 +106,34 @@ impl Default for RuntimeHandler {
         Self {
             path: PathBuf::from("runc"),
             root: PathBuf::new(),
+            runtime_type: RuntimeType::Oci,
+            runtime_args: Vec::new(),
+            pod_sandbox: PodSandboxMode::None,
+            privileged_without_host_devices: false,
+            allowed_annotations: Vec::new(),
         }
     }
+}
+
+/// How krio drives a runtime handler.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeType {
+    /// An OCI runtime with runc's command line (`create`, `start`, `state`, `kill`, `delete`, `exec`): runc,
+    /// runsc, youki, crun.
+    Oci,
+}
+
+/// How a pod's containers map onto the runtime's own sandboxes (docs/architecture.md, "Runtime handlers").
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum PodSandboxMode {
+    /// Each container is a runtime container of its own; the annotations say `container-type=container` and name
+    /// the pod as `sandbox-id` (containerd's values). For runtimes without sandboxes: runc, crun, youki.
+    None,
+    /// Each container is created as a runtime sandbox of its own (`container-type=sandbox`, `sandbox-id` = the
+    /// container's id), as runsc needs when no pause container has started the pod's sandbox first.
+    PerContainer,
 }
 
 /// CNI settings.
@@ -395,6 +438,9 @@ impl Config {
         for u in &self.container.default_ulimits {
             parse_ulimit(u).map_err(|e| ConfigError::Invalid(format!("container.{e}")))?;
         }
+        for (name, h) in &self.runtimes {
+            h.validate(name)?;
+        }
         for (name, p) in [
             ("listen", &self.listen),
             ("root", &self.root),
@@ -459,6 +505,50 @@ impl Config {
             Some(h) if !h.root.as_os_str().is_empty() => h.root.clone(),
             _ => self.state_dir.join("runtime").join(name),
         }
+    }
+}
+
+impl RuntimeHandler {
+    /// Checks handler `name`: a name usable as a directory, a non-empty path, options that are options, no
+    /// empty annotation prefix.
+    ///
+    /// Errors: [`ConfigError::Invalid`] naming `runtimes.<name>.<key>`.
+    pub fn validate(&self, name: &str) -> Result<(), ConfigError> {
+        let invalid = |msg: String| Err(ConfigError::Invalid(msg));
+        if name.is_empty()
+            || name.starts_with('.')
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        {
+            return invalid(format!(
+                "runtimes.{name:?}: a handler name is [A-Za-z0-9_.-] and does not start with '.'"
+            ));
+        }
+        if self.path.as_os_str().is_empty() {
+            return invalid(format!("runtimes.{name}.path is empty"));
+        }
+        for a in &self.runtime_args {
+            if !a.starts_with('-') || a.contains('\0') {
+                return invalid(format!(
+                    "runtimes.{name}.runtime_args: {a:?} is not an option (options start with '-')"
+                ));
+            }
+        }
+        if self.allowed_annotations.iter().any(String::is_empty) {
+            return invalid(format!(
+                "runtimes.{name}.allowed_annotations: an empty prefix would let every annotation through"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether a CRI annotation `key` may reach the OCI spec: it starts with one of `allowed_annotations` and is
+    /// not one of krio's own keys (`io.kubernetes.cri.`, `io.krio.`).
+    pub fn allows_annotation(&self, key: &str) -> bool {
+        !key.starts_with("io.kubernetes.cri.")
+            && !key.starts_with("io.krio.")
+            && self.allowed_annotations.iter().any(|p| key.starts_with(p))
     }
 }
 
@@ -578,5 +668,45 @@ mod tests {
             (cfg.stream_address.as_str(), cfg.stream_port),
             ("::1", 10010)
         );
+    }
+
+    #[test]
+    fn handler_keys_parse_and_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("krio.toml");
+        std::fs::write(
+            &main,
+            "[runtimes.runsc]\npath = \"/usr/bin/runsc\"\nruntime_type = \"oci\"\n\
+             runtime_args = [\"--platform=ptrace\", \"--network=host\"]\npod_sandbox = \"per-container\"\n\
+             privileged_without_host_devices = true\nallowed_annotations = [\"dev.gvisor.\"]\n",
+        )
+        .unwrap();
+        let cfg = Config::load(&main, true).unwrap();
+        let h = &cfg.runtimes["runsc"];
+        assert_eq!(h.runtime_args, ["--platform=ptrace", "--network=host"]);
+        assert_eq!(h.pod_sandbox, PodSandboxMode::PerContainer);
+        assert!(h.privileged_without_host_devices);
+        assert!(h.allows_annotation("dev.gvisor.spec.mount.x.share"));
+        assert!(!h.allows_annotation("other.io/x"));
+        assert!(!h.allows_annotation("io.kubernetes.cri.container-type"));
+        assert_eq!(cfg.runtimes["runc"], RuntimeHandler::default());
+        for (bad, key) in [
+            (
+                "[runtimes.x]\nruntime_args = [\"platform=ptrace\"]\n",
+                "runtimes.x.runtime_args",
+            ),
+            ("[runtimes.x]\npath = \"\"\n", "runtimes.x.path"),
+            (
+                "[runtimes.x]\nallowed_annotations = [\"\"]\n",
+                "runtimes.x.allowed_annotations",
+            ),
+            ("[runtimes.\"a/b\"]\npath = \"runc\"\n", "runtimes.\"a/b\""),
+            ("[runtimes.x]\nruntime_type = \"vm\"\n", "runtime_type"),
+            ("[runtimes.x]\npod_sandbox = \"shared\"\n", "pod_sandbox"),
+        ] {
+            std::fs::write(&main, bad).unwrap();
+            let err = Config::load(&main, true).unwrap_err().to_string();
+            assert!(err.contains(key), "{bad}: {err}");
+        }
     }
 }

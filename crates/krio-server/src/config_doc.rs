@@ -70,7 +70,16 @@ fn parse_types() -> Types {
             } else if let Some(variant) = t.strip_suffix(',') {
                 if variant.chars().all(|c| c.is_ascii_alphanumeric()) {
                     if let Some(variants) = types.enums.get_mut(owner) {
-                        variants.push(variant.to_ascii_lowercase());
+                        // As serde writes them: every enum of config.rs is `lowercase` (one
+                        // word) or `kebab-case`, and both agree with this.
+                        let mut name = String::new();
+                        for (i, c) in variant.chars().enumerate() {
+                            if c.is_ascii_uppercase() && i > 0 {
+                                name.push('-');
+                            }
+                            name.push(c.to_ascii_lowercase());
+                        }
+                        variants.push(name);
                     }
                 }
             }

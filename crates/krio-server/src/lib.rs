@@ -8,6 +8,7 @@
 pub mod config;
 pub mod config_doc;
 pub mod error;
+pub mod handlers;
 mod ids;
 mod image;
 mod metrics;
@@ -53,6 +54,8 @@ pub struct Krio {
     pending_sandboxes: Pending,
     pending_containers: Pending,
     runtimes: BTreeMap<String, OciRuntime>,
+    /// The configured handlers (same keys as `runtimes`) with their probed features.
+    handlers: BTreeMap<String, handlers::Handler>,
     monitor_bin: PathBuf,
     cni: krio_net::cni::Cni,
     daemon_oom_score_adj: i32,
@@ -77,8 +80,9 @@ impl Krio {
     /// the monitor binary, then recovers the sandboxes and containers of a previous run.
     ///
     /// Errors: [`ServerError::Io`] when a directory cannot be made, [`ServerError::Image`]
-    /// when the image store cannot be opened, [`ServerError::FailedPrecondition`] when a
-    /// runtime binary or the monitor cannot be found.
+    /// when the image store cannot be opened, [`ServerError::FailedPrecondition`] when the
+    /// monitor cannot be found. A handler whose binary is missing is kept, not ready (see
+    /// [`handlers`]).
     pub async fn new(cfg: Config) -> error::Result<Arc<Self>> {
         for dir in [
             cfg.root.clone(),
@@ -102,35 +106,46 @@ impl Krio {
         let images = ImageStore::open(&cfg.root, registries)?;
         config::load_seccomp_profile(&cfg.container.seccomp_profile)
             .map_err(ServerError::FailedPrecondition)?;
-        let mut runtimes = BTreeMap::new();
-        for (name, h) in &cfg.runtimes {
-            let binary = find_executable(&h.path).ok_or_else(|| {
-                ServerError::FailedPrecondition(format!(
-                    "runtime handler {name:?}: binary {} not found",
-                    h.path.display()
-                ))
-            })?;
-            let root = cfg.runtime_root(name);
-            std::fs::create_dir_all(&root)
-                .map_err(|e| ServerError::io("creating runtime root", &root, e))?;
-            runtimes.insert(name.clone(), (binary, root));
-        }
         let monitor_bin = locate_monitor(&cfg.monitor_path).ok_or_else(|| {
             ServerError::FailedPrecondition(
                 "krio-monitor not found next to krio, in monitor_path, or in PATH".to_string(),
             )
         })?;
-        // ExecSync waits for the exec'd process through the monitor binary's exec helper, not
-        // for runc's copy of its output (see `OciRuntime::with_exec_helper`).
-        let runtimes: BTreeMap<String, OciRuntime> = runtimes
-            .into_iter()
-            .map(|(name, (binary, root))| {
-                (
-                    name,
-                    OciRuntime::new(binary, root).with_exec_helper(&monitor_bin),
-                )
-            })
-            .collect();
+        // A handler whose binary is missing is kept (Status reports it not ready, and pods
+        // with it are refused), so one uninstalled runtime does not stop the node.
+        let mut runtimes = BTreeMap::new();
+        let mut handler_map = BTreeMap::new();
+        for (name, h) in &cfg.runtimes {
+            let root = cfg.runtime_root(name);
+            std::fs::create_dir_all(&root)
+                .map_err(|e| ServerError::io("creating runtime root", &root, e))?;
+            let found = handlers::find_executable(&h.path);
+            let features = match &found {
+                Some(bin) => handlers::probe(bin, &h.runtime_args).await,
+                None => {
+                    tracing::warn!(handler = %name, binary = %h.path.display(),
+                        "runtime handler binary not found: the handler is not ready");
+                    handlers::HandlerFeatures::fallback("binary missing at start")
+                }
+            };
+            tracing::info!(handler = %name, features = ?features, "runtime handler");
+            let found_tty_by_process = found.is_some() && !features.exec_tty_flag;
+            // ExecSync waits for the exec'd process through the monitor binary's exec helper,
+            // not for runc's copy of its output (see `OciRuntime::with_exec_helper`).
+            let runtime = OciRuntime::new(found.unwrap_or_else(|| h.path.clone()), root)
+                .with_args(h.runtime_args.clone())
+                // A binary missing at start is assumed to be runc-like.
+                .with_tty_by_process(found_tty_by_process)
+                .with_exec_helper(&monitor_bin);
+            runtimes.insert(name.clone(), runtime);
+            handler_map.insert(
+                name.clone(),
+                handlers::Handler {
+                    cfg: h.clone(),
+                    features,
+                },
+            );
+        }
         if cfg.cni.install_default_config {
             if let Err(e) = krio_net::cni::install_default_config(&cfg.cni.conf_dir) {
                 tracing::warn!(error = %e, "cannot install the default CNI configuration");
@@ -154,6 +169,7 @@ impl Krio {
             pending_sandboxes: Pending::default(),
             pending_containers: Pending::default(),
             runtimes,
+            handlers: handler_map,
             monitor_bin,
             cni,
             daemon_oom_score_adj,
@@ -202,7 +218,11 @@ impl Krio {
         })
     }
 
-    /// Resolves a request's `runtime_handler` (empty means the default).
+    /// Resolves a request's `runtime_handler` (empty means the default) to a handler that is
+    /// ready to run pods.
+    ///
+    /// Errors: `InvalidArgument` naming `runtime_handler` when no such handler is configured;
+    /// `FailedPrecondition` naming the binary when the handler's binary is missing.
     fn handler_name(&self, requested: &str) -> error::Result<String> {
         let name = if requested.is_empty() {
             self.cfg.default_runtime.as_str()
@@ -210,7 +230,30 @@ impl Krio {
             requested
         };
         self.runtime(name)?;
+        self.handler_binary(name)?;
         Ok(name.to_string())
+    }
+
+    /// The configured handler `name`.
+    ///
+    /// Errors: `InvalidArgument` naming `runtime_handler` when it is not configured.
+    fn handler(&self, name: &str) -> error::Result<&handlers::Handler> {
+        self.handlers.get(name).ok_or_else(|| {
+            ServerError::invalid(
+                "runtime_handler",
+                format!("unknown handler {}", validate::quote(name)),
+            )
+        })
+    }
+
+    /// The absolute path of handler `name`'s binary, looked up now.
+    ///
+    /// Errors: `InvalidArgument` for an unknown handler, `FailedPrecondition` naming the binary
+    /// when it is missing.
+    fn handler_binary(&self, name: &str) -> error::Result<PathBuf> {
+        self.handler(name)?
+            .binary(name)
+            .map_err(ServerError::FailedPrecondition)
     }
 
     fn sandbox_record_path(&self, id: &str) -> PathBuf {
@@ -271,24 +314,13 @@ pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
     }
 }
 
-fn find_executable(p: &Path) -> Option<PathBuf> {
-    if p.components().count() > 1 || p.is_absolute() {
-        return p.is_file().then(|| p.to_path_buf());
-    }
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(p))
-            .find(|c| c.is_file())
-    })
-}
-
 fn locate_monitor(configured: &Path) -> Option<PathBuf> {
     if !configured.as_os_str().is_empty() {
-        return find_executable(configured);
+        return handlers::find_executable(configured);
     }
     std::env::current_exe()
         .ok()
         .and_then(|exe| exe.parent().map(|d| d.join("krio-monitor")))
         .filter(|p| p.is_file())
-        .or_else(|| find_executable(Path::new("krio-monitor")))
+        .or_else(|| handlers::find_executable(Path::new("krio-monitor")))
 }

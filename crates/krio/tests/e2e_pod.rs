@@ -62,8 +62,17 @@ async fn pulled_image_is_listed_with_tag_and_digest() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn container_logs_exit_codes_and_clean_teardown() {
+    logs_exit_codes_and_clean_teardown(Handler::Runc).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn container_logs_exit_codes_and_clean_teardown_under_runsc() {
+    logs_exit_codes_and_clean_teardown(Handler::Runsc).await;
+}
+
+async fn logs_exit_codes_and_clean_teardown(handler: Handler) {
     ensure_images();
-    let d = Daemon::start().await;
+    let d = Daemon::start_handler(handler, Network::Loopback).await;
     pull(&d, &image("busybox")).await;
     let pod = pod_config(&d, "logs");
     let pod_id = run_pod(&d, &pod).await;
@@ -199,8 +208,17 @@ async fn container_logs_exit_codes_and_clean_teardown() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn stop_escalates_to_sigkill_and_pod_teardown_leaves_nothing() {
+    stop_escalation_and_pod_teardown(Handler::Runc).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stop_escalates_to_sigkill_and_pod_teardown_leaves_nothing_under_runsc() {
+    stop_escalation_and_pod_teardown(Handler::Runsc).await;
+}
+
+async fn stop_escalation_and_pod_teardown(handler: Handler) {
     ensure_images();
-    let d = Daemon::start().await;
+    let d = Daemon::start_handler(handler, Network::Loopback).await;
     pull(&d, &image("busybox-oci")).await;
     let pod = pod_config(&d, "stop");
     let pod_id = run_pod(&d, &pod).await;

@@ -17,7 +17,7 @@ impl Krio {
     ///
     /// Errors: `InvalidArgument` naming the field for a bad config; `NotFound` for an unknown
     /// sandbox or an image that is not present (kubelet pulls first); `FailedPrecondition` when
-    /// the sandbox is not ready; `AlreadyExists` when the container name is reserved in the pod;
+    /// the sandbox is not ready or its handler's binary is missing; `AlreadyExists` when the container name is reserved in the pod;
     /// `Internal` when mounting or the runtime fails.
     pub(crate) async fn create_container(
         self: &Arc<Self>,
@@ -33,6 +33,8 @@ impl Krio {
         // again under the pod's gate, on the creating task.
         sandbox.ensure_ready()?;
         let sb = sandbox.snapshot();
+        // The pod's handler may have lost its binary since RunPodSandbox.
+        self.handler_binary(&sb.runtime_handler)?;
         let image_ref = config
             .image
             .as_ref()
@@ -192,16 +194,18 @@ impl Krio {
         // off the async workers.
         crate::blocking(|| self.prepare_bundle(rec, sb, image, target_pidns))?;
         let runtime = self.runtime(&rec.runtime_handler)?;
+        let binary = self.handler_binary(&rec.runtime_handler)?;
         let mut monitor = krio_monitor::MonitorConfig::new(
             rec.id.clone(),
             run_dir.clone(),
-            runtime.binary(),
+            binary,
             runtime.root(),
             (!rec.log_path.is_empty()).then(|| PathBuf::from(&rec.log_path)),
             run_dir.join("exit.json"),
             run_dir.join("pid"),
         );
         monitor.runtime_log = Some(run_dir.join("runtime.log"));
+        monitor.runtime_args = runtime.args().to_vec();
         if !rec.log_path.is_empty() {
             monitor.log_directory = Some(PathBuf::from(&sb.config.log_directory));
         }
@@ -361,6 +365,8 @@ impl Krio {
                 process.set_rlimits(Some(rlimits));
             }
         }
+        let handler = self.handler(&rec.runtime_handler)?;
+        apply_handler(&mut spec, &handler.cfg, &rec.config, sb, &rec.id)?;
         krio_oci::write_bundle(&run_dir, &spec)?;
         crate::state::kill_point("CreateContainer:bundle-written");
         Ok(())
@@ -550,4 +556,176 @@ fn effective_pid_mode(sb: &SandboxRecord) -> cri::PodSandboxConfig {
         ns.pid = cri::NamespaceMode::Container as i32;
     }
     config
+}
+
+/// Applies what handler `h` changes in a container's spec: the sandbox annotations its
+/// `pod_sandbox` mode asks for, the pod's and container's annotations it allows (the
+/// container's win over the pod's; krio's own keys are never replaced), and the host's devices
+/// for a privileged container unless `privileged_without_host_devices`.
+///
+/// Errors: `Internal` when the spec has no annotations map to add to (never, after
+/// `build_spec`).
+pub(crate) fn apply_handler(
+    spec: &mut oci_spec::runtime::Spec,
+    h: &crate::config::RuntimeHandler,
+    config: &cri::ContainerConfig,
+    sb: &SandboxRecord,
+    container_id: &str,
+) -> Result<()> {
+    use krio_oci::annotations::{CONTAINER_TYPE, SANDBOX_ID};
+    let mut annotations = spec.annotations().clone().unwrap_or_default();
+    for (k, v) in sb
+        .config
+        .annotations
+        .iter()
+        .chain(config.annotations.iter())
+    {
+        if h.allows_annotation(k) {
+            annotations.insert(k.clone(), v.clone());
+        }
+    }
+    if h.pod_sandbox == crate::config::PodSandboxMode::PerContainer {
+        annotations.insert(CONTAINER_TYPE.to_string(), "sandbox".to_string());
+        annotations.insert(SANDBOX_ID.to_string(), container_id.to_string());
+    }
+    spec.set_annotations(Some(annotations));
+    let privileged = config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .is_some_and(|s| s.privileged);
+    if privileged && !h.privileged_without_host_devices {
+        if let Some(linux) = spec.linux_mut() {
+            let mut devices = linux.devices().clone().unwrap_or_default();
+            for d in krio_oci::host_devices(std::path::Path::new("/dev")) {
+                if !devices.iter().any(|e| e.path() == d.path()) {
+                    devices.push(d);
+                }
+            }
+            linux.set_devices(Some(devices));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod handler_tests {
+    use super::*;
+    use crate::config::{PodSandboxMode, RuntimeHandler};
+
+    fn spec_for(
+        privileged: bool,
+    ) -> (oci_spec::runtime::Spec, cri::ContainerConfig, SandboxRecord) {
+        let sc = cri::LinuxContainerSecurityContext {
+            privileged,
+            ..Default::default()
+        };
+        let mut config = cri::ContainerConfig {
+            linux: Some(cri::LinuxContainerConfig {
+                security_context: Some(sc),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        config
+            .annotations
+            .insert("dev.gvisor.spec.x".into(), "container".into());
+        config
+            .annotations
+            .insert("io.kubernetes.cri.sandbox-id".into(), "forged".into());
+        let mut sb = SandboxRecord {
+            id: "pod1".into(),
+            runtime_handler: "runsc".into(),
+            created_at: 1,
+            state: crate::state::SandboxState::Ready,
+            netns: None,
+            ipcns: None,
+            utsns: None,
+            pidns: None,
+            pod_init: None,
+            ips: Vec::new(),
+            cgroup_parent: String::new(),
+            config: Default::default(),
+        };
+        sb.config
+            .annotations
+            .insert("dev.gvisor.spec.x".into(), "pod".into());
+        sb.config
+            .annotations
+            .insert("dev.gvisor.pod".into(), "p".into());
+        sb.config.annotations.insert("other".into(), "o".into());
+        let mut spec = oci_spec::runtime::Spec::default();
+        let mut a = std::collections::HashMap::new();
+        a.insert(
+            "io.kubernetes.cri.sandbox-id".to_string(),
+            "pod1".to_string(),
+        );
+        a.insert(
+            "io.kubernetes.cri.container-type".to_string(),
+            "container".to_string(),
+        );
+        spec.set_annotations(Some(a));
+        (spec, config, sb)
+    }
+
+    #[test]
+    fn only_allowed_annotations_reach_the_spec_and_krios_own_stay() {
+        let (mut spec, config, sb) = spec_for(false);
+        let h = RuntimeHandler {
+            allowed_annotations: vec!["dev.gvisor.".into(), "io.kubernetes.cri.".into()],
+            ..Default::default()
+        };
+        apply_handler(&mut spec, &h, &config, &sb, "c1").unwrap();
+        let a = spec.annotations().clone().unwrap();
+        assert_eq!(a["dev.gvisor.spec.x"], "container");
+        assert_eq!(a["dev.gvisor.pod"], "p");
+        assert!(!a.contains_key("other"));
+        assert_eq!(a["io.kubernetes.cri.sandbox-id"], "pod1");
+        assert_eq!(a["io.kubernetes.cri.container-type"], "container");
+        let (mut spec, config, sb) = spec_for(false);
+        apply_handler(&mut spec, &RuntimeHandler::default(), &config, &sb, "c1").unwrap();
+        assert_eq!(spec.annotations().as_ref().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn per_container_sandboxes_name_the_container_as_its_own_sandbox() {
+        let (mut spec, config, sb) = spec_for(false);
+        let h = RuntimeHandler {
+            pod_sandbox: PodSandboxMode::PerContainer,
+            ..Default::default()
+        };
+        apply_handler(&mut spec, &h, &config, &sb, "c1").unwrap();
+        let a = spec.annotations().clone().unwrap();
+        assert_eq!(a["io.kubernetes.cri.container-type"], "sandbox");
+        assert_eq!(a["io.kubernetes.cri.sandbox-id"], "c1");
+    }
+
+    #[test]
+    fn privileged_containers_get_host_devices_unless_the_handler_says_no() {
+        let has_null = |spec: &oci_spec::runtime::Spec| {
+            spec.linux()
+                .as_ref()
+                .and_then(|l| l.devices().clone())
+                .unwrap_or_default()
+                .iter()
+                .any(|d| d.path() == std::path::Path::new("/dev/null"))
+        };
+        for (privileged, without, expect) in [
+            (true, false, true),
+            (true, true, false),
+            (false, false, false),
+        ] {
+            let (mut spec, config, sb) = spec_for(privileged);
+            let h = RuntimeHandler {
+                privileged_without_host_devices: without,
+                ..Default::default()
+            };
+            apply_handler(&mut spec, &h, &config, &sb, "c1").unwrap();
+            assert_eq!(
+                has_null(&spec),
+                expect,
+                "privileged {privileged} without {without}"
+            );
+        }
+    }
 }

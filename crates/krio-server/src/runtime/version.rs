@@ -19,21 +19,25 @@ impl Krio {
         }
     }
 
-    /// CRI `Status`: `RuntimeReady` is true when every runtime handler's binary is still
-    /// present and the state directories are writable; `NetworkReady` is true when a valid
-    /// CNI network configuration exists (re-read on every call, so a configuration written
-    /// later is picked up without a restart). `verbose` adds the effective config as `config`.
+    /// CRI `Status`. `RuntimeReady` is true when the default handler's binary is present and the
+    /// state directory is writable; each configured handler also gets a condition of its own,
+    /// `RuntimeHandlerReady/<name>`, false (reason `RuntimeHandlerNotReady`, the message naming
+    /// the binary) when its binary is missing, so a missing optional runtime (runsc) does not
+    /// make the node NotReady. `NetworkReady` is true when a valid CNI network configuration
+    /// exists (re-read on every call, so a configuration written later is picked up without a
+    /// restart). `runtime_handlers` lists every handler with its features. `verbose` adds the
+    /// effective config as `config` and each handler's readiness and probed features as
+    /// `handlers` (JSON).
     pub(crate) fn status(&self, req: cri::StatusRequest) -> Result<cri::StatusResponse> {
-        let runtime_problem = self
-            .runtimes
+        let handler_problems: Vec<(String, Option<String>)> = self
+            .handlers
             .iter()
-            .find(|(_, r)| !r.binary().is_file())
-            .map(|(name, r)| {
-                format!(
-                    "runtime handler {name:?}: {} is missing",
-                    r.binary().display()
-                )
-            })
+            .map(|(name, h)| (name.clone(), h.binary(name).err()))
+            .collect();
+        let runtime_problem = handler_problems
+            .iter()
+            .find(|(name, _)| *name == self.cfg.default_runtime)
+            .and_then(|(_, p)| p.clone())
             .or_else(|| {
                 // access(2) with W_OK also reports a read-only file system (EROFS).
                 rustix::fs::access(&self.cfg.state_dir, rustix::fs::Access::WRITE_OK)
@@ -62,17 +66,44 @@ impl Krio {
                 "config".to_string(),
                 serde_json::to_string(&self.cfg).unwrap_or_default(),
             );
+            let handlers: serde_json::Map<String, serde_json::Value> = self
+                .handlers
+                .iter()
+                .zip(&handler_problems)
+                .map(|((name, h), (_, problem))| {
+                    (
+                        name.clone(),
+                        serde_json::json!({
+                            "ready": problem.is_none(),
+                            "message": problem.clone().unwrap_or_default(),
+                            "path": h.cfg.path,
+                            "runtime_args": h.cfg.runtime_args,
+                            "features": h.features,
+                        }),
+                    )
+                })
+                .collect();
+            info.insert(
+                "handlers".to_string(),
+                serde_json::Value::Object(handlers).to_string(),
+            );
+        }
+        let mut conditions = vec![
+            condition("RuntimeReady", runtime_problem, "RuntimeNotReady"),
+            condition("NetworkReady", network.err(), "NetworkPluginNotReady"),
+        ];
+        for (name, problem) in &handler_problems {
+            conditions.push(condition(
+                &format!("RuntimeHandlerReady/{name}"),
+                problem.clone(),
+                "RuntimeHandlerNotReady",
+            ));
         }
         Ok(cri::StatusResponse {
-            status: Some(cri::RuntimeStatus {
-                conditions: vec![
-                    condition("RuntimeReady", runtime_problem, "RuntimeNotReady"),
-                    condition("NetworkReady", network.err(), "NetworkPluginNotReady"),
-                ],
-            }),
+            status: Some(cri::RuntimeStatus { conditions }),
             info,
             runtime_handlers: self
-                .runtimes
+                .handlers
                 .keys()
                 .map(|name| cri::RuntimeHandler {
                     name: name.clone(),
@@ -80,6 +111,8 @@ impl Krio {
                         // krio stages recursive read-only mounts itself (mount_setattr), so
                         // every handler gets them, runc 1.1 included.
                         recursive_read_only_mounts: crate::rootfs::recursive_read_only_supported(),
+                        // Whatever the runtime can do (see `handlers` in the verbose info),
+                        // krio refuses pods with user namespaces: no handler has them.
                         user_namespaces: false,
                     }),
                 })

@@ -108,6 +108,44 @@ pub enum Network {
     },
 }
 
+/// A runtime handler the lifecycle tests run under: the same test functions, parameterised
+/// by handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handler {
+    /// runc, the default handler.
+    Runc,
+    /// gVisor's runsc (Debian's package), ptrace platform, network passthrough inside the pod's
+    /// network namespace, each container a gVisor sandbox of its own.
+    Runsc,
+}
+
+/// The `[runtimes.runsc]` table the tests use, as docs/runtime-handlers.md recommends.
+pub const RUNSC_TOML: &str = "[runtimes.runsc]\npath = \"runsc\"\n\
+     runtime_args = [\"--platform=ptrace\", \"--network=host\"]\npod_sandbox = \"per-container\"\n\
+     privileged_without_host_devices = true\nallowed_annotations = [\"dev.gvisor.\"]\n";
+
+impl Handler {
+    /// The CRI `runtime_handler` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Handler::Runc => "runc",
+            Handler::Runsc => "runsc",
+        }
+    }
+
+    /// Panics with a clear message when the handler's binary is not installed.
+    pub fn require(self) {
+        let bin = self.name();
+        let found = std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
+            .unwrap_or(false);
+        assert!(
+            found,
+            "{bin} is not installed: run scripts/install-deps.sh (it installs Debian's {bin})"
+        );
+    }
+}
+
 /// A krio daemon running in a private directory tree.
 pub struct Daemon {
     pub dir: tempfile::TempDir,
@@ -119,6 +157,8 @@ pub struct Daemon {
     pub cgroup_parent: String,
     /// Extra command-line arguments for the daemon.
     pub extra_args: Vec<String>,
+    /// The `runtime_handler` that [`run_pod`] asks for (empty: the default).
+    pub handler: String,
     /// Extra environment variables for the daemon (test-only hooks such as
     /// `KRIO_TEST_DELAY_CREATE_MS`).
     pub env: Vec<(String, String)>,
@@ -136,8 +176,27 @@ impl Daemon {
         Self::start_with_env(network, &[]).await
     }
 
+    /// Starts a daemon whose pods (through [`run_pod`]) use `handler`; fails loudly when the
+    /// handler's binary is missing.
+    pub async fn start_handler(handler: Handler, network: Network) -> Daemon {
+        handler.require();
+        let extra = match handler {
+            Handler::Runc => "",
+            Handler::Runsc => RUNSC_TOML,
+        };
+        let mut d = Self::start_full(network, &[], extra).await;
+        d.handler = handler.name().to_string();
+        d
+    }
+
     /// Starts a daemon with the given network and extra environment variables.
     pub async fn start_with_env(network: Network, env: &[(&str, &str)]) -> Daemon {
+        Self::start_full(network, env, "").await
+    }
+
+    /// Starts a daemon with the given network, extra environment variables and extra TOML
+    /// appended to its configuration file (`[runtimes.NAME]` tables, for instance).
+    pub async fn start_full(network: Network, env: &[(&str, &str)], extra_toml: &str) -> Daemon {
         require_prerequisites();
         let dir = tempfile::Builder::new()
             .prefix("krio-e2e-")
@@ -176,7 +235,7 @@ impl Daemon {
             format!(
                 "listen = \"{sock}\"\nroot = \"{root}\"\nstate_dir = \"{state}\"\nlog_level = \"krio=debug,krio_server=debug,info\"\n\
                  monitor_path = \"{mon}\"\ncgroup_parent = \"{cg}\"\n[cni]\nconf_dir = \"{cni}\"\ninstall_default_config = false\n\
-                 [image]\nregistries_conf = \"{d}/registries.conf\"\n",
+                 [image]\nregistries_conf = \"{d}/registries.conf\"\n{extra_toml}\n",
                 sock = d.join("krio.sock").display(),
                 root = d.join("root").display(),
                 state = d.join("run").display(),
@@ -200,6 +259,7 @@ impl Daemon {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             child: None,
+            handler: String::new(),
             dir,
         };
         daemon.spawn().await;
@@ -373,16 +433,18 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill9();
         // Clean whatever a failed test left: runtime containers, monitors, mounts, cgroups.
-        let runc_root = self.state.join("runtime/runc");
-        if let Ok(entries) = std::fs::read_dir(&runc_root) {
-            for e in entries.flatten() {
-                let _ = Command::new("runc")
-                    .arg("--root")
-                    .arg(&runc_root)
-                    .args(["delete", "--force"])
-                    .arg(e.file_name())
-                    .stderr(Stdio::null())
-                    .status();
+        for (runtime, dir) in [("runc", "runc"), ("runsc", "runsc")] {
+            let root = self.state.join("runtime").join(dir);
+            if let Ok(entries) = std::fs::read_dir(&root) {
+                for e in entries.flatten() {
+                    let _ = Command::new(runtime)
+                        .arg("--root")
+                        .arg(&root)
+                        .args(["delete", "--force"])
+                        .arg(e.file_name())
+                        .stderr(Stdio::null())
+                        .status();
+                }
             }
         }
         for (pid, _) in self.processes() {
@@ -488,7 +550,7 @@ pub async fn run_pod(d: &Daemon, config: &cri::PodSandboxConfig) -> String {
         .await
         .run_pod_sandbox(cri::RunPodSandboxRequest {
             config: Some(config.clone()),
-            runtime_handler: String::new(),
+            runtime_handler: d.handler.clone(),
         })
         .await
         .unwrap_or_else(|e| panic!("RunPodSandbox: {e}; daemon log:\n{}", d.log()))

@@ -1,0 +1,382 @@
+//! Runtime handlers (RuntimeClass) end to end: gVisor's runsc beside runc on one bridge
+//! network, handler readiness and refusals, annotations reaching the runtime. The container
+//! lifecycle tests of e2e_pod.rs also run under runsc (`*_under_runsc`). Fails loudly when
+//! runsc is missing (scripts/install-deps.sh installs Debian's `runsc`).
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use krio_cri::v1 as cri;
+
+/// Third octet of this file's bridge subnet (10.123.241.0/24).
+const SUBNET: u8 = 241;
+
+async fn pod_ip(d: &Daemon, pod_id: &str) -> String {
+    d.runtime()
+        .await
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: pod_id.to_string(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .and_then(|s| s.network)
+        .map(|n| n.ip)
+        .unwrap_or_default()
+}
+
+async fn run_pod_with(d: &Daemon, pod: &cri::PodSandboxConfig, handler: &str) -> String {
+    d.runtime()
+        .await
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod.clone()),
+            runtime_handler: handler.to_string(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("RunPodSandbox({handler}): {e}; log:\n{}", d.log()))
+        .into_inner()
+        .pod_sandbox_id
+}
+
+async fn exec(d: &Daemon, id: &str, script: &str) -> cri::ExecSyncResponse {
+    d.runtime()
+        .await
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: id.to_string(),
+            cmd: vec!["sh".into(), "-c".into(), script.into()],
+            timeout: 20,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("ExecSync: {e}; log:\n{}", d.log()))
+        .into_inner()
+}
+
+/// The issue's acceptance test: a pod under gVisor prints gVisor's own kernel in its log,
+/// reaches a runc pod over the bridge, answers ExecSync from inside the sandbox, stops with
+/// its exit code, and leaves no process, mount, namespace pin or runsc state behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_runsc_pod_runs_in_gvisor_reaches_a_runc_pod_and_leaves_nothing() {
+    Handler::Runsc.require();
+    ensure_images();
+    let d = Daemon::start_full(Network::Bridge { subnet: SUBNET }, &[], RUNSC_TOML).await;
+    pull(&d, &image("busybox")).await;
+
+    // The server: a runc pod answering every TCP connection on 8080 with "pong".
+    let server_pod = pod_config(&d, "server");
+    let server_pod_id = run_pod_with(&d, &server_pod, "runc").await;
+    let server_ip = pod_ip(&d, &server_pod_id).await;
+    assert!(
+        server_ip.starts_with(&format!("10.123.{SUBNET}.")),
+        "{server_ip}"
+    );
+    let server = run_container(
+        &d,
+        &server_pod_id,
+        &server_pod,
+        container_config(
+            "server",
+            &image("busybox"),
+            "echo listening; while true; do echo pong | nc -l -p 8080; done",
+        ),
+    )
+    .await;
+    wait_log_line(&d, &server, "listening").await;
+
+    // The client: a runsc pod. dmesg's "Starting gVisor..." exists only in gVisor's kernel.
+    let pod = pod_config(&d, "gvisor");
+    let pod_id = run_pod_with(&d, &pod, "runsc").await;
+    let ip = pod_ip(&d, &pod_id).await;
+    assert!(ip.starts_with(&format!("10.123.{SUBNET}.")), "{ip}");
+    let script = format!(
+        "echo kernel $(uname -r); dmesg | head -n 1; ip addr show eth0 | grep -o 'inet [0-9.]*'; \
+         until r=$(nc -w 2 {server_ip} 8080 </dev/null) && [ \"$r\" = pong ]; do sleep 0.2; done; \
+         echo reply $r; trap 'echo term; exit 42' TERM; echo ready; while true; do sleep 0.1; done"
+    );
+    let client = run_container(
+        &d,
+        &pod_id,
+        &pod,
+        container_config("client", &image("busybox"), &script),
+    )
+    .await;
+    wait_log_line(&d, &client, "ready").await;
+    let st = status(&d, &client).await;
+    let lines = log_lines(&st);
+    let host_kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap()
+        .trim()
+        .to_string();
+    let kernel = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("kernel "))
+        .unwrap_or_else(|| panic!("no kernel line: {lines:?}"));
+    assert_ne!(
+        kernel, host_kernel,
+        "the container saw the host's kernel: {lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("Starting gVisor")),
+        "gVisor's dmesg missing: {lines:?}"
+    );
+    // The sandbox sees the pod's own address (passthrough in the pod's network namespace).
+    assert!(lines.contains(&format!("inet {ip}")), "{lines:?}");
+    assert!(lines.contains(&"reply pong".to_string()), "{lines:?}");
+
+    // ExecSync runs inside the same sandbox: gVisor's kernel again, and the exit code.
+    let out = exec(&d, &client, "uname -r; exit 5").await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), kernel);
+    assert_eq!(out.exit_code, 5);
+
+    // Stats come from the sandbox's cgroup.
+    let stats = d
+        .runtime()
+        .await
+        .container_stats(cri::ContainerStatsRequest {
+            container_id: client.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap();
+    let mem = stats
+        .memory
+        .and_then(|m| m.working_set_bytes)
+        .map(|v| v.value)
+        .unwrap_or(0);
+    assert!(mem > 0, "{stats:?}");
+
+    // Stop: SIGTERM reaches the process inside gVisor, whose exit code is the container's.
+    d.runtime()
+        .await
+        .stop_container(cri::StopContainerRequest {
+            container_id: client.clone(),
+            timeout: 10,
+        })
+        .await
+        .unwrap();
+    let st = wait_exited(&d, &client).await;
+    assert_eq!(st.exit_code, 42, "{st:?}");
+    assert!(log_lines(&st).contains(&"term".to_string()));
+
+    for p in [&pod_id, &server_pod_id] {
+        remove_pod(&d, p).await;
+    }
+    assert_eq!(d.processes(), Vec::<(i32, String)>::new(), "processes left");
+    assert_eq!(d.mounts(), Vec::<String>::new(), "mounts left");
+    let left = |dir: std::path::PathBuf| -> Vec<String> {
+        std::fs::read_dir(&dir)
+            .map(|r| {
+                r.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(left(d.state.join("sandboxes")), Vec::<String>::new());
+    assert_eq!(left(d.state.join("containers")), Vec::<String>::new());
+    // runsc keeps its container state under its root; nothing may stay there either.
+    let runsc_root = d.state.join("runtime/runsc");
+    let listed = std::process::Command::new("runsc")
+        .arg("--root")
+        .arg(&runsc_root)
+        .args(["list", "-q"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&listed.stdout).trim(), "");
+    assert!(
+        !left(runsc_root).iter().any(|f| f.ends_with(".state")),
+        "runsc state files left"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unknown_handler_is_invalid_argument_naming_runtime_handler() {
+    let d = Daemon::start().await;
+    let pod = pod_config(&d, "unknown");
+    let err = d
+        .runtime()
+        .await
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod),
+            runtime_handler: "kata".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains("runtime_handler") && err.message().contains("kata"),
+        "{err:?}"
+    );
+    let pods = d
+        .runtime()
+        .await
+        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert!(pods.is_empty(), "half-made pod: {pods:?}");
+}
+
+fn conditions(st: &cri::StatusResponse) -> Vec<cri::RuntimeCondition> {
+    st.status.clone().unwrap().conditions
+}
+
+/// A handler whose binary is missing: the daemon starts, `Status` says the handler is not
+/// ready and why (the node stays ready: runc is the default), RunPodSandbox with it fails with
+/// FailedPrecondition naming the binary, and installing the binary makes it ready.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_handler_binary_is_not_ready_and_refused_with_its_path() {
+    Handler::Runsc.require();
+    let dir = tempfile::tempdir().unwrap();
+    let ghost = dir.path().join("ghost-runtime");
+    let extra = format!(
+        "{RUNSC_TOML}[runtimes.ghost]\npath = \"{}\"\n",
+        ghost.display()
+    );
+    let d = Daemon::start_full(Network::Loopback, &[], &extra).await;
+    let mut rt = d.runtime().await;
+    let st = rt
+        .status(cri::StatusRequest { verbose: true })
+        .await
+        .unwrap()
+        .into_inner();
+    let conds = conditions(&st);
+    let get = |t: &str| {
+        conds
+            .iter()
+            .find(|c| c.r#type == t)
+            .cloned()
+            .unwrap_or_else(|| panic!("no condition {t}: {conds:?}"))
+    };
+    assert!(get("RuntimeReady").status, "{conds:?}");
+    assert!(get("RuntimeHandlerReady/runc").status);
+    assert!(get("RuntimeHandlerReady/runsc").status);
+    let ghost_cond = get("RuntimeHandlerReady/ghost");
+    assert!(!ghost_cond.status);
+    assert_eq!(ghost_cond.reason, "RuntimeHandlerNotReady");
+    assert!(
+        ghost_cond.message.contains(&ghost.display().to_string()),
+        "{ghost_cond:?}"
+    );
+    let names: Vec<&str> = st
+        .runtime_handlers
+        .iter()
+        .map(|h| h.name.as_str())
+        .collect();
+    assert_eq!(names, ["ghost", "runc", "runsc"]);
+    // Verbose info: readiness and where each handler's features came from.
+    let handlers: serde_json::Value = serde_json::from_str(&st.info["handlers"]).unwrap();
+    assert_eq!(handlers["ghost"]["ready"], false);
+    assert_eq!(handlers["runc"]["ready"], true);
+    assert_eq!(handlers["runc"]["features"]["source"], "runtime features");
+    let runsc_source = handlers["runsc"]["features"]["source"].as_str().unwrap();
+    assert!(
+        runsc_source.contains("no `features` command"),
+        "{runsc_source}"
+    );
+
+    let pod = pod_config(&d, "ghost");
+    let err = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod.clone()),
+            runtime_handler: "ghost".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message().contains(&ghost.display().to_string()),
+        "{err:?}"
+    );
+    let pods = rt
+        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert!(pods.is_empty(), "half-made pod: {pods:?}");
+
+    // Installed later, the binary is found without a restart.
+    krio_testutil::write_executable(&ghost, "#!/bin/sh\nexec runc \"$@\"\n");
+    d.poll(
+        "the ghost handler to be ready",
+        Duration::from_secs(10),
+        || async {
+            let st = d
+                .runtime()
+                .await
+                .status(cri::StatusRequest { verbose: false })
+                .await
+                .ok()?
+                .into_inner();
+            conditions(&st)
+                .iter()
+                .any(|c| c.r#type == "RuntimeHandlerReady/ghost" && c.status)
+                .then_some(())
+        },
+    )
+    .await;
+    let pod_id = run_pod_with(&d, &pod, "ghost").await;
+    remove_pod(&d, &pod_id).await;
+}
+
+/// Only the annotations a handler allows reach the OCI spec, and a runsc handler's containers
+/// name themselves as gVisor sandboxes.
+#[tokio::test(flavor = "multi_thread")]
+async fn only_allowed_annotations_reach_the_runtime() {
+    Handler::Runsc.require();
+    ensure_images();
+    let extra = format!(
+        "{RUNSC_TOML}[runtimes.annotated]\npath = \"runc\"\nallowed_annotations = [\"example.com/\"]\n"
+    );
+    let d = Daemon::start_full(Network::Loopback, &[], &extra).await;
+    pull(&d, &image("busybox")).await;
+    let spec_annotations = |id: &str| -> serde_json::Value {
+        let text = std::fs::read(d.state.join("containers").join(id).join("config.json")).unwrap();
+        serde_json::from_slice::<serde_json::Value>(&text).unwrap()["annotations"].clone()
+    };
+    for handler in ["annotated", "runc", "runsc"] {
+        let mut pod = pod_config(&d, &format!("ann-{handler}"));
+        pod.annotations
+            .insert("example.com/from-pod".into(), "p".into());
+        pod.annotations.insert("other.org/x".into(), "no".into());
+        let pod_id = run_pod_with(&d, &pod, handler).await;
+        let mut cfg = container_config("c", &image("busybox"), "echo ready; sleep 1000");
+        cfg.annotations
+            .insert("example.com/from-container".into(), "c".into());
+        cfg.annotations
+            .insert("io.kubernetes.cri.sandbox-id".into(), "forged".into());
+        let id = run_container(&d, &pod_id, &pod, cfg).await;
+        wait_log_line(&d, &id, "ready").await;
+        let a = spec_annotations(&id);
+        assert_eq!(a.get("other.org/x"), None, "{handler}: {a}");
+        match handler {
+            "annotated" => {
+                assert_eq!(a["example.com/from-pod"], "p", "{a}");
+                assert_eq!(a["example.com/from-container"], "c", "{a}");
+                assert_eq!(a["io.kubernetes.cri.sandbox-id"], pod_id.as_str());
+                assert_eq!(a["io.kubernetes.cri.container-type"], "container");
+            }
+            "runc" => {
+                assert_eq!(a.get("example.com/from-pod"), None, "{a}");
+                assert_eq!(a["io.kubernetes.cri.sandbox-id"], pod_id.as_str());
+            }
+            _ => {
+                // Each runsc container is a gVisor sandbox of its own (pod_sandbox = per-container).
+                assert_eq!(a.get("example.com/from-pod"), None, "{a}");
+                assert_eq!(a["io.kubernetes.cri.container-type"], "sandbox");
+                assert_eq!(a["io.kubernetes.cri.sandbox-id"], id.as_str());
+            }
+        }
+        remove_pod(&d, &pod_id).await;
+    }
+    assert_eq!(d.processes(), Vec::<(i32, String)>::new(), "processes left");
+}
