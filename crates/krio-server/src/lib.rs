@@ -53,6 +53,8 @@ pub struct Krio {
     monitor_bin: PathBuf,
     cni: krio_net::cni::Cni,
     daemon_oom_score_adj: i32,
+    /// `container.default_capabilities`, parsed once at start.
+    default_capabilities: Vec<oci_spec::runtime::Capability>,
     events: tokio::sync::broadcast::Sender<krio_cri::v1::ContainerEventResponse>,
     /// The last CPU sample (time in ns, cumulative CPU ns) per container or pod, for
     /// `usage_nano_cores`.
@@ -96,9 +98,16 @@ impl Krio {
         if !cfg.image.auth_file.as_os_str().is_empty() {
             registries.auth_file = Some(cfg.image.auth_file.clone());
         }
-        let images = ImageStore::open(&cfg.root, registries)?;
+        let images = ImageStore::open_with_additional(
+            &cfg.root,
+            registries,
+            cfg.image.additional_stores.clone(),
+        )?;
         config::load_seccomp_profile(&cfg.container.seccomp_profile)
             .map_err(ServerError::FailedPrecondition)?;
+        let default_capabilities = cfg
+            .default_capabilities()
+            .map_err(|e| ServerError::FailedPrecondition(e.to_string()))?;
         let mut runtimes = BTreeMap::new();
         for (name, h) in &cfg.runtimes {
             let binary = find_executable(&h.path).ok_or_else(|| {
@@ -153,6 +162,7 @@ impl Krio {
             monitor_bin,
             cni,
             daemon_oom_score_adj,
+            default_capabilities,
             events: tokio::sync::broadcast::channel(runtime::EVENT_BUFFER).0,
             cpu_samples: Default::default(),
             metrics: Default::default(),

@@ -857,3 +857,199 @@ async fn seccomp_profile_serves_runtime_default() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("seccomp.json"), "{err}");
 }
+
+/// `container.log_size_max`: a container printing far more than the limit leaves a log file no
+/// larger than the limit, holding its newest lines (the file was truncated and written on).
+/// `container.default_capabilities`: a container starts with exactly the configured set, in its
+/// bounding and effective sets.
+#[tokio::test(flavor = "multi_thread")]
+async fn log_size_max_and_default_capabilities_take_effect() {
+    ensure_images();
+    let mut d = Daemon::start().await;
+    let dir = d.dir.path().to_path_buf();
+    std::fs::create_dir_all(dir.join("krio.d")).unwrap();
+    std::fs::write(
+        dir.join("krio.d/91-logsize.toml"),
+        "[container]\nlog_size_max = 20000\ndefault_capabilities = [\"CHOWN\", \"cap_kill\", \"NET_BIND_SERVICE\"]\n",
+    )
+    .unwrap();
+    d.restart().await;
+    pull(&d, &image("busybox")).await;
+    let pod = pod_config(&d, "logsize");
+    let pod_id = run_pod(&d, &pod).await;
+    // About 3000 * 75 bytes of records: over 10 times the limit.
+    let id = run_container(
+        &d,
+        &pod_id,
+        &pod,
+        container_config(
+            "chatty",
+            &image("busybox"),
+            "i=0; while [ $i -lt 3000 ]; do echo \"line $i of the chatty container\"; i=$((i+1)); done",
+        ),
+    )
+    .await;
+    let st = wait_exited(&d, &id).await;
+    assert_eq!(st.exit_code, 0);
+    let size = std::fs::metadata(&st.log_path).unwrap().len();
+    assert!(
+        size <= 20000,
+        "log is {size} bytes, over log_size_max 20000"
+    );
+    let records = read_cri_log(Path::new(&st.log_path));
+    assert!(
+        records.len() > 50,
+        "the log kept only {} records",
+        records.len()
+    );
+    assert_eq!(
+        records.last().map(|r| r.2.as_str()),
+        Some("line 2999 of the chatty container")
+    );
+    assert!(
+        records
+            .iter()
+            .all(|r| r.2 != "line 0 of the chatty container"),
+        "the oldest line survived: {records:?}"
+    );
+    // Lines are whole records in order: each follows the one before.
+    let numbers: Vec<u32> = records
+        .iter()
+        .map(|r| r.2.split(' ').nth(1).unwrap().parse().unwrap())
+        .collect();
+    assert!(numbers.windows(2).all(|w| w[1] == w[0] + 1), "{numbers:?}");
+
+    let id = run_container(
+        &d,
+        &pod_id,
+        &pod,
+        container_config(
+            "caps",
+            &image("busybox"),
+            "grep -E '^Cap(Bnd|Eff|Prm)' /proc/self/status",
+        ),
+    )
+    .await;
+    let st = wait_exited(&d, &id).await;
+    let lines = log_lines(&st);
+    // CHOWN = bit 0, KILL = bit 5, NET_BIND_SERVICE = bit 10.
+    for cap in ["CapPrm", "CapEff", "CapBnd"] {
+        let want = format!("{cap}:\t0000000000000421");
+        assert!(
+            lines.iter().any(|l| *l == want),
+            "{want:?} not in {lines:?}"
+        );
+    }
+    remove_pod(&d, &pod_id).await;
+}
+
+/// Every file below `dir` with its size, to show a tree was left unchanged.
+fn tree(dir: &Path) -> Vec<(PathBuf, u64)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        for e in std::fs::read_dir(&p).unwrap().flatten() {
+            let m = e.path().symlink_metadata().unwrap();
+            if m.is_dir() {
+                stack.push(e.path());
+            }
+            out.push((e.path(), if m.is_file() { m.len() } else { 0 }));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `image.additional_stores`: a daemon whose own store is empty lists, runs and reports pinned
+/// the images of another krio's store, refuses to remove them, pulls one of them without
+/// unpacking a layer, and never changes anything in that store.
+#[tokio::test(flavor = "multi_thread")]
+async fn additional_image_stores_serve_images_read_only() {
+    ensure_images();
+    let mut d = Daemon::start().await;
+    let busybox = pull(&d, &image("busybox")).await;
+    let shared = d.root.clone();
+    let before = tree(&shared.join("images"))
+        .into_iter()
+        .chain(tree(&shared.join("layers")))
+        .chain(tree(&shared.join("blobs")))
+        .collect::<Vec<_>>();
+    let own_root = d.dir.path().join("root2");
+    std::fs::create_dir_all(d.dir.path().join("krio.d")).unwrap();
+    std::fs::write(
+        d.dir.path().join("krio.d/92-stores.toml"),
+        format!(
+            "root = \"{}\"\n[image]\nadditional_stores = [\"{}\"]\n",
+            own_root.display(),
+            shared.display()
+        ),
+    )
+    .unwrap();
+    d.restart().await;
+
+    let listed = d
+        .images()
+        .await
+        .list_images(cri::ListImagesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .images;
+    let img = listed
+        .iter()
+        .find(|i| i.id == busybox)
+        .unwrap_or_else(|| panic!("{busybox} not listed: {listed:?}"));
+    assert!(img.pinned, "an image of a read-only store is pinned");
+    assert!(img.repo_tags.contains(&image("busybox")), "{img:?}");
+
+    let pod = pod_config(&d, "stores");
+    let pod_id = run_pod(&d, &pod).await;
+    let id = run_container(
+        &d,
+        &pod_id,
+        &pod,
+        container_config("ro", &image("busybox"), "echo from the shared store"),
+    )
+    .await;
+    let st = wait_exited(&d, &id).await;
+    assert_eq!(log_lines(&st), ["from the shared store"]);
+    remove_pod(&d, &pod_id).await;
+
+    let err = d
+        .images()
+        .await
+        .remove_image(cri::RemoveImageRequest {
+            image: Some(cri::ImageSpec {
+                image: busybox.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("read-only"), "{err:?}");
+
+    // A pull of the same image stores its manifest and config here, and no layer.
+    assert_eq!(pull(&d, &image("busybox")).await, busybox);
+    let own_layers = tree(&own_root.join("layers"));
+    assert!(
+        own_layers.is_empty(),
+        "layers unpacked again: {own_layers:?}"
+    );
+    d.images()
+        .await
+        .remove_image(cri::RemoveImageRequest {
+            image: Some(cri::ImageSpec {
+                image: busybox.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let after = tree(&shared.join("images"))
+        .into_iter()
+        .chain(tree(&shared.join("layers")))
+        .chain(tree(&shared.join("blobs")))
+        .collect::<Vec<_>>();
+    assert_eq!(before, after, "the read-only store changed");
+}

@@ -222,9 +222,13 @@ fn to_cri(image: &ImageRecord, pinned: bool) -> cri::Image {
 }
 
 impl Krio {
-    /// Whether `image` matches one of `image.pinned_images`: a prefix pattern (ending in `*`)
+    /// Whether `image` is pinned: served from an additional read-only store, or matching one of
+    /// `image.pinned_images`: a prefix pattern (ending in `*`)
     /// against its tags and digests, else the normalized reference against them, or its id.
     fn image_pinned(&self, image: &ImageRecord) -> bool {
+        if self.images.is_read_only(&image.id) {
+            return true;
+        }
         let names = || image.repo_tags.iter().chain(image.repo_digests.iter());
         self.cfg
             .image
