@@ -5,6 +5,7 @@
 //! written as validate -> look up -> act -> convert. `service.rs` is the thin tonic adapter,
 //! and `error.rs` the one place where errors become gRPC statuses.
 
+pub mod calls;
 pub mod config;
 pub mod config_doc;
 pub mod error;
@@ -64,6 +65,8 @@ pub struct Krio {
     shutdown: tokio::sync::watch::Sender<bool>,
     /// Tokens of `Exec`/`PortForward` requests waiting for their client.
     streaming: streaming::Streaming,
+    /// The CRI calls being served now (see [`calls`]).
+    in_flight: Arc<calls::InFlight>,
 }
 
 impl std::fmt::Debug for Krio {
@@ -168,6 +171,7 @@ impl Krio {
             metrics: Default::default(),
             shutdown: tokio::sync::watch::channel(false).0,
             streaming: Default::default(),
+            in_flight: Default::default(),
         });
         krio.recover().await;
         for s in krio.sandboxes.all() {
@@ -191,6 +195,12 @@ impl Krio {
     /// keep running under their monitors.
     pub fn begin_shutdown(&self) {
         let _ = self.shutdown.send(true);
+    }
+
+    /// The tower layer to put over the CRI gRPC server: it tracks the calls in flight that
+    /// `Status` (verbose) reports.
+    pub fn calls_layer(&self) -> calls::CallsLayer {
+        calls::CallsLayer(self.in_flight.clone())
     }
 
     /// The effective configuration.

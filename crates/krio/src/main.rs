@@ -355,6 +355,7 @@ async fn serve(
     };
 
     tonic::transport::Server::builder()
+        .layer(krio.calls_layer())
         .add_service(RuntimeApi(krio.clone()).server())
         .add_service(ImageApi(krio).server())
         .serve_with_incoming_shutdown(

@@ -1053,3 +1053,96 @@ async fn additional_image_stores_serve_images_read_only() {
         .collect::<Vec<_>>();
     assert_eq!(before, after, "the read-only store changed");
 }
+
+/// `krioctl status`: readiness, handlers, the CNI network, counts, and the calls and creations
+/// in flight (a creation held back by `KRIO_TEST_DELAY_CREATE_MS` is seen while it runs), from
+/// the verbose Status RPC.
+#[tokio::test(flavor = "multi_thread")]
+async fn krioctl_status_shows_what_the_daemon_does() {
+    ensure_images();
+    let d =
+        Daemon::start_with_env(Network::Loopback, &[("KRIO_TEST_DELAY_CREATE_MS", "1500")]).await;
+    pull(&d, &image("busybox")).await;
+    let pod = pod_config(&d, "status");
+    let pod_id = run_pod(&d, &pod).await;
+    let id = run_container(
+        &d,
+        &pod_id,
+        &pod,
+        cri::ContainerConfig {
+            command: vec!["sleep".into(), "100000".into()],
+            ..container_config("sleeper", &image("busybox"), "")
+        },
+    )
+    .await;
+
+    let text = krioctl(&d, &["status"]);
+    for want in [
+        "RuntimeReady        true",
+        "NetworkReady        true",
+        "Handler             runc ",
+        "Network             krio-e2e-lo from ",
+        "(plugins: loopback)",
+        "Pods                1 (SANDBOX_READY 1)",
+        "Containers          1 (CONTAINER_RUNNING 1)",
+        "Images              1",
+        "Config:",
+    ] {
+        assert!(text.contains(want), "{want:?} not in:\n{text}");
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&krioctl(&d, &["status", "-o", "json"])).unwrap();
+    assert_eq!(v["config"]["listen"], d.socket.display().to_string(), "{v}");
+    assert_eq!(v["handlers"][0]["ready"], true, "{v}");
+    assert_eq!(
+        v["counts"]["containersByState"]["CONTAINER_RUNNING"], 1,
+        "{v}"
+    );
+    // The Status call itself is in flight while it is answered.
+    let calls = v["inflight"]["calls"].as_array().unwrap();
+    assert!(calls.iter().any(|c| c["rpc"] == "Status"), "{v}");
+
+    // A pod creation held back is seen in flight, as a call and as a creation.
+    let mut rt = d.runtime().await;
+    let slow = pod_config(&d, "slow");
+    let waiting = tokio::spawn(async move {
+        rt.run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(slow),
+            runtime_handler: String::new(),
+        })
+        .await
+    });
+    let seen = d
+        .poll(
+            "RunPodSandbox in krioctl status",
+            std::time::Duration::from_secs(10),
+            || {
+                let v: serde_json::Value =
+                    serde_json::from_str(&krioctl(&d, &["status", "-o", "json"])).unwrap();
+                let running = v["inflight"]["calls"]
+                    .as_array()
+                    .is_some_and(|c| c.iter().any(|c| c["rpc"] == "RunPodSandbox"))
+                    && v["inflight"]["podCreations"].as_array().is_some_and(|p| {
+                        p.iter()
+                            .any(|n| n.as_str().is_some_and(|n| n.starts_with("slow_")))
+                    });
+                std::future::ready(running.then_some(v))
+            },
+        )
+        .await;
+    assert!(
+        seen["inflight"]["calls"][0]["age_ms"].as_u64().is_some(),
+        "{seen}"
+    );
+    let slow_id = waiting.await.unwrap().unwrap().into_inner().pod_sandbox_id;
+    let v: serde_json::Value =
+        serde_json::from_str(&krioctl(&d, &["status", "-o", "json"])).unwrap();
+    assert!(
+        v["inflight"]["podCreations"].as_array().unwrap().is_empty(),
+        "{v}"
+    );
+    assert_eq!(v["counts"]["pods"], 2, "{v}");
+    let _ = id;
+    remove_pod(&d, &slow_id).await;
+    remove_pod(&d, &pod_id).await;
+}
