@@ -253,6 +253,11 @@ impl Krio {
     ///
     /// Errors: [`ServerError::Io`] when the record cannot be written.
     fn commit_container(&self, c: &Container, rec: &state::ContainerRecord) -> error::Result<()> {
+        // A container is counted OOM-killed once: when the record that says so replaces one
+        // that did not.
+        if rec.reason == "OOMKilled" && c.with_snapshot(|old| old.reason != "OOMKilled") {
+            self.metrics.observe_oom_kill();
+        }
         c.publish(rec);
         persist::write_json(&self.container_record_path(&rec.id), rec)
     }

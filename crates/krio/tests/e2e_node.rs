@@ -1146,3 +1146,103 @@ async fn krioctl_status_shows_what_the_daemon_does() {
     remove_pod(&d, &slow_id).await;
     remove_pod(&d, &pod_id).await;
 }
+
+/// `GET path` over HTTP/1.0; the body of a 200 answer, else a panic with the answer.
+fn http_get_ok(addr: &str, path: &str) -> String {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    assert!(head.contains(" 200 "), "GET {path}: {head}");
+    body.to_string()
+}
+
+/// Every metric the Grafana dashboard `contrib/grafana/krio.json` queries exists in a scrape of
+/// a running krio that pulled an image and ran a pod; and the pull is counted.
+#[tokio::test(flavor = "multi_thread")]
+async fn grafana_dashboard_queries_only_metrics_krio_serves() {
+    ensure_images();
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../contrib/grafana/krio.json"
+    );
+    let text = std::fs::read_to_string(path).unwrap();
+    let dash: serde_json::Value = serde_json::from_str(&text).unwrap();
+    // Every `krio_*` name in a query (`expr`) or a template variable's `query`.
+    fn queries(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    match (k.as_str(), v) {
+                        ("expr" | "query", serde_json::Value::String(s)) => out.push(s.clone()),
+                        _ => queries(v, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| queries(v, out)),
+            _ => {}
+        }
+    }
+    let mut exprs = Vec::new();
+    queries(&dash, &mut exprs);
+    let mut names: Vec<String> = exprs
+        .iter()
+        .flat_map(|e| {
+            e.match_indices("krio_")
+                .map(|(i, _)| {
+                    e[i..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                        .collect::<String>()
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    for wanted in [
+        "krio_cri_requests_total",
+        "krio_cri_request_duration_seconds_bucket",
+        "krio_sandboxes",
+        "krio_containers",
+        "krio_image_pull_bytes_total",
+        "krio_image_pull_duration_seconds_bucket",
+        "krio_container_oom_kills_total",
+    ] {
+        assert!(
+            names.iter().any(|n| n == wanted),
+            "the dashboard does not query {wanted}"
+        );
+    }
+
+    let mut d = Daemon::start().await;
+    d.extra_args = vec!["--metrics-listen".into(), "127.0.0.1:0".into()];
+    d.restart().await;
+    let addr = d.metrics_address().await.to_string();
+    pull(&d, &image("busybox")).await;
+    let pod = pod_config(&d, "dashboard");
+    let pod_id = run_pod(&d, &pod).await;
+    let body = http_get_ok(&addr, "/metrics");
+    let served: std::collections::BTreeSet<&str> = body
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    let missing: Vec<&String> = names
+        .iter()
+        .filter(|n| !served.contains(n.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the dashboard queries {missing:?}, not in:\n{body}"
+    );
+    assert!(body.contains("krio_image_pulls_total 1\n"), "{body}");
+    assert!(
+        body.contains("krio_image_pull_duration_seconds_count 1\n"),
+        "{body}"
+    );
+    assert!(!body.contains("krio_image_pull_bytes_total 0\n"), "{body}");
+    remove_pod(&d, &pod_id).await;
+}

@@ -33,6 +33,7 @@ impl Krio {
         });
         let started = std::time::Instant::now();
         let image = self.images.pull(&reference, auth.as_ref()).await?;
+        self.metrics.observe_pull(image.size, started.elapsed());
         tracing::info!(reference = %reference, id = %image.id, elapsed_ms = started.elapsed().as_millis() as u64, "image pulled");
         Ok(cri::PullImageResponse {
             image_ref: image.id,
