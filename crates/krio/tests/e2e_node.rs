@@ -935,10 +935,7 @@ async fn log_size_max_and_default_capabilities_take_effect() {
     // CHOWN = bit 0, KILL = bit 5, NET_BIND_SERVICE = bit 10.
     for cap in ["CapPrm", "CapEff", "CapBnd"] {
         let want = format!("{cap}:\t0000000000000421");
-        assert!(
-            lines.iter().any(|l| *l == want),
-            "{want:?} not in {lines:?}"
-        );
+        assert!(lines.contains(&want), "{want:?} not in {lines:?}");
     }
     remove_pod(&d, &pod_id).await;
 }
