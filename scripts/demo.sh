@@ -60,6 +60,9 @@ cleanup() {
 trap cleanup EXIT
 
 k version
+echo "== krioctl info (NetworkReady, RuntimeReady) and krioctl status"
+k info | sed -n '/"conditions"/,/]/p'
+k status | sed -n '1,9p'
 echo "== krioctl pull"
 k pull 127.0.0.1:5000/krio-test/busybox:latest
 k images

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 ///
 /// The variants are chosen so that a CRI server can map them onto gRPC status codes:
 /// [`ImageError::InvalidReference`] → `InvalidArgument`, [`ImageError::NotFound`] → `NotFound`,
-/// [`ImageError::Unauthorized`] → `PermissionDenied`/`Unauthenticated`, [`ImageError::InUse`] →
-/// `FailedPrecondition`, [`ImageError::Blocked`] → `PermissionDenied`,
+/// [`ImageError::Unauthorized`] → `PermissionDenied`/`Unauthenticated`, [`ImageError::InUse`] and
+/// [`ImageError::ReadOnly`] → `FailedPrecondition`, [`ImageError::Blocked`] → `PermissionDenied`,
 /// [`ImageError::AuthFile`] and [`ImageError::RegistriesConf`] → `FailedPrecondition`,
 /// [`ImageError::Stalled`] → `DeadlineExceeded`, the rest → `Internal`/`Unavailable`.
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +124,12 @@ pub enum ImageError {
         id: String,
         /// Who uses it (e.g. a container id).
         by: String,
+    },
+    /// The image is served from an additional read-only store, which krio never changes.
+    #[error("image {id} is in an additional read-only image store and cannot be removed")]
+    ReadOnly {
+        /// Image id.
+        id: String,
     },
     /// The registry answered with an unexpected status or could not be reached.
     #[error("registry {registry}: {detail}")]

@@ -6,6 +6,11 @@
 //!   a layer without `meta.json` is incomplete and removed on open;
 //! * `images/<id-hex>.json`: one [`ImageRecord`] per image (written atomically);
 //! * `tmp/`: in-progress work, emptied on open.
+//!
+//! Additional stores ([`ImageStore::open_with_additional`]) are roots of other stores with the same layout,
+//! only read: their images are listed and run as if stored here (reported by [`ImageStore::is_read_only`]),
+//! their layers serve pulls that need them (nothing is downloaded for a layer one of them holds), and
+//! nothing in them is ever written, garbage-collected or removed.
 
 use oci_spec::image::ImageConfiguration;
 use serde::{Deserialize, Serialize};
@@ -96,6 +101,8 @@ pub struct FsUsage {
 #[derive(Default)]
 pub(crate) struct State {
     pub images: BTreeMap<String, ImageRecord>,
+    /// Ids of the images in `images` whose record lives in an additional (read-only) store.
+    pub read_only: HashSet<String>,
 }
 
 /// What a name resolved to.
@@ -114,6 +121,8 @@ pub struct ImageStore {
     pub(crate) images_dir: PathBuf,
     pub(crate) tmp_dir: PathBuf,
     pub(crate) registries: RegistryConfig,
+    /// Roots of the additional read-only stores, in the order they are consulted.
+    additional: Vec<PathBuf>,
     pub(crate) platform: Platform,
     pub(crate) http: reqwest::Client,
     state: RwLock<State>,
@@ -175,6 +184,21 @@ impl ImageStore {
     ///
     /// Errors: [`ImageError::Io`] when the directories cannot be created or read.
     pub fn open(root: &Path, registries: RegistryConfig) -> Result<ImageStore, ImageError> {
+        Self::open_with_additional(root, registries, Vec::new())
+    }
+
+    /// As [`ImageStore::open`], then loads the images of each additional read-only store in `additional`
+    /// (roots with this store's layout, e.g. another krio's `root` or a shared, pre-filled directory). An image
+    /// stored here wins over one of the same id there, and an earlier additional store over a later one. A
+    /// missing additional root is skipped with a warning; an image record there that is unreadable or names a
+    /// missing layer or blob is skipped (never deleted).
+    ///
+    /// Errors: as [`ImageStore::open`].
+    pub fn open_with_additional(
+        root: &Path,
+        registries: RegistryConfig,
+        additional: Vec<PathBuf>,
+    ) -> Result<ImageStore, ImageError> {
         let store = ImageStore {
             root: root.to_path_buf(),
             blobs_dir: root.join("blobs"),
@@ -182,6 +206,7 @@ impl ImageStore {
             images_dir: root.join("images"),
             tmp_dir: root.join("tmp"),
             registries,
+            additional,
             platform: Platform::host(),
             http: crate::registry::http_client()?,
             state: RwLock::new(State::default()),
@@ -201,8 +226,16 @@ impl ImageStore {
         for e in read_dir(&store.tmp_dir)? {
             remove_path(&e)?;
         }
-        // layers/: incomplete or foreign entries go.
+        // layers/: incomplete or foreign entries go. Layers of additional stores count as present.
         let mut layers = HashSet::new();
+        for extra in &store.additional {
+            for p in read_dir(&extra.join("layers")).unwrap_or_default() {
+                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                if name.len() == 64 && is_hex(name) && p.join("meta.json").is_file() {
+                    layers.insert(name.to_string());
+                }
+            }
+        }
         for p in read_dir(&store.layers_dir)? {
             let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
             if is_hex(name)
@@ -229,6 +262,28 @@ impl ImageStore {
                 }
             }
         }
+        for extra in &store.additional {
+            let dir = extra.join("images");
+            let records = match read_dir(&dir) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(store = %extra.display(), error = %e, "additional image store not readable, skipped");
+                    continue;
+                }
+            };
+            for p in records {
+                match store.load_record(&p, &layers) {
+                    Ok(rec) if !state.images.contains_key(&rec.id) => {
+                        state.read_only.insert(rec.id.clone());
+                        state.images.insert(rec.id.clone(), rec);
+                    }
+                    Ok(_) => {}
+                    Err(reason) => {
+                        tracing::warn!(path = %p.display(), %reason, "skipping image record of an additional store");
+                    }
+                }
+            }
+        }
         *store.write_state() = state;
         store.gc()?;
         Ok(store)
@@ -251,7 +306,7 @@ impl ImageStore {
         }
         for b in &rec.blobs {
             let d = Digest::parse(b, "blobs").map_err(|e| e.to_string())?;
-            if !self.blob_path(&d).is_file() {
+            if !self.find_blob(&d).is_file() {
                 return Err(format!("blob {b} is missing"));
             }
         }
@@ -284,14 +339,56 @@ impl ImageStore {
         self.blobs_dir.join(d.algo_str()).join(d.hex())
     }
 
-    /// Path of a layer directory.
-    pub(crate) fn layer_path(&self, chain: &Digest) -> PathBuf {
-        self.layers_dir.join(chain.hex())
+    /// Path of a blob: in this store, else in the first additional store holding it, else where this store
+    /// would put it.
+    fn find_blob(&self, d: &Digest) -> PathBuf {
+        let own = self.blob_path(d);
+        if own.is_file() {
+            return own;
+        }
+        self.additional
+            .iter()
+            .map(|r| r.join("blobs").join(d.algo_str()).join(d.hex()))
+            .find(|p| p.is_file())
+            .unwrap_or(own)
     }
 
-    /// True when the layer is complete on disk.
+    /// Path of a layer directory: in this store, else in the first additional store holding the layer
+    /// complete, else where this store puts it.
+    pub(crate) fn layer_path(&self, chain: &Digest) -> PathBuf {
+        let own = self.layers_dir.join(chain.hex());
+        if own.join("meta.json").is_file() {
+            return own;
+        }
+        self.additional
+            .iter()
+            .map(|r| r.join("layers").join(chain.hex()))
+            .find(|p| p.join("meta.json").is_file())
+            .unwrap_or(own)
+    }
+
+    /// True when the layer is complete on disk, here or in an additional store.
     pub(crate) fn has_layer(&self, chain: &Digest) -> bool {
         self.layer_path(chain).join("meta.json").is_file()
+    }
+
+    /// The pulls running now, each as the normalized references it tries (comma-separated), sorted.
+    pub fn pulls_in_flight(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .flights
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .map(|k| k.split(' ').next().unwrap_or_default().to_string())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Whether image `id` is served from an additional read-only store (it cannot be removed; a pull of
+    /// the same image makes it an image of this store).
+    pub fn is_read_only(&self, id: &str) -> bool {
+        self.read_state().read_only.contains(id)
     }
 
     /// Stores a blob (no-op if present).
@@ -311,7 +408,7 @@ impl ImageStore {
     /// Errors: [`ImageError::InvalidDigest`], [`ImageError::Io`] (NotFound kind if absent).
     pub fn read_blob(&self, digest: &str) -> Result<Vec<u8>, ImageError> {
         let d = Digest::parse(digest, "digest")?;
-        let p = self.blob_path(&d);
+        let p = self.find_blob(&d);
         fs::read(&p).map_err(|e| ImageError::io("read", p, e))
     }
 
@@ -421,6 +518,9 @@ impl ImageStore {
             let Some(mut rec) = st.images.get(&id).cloned() else {
                 return Ok(());
             };
+            if st.read_only.contains(&id) {
+                return Err(ImageError::ReadOnly { id });
+            }
             drop_names(&mut rec, how);
             if rec.repo_tags.is_empty() && rec.repo_digests.is_empty() {
                 let p = self.record_path(&id)?;
@@ -578,8 +678,10 @@ impl ImageStore {
         self.persist(&new)?;
         for o in updates {
             self.persist(&o)?;
+            st.read_only.remove(&o.id);
             st.images.insert(o.id.clone(), o);
         }
+        st.read_only.remove(&new.id);
         st.images.insert(new.id.clone(), new.clone());
         Ok(new)
     }

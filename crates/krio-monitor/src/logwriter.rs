@@ -98,6 +98,9 @@ pub struct CriLogWriter {
     location: Option<(PathBuf, PathBuf)>,
     file: Option<File>,
     max_line: usize,
+    /// Size limit of the file in bytes (0: none) and the bytes the file holds now.
+    max_size: u64,
+    size: u64,
     partial: [Vec<u8>; 2],
     scratch: Vec<u8>,
 }
@@ -131,6 +134,8 @@ impl CriLogWriter {
             location,
             file: None,
             max_line: max_line.max(1),
+            max_size: 0,
+            size: 0,
             partial: [Vec::new(), Vec::new()],
             scratch: Vec::new(),
         };
@@ -145,9 +150,19 @@ impl CriLogWriter {
     pub fn reopen(&mut self) -> std::io::Result<()> {
         if let Some((dir, rel)) = &self.location {
             let f = crate::logfile::open_log_file(dir, rel)?;
+            self.size = f.metadata().map(|m| m.len()).unwrap_or(0);
             self.file = Some(f);
         }
         Ok(())
+    }
+
+    /// Limits the log file to `max_size` bytes (0: no limit; CRI-O's `log_size_max`). Before a batch of records
+    /// that would take the file past the limit is written, the file is truncated to zero length and the batch
+    /// written from its start, so the file keeps the newest output and never exceeds the limit (what conmon
+    /// does). A batch larger than the limit by itself keeps only its newest whole records that fit. The limit
+    /// also applies to a file that already existed at open or reopen.
+    pub fn set_max_size(&mut self, max_size: u64) {
+        self.max_size = max_size;
     }
 
     /// Logs `data` read from `stream` at time `now`.
@@ -185,8 +200,24 @@ impl CriLogWriter {
         if self.scratch.is_empty() {
             return Ok(());
         }
+        let mut batch: &[u8] = &self.scratch;
         let result = match self.file.as_mut() {
-            Some(f) => f.write_all(&self.scratch),
+            Some(f) => {
+                let mut truncated = Ok(());
+                if self.max_size > 0 && self.size + batch.len() as u64 > self.max_size {
+                    batch = newest_records_within(batch, self.max_size);
+                    // O_APPEND: after the truncation the next write lands at offset 0.
+                    truncated = f.set_len(0);
+                    self.size = 0;
+                }
+                let written = truncated.and_then(|()| f.write_all(batch));
+                if written.is_ok() {
+                    self.size += batch.len() as u64;
+                } else {
+                    self.size = f.metadata().map(|m| m.len()).unwrap_or(self.size);
+                }
+                written
+            }
             None => Ok(()),
         };
         // Do not keep a large scratch allocation around (keeps the monitor's RSS small).
@@ -195,6 +226,23 @@ impl CriLogWriter {
         }
         result
     }
+}
+
+/// The longest suffix of `records` (each ending in `\n`) made of whole records and at most `max` bytes long.
+fn newest_records_within(records: &[u8], max: u64) -> &[u8] {
+    let max = usize::try_from(max).unwrap_or(usize::MAX);
+    if records.len() <= max {
+        return records;
+    }
+    let mut start = records.len() - max;
+    // `start` falls inside a record unless the byte before it ends one.
+    if records[start - 1] != b'\n' {
+        start = match records[start..].iter().position(|b| *b == b'\n') {
+            Some(p) => start + p + 1,
+            None => records.len(),
+        };
+    }
+    &records[start..]
 }
 
 #[cfg(test)]
@@ -276,6 +324,43 @@ mod tests {
     fn eof_without_pending_text_writes_nothing() {
         let (out, _) = run(&[b"x\n", b""], 4, true);
         assert_eq!(out, recs(&[("F", "x")]));
+    }
+
+    #[test]
+    fn size_limit_truncates_and_keeps_newest_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.log");
+        std::fs::write(&path, vec![b'x'; 50]).unwrap();
+        let mut w = CriLogWriter::open(Some(&path), 64).unwrap();
+        let rec_len = format!("{TS} stdout F 0000\n").len() as u64;
+        w.set_max_size(rec_len * 3);
+        let now = SystemTime::now();
+        let mut max_seen = 0;
+        for i in 0..10 {
+            w.write(Stream::Stdout, format!("{i:04}\n").as_bytes(), now)
+                .unwrap();
+            max_seen = max_seen.max(std::fs::metadata(&path).unwrap().len());
+        }
+        assert!(max_seen <= rec_len * 3, "{max_seen}");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let texts: Vec<&str> = text.lines().map(|l| &l[l.len() - 4..]).collect();
+        // 50 bytes were there: 0000 fit beside them, then truncations every third record.
+        assert_eq!(texts.last(), Some(&"0009"), "{text}");
+        assert!(!text.contains('x') && !text.contains("0000"), "{text}");
+        // One batch bigger than the limit keeps its newest whole records.
+        w.write(Stream::Stdout, b"aaaa\nbbbb\ncccc\ndddd\neeee\n", now)
+            .unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let texts: Vec<&str> = text.lines().map(|l| &l[l.len() - 4..]).collect();
+        assert_eq!(texts, ["cccc", "dddd", "eeee"]);
+    }
+
+    #[test]
+    fn newest_records_cut_at_record_boundaries() {
+        assert_eq!(newest_records_within(b"ab\ncd\n", 10), b"ab\ncd\n");
+        assert_eq!(newest_records_within(b"ab\ncd\n", 3), b"cd\n");
+        assert_eq!(newest_records_within(b"ab\ncd\n", 4), b"cd\n");
+        assert_eq!(newest_records_within(b"ab\ncd\n", 2), b"");
     }
 
     #[test]

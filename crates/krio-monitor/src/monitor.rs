@@ -199,7 +199,10 @@ fn foreground() -> i32 {
         cfg.log_path.as_deref(),
         cfg.max_log_line,
     ) {
-        Ok(l) => l,
+        Ok(mut l) => {
+            l.set_max_size(cfg.max_log_size);
+            l
+        }
         Err(e) => {
             let p = cfg
                 .log_path

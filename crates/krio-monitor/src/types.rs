@@ -57,6 +57,12 @@ pub struct MonitorConfig {
     /// Pass `--no-pivot` to `runtime create` (runc: `MS_MOVE` + `chroot` instead of `pivot_root`).
     #[serde(default)]
     pub no_pivot: bool,
+    /// Largest size of the CRI log file in bytes; 0 means no limit. A batch of records that would take the
+    /// file past it truncates the file to zero first (the newest output is kept, the oldest dropped: conmon's
+    /// `--log-size-max`), so the file never holds more than this many bytes. See
+    /// [`crate::logwriter::CriLogWriter::set_max_size`].
+    #[serde(default)]
+    pub max_log_size: u64,
 }
 
 fn default_create_timeout() -> u64 {
@@ -92,6 +98,7 @@ impl MonitorConfig {
             create_timeout_secs: DEFAULT_CREATE_TIMEOUT_SECS,
             max_log_line: DEFAULT_MAX_LOG_LINE,
             no_pivot: false,
+            max_log_size: 0,
         }
     }
 

@@ -29,8 +29,9 @@ pub use runtime::{
     OciRuntime, RuntimeError, RuntimeState, RuntimeStatus,
 };
 pub use security::{
-    capabilities_in_mask, capability_mask, daemon_bounding_set, seccomp_choice, SeccompChoice,
-    ALL_CAPABILITIES, DEFAULT_CAPABILITIES, DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS,
+    capabilities_in_mask, capability_mask, daemon_bounding_set, parse_capability, seccomp_choice,
+    SeccompChoice, ALL_CAPABILITIES, DEFAULT_CAPABILITIES, DEFAULT_MASKED_PATHS,
+    DEFAULT_READONLY_PATHS,
 };
 pub use spec::{annotations, build_spec, NamespacePaths, SpecInputs};
 

@@ -139,7 +139,9 @@ pub const DEFAULT_READONLY_PATHS: &[&str] = &[
 ];
 
 /// Parses a CRI capability name: case-insensitive, with or without the `CAP_` prefix.
-pub(crate) fn parse_capability(field: &str, name: &str) -> Result<Capability, SpecError> {
+///
+/// Errors: [`SpecError::InvalidField`] naming `field` when the name is not a Linux capability.
+pub fn parse_capability(field: &str, name: &str) -> Result<Capability, SpecError> {
     let upper = name.trim().to_ascii_uppercase();
     let bare = upper.strip_prefix("CAP_").unwrap_or(&upper);
     bare.parse::<Capability>()
@@ -149,7 +151,7 @@ pub(crate) fn parse_capability(field: &str, name: &str) -> Result<Capability, Sp
 /// The capability set of the container process (bounding = effective = permitted).
 ///
 /// containerd semantics: privileged gets every capability (add/drop ignored). Otherwise start from
-/// [`DEFAULT_CAPABILITIES`]; `ALL` in `add_capabilities` selects every capability and `ALL` in
+/// `defaults` (the daemon's `default_capabilities`, else [`DEFAULT_CAPABILITIES`]); `ALL` in `add_capabilities` selects every capability and `ALL` in
 /// `drop_capabilities` clears the set (both applied before the individual names, so `add: [ALL], drop: [CHOWN]`
 /// is "everything but CHOWN"); then individual adds, then individual drops.
 ///
@@ -164,11 +166,12 @@ pub(crate) fn capabilities(
     sc: Option<&LinuxContainerSecurityContext>,
     privileged: bool,
     bounding: &HashSet<Capability>,
+    defaults: &[Capability],
 ) -> Result<HashSet<Capability>, SpecError> {
     if privileged {
         return Ok(bounding.clone());
     }
-    let mut caps: HashSet<Capability> = DEFAULT_CAPABILITIES
+    let mut caps: HashSet<Capability> = defaults
         .iter()
         .filter(|c| bounding.contains(c))
         .copied()
@@ -565,22 +568,42 @@ mod tests {
             (&["ALL"], &["ALL"], HashSet::new()),
         ];
         for (add, drop, want) in cases {
-            let got = capabilities(Some(&sc_caps(add, drop)), false, &all).unwrap();
+            let got =
+                capabilities(Some(&sc_caps(add, drop)), false, &all, DEFAULT_CAPABILITIES).unwrap();
             assert_eq!(got, want, "add={add:?} drop={drop:?}");
         }
-        assert_eq!(capabilities(None, false, &all).unwrap(), default);
+        assert_eq!(
+            capabilities(None, false, &all, DEFAULT_CAPABILITIES).unwrap(),
+            default
+        );
         // Privileged ignores drops.
         assert_eq!(
-            capabilities(Some(&sc_caps(&[], &["ALL"])), true, &all).unwrap(),
+            capabilities(
+                Some(&sc_caps(&[], &["ALL"])),
+                true,
+                &all,
+                DEFAULT_CAPABILITIES
+            )
+            .unwrap(),
             all
         );
-        let e = capabilities(Some(&sc_caps(&["NOPE"], &[])), false, &all)
-            .unwrap_err()
-            .to_string();
+        let e = capabilities(
+            Some(&sc_caps(&["NOPE"], &[])),
+            false,
+            &all,
+            DEFAULT_CAPABILITIES,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("add_capabilities[0]"), "{e}");
-        let e = capabilities(Some(&sc_caps(&[], &["CHOWN", "x"])), false, &all)
-            .unwrap_err()
-            .to_string();
+        let e = capabilities(
+            Some(&sc_caps(&[], &["CHOWN", "x"])),
+            false,
+            &all,
+            DEFAULT_CAPABILITIES,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("drop_capabilities[1]"), "{e}");
     }
 
@@ -590,18 +613,31 @@ mod tests {
         let mut bounding = set(ALL_CAPABILITIES);
         bounding.remove(&Capability::SysResource);
         bounding.remove(&Capability::NetRaw);
-        assert_eq!(capabilities(None, true, &bounding).unwrap(), bounding);
         assert_eq!(
-            capabilities(Some(&sc_caps(&["ALL"], &[])), false, &bounding).unwrap(),
+            capabilities(None, true, &bounding, DEFAULT_CAPABILITIES).unwrap(),
+            bounding
+        );
+        assert_eq!(
+            capabilities(
+                Some(&sc_caps(&["ALL"], &[])),
+                false,
+                &bounding,
+                DEFAULT_CAPABILITIES
+            )
+            .unwrap(),
             bounding
         );
         let mut default = set(DEFAULT_CAPABILITIES);
         default.remove(&Capability::NetRaw);
-        assert_eq!(capabilities(None, false, &bounding).unwrap(), default);
+        assert_eq!(
+            capabilities(None, false, &bounding, DEFAULT_CAPABILITIES).unwrap(),
+            default
+        );
         let e = capabilities(
             Some(&sc_caps(&["CHOWN", "sys_resource"], &[])),
             false,
             &bounding,
+            DEFAULT_CAPABILITIES,
         )
         .unwrap_err();
         assert!(

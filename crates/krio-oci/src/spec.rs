@@ -90,6 +90,9 @@ pub struct SpecInputs<'a> {
     /// Privileged containers and `add_capabilities: [ALL]` get exactly these. `None`: every capability in
     /// [`crate::ALL_CAPABILITIES`] (for callers that build specs without running them).
     pub capability_bounding_set: Option<&'a HashSet<Capability>>,
+    /// The capabilities an unprivileged container starts from before its CRI adds and drops (the daemon's
+    /// `container.default_capabilities`). `None`: [`crate::DEFAULT_CAPABILITIES`].
+    pub default_capabilities: Option<&'a [Capability]>,
 }
 
 /// Builds the OCI runtime spec (`config.json`) for a CRI container.
@@ -226,7 +229,10 @@ pub fn build_spec(inputs: &SpecInputs) -> Result<Spec, SpecError> {
             &all_caps
         }
     };
-    let caps = security::capabilities(sc, privileged, bounding)?;
+    let defaults = inputs
+        .default_capabilities
+        .unwrap_or(security::DEFAULT_CAPABILITIES);
+    let caps = security::capabilities(sc, privileged, bounding, defaults)?;
     let ambient = security::ambient_capabilities(sc)?;
     if let Some(c) = ambient.iter().find(|c| !caps.contains(c)) {
         return Err(SpecError::invalid(

@@ -108,6 +108,7 @@ fn build(c: &Case, rootfs: &Path) -> Result<Spec, SpecError> {
             .unwrap()],
         cgroups_path: "/krio/p1/c1".into(),
         capability_bounding_set: None,
+        default_capabilities: None,
         daemon_oom_score_adj: -500,
         pids_limit: None,
         cgroup_v2: c.cgroup_v2,

@@ -193,6 +193,7 @@ impl Fixture {
             pids_limit: Some(64),
             cgroup_v2: krio_oci::host_uses_cgroup_v2(),
             capability_bounding_set: Some(krio_oci::daemon_bounding_set()),
+            default_capabilities: None,
         })
         .unwrap();
         write_bundle(&self.path("bundle"), &spec).unwrap();

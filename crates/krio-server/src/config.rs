@@ -177,6 +177,16 @@ pub struct ContainerSection {
     /// split into partial (`P`) records (containerd's `max_container_log_line_size`). 1 to 1048576: the monitor
     /// holds at most this much of a line in memory.
     pub log_line_max: usize,
+    /// Largest size of a container's CRI log file, in bytes; 0 means no limit (CRI-O's `log_size_max`). The
+    /// monitor never lets the file grow past it: before writing records that would, it truncates the file to zero
+    /// length and goes on writing, so the file holds the newest output (conmon's behaviour). When kubelet
+    /// rotates the log (ReopenContainerLog) the new file gets the same limit. 0, or at least 8192 and at least
+    /// `log_line_max + 64` (one record's longest text plus its timestamp, stream and tag).
+    pub log_size_max: u64,
+    /// Capabilities every unprivileged container starts with, before the CRI request's adds and drops (CRI-O's
+    /// `default_capabilities`): names as in the CRI (`CHOWN` or `CAP_CHOWN`, any case). The default is
+    /// containerd's set. Capabilities the daemon itself lacks are left out.
+    pub default_capabilities: Vec<String>,
     /// Run `runtime create` with `--no-pivot` (the root filesystem is switched with `MS_MOVE` and `chroot`
     /// instead of `pivot_root`), for root filesystems on a ramdisk where `pivot_root` fails. Less isolated: only
     /// for such hosts.
@@ -194,6 +204,11 @@ impl Default for ContainerSection {
             default_sysctls: BTreeMap::new(),
             default_ulimits: Vec::new(),
             log_line_max: 16 * 1024,
+            log_size_max: 0,
+            default_capabilities: krio_oci::DEFAULT_CAPABILITIES
+                .iter()
+                .map(|c| c.to_string())
+                .collect(),
             no_pivot: false,
             seccomp_profile: PathBuf::new(),
         }
@@ -262,6 +277,13 @@ pub struct ImageSection {
     /// removes: references (`busybox` means `docker.io/library/busybox:latest`), image ids, or prefixes
     /// ending in `*` (`registry.k8s.io/pause*`). An explicit RemoveImage still removes them.
     pub pinned_images: Vec<String>,
+    /// Additional read-only image stores (CRI-O's `additional_image_stores`): root directories laid out like
+    /// krio's own image store under `root` (`images/`, `layers/`, `blobs/`), for example another krio's `root`
+    /// or a directory pre-filled on a node image. Their images are listed, reported pinned and run without a
+    /// pull; a pull needs no download for a layer they hold. krio never writes, garbage-collects or removes
+    /// anything in them (RemoveImage of such an image is FailedPrecondition). Read at start, in order: krio's
+    /// own store wins, then the first store listed.
+    pub additional_stores: Vec<PathBuf>,
 }
 
 impl Default for ImageSection {
@@ -271,6 +293,7 @@ impl Default for ImageSection {
             insecure_registries: Vec::new(),
             auth_file: PathBuf::new(),
             pinned_images: Vec::new(),
+            additional_stores: Vec::new(),
         }
     }
 }
@@ -423,6 +446,14 @@ impl Config {
                 self.container.log_line_max
             )));
         }
+        let size_max = self.container.log_size_max;
+        let size_floor = (self.container.log_line_max as u64 + 64).max(8192);
+        if size_max != 0 && size_max < size_floor {
+            return Err(ConfigError::Invalid(format!(
+                "container.log_size_max {size_max} is below {size_floor} bytes (0 means no limit)"
+            )));
+        }
+        self.default_capabilities()?;
         for k in self.container.default_sysctls.keys() {
             let key = k.replace('/', ".");
             let namespaced = ["net.", "kernel.shm", "kernel.msg", "fs.mqueue."]
@@ -440,6 +471,14 @@ impl Config {
         }
         for (name, h) in &self.runtimes {
             h.validate(name)?;
+        }
+        for (i, p) in self.image.additional_stores.iter().enumerate() {
+            if !p.is_absolute() || *p == self.root {
+                return Err(ConfigError::Invalid(format!(
+                    "image.additional_stores[{i}] {} must be an absolute path other than root",
+                    p.display()
+                )));
+            }
         }
         for (name, p) in [
             ("listen", &self.listen),
@@ -497,6 +536,21 @@ impl Config {
             &mut out,
         );
         out
+    }
+
+    /// `container.default_capabilities` parsed.
+    ///
+    /// Errors: [`ConfigError::Invalid`] naming the entry that is not a Linux capability.
+    pub fn default_capabilities(&self) -> Result<Vec<oci_spec::runtime::Capability>, ConfigError> {
+        self.container
+            .default_capabilities
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                krio_oci::parse_capability(&format!("container.default_capabilities[{i}]"), name)
+                    .map_err(|e| ConfigError::Invalid(e.to_string()))
+            })
+            .collect()
     }
 
     /// The `--root` directory of runtime handler `name`.

@@ -127,7 +127,9 @@ impl ServerError {
                 | I::LayerMediaTypeMismatch { .. }
                 | I::NoMatchingPlatform { .. }
                 | I::AuthFile { .. }
-                | I::RegistriesConf { .. } => Code::FailedPrecondition,
+                | I::RegistriesConf { .. }
+                | I::InUse { .. }
+                | I::ReadOnly { .. } => Code::FailedPrecondition,
                 I::Stalled { .. } => Code::DeadlineExceeded,
                 I::Registry { .. } => Code::Unavailable,
                 _ => Code::Internal,

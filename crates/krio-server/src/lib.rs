@@ -5,6 +5,7 @@
 //! written as validate -> look up -> act -> convert. `service.rs` is the thin tonic adapter,
 //! and `error.rs` the one place where errors become gRPC statuses.
 
+pub mod calls;
 pub mod config;
 pub mod config_doc;
 pub mod error;
@@ -59,6 +60,8 @@ pub struct Krio {
     monitor_bin: PathBuf,
     cni: krio_net::cni::Cni,
     daemon_oom_score_adj: i32,
+    /// `container.default_capabilities`, parsed once at start.
+    default_capabilities: Vec<oci_spec::runtime::Capability>,
     events: tokio::sync::broadcast::Sender<krio_cri::v1::ContainerEventResponse>,
     /// The last CPU sample per container or pod, for `usage_nano_cores`.
     cpu_samples: runtime::CpuSamples,
@@ -67,6 +70,8 @@ pub struct Krio {
     shutdown: tokio::sync::watch::Sender<bool>,
     /// Tokens of `Exec`/`PortForward` requests waiting for their client.
     streaming: streaming::Streaming,
+    /// The CRI calls being served now (see [`calls`]).
+    in_flight: Arc<calls::InFlight>,
 }
 
 impl std::fmt::Debug for Krio {
@@ -103,9 +108,16 @@ impl Krio {
             registries.auth_file = Some(cfg.image.auth_file.clone());
         }
         krio_image::set_test_hook(state::kill_point);
-        let images = ImageStore::open(&cfg.root, registries)?;
+        let images = ImageStore::open_with_additional(
+            &cfg.root,
+            registries,
+            cfg.image.additional_stores.clone(),
+        )?;
         config::load_seccomp_profile(&cfg.container.seccomp_profile)
             .map_err(ServerError::FailedPrecondition)?;
+        let default_capabilities = cfg
+            .default_capabilities()
+            .map_err(|e| ServerError::FailedPrecondition(e.to_string()))?;
         let monitor_bin = locate_monitor(&cfg.monitor_path).ok_or_else(|| {
             ServerError::FailedPrecondition(
                 "krio-monitor not found next to krio, in monitor_path, or in PATH".to_string(),
@@ -173,11 +185,13 @@ impl Krio {
             monitor_bin,
             cni,
             daemon_oom_score_adj,
+            default_capabilities,
             events: tokio::sync::broadcast::channel(runtime::EVENT_BUFFER).0,
             cpu_samples: Default::default(),
             metrics: Default::default(),
             shutdown: tokio::sync::watch::channel(false).0,
             streaming: Default::default(),
+            in_flight: Default::default(),
         });
         let retry = krio.recover().await;
         krio.retry_recovery(retry);
@@ -202,6 +216,12 @@ impl Krio {
     /// keep running under their monitors.
     pub fn begin_shutdown(&self) {
         let _ = self.shutdown.send(true);
+    }
+
+    /// The tower layer to put over the CRI gRPC server: it tracks the calls in flight that
+    /// `Status` (verbose) reports.
+    pub fn calls_layer(&self) -> calls::CallsLayer {
+        calls::CallsLayer(self.in_flight.clone())
     }
 
     /// The effective configuration.
@@ -286,6 +306,11 @@ impl Krio {
         c: &Container,
         rec: &state::ContainerRecord,
     ) -> error::Result<()> {
+        // A container is counted OOM-killed once: when the record that says so replaces one
+        // that did not.
+        if rec.reason == "OOMKilled" && c.with_snapshot(|old| old.reason != "OOMKilled") {
+            self.metrics.observe_oom_kill();
+        }
         c.publish(rec);
         persist::write_json_async(&self.container_record_path(&rec.id), rec).await
     }

@@ -1,5 +1,7 @@
-//! Prometheus metrics: per-RPC request counts and latencies, and the number of sandboxes and
-//! containers by state, served as text on `GET /metrics` when `metrics_listen` is set.
+//! Prometheus metrics: per-RPC request counts and latencies, the number of sandboxes and
+//! containers by state, image pulls (count, bytes, duration) and containers killed by the OOM
+//! killer, served as text on `GET /metrics` when `metrics_listen` is set. The Grafana dashboard
+//! `contrib/grafana/krio.json` queries them; a test checks that every name it uses exists.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -45,6 +47,10 @@ pub struct Metrics {
     rpc_seconds: Family<RpcLabels, Histogram, fn() -> Histogram>,
     sandboxes: Family<StateLabels, Gauge>,
     containers: Family<StateLabels, Gauge>,
+    pulls: Counter,
+    pull_bytes: Counter,
+    pull_seconds: Histogram,
+    oom_kills: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -73,12 +79,37 @@ impl Default for Metrics {
         );
         registry.register("sandboxes", "Pod sandboxes by CRI state", sandboxes.clone());
         registry.register("containers", "Containers by CRI state", containers.clone());
+        let pulls = Counter::default();
+        let pull_bytes = Counter::default();
+        // 10 ms to about 45 min.
+        let pull_seconds = Histogram::new(exponential_buckets(0.01, 4.0, 10));
+        let oom_kills = Counter::default();
+        registry.register("image_pulls", "Images pulled successfully", pulls.clone());
+        registry.register(
+            "image_pull_bytes",
+            "Bytes of the images pulled successfully: the sum of their compressed layer sizes from the manifest (CRI Image.size)",
+            pull_bytes.clone(),
+        );
+        registry.register(
+            "image_pull_duration_seconds",
+            "Time to pull an image successfully, manifest to unpacked layers",
+            pull_seconds.clone(),
+        );
+        registry.register(
+            "container_oom_kills",
+            "Containers found exited because the OOM killer killed them (reason OOMKilled)",
+            oom_kills.clone(),
+        );
         Metrics {
             registry,
             rpc_total,
             rpc_seconds,
             sandboxes,
             containers,
+            pulls,
+            pull_bytes,
+            pull_seconds,
+            oom_kills,
         }
     }
 }
@@ -94,6 +125,21 @@ impl Metrics {
         self.rpc_seconds
             .get_or_create(&labels)
             .observe(elapsed.as_secs_f64());
+    }
+}
+
+impl Metrics {
+    /// Records one successful pull of an image of `bytes` (compressed layer sizes) that took
+    /// `elapsed`.
+    pub fn observe_pull(&self, bytes: u64, elapsed: Duration) {
+        self.pulls.inc();
+        self.pull_bytes.inc_by(bytes);
+        self.pull_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    /// Records one container found OOM-killed.
+    pub fn observe_oom_kill(&self) {
+        self.oom_kills.inc();
     }
 }
 

@@ -592,6 +592,18 @@ impl Pending {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The names whose creation is still running (not finished, not failed), sorted.
+    pub fn running(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .lock()
+            .iter()
+            .filter(|(_, rx)| *rx.borrow() == PendingState::Running)
+            .map(|(k, _)| k.clone())
+            .collect();
+        v.sort();
+        v
+    }
+
     /// Joins a pending creation of `name`, or reserves the name with `reserve` and starts one.
     /// The check and the reservation happen under one lock, so two identical requests can
     /// never both create.

@@ -356,6 +356,7 @@ async fn serve(
 
     tonic::transport::Server::builder()
         .trace_fn(krio_server::rpc_span)
+        .layer(krio.calls_layer())
         .add_service(RuntimeApi(krio.clone()).server())
         .add_service(ImageApi(krio).server())
         .serve_with_incoming_shutdown(

@@ -273,7 +273,13 @@ async fn a_missing_handler_binary_is_not_ready_and_refused_with_its_path() {
         .collect();
     assert_eq!(names, ["ghost", "runc", "runsc"]);
     // Verbose info: readiness and where each handler's features came from.
-    let handlers: serde_json::Value = serde_json::from_str(&st.info["handlers"]).unwrap();
+    let list: serde_json::Value = serde_json::from_str(&st.info["handlers"]).unwrap();
+    let handlers: serde_json::Map<String, serde_json::Value> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["name"].as_str().unwrap().to_string(), h.clone()))
+        .collect();
     assert_eq!(handlers["ghost"]["ready"], false);
     assert_eq!(handlers["runc"]["ready"], true);
     assert_eq!(handlers["runc"]["features"]["source"], "runtime features");

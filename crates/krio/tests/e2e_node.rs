@@ -857,3 +857,389 @@ async fn seccomp_profile_serves_runtime_default() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("seccomp.json"), "{err}");
 }
+
+/// `container.log_size_max`: a container printing far more than the limit leaves a log file no
+/// larger than the limit, holding its newest lines (the file was truncated and written on).
+/// `container.default_capabilities`: a container starts with exactly the configured set, in its
+/// bounding and effective sets.
+#[tokio::test(flavor = "multi_thread")]
+async fn log_size_max_and_default_capabilities_take_effect() {
+    ensure_images();
+    let mut d = Daemon::start().await;
+    let dir = d.dir.path().to_path_buf();
+    std::fs::create_dir_all(dir.join("krio.d")).unwrap();
+    std::fs::write(
+        dir.join("krio.d/91-logsize.toml"),
+        "[container]\nlog_size_max = 20000\ndefault_capabilities = [\"CHOWN\", \"cap_kill\", \"NET_BIND_SERVICE\"]\n",
+    )
+    .unwrap();
+    d.restart().await;
+    pull(&d, &image("busybox")).await;
+    let pod = pod_config(&d, "logsize");
+    let pod_id = run_pod(&d, &pod).await;
+    // About 3000 * 75 bytes of records: over 10 times the limit.
+    let id = run_container(
+        &d,
+        &pod_id,
+        &pod,
+        container_config(
+            "chatty",
+            &image("busybox"),
+            "i=0; while [ $i -lt 3000 ]; do echo \"line $i of the chatty container\"; i=$((i+1)); done",
+        ),
+    )
+    .await;
+    let st = wait_exited(&d, &id).await;
+    assert_eq!(st.exit_code, 0);
+    let size = std::fs::metadata(&st.log_path).unwrap().len();
+    assert!(
+        size <= 20000,
+        "log is {size} bytes, over log_size_max 20000"
+    );
+    let records = read_cri_log(Path::new(&st.log_path));
+    assert!(
+        records.len() > 50,
+        "the log kept only {} records",
+        records.len()
+    );
+    assert_eq!(
+        records.last().map(|r| r.2.as_str()),
+        Some("line 2999 of the chatty container")
+    );
+    assert!(
+        records
+            .iter()
+            .all(|r| r.2 != "line 0 of the chatty container"),
+        "the oldest line survived: {records:?}"
+    );
+    // Lines are whole records in order: each follows the one before.
+    let numbers: Vec<u32> = records
+        .iter()
+        .map(|r| r.2.split(' ').nth(1).unwrap().parse().unwrap())
+        .collect();
+    assert!(numbers.windows(2).all(|w| w[1] == w[0] + 1), "{numbers:?}");
+
+    let id = run_container(
+        &d,
+        &pod_id,
+        &pod,
+        container_config(
+            "caps",
+            &image("busybox"),
+            "grep -E '^Cap(Bnd|Eff|Prm)' /proc/self/status",
+        ),
+    )
+    .await;
+    let st = wait_exited(&d, &id).await;
+    let lines = log_lines(&st);
+    // CHOWN = bit 0, KILL = bit 5, NET_BIND_SERVICE = bit 10.
+    for cap in ["CapPrm", "CapEff", "CapBnd"] {
+        let want = format!("{cap}:\t0000000000000421");
+        assert!(lines.contains(&want), "{want:?} not in {lines:?}");
+    }
+    remove_pod(&d, &pod_id).await;
+}
+
+/// Every file below `dir` with its size, to show a tree was left unchanged.
+fn tree(dir: &Path) -> Vec<(PathBuf, u64)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        for e in std::fs::read_dir(&p).unwrap().flatten() {
+            let m = e.path().symlink_metadata().unwrap();
+            if m.is_dir() {
+                stack.push(e.path());
+            }
+            out.push((e.path(), if m.is_file() { m.len() } else { 0 }));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `image.additional_stores`: a daemon whose own store is empty lists, runs and reports pinned
+/// the images of another krio's store, refuses to remove them, pulls one of them without
+/// unpacking a layer, and never changes anything in that store.
+#[tokio::test(flavor = "multi_thread")]
+async fn additional_image_stores_serve_images_read_only() {
+    ensure_images();
+    let mut d = Daemon::start().await;
+    let busybox = pull(&d, &image("busybox")).await;
+    let shared = d.root.clone();
+    let before = tree(&shared.join("images"))
+        .into_iter()
+        .chain(tree(&shared.join("layers")))
+        .chain(tree(&shared.join("blobs")))
+        .collect::<Vec<_>>();
+    let own_root = d.dir.path().join("root2");
+    std::fs::create_dir_all(d.dir.path().join("krio.d")).unwrap();
+    std::fs::write(
+        d.dir.path().join("krio.d/92-stores.toml"),
+        format!(
+            "root = \"{}\"\n[image]\nadditional_stores = [\"{}\"]\n",
+            own_root.display(),
+            shared.display()
+        ),
+    )
+    .unwrap();
+    d.restart().await;
+
+    let listed = d
+        .images()
+        .await
+        .list_images(cri::ListImagesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .images;
+    let img = listed
+        .iter()
+        .find(|i| i.id == busybox)
+        .unwrap_or_else(|| panic!("{busybox} not listed: {listed:?}"));
+    assert!(img.pinned, "an image of a read-only store is pinned");
+    assert!(img.repo_tags.contains(&image("busybox")), "{img:?}");
+
+    let pod = pod_config(&d, "stores");
+    let pod_id = run_pod(&d, &pod).await;
+    let id = run_container(
+        &d,
+        &pod_id,
+        &pod,
+        container_config("ro", &image("busybox"), "echo from the shared store"),
+    )
+    .await;
+    let st = wait_exited(&d, &id).await;
+    assert_eq!(log_lines(&st), ["from the shared store"]);
+    remove_pod(&d, &pod_id).await;
+
+    let err = d
+        .images()
+        .await
+        .remove_image(cri::RemoveImageRequest {
+            image: Some(cri::ImageSpec {
+                image: busybox.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("read-only"), "{err:?}");
+
+    // A pull of the same image stores its manifest and config here, and no layer.
+    assert_eq!(pull(&d, &image("busybox")).await, busybox);
+    let own_layers = tree(&own_root.join("layers"));
+    assert!(
+        own_layers.is_empty(),
+        "layers unpacked again: {own_layers:?}"
+    );
+    d.images()
+        .await
+        .remove_image(cri::RemoveImageRequest {
+            image: Some(cri::ImageSpec {
+                image: busybox.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let after = tree(&shared.join("images"))
+        .into_iter()
+        .chain(tree(&shared.join("layers")))
+        .chain(tree(&shared.join("blobs")))
+        .collect::<Vec<_>>();
+    assert_eq!(before, after, "the read-only store changed");
+}
+
+/// `krioctl status`: readiness, handlers, the CNI network, counts, and the calls and creations
+/// in flight (a creation held back by `KRIO_TEST_DELAY_CREATE_MS` is seen while it runs), from
+/// the verbose Status RPC.
+#[tokio::test(flavor = "multi_thread")]
+async fn krioctl_status_shows_what_the_daemon_does() {
+    ensure_images();
+    let d =
+        Daemon::start_with_env(Network::Loopback, &[("KRIO_TEST_DELAY_CREATE_MS", "1500")]).await;
+    pull(&d, &image("busybox")).await;
+    let pod = pod_config(&d, "status");
+    let pod_id = run_pod(&d, &pod).await;
+    let id = run_container(
+        &d,
+        &pod_id,
+        &pod,
+        cri::ContainerConfig {
+            command: vec!["sleep".into(), "100000".into()],
+            ..container_config("sleeper", &image("busybox"), "")
+        },
+    )
+    .await;
+
+    let text = krioctl(&d, &["status"]);
+    for want in [
+        "RuntimeReady        true",
+        "NetworkReady        true",
+        "Handler             runc ",
+        "Network             krio-e2e-lo from ",
+        "(plugins: loopback)",
+        "Pods                1 (SANDBOX_READY 1)",
+        "Containers          1 (CONTAINER_RUNNING 1)",
+        "Images              1",
+        "Config:",
+    ] {
+        assert!(text.contains(want), "{want:?} not in:\n{text}");
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&krioctl(&d, &["status", "-o", "json"])).unwrap();
+    assert_eq!(v["config"]["listen"], d.socket.display().to_string(), "{v}");
+    assert_eq!(v["handlers"][0]["ready"], true, "{v}");
+    assert_eq!(
+        v["counts"]["containersByState"]["CONTAINER_RUNNING"], 1,
+        "{v}"
+    );
+    // The Status call itself is in flight while it is answered.
+    let calls = v["inflight"]["calls"].as_array().unwrap();
+    assert!(calls.iter().any(|c| c["rpc"] == "Status"), "{v}");
+
+    // A pod creation held back is seen in flight, as a call and as a creation.
+    let mut rt = d.runtime().await;
+    let slow = pod_config(&d, "slow");
+    let waiting = tokio::spawn(async move {
+        rt.run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(slow),
+            runtime_handler: String::new(),
+        })
+        .await
+    });
+    let seen = d
+        .poll(
+            "RunPodSandbox in krioctl status",
+            std::time::Duration::from_secs(10),
+            || {
+                let v: serde_json::Value =
+                    serde_json::from_str(&krioctl(&d, &["status", "-o", "json"])).unwrap();
+                let running = v["inflight"]["calls"]
+                    .as_array()
+                    .is_some_and(|c| c.iter().any(|c| c["rpc"] == "RunPodSandbox"))
+                    && v["inflight"]["podCreations"].as_array().is_some_and(|p| {
+                        p.iter()
+                            .any(|n| n.as_str().is_some_and(|n| n.starts_with("slow_")))
+                    });
+                std::future::ready(running.then_some(v))
+            },
+        )
+        .await;
+    assert!(
+        seen["inflight"]["calls"][0]["age_ms"].as_u64().is_some(),
+        "{seen}"
+    );
+    let slow_id = waiting.await.unwrap().unwrap().into_inner().pod_sandbox_id;
+    let v: serde_json::Value =
+        serde_json::from_str(&krioctl(&d, &["status", "-o", "json"])).unwrap();
+    assert!(
+        v["inflight"]["podCreations"].as_array().unwrap().is_empty(),
+        "{v}"
+    );
+    assert_eq!(v["counts"]["pods"], 2, "{v}");
+    let _ = id;
+    remove_pod(&d, &slow_id).await;
+    remove_pod(&d, &pod_id).await;
+}
+
+/// `GET path` over HTTP/1.0; the body of a 200 answer, else a panic with the answer.
+fn http_get_ok(addr: &str, path: &str) -> String {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    assert!(head.contains(" 200 "), "GET {path}: {head}");
+    body.to_string()
+}
+
+/// Every metric the Grafana dashboard `contrib/grafana/krio.json` queries exists in a scrape of
+/// a running krio that pulled an image and ran a pod; and the pull is counted.
+#[tokio::test(flavor = "multi_thread")]
+async fn grafana_dashboard_queries_only_metrics_krio_serves() {
+    ensure_images();
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../contrib/grafana/krio.json"
+    );
+    let text = std::fs::read_to_string(path).unwrap();
+    let dash: serde_json::Value = serde_json::from_str(&text).unwrap();
+    // Every `krio_*` name in a query (`expr`) or a template variable's `query`.
+    fn queries(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    match (k.as_str(), v) {
+                        ("expr" | "query", serde_json::Value::String(s)) => out.push(s.clone()),
+                        _ => queries(v, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| queries(v, out)),
+            _ => {}
+        }
+    }
+    let mut exprs = Vec::new();
+    queries(&dash, &mut exprs);
+    let mut names: Vec<String> = exprs
+        .iter()
+        .flat_map(|e| {
+            e.match_indices("krio_")
+                .map(|(i, _)| {
+                    e[i..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                        .collect::<String>()
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    for wanted in [
+        "krio_cri_requests_total",
+        "krio_cri_request_duration_seconds_bucket",
+        "krio_sandboxes",
+        "krio_containers",
+        "krio_image_pull_bytes_total",
+        "krio_image_pull_duration_seconds_bucket",
+        "krio_container_oom_kills_total",
+    ] {
+        assert!(
+            names.iter().any(|n| n == wanted),
+            "the dashboard does not query {wanted}"
+        );
+    }
+
+    let mut d = Daemon::start().await;
+    d.extra_args = vec!["--metrics-listen".into(), "127.0.0.1:0".into()];
+    d.restart().await;
+    let addr = d.metrics_address().await.to_string();
+    pull(&d, &image("busybox")).await;
+    let pod = pod_config(&d, "dashboard");
+    let pod_id = run_pod(&d, &pod).await;
+    let body = http_get_ok(&addr, "/metrics");
+    let served: std::collections::BTreeSet<&str> = body
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    let missing: Vec<&String> = names
+        .iter()
+        .filter(|n| !served.contains(n.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the dashboard queries {missing:?}, not in:\n{body}"
+    );
+    assert!(body.contains("krio_image_pulls_total 1\n"), "{body}");
+    assert!(
+        body.contains("krio_image_pull_duration_seconds_count 1\n"),
+        "{body}"
+    );
+    assert!(!body.contains("krio_image_pull_bytes_total 0\n"), "{body}");
+    remove_pod(&d, &pod_id).await;
+}

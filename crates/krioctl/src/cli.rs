@@ -129,6 +129,9 @@ pub enum Command {
     Version(InfoArgs),
     /// Show the runtime's status and verbose information (Status, verbose).
     Info(InfoArgs),
+    /// Show what the daemon is doing: readiness, handlers, CNI network, counts, operations in
+    /// flight and the effective configuration (Status, verbose).
+    Status(InfoArgs),
     /// Pull an image.
     Pull(PullArgs),
     /// List images.

@@ -35,6 +35,7 @@ impl Krio {
         });
         let started = std::time::Instant::now();
         let image = self.images.pull(&reference, auth.as_ref()).await?;
+        self.metrics.observe_pull(image.size, started.elapsed());
         tracing::info!(reference = %reference, id = %image.id, elapsed_ms = started.elapsed().as_millis() as u64, "image pulled");
         Ok(cri::PullImageResponse {
             image_ref: image.id,
@@ -264,9 +265,13 @@ fn to_cri(image: &ImageRecord, pinned: bool) -> cri::Image {
 }
 
 impl Krio {
-    /// Whether `image` matches one of `image.pinned_images`: a prefix pattern (ending in `*`)
+    /// Whether `image` is pinned: served from an additional read-only store, or matching one of
+    /// `image.pinned_images`: a prefix pattern (ending in `*`)
     /// against its tags and digests, else the normalized reference against them, or its id.
     fn image_pinned(&self, image: &ImageRecord) -> bool {
+        if self.images.is_read_only(&image.id) {
+            return true;
+        }
         let names = || image.repo_tags.iter().chain(image.repo_digests.iter());
         self.cfg
             .image

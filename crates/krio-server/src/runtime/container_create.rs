@@ -211,6 +211,7 @@ impl Krio {
         }
         monitor.max_log_line = self.cfg.container.log_line_max;
         monitor.no_pivot = self.cfg.container.no_pivot;
+        monitor.max_log_size = self.cfg.container.log_size_max;
         let bin = self.monitor_bin.clone();
         let spawned = tokio::task::spawn_blocking(move || krio_monitor::spawn(&monitor, &bin))
             .await
@@ -332,6 +333,7 @@ impl Krio {
             },
             cgroup_v2: krio_oci::host_uses_cgroup_v2(),
             capability_bounding_set: Some(krio_oci::daemon_bounding_set()),
+            default_capabilities: Some(&self.default_capabilities),
         })?;
         // RuntimeDefault means the operator's profile when one is configured (CRI-O's
         // `seccomp_profile`); a privileged container has no filter either way.

@@ -1,6 +1,6 @@
 //! `Version`, `Status` and `RuntimeConfig`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use krio_cri::v1 as cri;
 
@@ -25,9 +25,12 @@ impl Krio {
     /// the binary) when its binary is missing, so a missing optional runtime (runsc) does not
     /// make the node NotReady. `NetworkReady` is true when a valid CNI network configuration
     /// exists (re-read on every call, so a configuration written later is picked up without a
-    /// restart). `runtime_handlers` lists every handler with its features. `verbose` adds the
-    /// effective config as `config` and each handler's readiness and probed features as
-    /// `handlers` (JSON).
+    /// restart). `runtime_handlers` lists every handler with its features. `verbose` adds JSON
+    /// documents to `info` (what `krioctl status` shows): the effective `config`; `handlers`,
+    /// each runtime handler's binary, `--root`, arguments, readiness and probed features;
+    /// `network`, the CNI network ADD would use now; `counts`, pods and containers by CRI state
+    /// and images; `inflight`, the CRI calls being served, the pod and container creations
+    /// running (which outlive their callers) and the pulls.
     pub(crate) fn status(&self, req: cri::StatusRequest) -> Result<cri::StatusResponse> {
         let handler_problems: Vec<(String, Option<String>)> = self
             .handlers
@@ -66,27 +69,9 @@ impl Krio {
                 "config".to_string(),
                 serde_json::to_string(&self.cfg).unwrap_or_default(),
             );
-            let handlers: serde_json::Map<String, serde_json::Value> = self
-                .handlers
-                .iter()
-                .zip(&handler_problems)
-                .map(|((name, h), (_, problem))| {
-                    (
-                        name.clone(),
-                        serde_json::json!({
-                            "ready": problem.is_none(),
-                            "message": problem.clone().unwrap_or_default(),
-                            "path": h.cfg.path,
-                            "runtime_args": h.cfg.runtime_args,
-                            "features": h.features,
-                        }),
-                    )
-                })
-                .collect();
-            info.insert(
-                "handlers".to_string(),
-                serde_json::Value::Object(handlers).to_string(),
-            );
+            for (key, value) in self.introspection(network.as_ref().err(), &handler_problems) {
+                info.insert(key.to_string(), value.to_string());
+            }
         }
         let mut conditions = vec![
             condition("RuntimeReady", runtime_problem, "RuntimeNotReady"),
@@ -124,6 +109,79 @@ impl Krio {
                 user_namespaces_host_network: false,
             }),
         })
+    }
+
+    /// The `handlers`, `network`, `counts` and `inflight` documents of a verbose `Status`;
+    /// `handler_problems` is each handler's name and why it is not ready (`None` when it is).
+    fn introspection(
+        &self,
+        network_problem: Option<&String>,
+        handler_problems: &[(String, Option<String>)],
+    ) -> Vec<(&'static str, serde_json::Value)> {
+        use serde_json::json;
+        let handlers: Vec<serde_json::Value> = self
+            .handlers
+            .iter()
+            .zip(handler_problems)
+            .map(|((name, h), (_, problem))| {
+                json!({
+                    "name": name,
+                    "binary": h.binary(name).unwrap_or_else(|_| h.cfg.path.clone()),
+                    "root": self.cfg.runtime_root(name),
+                    "runtime_args": h.cfg.runtime_args,
+                    "default": *name == self.cfg.default_runtime,
+                    "ready": problem.is_none(),
+                    "message": problem.clone().unwrap_or_default(),
+                    "features": h.features,
+                })
+            })
+            .collect();
+        let network = match self.cni.default_network() {
+            Ok(n) => json!({
+                "name": n.name,
+                "cniVersion": n.cni_version,
+                "file": n.source,
+                "plugins": (0..n.plugins.len()).map(|i| n.plugin_type(i)).collect::<Vec<_>>(),
+                "confDir": self.cfg.cni.conf_dir,
+                "ready": network_problem.is_none(),
+                "problem": network_problem,
+            }),
+            Err(e) => json!({
+                "confDir": self.cfg.cni.conf_dir,
+                "ready": false,
+                "problem": network_problem.cloned().unwrap_or_else(|| e.to_string()),
+            }),
+        };
+        let mut pods: BTreeMap<String, u64> = BTreeMap::new();
+        for s in self.sandboxes.all() {
+            *pods
+                .entry(s.snapshot().state.to_cri().as_str_name().to_string())
+                .or_default() += 1;
+        }
+        let mut containers: BTreeMap<String, u64> = BTreeMap::new();
+        for c in self.containers.all() {
+            let state = c.with_snapshot(|r| r.state.to_cri().as_str_name().to_string());
+            *containers.entry(state).or_default() += 1;
+        }
+        let counts = json!({
+            "pods": pods.values().sum::<u64>(),
+            "podsByState": pods,
+            "containers": containers.values().sum::<u64>(),
+            "containersByState": containers,
+            "images": self.images.list().len(),
+        });
+        let inflight = json!({
+            "calls": self.in_flight.snapshot(),
+            "podCreations": self.pending_sandboxes.running(),
+            "containerCreations": self.pending_containers.running(),
+            "pulls": self.images.pulls_in_flight(),
+        });
+        vec![
+            ("handlers", serde_json::Value::Array(handlers)),
+            ("network", network),
+            ("counts", counts),
+            ("inflight", inflight),
+        ]
     }
 
     /// CRI `RuntimeConfig`: reports the configured cgroup driver.

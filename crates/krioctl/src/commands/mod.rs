@@ -250,6 +250,7 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
     match cli.command {
         Command::Version(a) => runtime::version(&mut ctx, a).await.map(|_| 0),
         Command::Info(a) => runtime::info(&mut ctx, a).await.map(|_| 0),
+        Command::Status(a) => runtime::status(&mut ctx, a).await.map(|_| 0),
         Command::Imagefsinfo(a) => images::imagefsinfo(&mut ctx, a).await.map(|_| 0),
         Command::RuntimeConfig(a) => runtime::runtime_config(&mut ctx, a).await.map(|_| 0),
         Command::Metricsp(a) => runtime::metricsp(&mut ctx, a).await.map(|_| 0),

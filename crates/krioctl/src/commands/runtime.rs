@@ -1,4 +1,4 @@
-//! `version`, `info`, `runtime-config`, `metricsp`, `checkpoint` and `update`.
+//! `version`, `info`, `status`, `runtime-config`, `metricsp`, `checkpoint` and `update`.
 
 use krio_cri::v1::{
     CheckpointContainerRequest, LinuxContainerResources, ListPodSandboxMetricsRequest,
@@ -39,9 +39,9 @@ pub async fn version(ctx: &mut Ctx, a: InfoArgs) -> Result<(), Error> {
     }
 }
 
-/// `krioctl info`: the Status RPC with `verbose`, printed as one JSON object
-/// with `status` and every `info` key parsed as JSON at the top level (crictl's shape).
-pub async fn info(ctx: &mut Ctx, a: InfoArgs) -> Result<(), Error> {
+/// The Status RPC with `verbose`, as one JSON object with `status` and every `info` key parsed
+/// as JSON at the top level (crictl's shape).
+async fn status_document(ctx: &mut Ctx) -> Result<Value, Error> {
     let mut rt = ctx.rt().await?;
     let req = StatusRequest { verbose: true };
     let s = ctx
@@ -73,11 +73,141 @@ pub async fn info(ctx: &mut Ctx, a: InfoArgs) -> Result<(), Error> {
         let parsed = serde_json::from_str::<Value>(v).unwrap_or_else(|_| Value::String(v.clone()));
         m.insert(k.clone(), parsed);
     }
+    Ok(Value::Object(m))
+}
+
+/// `krioctl info`: the Status RPC with `verbose`, printed as one JSON object
+/// with `status` and every `info` key parsed as JSON at the top level (crictl's shape).
+pub async fn info(ctx: &mut Ctx, a: InfoArgs) -> Result<(), Error> {
+    let doc = status_document(ctx).await?;
     let format = match a.output {
         None | Some(Format::Table) => Format::Json,
         Some(f) => f,
     };
-    out(&render(&Value::Object(m), format).map_err(Error::Output)?)
+    out(&render(&doc, format).map_err(Error::Output)?)
+}
+
+/// `krioctl status`: what the daemon is doing, from the verbose Status RPC: readiness, the
+/// handlers, the CNI network, counts of pods, containers and images, the operations in
+/// flight, then the effective configuration. `-o json|yaml` prints the whole document
+/// (as `info` does).
+pub async fn status(ctx: &mut Ctx, a: InfoArgs) -> Result<(), Error> {
+    let doc = status_document(ctx).await?;
+    match a.output {
+        None | Some(Format::Table) => out(&status_text(&doc)),
+        Some(f) => out(&render(&doc, f).map_err(Error::Output)?),
+    }
+}
+
+/// The text form of `krioctl status` for a [`status_document`].
+pub fn status_text(doc: &Value) -> String {
+    use std::fmt::Write as _;
+    let mut t = String::new();
+    let str_of = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        v => v.to_string(),
+    };
+    if let Some(conds) = doc["status"]["conditions"].as_array() {
+        for c in conds {
+            let ready = c["status"].as_bool().unwrap_or(false);
+            let _ = write!(t, "{:<20}{}", str_of(&c["type"]), ready);
+            if !ready {
+                let _ = write!(t, " ({}: {})", str_of(&c["reason"]), str_of(&c["message"]));
+            }
+            t.push('\n');
+        }
+    }
+    for h in doc["handlers"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            t,
+            "{:<20}{} {} (root {}){}{}",
+            "Handler",
+            str_of(&h["name"]),
+            str_of(&h["binary"]),
+            str_of(&h["root"]),
+            if h["ready"].as_bool() == Some(true) {
+                ", ready"
+            } else {
+                ", NOT READY"
+            },
+            if h["default"].as_bool() == Some(true) {
+                ", default"
+            } else {
+                ""
+            },
+        );
+    }
+    let n = &doc["network"];
+    let plugins: Vec<String> = n["plugins"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(str_of)
+        .collect();
+    let _ = writeln!(
+        t,
+        "{:<20}{} from {} (plugins: {})",
+        "Network",
+        str_of(&n["name"]),
+        if n["file"].is_null() {
+            str_of(&n["confDir"])
+        } else {
+            str_of(&n["file"])
+        },
+        plugins.join(", ")
+    );
+    let by_state = |v: &Value| -> String {
+        v.as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let c = &doc["counts"];
+    let _ = writeln!(
+        t,
+        "{:<20}{} ({})",
+        "Pods",
+        str_of(&c["pods"]),
+        by_state(&c["podsByState"])
+    );
+    let _ = writeln!(
+        t,
+        "{:<20}{} ({})",
+        "Containers",
+        str_of(&c["containers"]),
+        by_state(&c["containersByState"])
+    );
+    let _ = writeln!(t, "{:<20}{}", "Images", str_of(&c["images"]));
+    let f = &doc["inflight"];
+    let calls: Vec<String> = f["calls"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| format!("{} ({} ms)", str_of(&c["rpc"]), str_of(&c["age_ms"])))
+        .collect();
+    let _ = writeln!(t, "{:<20}{}", "Calls in flight", calls.join(", "));
+    for (label, key) in [
+        ("Pod creations", "podCreations"),
+        ("Container creations", "containerCreations"),
+        ("Pulls", "pulls"),
+    ] {
+        let items: Vec<String> = f[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(str_of)
+            .collect();
+        let _ = writeln!(t, "{label:<20}{}", items.join(", "));
+    }
+    t.push_str("Config:\n");
+    let config = serde_json::to_string_pretty(&doc["config"]).unwrap_or_default();
+    for line in config.lines() {
+        let _ = writeln!(t, "  {line}");
+    }
+    t
 }
 
 /// JSON unless another format was asked for (table means JSON).
