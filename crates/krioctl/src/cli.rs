@@ -24,9 +24,9 @@ JSON or YAML PodSandboxConfig / ContainerConfig files (snake_case field names).
 Timeouts: read-only calls use --timeout; lifecycle calls (runp, create, start, stop,
 stopp, rm, rmp, exec) use at least 30s (stop adds its grace period); pulls at least 10m.
 
-`exec` streams through the runtime's streaming server (SPDY or WebSocket, --transport);
-`exec -s` runs the command through ExecSync. `port-forward` forwards local ports to a pod.
-Not implemented: `attach`.";
+`exec`, `attach` and `port-forward` stream through the runtime's streaming server (SPDY or
+WebSocket, --transport); `exec -s` runs the command through ExecSync. `attach` joins a
+container's main process (-i for its stdin, -t for its terminal).";
 
 /// Parses a Go-style duration ("2s", "500ms", "1m30s", "1h") or a bare number
 /// of seconds.
@@ -175,6 +175,8 @@ pub enum Command {
     Rm(RmArgs),
     /// Run a command in a running container (streamed; -s for ExecSync).
     Exec(ExecArgs),
+    /// Attach to the main process of a running container (streamed).
+    Attach(AttachArgs),
     /// Forward local ports to ports inside a pod sandbox.
     #[command(name = "port-forward")]
     PortForward(PortForwardArgs),
@@ -577,6 +579,23 @@ pub struct ExecArgs {
     /// The command and its arguments.
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     pub cmd: Vec<String>,
+}
+
+/// `attach`.
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    /// Pass stdin to the container (it must have been created with stdin).
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// The container has a terminal: one output stream, and krioctl's terminal size (or
+    /// COLUMNS x LINES from the environment) is sent, then every change of it.
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Streaming transport.
+    #[arg(long, value_enum, default_value = "spdy")]
+    pub transport: Transport,
+    /// Container ID (prefix).
+    pub container: String,
 }
 
 /// `port-forward`.

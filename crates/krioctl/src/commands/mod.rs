@@ -273,6 +273,7 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
         Command::Rm(a) => containers::rm(&mut ctx, a).await.map(|_| 0),
         Command::Exec(a) if a.sync => containers::exec(&mut ctx, a).await,
         Command::Exec(a) => stream_cmd::exec(&mut ctx, a).await,
+        Command::Attach(a) => stream_cmd::attach(&mut ctx, a).await,
         Command::PortForward(a) => stream_cmd::port_forward(&mut ctx, a).await,
         Command::Run(a) => containers::run(&mut ctx, a).await.map(|_| 0),
         Command::Stats(a) => stats::stats(&mut ctx, a).await.map(|_| 0),
