@@ -767,3 +767,123 @@ async fn attach_stdin_once_and_terminal_resize() {
         }
     }
 }
+
+/// A self-signed certificate for 127.0.0.1, written as `<name>.crt` and `<name>.key` in `dir`.
+fn self_signed(dir: &std::path::Path, name: &str) -> (PathBuf, PathBuf) {
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let cert = dir.join(format!("{name}.crt"));
+    let key = dir.join(format!("{name}.key"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+    (cert, key)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn streaming_over_tls() {
+    ensure_images();
+    let mut d = Daemon::start().await;
+    let (cert, key) = self_signed(d.dir.path(), "stream");
+    let (other, _) = self_signed(d.dir.path(), "other");
+    // Top-level keys go before the config's first table.
+    let config = std::fs::read_to_string(&d.config).unwrap();
+    std::fs::write(
+        &d.config,
+        format!(
+            "stream_tls_cert = \"{}\"\nstream_tls_key = \"{}\"\n{config}",
+            cert.display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    d.restart().await;
+    let mut cfg = container_config(
+        "tls",
+        &image("busybox"),
+        "while read l; do echo \"got $l\"; done",
+    );
+    cfg.stdin = true;
+    pull(&d, &image("busybox")).await;
+    let pod = pod_config(&d, "tls");
+    let pod_id = run_pod(&d, &pod).await;
+    let c = run_container(&d, &pod_id, &pod, cfg).await;
+    let url = d
+        .runtime()
+        .await
+        .exec(cri::ExecRequest {
+            container_id: c.clone(),
+            cmd: vec!["true".into()],
+            stdout: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .url;
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let ca = cert.to_string_lossy().into_owned();
+    for t in TRANSPORTS {
+        // Verified against the CA that signed the server's certificate.
+        let mut cmd = krioctl(&d);
+        cmd.args(["--stream-ca", &ca, "exec", "-i", "--transport", t, &c])
+            .args(["sh", "-c", "cat; exit 3"]);
+        let o = run(cmd, b"over tls\n");
+        assert_eq!(o.code, 3, "{t}: {}", o.stderr);
+        assert_eq!(o.stdout, "over tls\n", "{t}");
+        // Verification skipped, as crictl does.
+        let mut cmd = krioctl(&d);
+        cmd.args([
+            "--stream-insecure-skip-verify",
+            "exec",
+            "--transport",
+            t,
+            &c,
+        ])
+        .args(["echo", "insecure"]);
+        let o = run(cmd, b"");
+        assert_eq!(
+            (o.code, o.stdout.as_str()),
+            (0, "insecure\n"),
+            "{t}: {}",
+            o.stderr
+        );
+        // Attach over TLS.
+        let mut cmd = krioctl(&d);
+        cmd.args(["--stream-ca", &ca]);
+        let mut a = Attached::start_with(cmd, t, &["-i"], &c);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut k = 0;
+        loop {
+            k += 1;
+            a.send(&format!("tls-{t}-{k}\n"));
+            if a.saw(&format!("got tls-{t}-"), Duration::from_millis(500)) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{t}: attach over TLS: {:?}",
+                a.seen
+            );
+        }
+        a.stop();
+        // A certificate the client does not trust, or no way to verify: refused.
+        for args in [
+            vec![
+                "--stream-ca".to_string(),
+                other.to_string_lossy().into_owned(),
+            ],
+            vec![],
+        ] {
+            let mut cmd = krioctl(&d);
+            cmd.args(&args)
+                .args(["exec", "--transport", t, &c, "echo", "no"]);
+            let o = run(cmd, b"");
+            assert_ne!(o.code, 0, "{t} {args:?}: {}", o.stdout);
+            assert_eq!(o.stdout, "", "{t} {args:?}");
+            assert!(
+                o.stderr.contains("certificate") || o.stderr.contains("CA file"),
+                "{t} {args:?}: {}",
+                o.stderr
+            );
+        }
+    }
+}

@@ -87,6 +87,14 @@ pub struct Cli {
     /// Print each request and response to stderr.
     #[arg(short = 'D', long)]
     pub debug: bool,
+    /// PEM file of the CA that signed the runtime's streaming certificate, to verify `https`
+    /// streaming URLs (exec, attach, port-forward).
+    #[arg(long, value_name = "FILE")]
+    pub stream_ca: Option<PathBuf>,
+    /// Accept any certificate on `https` streaming URLs, as crictl does (encrypted, but the
+    /// server is not authenticated).
+    #[arg(long)]
+    pub stream_insecure_skip_verify: bool,
     /// The command to run.
     #[command(subcommand)]
     pub command: Command,

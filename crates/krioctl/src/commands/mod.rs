@@ -36,6 +36,8 @@ pub struct Ctx {
     image_path: PathBuf,
     timeout: Duration,
     debug: bool,
+    /// How `https` streaming URLs are checked.
+    pub(crate) stream_tls: krio_stream::client::TlsOptions,
     runtime: Option<RuntimeServiceClient<Channel>>,
     image: Option<ImageServiceClient<Channel>>,
     channel: Option<Channel>,
@@ -56,6 +58,10 @@ impl Ctx {
             image_path,
             timeout: cli.timeout,
             debug: cli.debug,
+            stream_tls: krio_stream::client::TlsOptions {
+                ca_file: cli.stream_ca.clone(),
+                insecure_skip_verify: cli.stream_insecure_skip_verify,
+            },
             runtime: None,
             image: None,
             channel: None,

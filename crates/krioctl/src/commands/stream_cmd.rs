@@ -100,7 +100,7 @@ pub async fn exec(ctx: &mut Ctx, a: ExecArgs) -> Result<i32, Error> {
             move |r| async move { rt.exec(r).await },
         )
         .await?;
-    let session = open_session(&resp.url, a.transport, opts).await?;
+    let session = open_session(&resp.url, a.transport, opts, &ctx.stream_tls).await?;
     let _raw = (a.tty && a.interactive && std::io::stdin().is_terminal()).then(RawMode::enter);
     run_session(session, a.tty).await
 }
@@ -110,12 +110,15 @@ async fn open_session(
     url: &str,
     transport: Transport,
     opts: StreamOptions,
+    tls: &krio_stream::client::TlsOptions,
 ) -> Result<ClientSession, Error> {
     let (offers, transport) = match transport {
         Transport::Spdy => (rc::SPDY_PROTOCOLS, Wire::Spdy),
         Transport::Websocket => (rc::WEBSOCKET_PROTOCOLS, Wire::WebSocket),
     };
-    let (io, protocol) = upgrade(url, transport, offers).await.map_err(stream_err)?;
+    let (io, protocol) = upgrade(url, transport, offers, tls)
+        .await
+        .map_err(stream_err)?;
     Ok(match transport {
         Wire::Spdy => ClientSession::connect_spdy(io, &protocol, opts)
             .await
@@ -149,7 +152,7 @@ pub async fn attach(ctx: &mut Ctx, a: AttachArgs) -> Result<i32, Error> {
             rt.attach(r).await
         })
         .await?;
-    let session = open_session(&resp.url, a.transport, opts).await?;
+    let session = open_session(&resp.url, a.transport, opts, &ctx.stream_tls).await?;
     let _raw = (a.tty && a.interactive && std::io::stdin().is_terminal()).then(RawMode::enter);
     run_session(session, a.tty).await
 }
@@ -270,6 +273,7 @@ pub async fn port_forward(ctx: &mut Ctx, a: PortForwardArgs) -> Result<i32, Erro
     let _ = std::io::stdout().flush();
     let rt = ctx.rt().await?;
     let timeout = ctx.lifecycle_timeout();
+    let tls = ctx.stream_tls.clone();
     let url_for = move |ports: Vec<i32>| {
         let pod = pod.clone();
         let mut rt = rt.clone();
@@ -296,6 +300,7 @@ pub async fn port_forward(ctx: &mut Ctx, a: PortForwardArgs) -> Result<i32, Erro
                 &url,
                 wire(a.transport),
                 &[krio_stream::portforward::PROTOCOL_V1],
+                &tls,
             )
             .await
             .map_err(stream_err)?;
@@ -321,9 +326,11 @@ pub async fn port_forward(ctx: &mut Ctx, a: PortForwardArgs) -> Result<i32, Erro
             let mut tasks = tokio::task::JoinSet::new();
             for (l, remote) in listeners {
                 let url_for = url_for.clone();
+                let tls = tls.clone();
                 tasks.spawn(async move {
                     while let Ok((conn, _)) = l.accept().await {
                         let url_for = url_for.clone();
+                        let tls = tls.clone();
                         tokio::spawn(async move {
                             let r = async {
                                 let url = url_for(vec![i32::from(remote)]).await?;
@@ -331,6 +338,7 @@ pub async fn port_forward(ctx: &mut Ctx, a: PortForwardArgs) -> Result<i32, Erro
                                     &url,
                                     Wire::WebSocket,
                                     krio_stream::portforward::WEBSOCKET_PROTOCOLS,
+                                    &tls,
                                 )
                                 .await
                                 .map_err(stream_err)?;
