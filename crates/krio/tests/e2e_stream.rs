@@ -887,3 +887,90 @@ async fn streaming_over_tls() {
         }
     }
 }
+
+/// `VmRSS` of `pid`, in KiB.
+fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS for {pid}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_attach_client_is_dropped_and_never_blocks_the_log() {
+    use krio_monitor::attach::{self as proto, FrameKind, OpenFlags};
+    ensure_images();
+    let d = Daemon::start().await;
+    pull(&d, &image("busybox")).await;
+    let pod = pod_config(&d, "slow");
+    let pod_id = run_pod(&d, &pod).await;
+    let c = run_container(
+        &d,
+        &pod_id,
+        &pod,
+        container_config("slow", &image("busybox"), "exec yes 0123456789abcdef"),
+    )
+    .await;
+    let record: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(d.root.join("containers").join(&c).join("container.json")).unwrap(),
+    )
+    .unwrap();
+    let monitor = i32::try_from(record["monitor_pid"].as_i64().unwrap()).unwrap();
+    // A client of the monitor's socket that asks for stdout and never reads.
+    let mut sock = proto::connect(&proto::attach_socket_path(
+        &d.state.join("containers").join(&c),
+    ))
+    .unwrap();
+    let open = OpenFlags {
+        stdout: true,
+        ..Default::default()
+    };
+    sock.write_all(&proto::encode(FrameKind::Open, &[open.to_byte()]))
+        .unwrap();
+    let log = PathBuf::from(status(&d, &c).await.log_path);
+    let start = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+    // The log keeps growing well past what the client could have been queued.
+    d.poll(
+        "the CRI log to grow by 16 MiB with a stalled attach client",
+        Duration::from_secs(60),
+        || {
+            let len = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+            std::future::ready((len > start + (16 << 20)).then_some(()))
+        },
+    )
+    .await;
+    let rss = rss_kib(monitor);
+    eprintln!("monitor RSS with a stalled attach client: {rss} KiB");
+    assert!(rss < 32 * 1024, "monitor RSS {rss} KiB");
+    // The monitor dropped the client: what it had queued, then EOF, well short of the log.
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut total = 0usize;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = sock
+            .read(&mut buf)
+            .expect("the monitor closes a client that does not read");
+        if n == 0 {
+            break;
+        }
+        total += n;
+        assert!(total < 8 << 20, "still receiving after {total} bytes");
+    }
+    assert_eq!(
+        status(&d, &c).await.state,
+        cri::ContainerState::ContainerRunning as i32
+    );
+    d.runtime()
+        .await
+        .stop_container(cri::StopContainerRequest {
+            container_id: c.clone(),
+            timeout: 0,
+        })
+        .await
+        .unwrap();
+    let _ = std::fs::remove_file(&log);
+}
