@@ -692,6 +692,31 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let c = Cli::try_parse_from([
+            "krioctl",
+            "--stream-ca",
+            "/ca.pem",
+            "attach",
+            "-i",
+            "-t",
+            "--transport",
+            "websocket",
+            "abc",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.stream_ca.as_deref(),
+            Some(std::path::Path::new("/ca.pem"))
+        );
+        assert!(!c.stream_insecure_skip_verify);
+        match c.command {
+            Command::Attach(a) => {
+                assert!(a.interactive && a.tty);
+                assert_eq!(a.transport, Transport::Websocket);
+                assert_eq!(a.container, "abc");
+            }
+            other => panic!("{other:?}"),
+        }
+        let c = Cli::try_parse_from([
             "krioctl", "ps", "-a", "-o", "json", "--label", "a=b", "--label", "c=d",
         ])
         .unwrap();
