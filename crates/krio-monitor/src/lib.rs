@@ -16,9 +16,15 @@
 //! see [`spawn_pod_init`] / [`stop_pod_init`]): PID 1 of a new PID namespace that only reaps children, pinned by
 //! a bind mount, started without a pause image.
 //!
-//! Not supported yet: terminals (`process.terminal = true` specs need a console socket), stdin / attach, OOM
-//! detection (`oom_killed` is always `false`).
+//! Terminals and attach: with [`MonitorConfig::tty`] the runtime gets a console socket and the monitor keeps
+//! the terminal's master (its output is logged as `stdout`); with [`MonitorConfig::stdin`] it keeps the
+//! container's stdin open. Both are served to attach sessions on [`MonitorConfig::attach_socket`] with the
+//! framed protocol of [`attach`], while the log is written as before.
+//!
+//! Not supported yet: OOM detection (`oom_killed` is always `false`).
 
+pub mod attach;
+mod attachsrv;
 mod execwait;
 pub mod logfile;
 pub mod logwriter;

@@ -30,6 +30,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
+use crate::attachsrv::{AttachServer, Input};
 use crate::logwriter::{CriLogWriter, Stream};
 use crate::types::{ExitStatus, MonitorConfig, SyncMessage};
 
@@ -217,9 +218,56 @@ fn foreground() -> i32 {
         Ok(p) => p,
         Err(e) => return fail("pipes", format!("creating stdio pipes: {e}"), String::new()),
     };
-    if let Err((msg, runtime_stderr)) = run_create(&cfg, out_w, err_w, &err_r) {
+    // The container's stdin: a pipe whose write end the monitor keeps (no terminal), else
+    // /dev/null; with a terminal, the runtime hands us its master through a console socket.
+    let (stdin_r, stdin_w) = if cfg.stdin && !cfg.tty {
+        match make_stdin_pipe() {
+            Ok((r, w)) => (Some(r), Some(w)),
+            Err(e) => {
+                return fail(
+                    "pipes",
+                    format!("creating the stdin pipe: {e}"),
+                    String::new(),
+                )
+            }
+        }
+    } else {
+        (None, None)
+    };
+    let console = if cfg.tty {
+        match ConsoleSocket::bind(&cfg.bundle) {
+            Ok(c) => Some(c),
+            Err(e) => return fail("console", format!("console socket: {e}"), String::new()),
+        }
+    } else {
+        None
+    };
+    let stdin = match stdin_r {
+        Some(r) => Stdio::from(r),
+        None => Stdio::null(),
+    };
+    if let Err((msg, runtime_stderr)) = run_create(
+        &cfg,
+        out_w,
+        err_w,
+        &err_r,
+        stdin,
+        console.as_ref().map(|c| c.runtime_path.as_str()),
+    ) {
         return fail("create", msg, runtime_stderr);
     }
+    let term = match console.map(ConsoleSocket::receive) {
+        None => None,
+        Some(Ok(t)) => Some(t),
+        Some(Err(e)) => {
+            let _ = runtime_delete(&cfg);
+            return fail(
+                "console",
+                format!("receiving the terminal: {e}"),
+                String::new(),
+            );
+        }
+    };
     let container_pid = match read_pid_file(&cfg.pid_file) {
         Ok(p) => p,
         Err(e) => {
@@ -227,6 +275,36 @@ fn foreground() -> i32 {
             return fail("pid_file", e, String::new());
         }
     };
+    let listener = match &cfg.attach_socket {
+        Some(p) => match crate::attachsrv::bind(p) {
+            Ok(l) => Some((l, p.clone())),
+            Err(e) => {
+                let _ = runtime_delete(&cfg);
+                return fail(
+                    "attach",
+                    format!("binding {}: {e}", p.display()),
+                    String::new(),
+                );
+            }
+        },
+        None => None,
+    };
+    // The terminal's master is read for output (`output`) and written for input and resized
+    // (`input.term`): two descriptors of one open file.
+    let (output_term, input_term) = match term {
+        Some(t) => match t.try_clone() {
+            Ok(dup) => (Some(t), Some(dup)),
+            Err(e) => {
+                let _ = runtime_delete(&cfg);
+                return fail("console", format!("dup: {e}"), String::new());
+            }
+        },
+        None => (None, None),
+    };
+    let mut attach = AttachServer::new(
+        listener,
+        Input::new(stdin_w, input_term, cfg.stdin, cfg.stdin_once),
+    );
     report(&SyncMessage::Ok {
         monitor_pid: i32::try_from(std::process::id()).unwrap_or(-1),
         container_pid,
@@ -238,8 +316,11 @@ fn foreground() -> i32 {
         container_pid,
         &sigfd,
         &mut log,
-        [Some(out_r), Some(err_r)],
+        &mut attach,
+        [Some(out_r), Some(err_r), output_term],
     );
+    // Sessions learn the exit first (their clients end at once); the exit file follows.
+    attach.finish(status.exit_code, Instant::now() + FINAL_FLUSH);
     if let Err(e) = write_exit_file(&cfg.exit_file, &status) {
         eprintln!(
             "krio-monitor: writing exit file {}: {e}",
@@ -248,6 +329,87 @@ fn foreground() -> i32 {
         return 1;
     }
     0
+}
+
+/// How long attach sessions may take to read their last output after the container exited.
+const FINAL_FLUSH: Duration = Duration::from_secs(1);
+
+/// The stdin pipe: both ends close-on-exec, the write end (ours) non-blocking.
+fn make_stdin_pipe() -> nix::Result<(OwnedFd, OwnedFd)> {
+    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+    fcntl(&w, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+    Ok((r, w))
+}
+
+/// The socket on which the runtime sends the terminal's master (`runc --console-socket`).
+struct ConsoleSocket {
+    listener: std::os::unix::net::UnixListener,
+    /// Keeps the bundle directory open: the runtime reaches the socket through it.
+    _dir: std::fs::File,
+    file: std::path::PathBuf,
+    /// The path given to the runtime: `/proc/<monitor pid>/fd/<dir fd>/console.sock`, short
+    /// enough for a socket address however deep the bundle lies.
+    runtime_path: String,
+}
+
+impl ConsoleSocket {
+    fn bind(bundle: &Path) -> std::io::Result<Self> {
+        use std::os::fd::AsRawFd;
+        let file = bundle.join("console.sock");
+        let _ = std::fs::remove_file(&file);
+        let dir = std::fs::File::open(bundle)?;
+        let fd = dir.as_raw_fd();
+        let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+        let listener =
+            std::os::unix::net::UnixListener::bind(format!("/proc/self/fd/{fd}/console.sock"));
+        nix::sys::stat::umask(old);
+        let listener = listener?;
+        listener.set_nonblocking(true)?;
+        Ok(ConsoleSocket {
+            listener,
+            runtime_path: format!("/proc/{}/fd/{fd}/console.sock", std::process::id()),
+            _dir: dir,
+            file,
+        })
+    }
+
+    /// Takes the master the runtime sent during `create` (it connected and sent it before
+    /// `create` returned), non-blocking and close-on-exec.
+    fn receive(self) -> std::io::Result<OwnedFd> {
+        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+        use std::os::fd::AsRawFd;
+        let _ = std::fs::remove_file(&self.file);
+        let (conn, _) = self.listener.accept().map_err(|e| {
+            std::io::Error::new(e.kind(), format!("the runtime sent no terminal: {e}"))
+        })?;
+        conn.set_nonblocking(false)?;
+        conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut buf = [0u8; 4096];
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 2]);
+        let msg = recvmsg::<()>(
+            conn.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .map_err(std::io::Error::from)?;
+        let mut master = None;
+        for c in msg.cmsgs().map_err(std::io::Error::from)? {
+            if let ControlMessageOwned::ScmRights(fds) = c {
+                for fd in fds {
+                    // Every descriptor received is ours; extra ones are closed on drop.
+                    let owned = crate::sys::own_received_fd(fd);
+                    if master.is_none() {
+                        master = Some(owned);
+                    }
+                }
+            }
+        }
+        let master = master.ok_or_else(|| std::io::Error::other("no descriptor in the message"))?;
+        fcntl(&master, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map_err(std::io::Error::from)?;
+        Ok(master)
+    }
 }
 
 type PipeSet = (OwnedFd, OwnedFd, OwnedFd, OwnedFd);
@@ -269,6 +431,8 @@ fn run_create(
     out_w: OwnedFd,
     err_w: OwnedFd,
     err_r: &OwnedFd,
+    stdin: Stdio,
+    console_socket: Option<&str>,
 ) -> Result<(), (String, String)> {
     let runtime_log = cfg.runtime_log_path();
     let _ = std::fs::remove_file(&runtime_log);
@@ -285,12 +449,15 @@ fn run_create(
         if cfg.no_pivot {
             cmd.arg("--no-pivot");
         }
+        if let Some(sock) = console_socket {
+            cmd.arg("--console-socket").arg(sock);
+        }
         cmd.arg("--bundle")
             .arg(&cfg.bundle)
             .arg("--pid-file")
             .arg(&cfg.pid_file)
             .arg(&cfg.id)
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(Stdio::from(out_w))
             .stderr(Stdio::from(err_w))
             .current_dir(&cfg.bundle);
@@ -444,17 +611,26 @@ fn reap(container_pid: i32) -> Option<ExitStatus> {
     found
 }
 
-/// Reads once from a pipe into the log. Returns false when the pipe reached EOF (or failed).
-fn pump(fd: &OwnedFd, stream: Stream, log: &mut CriLogWriter, buf: &mut [u8]) -> PumpResult {
+/// Reads once from a pipe (or the terminal) into the log and the attach sessions.
+fn pump(
+    fd: &OwnedFd,
+    stream: Stream,
+    log: &mut CriLogWriter,
+    attach: &mut AttachServer,
+    buf: &mut [u8],
+) -> PumpResult {
     match nix::unistd::read(fd, buf) {
         Ok(0) => PumpResult::Eof,
         Ok(n) => {
             if let Err(e) = log.write(stream, &buf[..n], SystemTime::now()) {
                 eprintln!("krio-monitor: writing log: {e}");
             }
+            attach.broadcast(stream, &buf[..n]);
             PumpResult::Data
         }
         Err(Errno::EAGAIN) | Err(Errno::EINTR) => PumpResult::Empty,
+        // A terminal's master reads EIO once no process holds the other side.
+        Err(Errno::EIO) => PumpResult::Eof,
         Err(e) => {
             eprintln!("krio-monitor: reading {}: {e}", stream.as_str());
             PumpResult::Eof
@@ -469,29 +645,49 @@ enum PumpResult {
     Eof,
 }
 
-const STREAMS: [Stream; 2] = [Stream::Stdout, Stream::Stderr];
+/// The log stream of each output: the stdout pipe, the stderr pipe, the terminal.
+const STREAMS: [Stream; 3] = [Stream::Stdout, Stream::Stderr, Stream::Stdout];
 
-/// The main loop: log output, reap children, reopen the log on SIGUSR1, until the container's init exits.
+/// What a polled descriptor is.
+#[derive(Clone, Copy)]
+enum Token {
+    Signals,
+    Output(usize),
+    Attach(crate::attachsrv::Token),
+}
+
+/// The main loop: log output (and fan it out to attach sessions), serve attach, reap children,
+/// reopen the log on SIGUSR1, until the container's init exits.
 fn supervise(
     cfg: &MonitorConfig,
     container_pid: i32,
     sigfd: &SignalFd,
     log: &mut CriLogWriter,
-    mut pipes: [Option<OwnedFd>; 2],
+    attach: &mut AttachServer,
+    mut outputs: [Option<OwnedFd>; 3],
 ) -> ExitStatus {
     let mut buf = vec![0u8; READ_CHUNK];
     let mut exit = reap(container_pid);
     while exit.is_none() {
-        let mut ready = [false; 3];
-        {
-            let mut fds: Vec<PollFd> = vec![PollFd::new(sigfd.as_fd(), PollFlags::POLLIN)];
-            let mut which = Vec::new();
-            for (i, p) in pipes.iter().enumerate() {
+        let events: Vec<(Token, PollFlags)> = {
+            let mut regs: Vec<(Token, std::os::fd::BorrowedFd<'_>, PollFlags)> =
+                vec![(Token::Signals, sigfd.as_fd(), PollFlags::POLLIN)];
+            for (i, p) in outputs.iter().enumerate() {
                 if let Some(fd) = p {
-                    fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
-                    which.push(i);
+                    regs.push((Token::Output(i), fd.as_fd(), PollFlags::POLLIN));
                 }
             }
+            let mut attach_regs = Vec::new();
+            attach.register(&mut attach_regs);
+            regs.extend(
+                attach_regs
+                    .into_iter()
+                    .map(|(t, fd, fl)| (Token::Attach(t), fd, fl)),
+            );
+            let mut fds: Vec<PollFd> = regs
+                .iter()
+                .map(|(_, fd, fl)| PollFd::new(*fd, *fl))
+                .collect();
             match poll(&mut fds, PollTimeout::NONE) {
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(e) => {
@@ -499,24 +695,28 @@ fn supervise(
                     std::thread::sleep(Duration::from_millis(100));
                 }
             }
-            let hit = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
-            ready[2] = hit(&fds[0]);
-            for (k, i) in which.iter().enumerate() {
-                ready[*i] = hit(&fds[k + 1]);
-            }
-        }
-        for i in 0..2 {
-            if !ready[i] {
-                continue;
-            }
-            if let Some(fd) = &pipes[i] {
-                if pump(fd, STREAMS[i], log, &mut buf) == PumpResult::Eof {
-                    let _ = log.close_stream(STREAMS[i], SystemTime::now());
-                    pipes[i] = None;
+            regs.iter()
+                .zip(fds.iter())
+                .filter_map(|((t, _, _), f)| f.revents().filter(|r| !r.is_empty()).map(|r| (*t, r)))
+                .collect()
+        };
+        let mut signals = false;
+        for (token, revents) in events {
+            match token {
+                Token::Signals => signals = true,
+                Token::Output(i) => {
+                    if let Some(fd) = &outputs[i] {
+                        if pump(fd, STREAMS[i], log, attach, &mut buf) == PumpResult::Eof {
+                            let _ = log.close_stream(STREAMS[i], SystemTime::now());
+                            outputs[i] = None;
+                        }
+                    }
                 }
+                Token::Attach(t) => attach.handle(t, revents),
             }
         }
-        if ready[2] {
+        attach.reap();
+        if signals {
             let mut child_exited = false;
             while let Ok(Some(si)) = sigfd.read_signal() {
                 match Signal::try_from(si.ssi_signo as i32) {
@@ -538,9 +738,9 @@ fn supervise(
     }
     // Drain what the container wrote before exiting; stop at EAGAIN (processes outside a private pid namespace
     // may still hold the pipes open) or EOF.
-    for i in 0..2 {
-        if let Some(fd) = pipes[i].take() {
-            while pump(&fd, STREAMS[i], log, &mut buf) == PumpResult::Data {}
+    for i in 0..outputs.len() {
+        if let Some(fd) = outputs[i].take() {
+            while pump(&fd, STREAMS[i], log, attach, &mut buf) == PumpResult::Data {}
         }
         let _ = log.close_stream(STREAMS[i], SystemTime::now());
     }

@@ -1,4 +1,5 @@
-//! The crate's only `unsafe` code: closing inherited file descriptors and resetting inherited signal state.
+//! The crate's only `unsafe` code: closing inherited file descriptors, resetting inherited signal state, and
+//! owning a descriptor received over a socket.
 #![allow(unsafe_code)]
 
 /// Closes every file descriptor >= 3 of the calling process (`close_range(3, ~0U, 0)`).
@@ -99,4 +100,13 @@ fn reset_signal_state(keep: i32) {
         libc::sigemptyset(empty.as_mut_ptr());
         libc::sigprocmask(libc::SIG_SETMASK, empty.as_ptr(), std::ptr::null_mut());
     }
+}
+
+/// Takes ownership of a descriptor that `recvmsg(2)` just delivered with `SCM_RIGHTS` (the
+/// terminal master a runtime sends on its console socket).
+pub(crate) fn own_received_fd(fd: std::os::fd::RawFd) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    // SAFETY: the kernel installed `fd` in our table for this message alone; nothing else in the
+    // process knows or owns it, so the OwnedFd is its only owner.
+    unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
 }

@@ -63,6 +63,22 @@ pub struct MonitorConfig {
     /// [`crate::logwriter::CriLogWriter::set_max_size`].
     #[serde(default)]
     pub max_log_size: u64,
+    /// The spec has `process.terminal` (CRI `ContainerConfig.tty`): the monitor passes the runtime a
+    /// console socket, holds the terminal's master, logs its output as `stdout` and applies resizes.
+    #[serde(default)]
+    pub tty: bool,
+    /// CRI `ContainerConfig.stdin`: the monitor keeps the container's stdin (a pipe, or the terminal)
+    /// open and feeds it from attach sessions; otherwise stdin is `/dev/null`.
+    #[serde(default)]
+    pub stdin: bool,
+    /// CRI `ContainerConfig.stdin_once`: the container's stdin is closed once the first attach session
+    /// that had stdin ends (see [`crate::attach`]).
+    #[serde(default)]
+    pub stdin_once: bool,
+    /// Absolute path of the attach socket ([`crate::attach::attach_socket_path`] of the run directory);
+    /// `None` serves no attach.
+    #[serde(default)]
+    pub attach_socket: Option<PathBuf>,
 }
 
 fn default_create_timeout() -> u64 {
@@ -99,6 +115,10 @@ impl MonitorConfig {
             max_log_line: DEFAULT_MAX_LOG_LINE,
             no_pivot: false,
             max_log_size: 0,
+            tty: false,
+            stdin: false,
+            stdin_once: false,
+            attach_socket: None,
         }
     }
 
@@ -131,7 +151,7 @@ impl MonitorConfig {
         {
             return bad("id", format!("{:?} is not a valid container id", self.id));
         }
-        let paths: [(&'static str, Option<&Path>); 8] = [
+        let paths: [(&'static str, Option<&Path>); 9] = [
             ("bundle", Some(&self.bundle)),
             ("runtime_binary", Some(&self.runtime_binary)),
             ("runtime_root", Some(&self.runtime_root)),
@@ -140,6 +160,7 @@ impl MonitorConfig {
             ("exit_file", Some(&self.exit_file)),
             ("pid_file", Some(&self.pid_file)),
             ("runtime_log", self.runtime_log.as_deref()),
+            ("attach_socket", self.attach_socket.as_deref()),
         ];
         for (field, p) in paths {
             if let Some(p) = p {

@@ -138,12 +138,6 @@ pub(crate) fn record_ids(sandbox: &str, container: &str) {
     }
 }
 
-fn unimplemented<T>(rpc: &str) -> Result<Response<T>, Status> {
-    Err(Status::unimplemented(format!(
-        "{rpc} is not implemented by krio yet"
-    )))
-}
-
 type EventStream = Pin<
     Box<dyn futures::Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send + 'static>,
 >;
@@ -455,9 +449,10 @@ impl RuntimeService for RuntimeApi {
 
     async fn attach(
         &self,
-        _r: Request<cri::AttachRequest>,
+        r: Request<cri::AttachRequest>,
     ) -> Result<Response<cri::AttachResponse>, Status> {
-        unimplemented("Attach")
+        let t = Instant::now();
+        respond(&self.0, "Attach", t, self.0.attach(r.into_inner()).await)
     }
 
     async fn port_forward(

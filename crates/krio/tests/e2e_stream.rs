@@ -558,3 +558,441 @@ async fn port_forward_into_bridge_and_host_network_pods() {
     port_forward_case(&d, "pfbridge", false).await;
     port_forward_case(&d, "pfhost", true).await;
 }
+
+/// A `krioctl attach` running in the background: its stdin kept open (for `-i`), and its
+/// stdout read line by line by a thread.
+struct Attached {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Attached {
+    fn start(d: &Daemon, transport: &str, extra: &[&str], container: &str) -> Attached {
+        Self::start_with(krioctl(d), transport, extra, container)
+    }
+
+    fn start_with(mut cmd: Command, transport: &str, extra: &[&str], container: &str) -> Attached {
+        let mut child = cmd
+            .args(["attach", "--transport", transport])
+            .args(extra)
+            .arg(container)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take();
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Attached {
+            child,
+            stdin,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    fn send(&mut self, text: &str) {
+        let stdin = self.stdin.as_mut().unwrap();
+        stdin.write_all(text.as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Waits up to `timeout` for an output line containing `text`.
+    fn saw(&mut self, text: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.seen.iter().any(|l| l.contains(text)) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            match self.lines.recv_timeout(left) {
+                Ok(l) => self.seen.push(l),
+                Err(_) => return false,
+            }
+        }
+    }
+
+    fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Attaches a writer (`-i`) and a reader to `c` over `t`, and checks that both see the
+/// container's answer to what the writer sends.
+fn two_clients(d: &Daemon, t: &str, c: &str, tag: &str) {
+    let mut writer = Attached::start(d, t, &["-i"], c);
+    let mut reader = Attached::start(d, t, &[], c);
+    // Output is not replayed: ping until the reader (whose session starts on its own time)
+    // sees an answer.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut k = 0;
+    loop {
+        k += 1;
+        writer.send(&format!("ping-{tag}-{k}\n"));
+        assert!(
+            writer.saw(&format!("got ping-{tag}-{k}"), Duration::from_secs(20)),
+            "{t}: the writer sees no answer to ping {k}: {:?}\n{}",
+            writer.seen,
+            d.log()
+        );
+        if reader.saw(&format!("got ping-{tag}-"), Duration::from_millis(200)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{t}: the second client never saw output: {:?}",
+            reader.seen
+        );
+    }
+    writer.send(&format!("hello-{tag}\n"));
+    for (who, a) in [("writer", &mut writer), ("reader", &mut reader)] {
+        assert!(
+            a.saw(&format!("got hello-{tag}"), Duration::from_secs(20)),
+            "{t}: {who} saw {:?}",
+            a.seen
+        );
+    }
+    writer.stop();
+    reader.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn attach_two_clients_before_and_after_a_restart() {
+    ensure_images();
+    let mut d = Daemon::start().await;
+    pull(&d, &image("busybox")).await;
+    let pod = pod_config(&d, "attach");
+    let pod_id = run_pod(&d, &pod).await;
+    let mut cfg = container_config(
+        "attach",
+        &image("busybox"),
+        "while read l; do echo \"got $l\"; done; echo stdin-ended",
+    );
+    cfg.stdin = true;
+    let c = run_container(&d, &pod_id, &pod, cfg).await;
+    for t in TRANSPORTS {
+        two_clients(&d, t, &c, &format!("{t}-before"));
+    }
+    d.restart().await;
+    for t in TRANSPORTS {
+        two_clients(&d, t, &c, &format!("{t}-after"));
+    }
+    // The monitor kept writing the CRI log all along, and clients leaving never closed the
+    // container's stdin (no stdin_once).
+    wait_log_line(&d, &c, "got hello-websocket-after").await;
+    wait_log_line(&d, &c, "got hello-spdy-before").await;
+    assert_eq!(
+        status(&d, &c).await.state,
+        cri::ContainerState::ContainerRunning as i32
+    );
+    // Attach refuses stdin to a container created without it.
+    let (_p2, plain) = sleeper(&d, "attach-nostdin").await;
+    let e = d
+        .runtime()
+        .await
+        .attach(cri::AttachRequest {
+            container_id: plain,
+            stdin: true,
+            stdout: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("stdin"), "{e:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn attach_stdin_once_and_terminal_resize() {
+    ensure_images();
+    let d = Daemon::start().await;
+    pull(&d, &image("busybox")).await;
+    let pod = pod_config(&d, "attach-once");
+    let pod_id = run_pod(&d, &pod).await;
+    for t in TRANSPORTS {
+        // stdin_once: the first session's stdin closing is the container's EOF.
+        let mut cfg = container_config(
+            &format!("once-{t}"),
+            &image("busybox"),
+            "while read l; do echo \"got $l\"; done; echo stdin-ended",
+        );
+        cfg.stdin = true;
+        cfg.stdin_once = true;
+        let c = run_container(&d, &pod_id, &pod, cfg).await;
+        let mut cmd = krioctl(&d);
+        cmd.args(["attach", "-i", "--transport", t, &c]);
+        let o = run(cmd, b"one\n");
+        assert_eq!(o.code, 0, "{t}: {} {}", o.stdout, o.stderr);
+        assert!(o.stdout.contains("got one"), "{t}: {:?}", o.stdout);
+        assert!(o.stdout.contains("stdin-ended"), "{t}: {:?}", o.stdout);
+        let st = wait_exited(&d, &c).await;
+        assert_eq!(st.exit_code, 0, "{t}");
+
+        // A terminal: the size the client sends is the container's, output comes on one
+        // stream.
+        let mut cfg = container_config(
+            &format!("tty-{t}"),
+            &image("busybox"),
+            "while read l; do echo \"size $(stty size) for $l\"; done",
+        );
+        cfg.stdin = true;
+        cfg.tty = true;
+        let c = run_container(&d, &pod_id, &pod, cfg).await;
+        // krioctl's stdin is not a terminal: it sends COLUMNS x LINES.
+        let mut cmd = krioctl(&d);
+        cmd.env("COLUMNS", "101").env("LINES", "31");
+        let mut a = Attached::start_with(cmd, t, &["-i", "-t"], &c);
+        // The resize and the input travel on different streams: ask until the answer
+        // carries the size.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut k = 0;
+        loop {
+            k += 1;
+            a.send(&format!("q{k}\n"));
+            if a.saw("size 31 101 for", Duration::from_millis(500)) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{t}: {:?}", a.seen);
+        }
+        a.stop();
+        // The terminal's output went to the log too (a terminal ends lines with CR LF).
+        let path = PathBuf::from(status(&d, &c).await.log_path);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let records = read_cri_log(&path);
+            if records
+                .iter()
+                .any(|r| r.0 == "stdout" && r.2.starts_with("size 31 101 for"))
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{t}: the terminal's output is not in the CRI log: {records:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A self-signed certificate for 127.0.0.1, written as `<name>.crt` and `<name>.key` in `dir`.
+fn self_signed(dir: &std::path::Path, name: &str) -> (PathBuf, PathBuf) {
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let cert = dir.join(format!("{name}.crt"));
+    let key = dir.join(format!("{name}.key"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+    (cert, key)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn streaming_over_tls() {
+    ensure_images();
+    let mut d = Daemon::start().await;
+    let (cert, key) = self_signed(d.dir.path(), "stream");
+    let (other, _) = self_signed(d.dir.path(), "other");
+    // Top-level keys go before the config's first table.
+    let config = std::fs::read_to_string(&d.config).unwrap();
+    std::fs::write(
+        &d.config,
+        format!(
+            "stream_tls_cert = \"{}\"\nstream_tls_key = \"{}\"\n{config}",
+            cert.display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    d.restart().await;
+    let mut cfg = container_config(
+        "tls",
+        &image("busybox"),
+        "while read l; do echo \"got $l\"; done",
+    );
+    cfg.stdin = true;
+    pull(&d, &image("busybox")).await;
+    let pod = pod_config(&d, "tls");
+    let pod_id = run_pod(&d, &pod).await;
+    let c = run_container(&d, &pod_id, &pod, cfg).await;
+    let url = d
+        .runtime()
+        .await
+        .exec(cri::ExecRequest {
+            container_id: c.clone(),
+            cmd: vec!["true".into()],
+            stdout: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .url;
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let ca = cert.to_string_lossy().into_owned();
+    for t in TRANSPORTS {
+        // Verified against the CA that signed the server's certificate.
+        let mut cmd = krioctl(&d);
+        cmd.args(["--stream-ca", &ca, "exec", "-i", "--transport", t, &c])
+            .args(["sh", "-c", "cat; exit 3"]);
+        let o = run(cmd, b"over tls\n");
+        assert_eq!(o.code, 3, "{t}: {}", o.stderr);
+        assert_eq!(o.stdout, "over tls\n", "{t}");
+        // Verification skipped, as crictl does.
+        let mut cmd = krioctl(&d);
+        cmd.args([
+            "--stream-insecure-skip-verify",
+            "exec",
+            "--transport",
+            t,
+            &c,
+        ])
+        .args(["echo", "insecure"]);
+        let o = run(cmd, b"");
+        assert_eq!(
+            (o.code, o.stdout.as_str()),
+            (0, "insecure\n"),
+            "{t}: {}",
+            o.stderr
+        );
+        // Attach over TLS.
+        let mut cmd = krioctl(&d);
+        cmd.args(["--stream-ca", &ca]);
+        let mut a = Attached::start_with(cmd, t, &["-i"], &c);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut k = 0;
+        loop {
+            k += 1;
+            a.send(&format!("tls-{t}-{k}\n"));
+            if a.saw(&format!("got tls-{t}-"), Duration::from_millis(500)) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{t}: attach over TLS: {:?}",
+                a.seen
+            );
+        }
+        a.stop();
+        // A certificate the client does not trust, or no way to verify: refused.
+        for args in [
+            vec![
+                "--stream-ca".to_string(),
+                other.to_string_lossy().into_owned(),
+            ],
+            vec![],
+        ] {
+            let mut cmd = krioctl(&d);
+            cmd.args(&args)
+                .args(["exec", "--transport", t, &c, "echo", "no"]);
+            let o = run(cmd, b"");
+            assert_ne!(o.code, 0, "{t} {args:?}: {}", o.stdout);
+            assert_eq!(o.stdout, "", "{t} {args:?}");
+            assert!(
+                o.stderr.contains("certificate") || o.stderr.contains("CA file"),
+                "{t} {args:?}: {}",
+                o.stderr
+            );
+        }
+    }
+}
+
+/// `VmRSS` of `pid`, in KiB.
+fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS for {pid}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_attach_client_is_dropped_and_never_blocks_the_log() {
+    use krio_monitor::attach::{self as proto, FrameKind, OpenFlags};
+    ensure_images();
+    let d = Daemon::start().await;
+    pull(&d, &image("busybox")).await;
+    let pod = pod_config(&d, "slow");
+    let pod_id = run_pod(&d, &pod).await;
+    let c = run_container(
+        &d,
+        &pod_id,
+        &pod,
+        container_config("slow", &image("busybox"), "exec yes 0123456789abcdef"),
+    )
+    .await;
+    let record: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(d.root.join("containers").join(&c).join("container.json")).unwrap(),
+    )
+    .unwrap();
+    let monitor = i32::try_from(record["monitor_pid"].as_i64().unwrap()).unwrap();
+    // A client of the monitor's socket that asks for stdout and never reads.
+    let mut sock = proto::connect(&proto::attach_socket_path(
+        &d.state.join("containers").join(&c),
+    ))
+    .unwrap();
+    let open = OpenFlags {
+        stdout: true,
+        ..Default::default()
+    };
+    sock.write_all(&proto::encode(FrameKind::Open, &[open.to_byte()]))
+        .unwrap();
+    let log = PathBuf::from(status(&d, &c).await.log_path);
+    let start = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+    // The log keeps growing well past what the client could have been queued.
+    d.poll(
+        "the CRI log to grow by 16 MiB with a stalled attach client",
+        Duration::from_secs(60),
+        || {
+            let len = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+            std::future::ready((len > start + (16 << 20)).then_some(()))
+        },
+    )
+    .await;
+    let rss = rss_kib(monitor);
+    eprintln!("monitor RSS with a stalled attach client: {rss} KiB");
+    assert!(rss < 32 * 1024, "monitor RSS {rss} KiB");
+    // The monitor dropped the client: what it had queued, then EOF, well short of the log.
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut total = 0usize;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = sock
+            .read(&mut buf)
+            .expect("the monitor closes a client that does not read");
+        if n == 0 {
+            break;
+        }
+        total += n;
+        assert!(total < 8 << 20, "still receiving after {total} bytes");
+    }
+    assert_eq!(
+        status(&d, &c).await.state,
+        cri::ContainerState::ContainerRunning as i32
+    );
+    d.runtime()
+        .await
+        .stop_container(cri::StopContainerRequest {
+            container_id: c.clone(),
+            timeout: 0,
+        })
+        .await
+        .unwrap();
+    let _ = std::fs::remove_file(&log);
+}

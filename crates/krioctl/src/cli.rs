@@ -24,9 +24,9 @@ JSON or YAML PodSandboxConfig / ContainerConfig files (snake_case field names).
 Timeouts: read-only calls use --timeout; lifecycle calls (runp, create, start, stop,
 stopp, rm, rmp, exec) use at least 30s (stop adds its grace period); pulls at least 10m.
 
-`exec` streams through the runtime's streaming server (SPDY or WebSocket, --transport);
-`exec -s` runs the command through ExecSync. `port-forward` forwards local ports to a pod.
-Not implemented: `attach`.";
+`exec`, `attach` and `port-forward` stream through the runtime's streaming server (SPDY or
+WebSocket, --transport); `exec -s` runs the command through ExecSync. `attach` joins a
+container's main process (-i for its stdin, -t for its terminal).";
 
 /// Parses a Go-style duration ("2s", "500ms", "1m30s", "1h") or a bare number
 /// of seconds.
@@ -87,6 +87,14 @@ pub struct Cli {
     /// Print each request and response to stderr.
     #[arg(short = 'D', long)]
     pub debug: bool,
+    /// PEM file of the CA that signed the runtime's streaming certificate, to verify `https`
+    /// streaming URLs (exec, attach, port-forward).
+    #[arg(long, value_name = "FILE")]
+    pub stream_ca: Option<PathBuf>,
+    /// Accept any certificate on `https` streaming URLs, as crictl does (encrypted, but the
+    /// server is not authenticated).
+    #[arg(long)]
+    pub stream_insecure_skip_verify: bool,
     /// The command to run.
     #[command(subcommand)]
     pub command: Command,
@@ -178,6 +186,8 @@ pub enum Command {
     Rm(RmArgs),
     /// Run a command in a running container (streamed; -s for ExecSync).
     Exec(ExecArgs),
+    /// Attach to the main process of a running container (streamed).
+    Attach(AttachArgs),
     /// Forward local ports to ports inside a pod sandbox.
     #[command(name = "port-forward")]
     PortForward(PortForwardArgs),
@@ -582,6 +592,23 @@ pub struct ExecArgs {
     pub cmd: Vec<String>,
 }
 
+/// `attach`.
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    /// Pass stdin to the container (it must have been created with stdin).
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// The container has a terminal: one output stream, and krioctl's terminal size (or
+    /// COLUMNS x LINES from the environment) is sent, then every change of it.
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Streaming transport.
+    #[arg(long, value_enum, default_value = "spdy")]
+    pub transport: Transport,
+    /// Container ID (prefix).
+    pub container: String,
+}
+
 /// `port-forward`.
 #[derive(Debug, Args)]
 pub struct PortForwardArgs {
@@ -665,6 +692,31 @@ mod tests {
         let c = Cli::try_parse_from(["krioctl", "exec", "abc", "ls", "-l"]).unwrap();
         match c.command {
             Command::Exec(e) => assert_eq!(e.cmd, vec!["ls", "-l"]),
+            other => panic!("{other:?}"),
+        }
+        let c = Cli::try_parse_from([
+            "krioctl",
+            "--stream-ca",
+            "/ca.pem",
+            "attach",
+            "-i",
+            "-t",
+            "--transport",
+            "websocket",
+            "abc",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.stream_ca.as_deref(),
+            Some(std::path::Path::new("/ca.pem"))
+        );
+        assert!(!c.stream_insecure_skip_verify);
+        match c.command {
+            Command::Attach(a) => {
+                assert!(a.interactive && a.tty);
+                assert_eq!(a.transport, Transport::Websocket);
+                assert_eq!(a.container, "abc");
+            }
             other => panic!("{other:?}"),
         }
         let c = Cli::try_parse_from([

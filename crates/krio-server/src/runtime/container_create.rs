@@ -212,6 +212,10 @@ impl Krio {
         monitor.max_log_line = self.cfg.container.log_line_max;
         monitor.no_pivot = self.cfg.container.no_pivot;
         monitor.max_log_size = self.cfg.container.log_size_max;
+        monitor.tty = rec.config.tty;
+        monitor.stdin = rec.config.stdin;
+        monitor.stdin_once = rec.config.stdin_once;
+        monitor.attach_socket = Some(krio_monitor::attach::attach_socket_path(&run_dir));
         let bin = self.monitor_bin.clone();
         let spawned = tokio::task::spawn_blocking(move || krio_monitor::spawn(&monitor, &bin))
             .await

@@ -48,6 +48,49 @@ impl Krio {
         Ok(cri::ExecResponse { url })
     }
 
+    /// CRI `Attach`: checks the request and the container, and returns the URL where the
+    /// client attaches to the container's main process (single use, valid for one minute).
+    /// The session goes through the container's monitor: its output (the terminal's with a
+    /// tty) from then on, its stdin when the container was created with `stdin`, terminal
+    /// resizes when it has a `tty`.
+    ///
+    /// Errors: `InvalidArgument` for a malformed id, none of `stdin`/`stdout`/`stderr`, or
+    /// `tty` with `stderr`; `NotFound` for an unknown container; `FailedPrecondition` unless it
+    /// is running, for `stdin` on a container created without it, or when the streaming
+    /// server is not serving.
+    pub(crate) async fn attach(&self, req: cri::AttachRequest) -> Result<cri::AttachResponse> {
+        ids::validate("container_id", &req.container_id)?;
+        if !(req.stdin || req.stdout || req.stderr) {
+            return Err(ServerError::invalid(
+                "stdin",
+                "one of stdin, stdout or stderr must be set",
+            ));
+        }
+        if req.tty && req.stderr {
+            return Err(ServerError::invalid(
+                "stderr",
+                "must be false when tty is set (a terminal has one output stream)",
+            ));
+        }
+        let rec = self.running_container(&req.container_id)?;
+        if req.stdin && !rec.config.stdin {
+            return Err(ServerError::FailedPrecondition(format!(
+                "stdin: container {} was created without stdin",
+                rec.id
+            )));
+        }
+        let url = self.streaming.mint(StreamRequest::Attach {
+            container_id: rec.id,
+            opts: StreamOptions {
+                stdin: req.stdin,
+                stdout: req.stdout,
+                stderr: req.stderr,
+                tty: req.tty,
+            },
+        })?;
+        Ok(cri::AttachResponse { url })
+    }
+
     /// CRI `PortForward`: checks the pod and the ports, and returns the URL where the client
     /// forwards connections to ports inside the pod's network namespace.
     ///

@@ -246,7 +246,7 @@ fn handle(krio: Arc<Krio>, mut req: Request<Incoming>) -> Response<Full<Bytes>> 
         return plain(StatusCode::NOT_FOUND, "unknown, used or expired token");
     }
     let upgrade = match &stream_req {
-        StreamRequest::Exec { .. } => negotiate(
+        StreamRequest::Exec { .. } | StreamRequest::Attach { .. } => negotiate(
             req.headers(),
             rc::SPDY_PROTOCOLS,
             rc::WEBSOCKET_PROTOCOLS,
@@ -279,29 +279,16 @@ fn handle(krio: Arc<Krio>, mut req: Request<Incoming>) -> Response<Full<Bytes>> 
                 cmd,
                 opts,
             } => {
-                let session = match upgrade {
-                    Upgrade::Spdy(p) => {
-                        match krio_stream::conn::ServerSession::accept_spdy(
-                            io,
-                            &p,
-                            opts,
-                            STREAM_CREATION_TIMEOUT,
-                        )
-                        .await
-                        {
-                            Ok(s) => s,
-                            Err(e) => {
-                                tracing::debug!(error = %e, "exec: stream setup");
-                                return;
-                            }
-                        }
-                    }
-                    Upgrade::WebSocket { protocol, .. } => {
-                        krio_stream::conn::ServerSession::accept_websocket(io, &protocol, opts)
-                            .await
-                    }
+                let Some(session) = remotecommand_session(io, upgrade, opts).await else {
+                    return;
                 };
                 super::exec::run(&krio, &container_id, cmd, opts, session).await;
+            }
+            StreamRequest::Attach { container_id, opts } => {
+                let Some(session) = remotecommand_session(io, upgrade, opts).await else {
+                    return;
+                };
+                super::attach::run(&krio, &container_id, opts, session).await;
             }
             StreamRequest::PortForward { sandbox_id, ports } => match upgrade {
                 Upgrade::Spdy(_) => super::portforward::serve_spdy(&krio, &sandbox_id, io).await,
@@ -312,4 +299,37 @@ fn handle(krio: Arc<Krio>, mut req: Request<Incoming>) -> Response<Full<Bytes>> 
         }
     });
     response
+}
+
+/// Sets up the exec or attach streams on an upgraded connection; `None` (logged) when the
+/// client never opened them.
+async fn remotecommand_session<IO>(
+    io: IO,
+    upgrade: Upgrade,
+    opts: rc::StreamOptions,
+) -> Option<krio_stream::conn::ServerSession>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    match upgrade {
+        Upgrade::Spdy(p) => {
+            match krio_stream::conn::ServerSession::accept_spdy(
+                io,
+                &p,
+                opts,
+                STREAM_CREATION_TIMEOUT,
+            )
+            .await
+            {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::debug!(error = %e, "stream setup");
+                    None
+                }
+            }
+        }
+        Upgrade::WebSocket { protocol, .. } => {
+            Some(krio_stream::conn::ServerSession::accept_websocket(io, &protocol, opts).await)
+        }
+    }
 }

@@ -4,8 +4,9 @@
 //!
 //! Each URL carries a single-use random token that expires unused after one minute; an
 //! unknown, used or expired token gets 404, and nothing is served without one. Paths are
-//! `/exec/<token>` and `/portforward/<token>`, as kubelet's (attach is not served yet).
+//! `/exec/<token>`, `/attach/<token>` and `/portforward/<token>`, as kubelet's.
 
+mod attach;
 mod exec;
 mod http;
 mod portforward;
@@ -34,6 +35,11 @@ pub(crate) enum StreamRequest {
         cmd: Vec<String>,
         opts: krio_stream::remotecommand::StreamOptions,
     },
+    /// An `AttachRequest`.
+    Attach {
+        container_id: String,
+        opts: krio_stream::remotecommand::StreamOptions,
+    },
     /// A `PortForwardRequest`.
     PortForward { sandbox_id: String, ports: Vec<u16> },
 }
@@ -42,6 +48,7 @@ impl StreamRequest {
     fn path(&self) -> &'static str {
         match self {
             StreamRequest::Exec { .. } => "exec",
+            StreamRequest::Attach { .. } => "attach",
             StreamRequest::PortForward { .. } => "portforward",
         }
     }

@@ -36,6 +36,8 @@ pub struct Ctx {
     image_path: PathBuf,
     timeout: Duration,
     debug: bool,
+    /// How `https` streaming URLs are checked.
+    pub(crate) stream_tls: krio_stream::client::TlsOptions,
     runtime: Option<RuntimeServiceClient<Channel>>,
     image: Option<ImageServiceClient<Channel>>,
     channel: Option<Channel>,
@@ -56,6 +58,10 @@ impl Ctx {
             image_path,
             timeout: cli.timeout,
             debug: cli.debug,
+            stream_tls: krio_stream::client::TlsOptions {
+                ca_file: cli.stream_ca.clone(),
+                insecure_skip_verify: cli.stream_insecure_skip_verify,
+            },
             runtime: None,
             image: None,
             channel: None,
@@ -274,6 +280,7 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
         Command::Rm(a) => containers::rm(&mut ctx, a).await.map(|_| 0),
         Command::Exec(a) if a.sync => containers::exec(&mut ctx, a).await,
         Command::Exec(a) => stream_cmd::exec(&mut ctx, a).await,
+        Command::Attach(a) => stream_cmd::attach(&mut ctx, a).await,
         Command::PortForward(a) => stream_cmd::port_forward(&mut ctx, a).await,
         Command::Run(a) => containers::run(&mut ctx, a).await.map(|_| 0),
         Command::Stats(a) => stats::stats(&mut ctx, a).await.map(|_| 0),

@@ -1,10 +1,10 @@
-//! `exec` (streamed) and `port-forward`: the CRI call returns a URL on the runtime's
+//! `exec` (streamed), `attach` and `port-forward`: the CRI call returns a URL on the runtime's
 //! streaming server, which krioctl upgrades to SPDY or WebSocket as crictl does.
 
 use std::io::IsTerminal;
 
 use bytes::Bytes;
-use krio_cri::v1::{ExecRequest, PortForwardRequest};
+use krio_cri::v1::{AttachRequest, ExecRequest, PortForwardRequest};
 use krio_stream::client::{upgrade, Transport as Wire};
 use krio_stream::conn::{resize_message, ClientSession};
 use krio_stream::remotecommand::{self as rc, Outcome, StreamOptions, TerminalSize};
@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::containers::resolve_container;
 use super::pods::resolve_pod;
 use super::Ctx;
-use crate::cli::{ExecArgs, PortForwardArgs, Transport};
+use crate::cli::{AttachArgs, ExecArgs, PortForwardArgs, Transport};
 use crate::error::Error;
 
 fn wire(t: Transport) -> Wire {
@@ -100,19 +100,59 @@ pub async fn exec(ctx: &mut Ctx, a: ExecArgs) -> Result<i32, Error> {
             move |r| async move { rt.exec(r).await },
         )
         .await?;
-    let (offers, transport) = match a.transport {
+    let session = open_session(&resp.url, a.transport, opts, &ctx.stream_tls).await?;
+    let _raw = (a.tty && a.interactive && std::io::stdin().is_terminal()).then(RawMode::enter);
+    run_session(session, a.tty).await
+}
+
+/// Upgrades a streaming URL and opens the remote-command streams `opts` calls for.
+async fn open_session(
+    url: &str,
+    transport: Transport,
+    opts: StreamOptions,
+    tls: &krio_stream::client::TlsOptions,
+) -> Result<ClientSession, Error> {
+    let (offers, transport) = match transport {
         Transport::Spdy => (rc::SPDY_PROTOCOLS, Wire::Spdy),
         Transport::Websocket => (rc::WEBSOCKET_PROTOCOLS, Wire::WebSocket),
     };
-    let (io, protocol) = upgrade(&resp.url, transport, offers)
+    let (io, protocol) = upgrade(url, transport, offers, tls)
         .await
         .map_err(stream_err)?;
-    let session = match transport {
+    Ok(match transport {
         Wire::Spdy => ClientSession::connect_spdy(io, &protocol, opts)
             .await
             .map_err(stream_err)?,
         Wire::WebSocket => ClientSession::connect_websocket(io, &protocol, opts).await,
+    })
+}
+
+/// `krioctl attach [-i] [-t] [--transport spdy|websocket] CONTAINER`: joins the container's
+/// main process (its output from now on, its stdin with -i) until it exits or krioctl is
+/// interrupted.
+pub async fn attach(ctx: &mut Ctx, a: AttachArgs) -> Result<i32, Error> {
+    let id = resolve_container(ctx, &a.container).await?;
+    let mut rt = ctx.rt().await?;
+    let opts = StreamOptions {
+        stdin: a.interactive,
+        stdout: true,
+        stderr: !a.tty,
+        tty: a.tty,
     };
+    let req = AttachRequest {
+        container_id: id,
+        stdin: opts.stdin,
+        tty: opts.tty,
+        stdout: opts.stdout,
+        stderr: opts.stderr,
+    };
+    let timeout = ctx.lifecycle_timeout();
+    let resp = ctx
+        .call("Attach", timeout, req, move |r| async move {
+            rt.attach(r).await
+        })
+        .await?;
+    let session = open_session(&resp.url, a.transport, opts, &ctx.stream_tls).await?;
     let _raw = (a.tty && a.interactive && std::io::stdin().is_terminal()).then(RawMode::enter);
     run_session(session, a.tty).await
 }
@@ -237,6 +277,7 @@ pub async fn port_forward(ctx: &mut Ctx, a: PortForwardArgs) -> Result<i32, Erro
     let _ = std::io::stdout().flush();
     let rt = ctx.rt().await?;
     let timeout = ctx.lifecycle_timeout();
+    let tls = ctx.stream_tls.clone();
     let url_for = move |ports: Vec<i32>| {
         let pod = pod.clone();
         let mut rt = rt.clone();
@@ -263,6 +304,7 @@ pub async fn port_forward(ctx: &mut Ctx, a: PortForwardArgs) -> Result<i32, Erro
                 &url,
                 wire(a.transport),
                 &[krio_stream::portforward::PROTOCOL_V1],
+                &tls,
             )
             .await
             .map_err(stream_err)?;
@@ -288,9 +330,11 @@ pub async fn port_forward(ctx: &mut Ctx, a: PortForwardArgs) -> Result<i32, Erro
             let mut tasks = tokio::task::JoinSet::new();
             for (l, remote) in listeners {
                 let url_for = url_for.clone();
+                let tls = tls.clone();
                 tasks.spawn(async move {
                     while let Ok((conn, _)) = l.accept().await {
                         let url_for = url_for.clone();
+                        let tls = tls.clone();
                         tokio::spawn(async move {
                             let r = async {
                                 let url = url_for(vec![i32::from(remote)]).await?;
@@ -298,6 +342,7 @@ pub async fn port_forward(ctx: &mut Ctx, a: PortForwardArgs) -> Result<i32, Erro
                                     &url,
                                     Wire::WebSocket,
                                     krio_stream::portforward::WEBSOCKET_PROTOCOLS,
+                                    &tls,
                                 )
                                 .await
                                 .map_err(stream_err)?;
