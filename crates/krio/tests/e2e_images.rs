@@ -207,6 +207,24 @@ async fn remove_image_by_tag_id_and_digest_and_in_use() {
         .unwrap()
         .into_inner();
     assert!(st.image.is_none());
+
+    // By a short id prefix, as crictl shows ids: the image goes with all its names.
+    let id = pull(&d, &image("layered")).await;
+    img.remove_image(cri::RemoveImageRequest {
+        image: spec(&id["sha256:".len()..][..6]),
+    })
+    .await
+    .unwrap();
+    let list = img
+        .list_images(cri::ListImagesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .images;
+    assert!(
+        list.iter().all(|i| i.id != id),
+        "removed by prefix: {list:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -117,13 +117,16 @@ impl Krio {
         let Some(image) = self.resolve_image(&reference) else {
             return Ok(());
         };
+        // A short id prefix (crictl shows 13 characters) names the image itself, but only
+        // `resolve_image` understands it: the store would find nothing and remove nothing.
+        let by_short_id = self.images.resolve(&reference).is_none();
         // Removing only a tag leaves the image in place, so only block the removal of the
         // image itself (by id, digest, or its last name).
         let names = image.repo_tags.len() + image.repo_digests.len();
         // Removing a repository's last tag drops its digests too, so the last tag of a pulled
         // image (a tag and a digest) removes the image: the store says.
-        let removes_image = reference.trim_start_matches("sha256:")
-            == image.id.trim_start_matches("sha256:")
+        let removes_image = by_short_id
+            || reference.trim_start_matches("sha256:") == image.id.trim_start_matches("sha256:")
             || names <= 1
             || reference.contains('@')
             || self.images.removal_deletes_image(&reference);
@@ -154,7 +157,7 @@ impl Krio {
         // A digest names content, not a name: removing by digest removes the image with
         // every name it has, as removing by id does (containerd removes all references of
         // the resolved image; krio keeps "by tag removes just that tag").
-        let target = if removes_image && reference.contains('@') {
+        let target = if by_short_id || (removes_image && reference.contains('@')) {
             image.id.clone()
         } else {
             reference
