@@ -227,15 +227,7 @@ impl ImageStore {
             remove_path(&e)?;
         }
         // layers/: incomplete or foreign entries go. Layers of additional stores count as present.
-        let mut layers = HashSet::new();
-        for extra in &store.additional {
-            for p in read_dir(&extra.join("layers")).unwrap_or_default() {
-                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                if name.len() == 64 && is_hex(name) && p.join("meta.json").is_file() {
-                    layers.insert(name.to_string());
-                }
-            }
-        }
+        let mut layers = store.additional_layers();
         for p in read_dir(&store.layers_dir)? {
             let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
             if is_hex(name)
@@ -287,6 +279,33 @@ impl ImageStore {
         *store.write_state() = state;
         store.gc()?;
         Ok(store)
+    }
+
+    /// Chain ids (hex) of the complete layers of the additional stores.
+    fn additional_layers(&self) -> HashSet<String> {
+        let mut layers = HashSet::new();
+        for extra in &self.additional {
+            for p in read_dir(&extra.join("layers")).unwrap_or_default() {
+                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                if name.len() == 64 && is_hex(name) && p.join("meta.json").is_file() {
+                    layers.insert(name.to_string());
+                }
+            }
+        }
+        layers
+    }
+
+    /// The record of image `id` in the first additional store that holds a valid one, as
+    /// [`ImageStore::open_with_additional`] would load it.
+    fn additional_record(&self, id: &str) -> Option<ImageRecord> {
+        let hex = Digest::parse(id, "id").ok()?.hex().to_string();
+        let layers = self.additional_layers();
+        self.additional.iter().find_map(|extra| {
+            let p = extra.join("images").join(format!("{hex}.json"));
+            p.is_file()
+                .then(|| self.load_record(&p, &layers).ok())
+                .flatten()
+        })
     }
 
     fn load_record(&self, p: &Path, layers: &HashSet<String>) -> Result<ImageRecord, String> {
@@ -526,6 +545,12 @@ impl ImageStore {
                 let p = self.record_path(&id)?;
                 remove_path(&p)?;
                 st.images.remove(&id);
+                // The same image in an additional store shows again, read-only, as it would
+                // after a restart.
+                if let Some(shared) = self.additional_record(&id) {
+                    st.read_only.insert(id.clone());
+                    st.images.insert(id, shared);
+                }
             } else {
                 self.persist(&rec)?;
                 st.images.insert(id, rec);

@@ -1043,6 +1043,20 @@ async fn additional_image_stores_serve_images_read_only() {
         })
         .await
         .unwrap();
+    // Removing the copy stored here shows the shared store's image again, without a restart.
+    let listed = d
+        .images()
+        .await
+        .list_images(cri::ListImagesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .images;
+    let img = listed
+        .iter()
+        .find(|i| i.id == busybox)
+        .unwrap_or_else(|| panic!("{busybox} hidden after its local copy went: {listed:?}"));
+    assert!(img.pinned, "{img:?}");
     let after = tree(&shared.join("images"))
         .into_iter()
         .chain(tree(&shared.join("layers")))
