@@ -35,6 +35,13 @@ impl Krio {
                 }
             }
         }
+        // Archives a killed daemon was unpacking for a restore.
+        let scratch = crate::runtime::restore_scratch_root(&self.cfg.root);
+        if scratch.exists() {
+            if let Err(e) = std::fs::remove_dir_all(&scratch) {
+                tracing::warn!(path = %scratch.display(), error = %e, "removing restore scratch");
+            }
+        }
         for id in child_ids(&self.cfg.root.join("sandboxes")) {
             match persist::read_json::<SandboxRecord>(&self.sandbox_record_path(&id)) {
                 Ok(Some(rec)) if rec.state == SandboxState::Creating => {

@@ -29,6 +29,22 @@ impl Krio {
             .ok_or_else(|| ServerError::invalid("config", "is required"))?;
         validate::container_config(&config)?;
         let sandbox = self.sandboxes.get("pod_sandbox_id", &req.pod_sandbox_id)?;
+        if let Some(archive) = config
+            .image
+            .as_ref()
+            .map(|i| i.image.as_str())
+            .filter(|i| super::container_restore::is_archive(i))
+        {
+            // A restore from a checkpoint archive (CRI-O's behaviour): checked in full, and
+            // CRIU with it, before anything is made.
+            sandbox.ensure_ready()?;
+            let unpacked = self.unpack_checkpoint(archive).await?;
+            super::container_restore::remove_scratch(&unpacked.dir);
+            return Err(ServerError::Unimplemented(format!(
+                "CRIU works on this host and the checkpoint archive {archive} is sound, but \
+                 krio does not restore containers from checkpoints yet"
+            )));
+        }
         // A quick answer for a pod that is plainly not ready; the check that counts is made
         // again under the pod's gate, on the creating task.
         sandbox.ensure_ready()?;
