@@ -444,8 +444,22 @@ fn run_create(
             .arg("--log")
             .arg(&runtime_log)
             .arg("--log-format")
-            .arg("json")
-            .arg("create");
+            .arg("json");
+        match &cfg.restore_from {
+            // `restore --detach` brings the checkpointed processes back running and exits,
+            // as `create` exits once the init waits: the monitor carries on the same way.
+            Some(image) => {
+                cmd.arg("restore")
+                    .arg("--detach")
+                    .arg("--image-path")
+                    .arg(image)
+                    .arg("--work-path")
+                    .arg(&cfg.bundle);
+            }
+            None => {
+                cmd.arg("create");
+            }
+        }
         if cfg.no_pivot {
             cmd.arg("--no-pivot");
         }

@@ -6,7 +6,6 @@
 //! and `error.rs` the one place where errors become gRPC statuses.
 
 pub mod calls;
-#[allow(dead_code)] // the restore half is wired in by the next commit
 mod checkpoint_archive;
 pub mod config;
 pub mod config_doc;

@@ -119,7 +119,10 @@ impl Krio {
                 .ok()
                 .flatten()
                 .is_some();
-            if !sandbox_known || (rec.state == ContainerState::Created && rec.pid == 0) {
+            let pending_restore = rec.restore_pending();
+            if !sandbox_known
+                || (rec.state == ContainerState::Created && rec.pid == 0 && !pending_restore)
+            {
                 tracing::warn!(container = %id, "tearing down half-made or orphaned container");
                 if let Err(e) = self.teardown_container(&rec).await {
                     tracing::error!(container = %id, error = %e, "teardown failed");
@@ -127,7 +130,8 @@ impl Krio {
                 continue;
             }
             let mut rec = rec;
-            if self.reconcile(&mut rec).await {
+            // A restore waiting for StartContainer has nothing in the runtime to ask about.
+            if !pending_restore && self.reconcile(&mut rec).await {
                 retry.push(Retry::Container(id.clone()));
             }
             if let Some(sb) = self.sandboxes.find("id", &rec.sandbox_id).ok().flatten() {
@@ -438,6 +442,7 @@ mod tests {
             stop_signal: None,
             user: None,
             volume_image_ids: Vec::new(),
+            restore_from: None,
         }
     }
 
