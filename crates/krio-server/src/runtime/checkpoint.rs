@@ -31,10 +31,12 @@ const DEFAULT_CHECKPOINT_TIMEOUT: Duration = Duration::from_secs(600);
 /// skips `criu check` and the runtime's checkpoint and writes the archive with an *empty*
 /// `checkpoint/` directory (no CRIU image), so the archive writer can be tested end to end
 /// on a host without a working CRIU. Such an archive says what it is: a restore refuses it
-/// (`checkpoint/` has no `inventory.img`). Ignored unless set to `1`.
+/// (`checkpoint/` has no `inventory.img`). A restore (CreateContainer from an archive) skips
+/// `criu check` too, so its steps up to `runtime restore` can be tested; that step still
+/// needs CRIU and fails without it. Ignored unless set to `1`.
 pub const TEST_CHECKPOINT_WITHOUT_CRIU_ENV: &str = "KRIO_TEST_CHECKPOINT_WITHOUT_CRIU";
 
-fn test_without_criu() -> bool {
+pub(crate) fn test_without_criu() -> bool {
     std::env::var(TEST_CHECKPOINT_WITHOUT_CRIU_ENV).is_ok_and(|v| v == "1")
 }
 
