@@ -1,4 +1,5 @@
-//! `StartContainer`: `runtime start` on a created container.
+//! `StartContainer`: `runtime start` on a created container, or, for one created from a
+//! checkpoint archive, its monitor running `runtime restore`.
 
 use krio_cri::v1 as cri;
 
@@ -11,7 +12,8 @@ impl Krio {
     ///
     /// Errors: `InvalidArgument` for a malformed id, `NotFound` for an unknown one,
     /// `FailedPrecondition` unless the container is in the Created state and its pod Ready, `Internal` when the
-    /// runtime fails.
+    /// runtime fails (for a restore, `runtime restore` with CRIU's reason; the container then
+    /// stays as it was, or Exited when the monitor recorded the failure).
     pub(crate) async fn start_container(
         self: &std::sync::Arc<Self>,
         req: cri::StartContainerRequest,
