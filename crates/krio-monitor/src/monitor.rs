@@ -254,7 +254,7 @@ fn foreground() -> i32 {
         stdin,
         console.as_ref().map(|c| c.runtime_path.as_str()),
     ) {
-        return fail("create", msg, runtime_stderr);
+        return fail(verb(&cfg), msg, runtime_stderr);
     }
     let term = match console.map(ConsoleSocket::receive) {
         None => None,
@@ -425,7 +425,18 @@ fn make_pipes() -> nix::Result<PipeSet> {
     Ok((out_r, out_w, err_r, err_w))
 }
 
-/// Runs `runtime create`. On failure returns (message, runtime error output).
+/// The runtime verb the monitor runs: `restore` for a container restored from a checkpoint,
+/// else `create`.
+fn verb(cfg: &MonitorConfig) -> &'static str {
+    if cfg.restore_from.is_some() {
+        "restore"
+    } else {
+        "create"
+    }
+}
+
+/// Runs `runtime create` (or `runtime restore`). On failure returns (message, runtime error
+/// output).
 fn run_create(
     cfg: &MonitorConfig,
     out_w: OwnedFd,
@@ -444,8 +455,22 @@ fn run_create(
             .arg("--log")
             .arg(&runtime_log)
             .arg("--log-format")
-            .arg("json")
-            .arg("create");
+            .arg("json");
+        match &cfg.restore_from {
+            // `restore --detach` brings the checkpointed processes back running and exits,
+            // as `create` exits once the init waits: the monitor carries on the same way.
+            Some(image) => {
+                cmd.arg("restore")
+                    .arg("--detach")
+                    .arg("--image-path")
+                    .arg(image)
+                    .arg("--work-path")
+                    .arg(&cfg.bundle);
+            }
+            None => {
+                cmd.arg("create");
+            }
+        }
         if cfg.no_pivot {
             cmd.arg("--no-pivot");
         }
@@ -482,7 +507,8 @@ fn run_create(
                 let _ = runtime_delete(cfg);
                 return Err((
                     format!(
-                        "runtime create timed out after {}s",
+                        "runtime {} timed out after {}s",
+                        verb(cfg),
                         cfg.create_timeout_secs
                     ),
                     runtime_errors(&runtime_log, err_r),
@@ -499,7 +525,7 @@ fn run_create(
         Ok(())
     } else {
         Err((
-            format!("runtime create exited with {status}"),
+            format!("runtime {} exited with {status}", verb(cfg)),
             runtime_errors(&runtime_log, err_r),
         ))
     }

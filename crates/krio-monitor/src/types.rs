@@ -79,6 +79,11 @@ pub struct MonitorConfig {
     /// `None` serves no attach.
     #[serde(default)]
     pub attach_socket: Option<PathBuf>,
+    /// A CRIU image directory (a checkpoint's `checkpoint/`): when set, the monitor runs
+    /// `runtime restore --detach --image-path <dir> --work-path <bundle>` instead of
+    /// `runtime create`, so the container's processes come back running from the checkpoint.
+    #[serde(default)]
+    pub restore_from: Option<PathBuf>,
 }
 
 fn default_create_timeout() -> u64 {
@@ -119,6 +124,7 @@ impl MonitorConfig {
             stdin: false,
             stdin_once: false,
             attach_socket: None,
+            restore_from: None,
         }
     }
 

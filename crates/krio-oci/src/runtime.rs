@@ -438,6 +438,34 @@ impl OciRuntime {
         self.run("pause", id, vec![id.into()], None).await.map(drop)
     }
 
+    /// `checkpoint --image-path <image_path> --work-path <work_path> [--leave-running] <id>`:
+    /// dumps the container's processes with CRIU into `image_path` (an existing, empty
+    /// directory); CRIU's `dump.log` and `stats-dump` go to `work_path`. With `leave_running`
+    /// the container keeps running afterwards (what kubelet's forensic checkpoint asks for).
+    ///
+    /// Errors: [`RuntimeError`] (`Failed` with CRIU's reason on stderr; `Timeout` after the
+    /// runtime's timeout, see [`OciRuntime::with_timeout`]).
+    pub async fn checkpoint(
+        &self,
+        id: &str,
+        image_path: &Path,
+        work_path: &Path,
+        leave_running: bool,
+    ) -> Result<(), RuntimeError> {
+        validate_container_id(id)?;
+        let mut args: Vec<OsString> = vec![
+            "--image-path".into(),
+            image_path.into(),
+            "--work-path".into(),
+            work_path.into(),
+        ];
+        if leave_running {
+            args.push("--leave-running".into());
+        }
+        args.push(id.into());
+        self.run("checkpoint", id, args, None).await.map(drop)
+    }
+
     /// `resume <id>`: thaws a paused container.
     ///
     /// Errors: [`RuntimeError`].

@@ -6,6 +6,7 @@
 //! and `error.rs` the one place where errors become gRPC statuses.
 
 pub mod calls;
+mod checkpoint_archive;
 pub mod config;
 pub mod config_doc;
 pub mod error;

@@ -35,6 +35,13 @@ impl Krio {
                 }
             }
         }
+        // Archives a killed daemon was unpacking for a restore.
+        let scratch = crate::runtime::restore_scratch_root(&self.cfg.root);
+        if scratch.exists() {
+            if let Err(e) = std::fs::remove_dir_all(&scratch) {
+                tracing::warn!(path = %scratch.display(), error = %e, "removing restore scratch");
+            }
+        }
         for id in child_ids(&self.cfg.root.join("sandboxes")) {
             match persist::read_json::<SandboxRecord>(&self.sandbox_record_path(&id)) {
                 Ok(Some(rec)) if rec.state == SandboxState::Creating => {
@@ -112,7 +119,10 @@ impl Krio {
                 .ok()
                 .flatten()
                 .is_some();
-            if !sandbox_known || (rec.state == ContainerState::Created && rec.pid == 0) {
+            let pending_restore = rec.restore_pending();
+            if !sandbox_known
+                || (rec.state == ContainerState::Created && rec.pid == 0 && !pending_restore)
+            {
                 tracing::warn!(container = %id, "tearing down half-made or orphaned container");
                 if let Err(e) = self.teardown_container(&rec).await {
                     tracing::error!(container = %id, error = %e, "teardown failed");
@@ -120,7 +130,8 @@ impl Krio {
                 continue;
             }
             let mut rec = rec;
-            if self.reconcile(&mut rec).await {
+            // A restore waiting for StartContainer has nothing in the runtime to ask about.
+            if !pending_restore && self.reconcile(&mut rec).await {
                 retry.push(Retry::Container(id.clone()));
             }
             if let Some(sb) = self.sandboxes.find("id", &rec.sandbox_id).ok().flatten() {
@@ -431,6 +442,7 @@ mod tests {
             stop_signal: None,
             user: None,
             volume_image_ids: Vec::new(),
+            restore_from: None,
         }
     }
 

@@ -589,11 +589,15 @@ impl RuntimeService for RuntimeApi {
     ) -> Result<Response<cri::CheckpointContainerResponse>, Status> {
         note_ids(&r);
         let t = Instant::now();
-        let res = self
-            .0
-            .checkpoint_container(r.into_inner())
-            .await
-            .map(|()| cri::CheckpointContainerResponse {});
+        let req = r.into_inner();
+        // Detached: a client that gives up never leaves the container paused or a staging
+        // directory behind.
+        let res = detached(
+            &self.0,
+            |k| async move { k.checkpoint_container(req).await },
+        )
+        .await
+        .map(|()| cri::CheckpointContainerResponse {});
         respond(&self.0, "CheckpointContainer", t, res)
     }
 

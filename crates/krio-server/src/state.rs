@@ -252,6 +252,12 @@ pub struct ContainerRecord {
     /// image in this list is in use, like `image_id`.
     #[serde(default)]
     pub volume_image_ids: Vec<String>,
+    /// For a container created from a checkpoint archive: its CRIU image directory (under the
+    /// container's data directory). Such a container has no monitor until StartContainer runs
+    /// `runtime restore` from it (then this is cleared). Set only by the record's final write
+    /// at create, so a create cut short is still torn down on restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_from: Option<std::path::PathBuf>,
 }
 
 /// A process's uid, gid and supplementary groups, as `/proc/<pid>/status` shows them.
@@ -326,6 +332,16 @@ pub struct Container {
     /// with a shorter timeout (kubelet's force delete) shortens the one in progress. `None`
     /// when no stop is under way.
     pub stop_deadline: std::sync::Mutex<Option<tokio::time::Instant>>,
+}
+
+impl ContainerRecord {
+    /// Whether this is a container created from a checkpoint that StartContainer has not
+    /// restored yet (nothing runs for it).
+    pub fn restore_pending(&self) -> bool {
+        self.restore_from.is_some()
+            && self.state == ContainerState::Created
+            && self.monitor_pid == 0
+    }
 }
 
 impl Container {

@@ -245,19 +245,21 @@ async fn checkpoint_answers_failed_precondition_with_criu_s_reason() {
         location: location.to_string(),
         timeout: 10,
     };
-    let err = rt
+    let Err(err) = rt
         .checkpoint_container(req(&id, "/tmp/krio-ckpt.tar"))
         .await
-        .unwrap_err();
-    // This host's CRIU fails its own check (it cannot read the vDSO); on a host where it
-    // passes, krio says that archives are not written yet. Either way, never success.
+    else {
+        let _ = std::fs::remove_file("/tmp/krio-ckpt.tar");
+        remove_pod(&d, &pod_id).await;
+        return;
+    };
+    // This host's CRIU fails its own check (it cannot read the vDSO). (e2e_checkpoint.rs
+    // covers the rest, a host where CRIU works included.)
     let criu_ok = std::process::Command::new("criu")
         .arg("check")
         .output()
         .is_ok_and(|o| o.status.success());
-    if criu_ok {
-        assert_eq!(err.code(), Code::Unimplemented, "{err:?}");
-    } else {
+    if !criu_ok {
         assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
         assert!(err.message().contains("criu"), "{err:?}");
     }

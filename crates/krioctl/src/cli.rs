@@ -254,8 +254,9 @@ pub struct UpdateArgs {
 /// `checkpoint`.
 #[derive(Debug, Args)]
 pub struct CheckpointArgs {
-    /// Write the checkpoint archive to this file (CheckpointContainerRequest.location).
-    #[arg(long)]
+    /// Write the checkpoint archive to this file (CheckpointContainerRequest.location; a
+    /// relative path is taken from the current directory). `-e` as in crictl.
+    #[arg(long, short = 'e')]
     pub export: Option<PathBuf>,
     /// Containers (ID prefixes).
     #[arg(required = true)]

@@ -15,9 +15,14 @@ use crate::{ids, persist, rootfs, validate, Krio};
 impl Krio {
     /// CRI `CreateContainer`.
     ///
-    /// Errors: `InvalidArgument` naming the field for a bad config; `NotFound` for an unknown
-    /// sandbox or an image that is not present (kubelet pulls first); `FailedPrecondition` when
-    /// the sandbox is not ready or its handler's binary is missing; `AlreadyExists` when the container name is reserved in the pod;
+    /// An absolute path in `config.image.image` names a checkpoint archive to restore from
+    /// (see `container_restore.rs`).
+    ///
+    /// Errors: `InvalidArgument` naming the field for a bad config or a malformed checkpoint
+    /// archive; `NotFound` for an unknown sandbox, an image that is not present (kubelet
+    /// pulls first) or a missing archive; `FailedPrecondition` when
+    /// the sandbox is not ready or its handler's binary is missing, or, for a restore, when
+    /// `criu check` fails (naming CRIU's reason); `AlreadyExists` when the container name is reserved in the pod;
     /// `Internal` when mounting or the runtime fails.
     pub(crate) async fn create_container(
         self: &Arc<Self>,
@@ -29,6 +34,45 @@ impl Krio {
             .ok_or_else(|| ServerError::invalid("config", "is required"))?;
         validate::container_config(&config)?;
         let sandbox = self.sandboxes.get("pod_sandbox_id", &req.pod_sandbox_id)?;
+        let Some(archive) = config
+            .image
+            .as_ref()
+            .map(|i| i.image.clone())
+            .filter(|i| super::container_restore::is_archive(i))
+        else {
+            return self.create_checked(sandbox, config, None).await;
+        };
+        // A restore from a checkpoint archive (CRI-O's behaviour): the archive is checked in
+        // full, and CRIU with it, before anything is made; its scratch copy goes in the end.
+        sandbox.ensure_ready()?;
+        let unpacked = self.unpack_checkpoint(&archive).await?;
+        let scratch = unpacked.dir.clone();
+        let result = async {
+            let config = self.restored_config(&config, &unpacked)?;
+            if super::checkpoint::test_without_criu() {
+                tracing::warn!(
+                    "{}: restoring without `criu check`",
+                    super::checkpoint::TEST_CHECKPOINT_WITHOUT_CRIU_ENV
+                );
+            } else {
+                super::checkpoint::criu_check().await?;
+            }
+            self.create_checked(sandbox, config, Some(unpacked)).await
+        }
+        .await;
+        super::container_restore::remove_scratch(&scratch);
+        result
+    }
+
+    /// The rest of `CreateContainer` once the request is checked: `config` is the container's
+    /// (for a restore, built from the archive by [`Krio::restored_config`]), `restore` the
+    /// unpacked archive of a restore.
+    async fn create_checked(
+        self: &Arc<Self>,
+        sandbox: Arc<crate::state::Sandbox>,
+        config: cri::ContainerConfig,
+        restore: Option<crate::checkpoint_archive::Unpacked>,
+    ) -> Result<cri::CreateContainerResponse> {
         // A quick answer for a pod that is plainly not ready; the check that counts is made
         // again under the pod's gate, on the creating task.
         sandbox.ensure_ready()?;
@@ -114,6 +158,7 @@ impl Krio {
             stop_signal,
             user: None,
             volume_image_ids,
+            restore_from: None,
             config,
         };
         let this = self.clone();
@@ -132,9 +177,16 @@ impl Krio {
                 return Err(e);
             }
             let sb = sandbox.snapshot();
-            this.finish_create(record, &sb, &image, &task_name, target_pidns)
-                .instrument(span)
-                .await
+            this.finish_create(
+                record,
+                &sb,
+                &image,
+                &task_name,
+                target_pidns,
+                restore.as_ref(),
+            )
+            .instrument(span)
+            .await
         };
         let container_id = self
             .pending_containers
@@ -156,20 +208,25 @@ impl Krio {
         image: &krio_image::ImageRecord,
         name: &str,
         target_pidns: Option<PathBuf>,
+        restore: Option<&crate::checkpoint_archive::Unpacked>,
     ) -> Result<String> {
         let id = record.id.clone();
         match self
-            .setup_container(&mut record, sb, image, target_pidns)
+            .setup_container(&mut record, sb, image, target_pidns, restore)
             .await
         {
             Ok(()) => {
+                let pending = record.restore_pending();
                 let c = Container::new(record);
                 self.containers.insert(id.clone(), c.clone());
                 self.emit(
                     &c.snapshot(),
                     cri::ContainerEventType::ContainerCreatedEvent,
                 );
-                self.watch_exit(c);
+                // A restore gets its monitor, and its watcher, at StartContainer.
+                if !pending {
+                    self.watch_exit(c);
+                }
                 Ok(id)
             }
             Err(e) => {
@@ -188,11 +245,36 @@ impl Krio {
         sb: &SandboxRecord,
         image: &krio_image::ImageRecord,
         target_pidns: Option<PathBuf>,
+        restore: Option<&crate::checkpoint_archive::Unpacked>,
     ) -> Result<()> {
-        let run_dir = self.container_run_dir(&rec.id);
         // Directories, the first record write, the mounts and the bundle: blocking work, kept
         // off the async workers.
-        crate::blocking(|| self.prepare_bundle(rec, sb, image, target_pidns))?;
+        crate::blocking(|| self.prepare_bundle(rec, sb, image, target_pidns, restore))?;
+        if restore.is_some() {
+            // `runtime restore` runs at StartContainer, as CRI-O restores there.
+            rec.restore_from = Some(self.container_data_dir(&rec.id).join("checkpoint"));
+        } else {
+            self.spawn_monitor(rec, &sb.config.log_directory, None)
+                .await?;
+        }
+        crate::state::kill_point("CreateContainer:monitor-spawned");
+        persist::write_json_async(&self.container_record_path(&rec.id), rec).await?;
+        crate::state::kill_point("CreateContainer:record-final");
+        Ok(())
+    }
+
+    /// Spawns the container's monitor, which runs `runtime create` (or, with `restore_from`,
+    /// `runtime restore` from that CRIU image directory), and records the pids and the
+    /// process's credentials in `rec`. `log_directory` is the pod's.
+    ///
+    /// Errors: `Internal` when the monitor or the runtime fails.
+    pub(crate) async fn spawn_monitor(
+        &self,
+        rec: &mut ContainerRecord,
+        log_directory: &str,
+        restore_from: Option<PathBuf>,
+    ) -> Result<()> {
+        let run_dir = self.container_run_dir(&rec.id);
         let runtime = self.runtime(&rec.runtime_handler)?;
         let binary = self.handler_binary(&rec.runtime_handler)?;
         let mut monitor = krio_monitor::MonitorConfig::new(
@@ -207,7 +289,7 @@ impl Krio {
         monitor.runtime_log = Some(run_dir.join("runtime.log"));
         monitor.runtime_args = runtime.args().to_vec();
         if !rec.log_path.is_empty() {
-            monitor.log_directory = Some(PathBuf::from(&sb.config.log_directory));
+            monitor.log_directory = Some(PathBuf::from(log_directory));
         }
         monitor.max_log_line = self.cfg.container.log_line_max;
         monitor.no_pivot = self.cfg.container.no_pivot;
@@ -216,6 +298,7 @@ impl Krio {
         monitor.stdin = rec.config.stdin;
         monitor.stdin_once = rec.config.stdin_once;
         monitor.attach_socket = Some(krio_monitor::attach::attach_socket_path(&run_dir));
+        monitor.restore_from = restore_from;
         let bin = self.monitor_bin.clone();
         let spawned = tokio::task::spawn_blocking(move || krio_monitor::spawn(&monitor, &bin))
             .await
@@ -227,9 +310,6 @@ impl Krio {
         // `runtime create` returns once the init set its credentials (before it waits to exec
         // the command), so these are the ones the container's process will have.
         rec.user = crate::state::ProcessUser::of_pid(rec.pid);
-        crate::state::kill_point("CreateContainer:monitor-spawned");
-        persist::write_json_async(&self.container_record_path(&rec.id), rec).await?;
-        crate::state::kill_point("CreateContainer:record-final");
         Ok(())
     }
 
@@ -242,6 +322,7 @@ impl Krio {
         sb: &SandboxRecord,
         image: &krio_image::ImageRecord,
         target_pidns: Option<PathBuf>,
+        restore: Option<&crate::checkpoint_archive::Unpacked>,
     ) -> Result<()> {
         let run_dir = self.container_run_dir(&rec.id);
         let data_dir = self.container_data_dir(&rec.id);
@@ -254,13 +335,29 @@ impl Krio {
         crate::state::kill_point("CreateContainer:record-written");
         let lowers = self.images.layer_dirs(image)?;
         let rootfs_dir = run_dir.join("rootfs");
-        rootfs::mount_overlay(
-            &lowers,
-            &data_dir.join("upper"),
-            &data_dir.join("work"),
-            &rootfs_dir,
-        )?;
+        let upper = data_dir.join("upper");
+        if let Some(u) = restore.filter(|u| u.has_rootfs_diff) {
+            // The checkpointed writable layer, unpacked like an image layer into the new
+            // (empty) upper directory before overlayfs sees it.
+            std::fs::create_dir_all(&upper)
+                .map_err(|e| ServerError::io("creating directory", &upper, e))?;
+            crate::checkpoint_archive::apply_rootfs_diff(
+                &u.rootfs_diff(),
+                &upper,
+                &lowers,
+                super::container_restore::FIELD,
+            )?;
+        }
+        rootfs::mount_overlay(&lowers, &upper, &data_dir.join("work"), &rootfs_dir)?;
         rootfs::check_special_dirs(&rootfs_dir)?;
+        if let Some(u) = restore {
+            // Files the container had deleted from the image's go through the overlay (which
+            // records whiteouts); the CRIU image moves to the container's data directory.
+            crate::checkpoint_archive::remove_deleted(&rootfs_dir, &u.deleted)?;
+            let dest = data_dir.join("checkpoint");
+            std::fs::rename(u.checkpoint_dir(), &dest)
+                .map_err(|e| ServerError::io("moving CRIU image to", &dest, e))?;
+        }
         crate::state::kill_point("CreateContainer:rootfs-mounted");
         if !rec.log_path.is_empty() {
             // Create the log file now, as the monitor will open it (no link followed below the

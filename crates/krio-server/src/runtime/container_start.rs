@@ -1,4 +1,5 @@
-//! `StartContainer`: `runtime start` on a created container.
+//! `StartContainer`: `runtime start` on a created container, or, for one created from a
+//! checkpoint archive, its monitor running `runtime restore`.
 
 use krio_cri::v1 as cri;
 
@@ -11,8 +12,12 @@ impl Krio {
     ///
     /// Errors: `InvalidArgument` for a malformed id, `NotFound` for an unknown one,
     /// `FailedPrecondition` unless the container is in the Created state and its pod Ready, `Internal` when the
-    /// runtime fails.
-    pub(crate) async fn start_container(&self, req: cri::StartContainerRequest) -> Result<()> {
+    /// runtime fails (for a restore, `runtime restore` with CRIU's reason; the container then
+    /// stays as it was, or Exited when the monitor recorded the failure).
+    pub(crate) async fn start_container(
+        self: &std::sync::Arc<Self>,
+        req: cri::StartContainerRequest,
+    ) -> Result<()> {
         ids::validate("container_id", &req.container_id)?;
         let c = self.containers.get("container_id", &req.container_id)?;
         // The pod's gate, shared: a stop of the pod waits for this start, or runs first and
@@ -35,6 +40,22 @@ impl Krio {
                 "container {} is {:?}, not Created",
                 rec.id, rec.state
             )));
+        }
+        if let Some(image) = rec.restore_from.clone() {
+            // Created from a checkpoint: the monitor restores the processes, running.
+            let log_directory = sandbox.snapshot().config.log_directory;
+            self.spawn_monitor(&mut rec, &log_directory, Some(image))
+                .await?;
+            rec.restore_from = None;
+            rec.started_at = now_ns();
+            rec.state = ContainerState::Running;
+            self.refresh_exit(&mut rec);
+            self.commit_container(&c, &rec).await?;
+            self.emit(&rec, cri::ContainerEventType::ContainerStartedEvent);
+            drop(rec);
+            self.watch_exit(c.clone());
+            tracing::info!(container = %c.id, "container restored from its checkpoint");
+            return Ok(());
         }
         let runtime = self.runtime(&rec.runtime_handler)?;
         runtime.start(&rec.id).await?;

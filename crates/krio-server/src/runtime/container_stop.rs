@@ -69,6 +69,14 @@ impl Krio {
         if matches!(rec.state, ContainerState::Exited | ContainerState::Unknown) {
             return Ok(());
         }
+        if rec.restore_pending() {
+            // Created from a checkpoint and never started: nothing runs.
+            rec.state = ContainerState::Exited;
+            rec.finished_at = crate::state::now_ns();
+            rec.reason = "NotRestored".to_string();
+            rec.restore_from = None;
+            return self.finish_stop(c, &mut rec).await;
+        }
         let runtime = self.runtime(&rec.runtime_handler)?;
         let exit_file = self.container_run_dir(&rec.id).join("exit.json");
         let graceful = matches!(mode, StopMode::Graceful(_))

@@ -5,6 +5,7 @@ mod container_create;
 mod container_exec;
 mod container_list;
 mod container_remove;
+mod container_restore;
 mod container_start;
 mod container_stop;
 mod container_stream;
@@ -20,6 +21,7 @@ pub(crate) mod streams;
 mod version;
 
 pub(crate) use container_remove::container_name;
+pub(crate) use container_restore::scratch_root as restore_scratch_root;
 pub(crate) use container_stop::{process_running, refresh_exit_in, StopMode};
 pub(crate) use events::EVENT_BUFFER;
 pub(crate) use stats::CpuSamples;
