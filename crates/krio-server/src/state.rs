@@ -63,6 +63,10 @@ pub struct SandboxRecord {
     /// The pod init holding `pidns`.
     #[serde(default)]
     pub pod_init: Option<krio_monitor::PodInit>,
+    /// Pinned user namespace of a pod whose `userns_options` mode is POD; it owns the pod's
+    /// network, IPC and UTS namespaces, and every container joins it.
+    #[serde(default)]
+    pub userns: Option<PathBuf>,
     /// Pod IPs, primary first.
     pub ips: Vec<String>,
     /// Cgroup parent of the pod's containers.

@@ -254,12 +254,27 @@ impl Krio {
         crate::state::kill_point("CreateContainer:record-written");
         let lowers = self.images.layer_dirs(image)?;
         let rootfs_dir = run_dir.join("rootfs");
-        rootfs::mount_overlay(
-            &lowers,
-            &data_dir.join("upper"),
-            &data_dir.join("work"),
-            &rootfs_dir,
-        )?;
+        match (
+            &sb.userns,
+            super::sandbox_run::pod_user_namespace(&sb.config),
+        ) {
+            (Some(userns), Some((uid, gid))) => rootfs::mount_overlay_in_userns(
+                &lowers,
+                &data_dir.join("upper"),
+                &data_dir.join("work"),
+                &rootfs_dir,
+                userns,
+                uid.host_id,
+                gid.host_id,
+                &rootfs::idmap_staging_dir(&run_dir),
+            )?,
+            _ => rootfs::mount_overlay(
+                &lowers,
+                &data_dir.join("upper"),
+                &data_dir.join("work"),
+                &rootfs_dir,
+            )?,
+        }
         rootfs::check_special_dirs(&rootfs_dir)?;
         crate::state::kill_point("CreateContainer:rootfs-mounted");
         if !rec.log_path.is_empty() {
@@ -315,7 +330,25 @@ impl Krio {
             }
         }
         let spec_config = self.stage_image_volumes(rec, &run_dir)?;
-        let spec_config = stage_rro_mounts(&spec_config, &run_dir)?;
+        let mut spec_config = stage_rro_mounts(&spec_config, &run_dir)?;
+        if sb.userns.is_some() {
+            // Every container of a pod in a user namespace joins it, whatever its own
+            // namespace options say (kubelet copies the pod's; the pod's namespaces are owned by
+            // that user namespace and could not be joined from outside it).
+            let pod_userns = sb
+                .config
+                .linux
+                .as_ref()
+                .and_then(|l| l.security_context.as_ref())
+                .and_then(|sc| sc.namespace_options.as_ref())
+                .and_then(|ns| ns.userns_options.clone());
+            let linux = spec_config.linux.get_or_insert_with(Default::default);
+            let sc = linux.security_context.get_or_insert_with(Default::default);
+            let ns = sc
+                .namespace_options
+                .get_or_insert_with(|| sandbox_namespace_options(sb));
+            ns.userns_options = pod_userns;
+        }
         let mut spec = krio_oci::build_spec(&krio_oci::SpecInputs {
             container: &spec_config,
             sandbox: &sandbox_config,
@@ -326,6 +359,7 @@ impl Krio {
                 ipc: sb.ipcns.clone(),
                 uts: sb.utsns.clone(),
                 pid: target_pidns.or_else(|| sb.pidns.clone()),
+                user: sb.userns.clone(),
             },
             sandbox_mounts,
             cgroups_path: rec.cgroups_path.clone(),
@@ -547,6 +581,16 @@ fn bind_mount(source: &std::path::Path, dest: &str) -> Result<oci_spec::runtime:
         .map_err(|e| ServerError::invalid("mounts", e.to_string()))
 }
 
+/// The pod's namespace options (CRI defaults when it has none).
+fn sandbox_namespace_options(sb: &SandboxRecord) -> cri::NamespaceOption {
+    sb.config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|sc| sc.namespace_options.clone())
+        .unwrap_or_default()
+}
+
 /// The sandbox config as the spec builder should see it. A sandbox recorded without a pod
 /// PID namespace (one made before pods had an init) gives each container its own PID
 /// namespace when the pod asked for a shared one.
@@ -648,6 +692,7 @@ mod handler_tests {
             ipcns: None,
             utsns: None,
             pidns: None,
+            userns: None,
             pod_init: None,
             ips: Vec::new(),
             cgroup_parent: String::new(),
