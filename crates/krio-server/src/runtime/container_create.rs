@@ -225,8 +225,14 @@ impl Krio {
         rec.pid = spawned.container_pid;
         rec.monitor_pid = spawned.monitor_pid;
         // `runtime create` returns once the init set its credentials (before it waits to exec
-        // the command), so these are the ones the container's process will have.
-        rec.user = crate::state::ProcessUser::of_pid(rec.pid);
+        // the command), so these are the ones the container's process will have; in a pod with
+        // its own user namespace, as seen inside it.
+        rec.user = crate::state::ProcessUser::of_pid(rec.pid).map(|u| {
+            match super::sandbox_run::pod_user_namespace(&sb.config) {
+                Some((uid, gid)) => u.in_user_namespace(uid, gid),
+                None => u,
+            }
+        });
         crate::state::kill_point("CreateContainer:monitor-spawned");
         persist::write_json_async(&self.container_record_path(&rec.id), rec).await?;
         crate::state::kill_point("CreateContainer:record-final");
@@ -264,8 +270,7 @@ impl Krio {
                 &data_dir.join("work"),
                 &rootfs_dir,
                 userns,
-                uid.host_id,
-                gid.host_id,
+                (uid.host_id, gid.host_id),
                 &rootfs::idmap_staging_dir(&run_dir),
             )?,
             _ => rootfs::mount_overlay(
