@@ -89,15 +89,15 @@ pub fn idmapped_overlay_supported() -> bool {
 }
 
 /// Mounts a container's overlay rootfs for a pod in its own user namespace (CRI
-/// `userns_options` mode POD; the namespace pinned at `userns` maps container id 0 to host ids
-/// `root_uid`/`root_gid`). runc 1.1 makes no id-mapped mounts, and overlayfs cannot be
+/// `userns_options` mode POD; the namespace pinned at `userns` maps container id 0 to the host
+/// uid and gid `root`). runc 1.1 makes no id-mapped mounts, and overlayfs cannot be
 /// id-mapped itself (`mount_setattr` answers `EINVAL` on an overlay mount), but its layers
 /// can (Linux 5.19), so:
 ///
 /// * each lower layer gets an id-mapped bind mount at `<staging>/<i>` (`open_tree` +
 ///   `mount_setattr(MOUNT_ATTR_IDMAP)` + `move_mount`): image files owned by host id 0 appear
-///   owned by `root_uid`, that is by 0 inside the pod;
-/// * the upper directory is created owned by `root_uid:root_gid`, plain (an id-mapped upper
+///   owned by `root`, that is by 0 inside the pod;
+/// * the upper directory is created owned by `root`, plain (an id-mapped upper
 ///   would need the overlay mounted from inside the user namespace: overlayfs makes its work
 ///   directory with the mounter's ids, which such a mapping does not map). What the pod's
 ///   root writes, and what copy-up copies, is stored with host ids in the mapped range;
@@ -111,8 +111,7 @@ pub fn mount_overlay_in_userns(
     work: &Path,
     target: &Path,
     userns: &Path,
-    root_uid: u32,
-    root_gid: u32,
+    root: (u32, u32),
     staging: &Path,
 ) -> Result<()> {
     let ns = std::fs::File::open(userns)
@@ -122,7 +121,7 @@ pub fn mount_overlay_in_userns(
             .map_err(|e| ServerError::io("id-mapping", p, std::io::Error::other(e)))
     };
     std::fs::create_dir_all(upper).map_err(|e| ServerError::io("creating directory", upper, e))?;
-    std::os::unix::fs::chown(upper, Some(root_uid), Some(root_gid))
+    std::os::unix::fs::chown(upper, Some(root.0), Some(root.1))
         .map_err(|e| ServerError::io("handing to the pod's root", upper, e))?;
     let staged = (|| {
         let mut staged = Vec::with_capacity(lowers.len());

@@ -994,7 +994,7 @@ async fn pod_in_its_own_user_namespace() {
         ),
         (
             bad(&|ns| {
-                let m = ns.userns_options.as_ref().unwrap().uids[0].clone();
+                let m = ns.userns_options.as_ref().unwrap().uids[0];
                 ns.userns_options.as_mut().unwrap().uids.push(m)
             }),
             Code::InvalidArgument,
@@ -1056,7 +1056,10 @@ async fn pod_in_its_own_user_namespace() {
          stat -c 'bin %u %g' /bin/sh; stat -c 'hosts %u %g' /etc/hosts; \
          echo \"user $(readlink /proc/self/ns/user)\"; \
          echo \"net $(readlink /proc/self/ns/net)\"; \
-         ip -o -4 addr show dev eth0; echo ready; sleep 600",
+         ip -o -4 addr show dev eth0; \
+         awk '$5 ~ /^\\/(proc|sys|dev\\/mqueue|sys\\/fs\\/cgroup\\/memory|dev\\/null)$/ \
+              {print \"mnt\", $5, $(NF-2), $6}' /proc/self/mountinfo; \
+         echo ready; sleep 600",
     );
     let first_id = run_container(&d, &pod_id, &pod, first).await;
     wait_log_line(&d, &first_id, "ready").await;
@@ -1094,6 +1097,28 @@ async fn pod_in_its_own_user_namespace() {
             .any(|l| l.contains("eth0") && l.contains(&format!("inet {pod_ip}/"))),
         "{pod_ip}: {out:?}"
     );
+    // What runc 1.1.5 mounts inside: fresh proc, sysfs and mqueue (the pod's namespaces are
+    // owned by its user namespace, so no EPERM fallback to a bind of the host's /sys), the
+    // cgroup v1 hierarchies read-only, and device nodes bound from the host (no mknod).
+    for want in [
+        "mnt /proc proc",
+        "mnt /sys sysfs",
+        "mnt /dev/mqueue mqueue",
+        "mnt /sys/fs/cgroup/memory cgroup",
+        "mnt /dev/null devtmpfs",
+    ] {
+        assert!(
+            out.iter().any(|l| l.starts_with(&format!("{want} "))),
+            "{want}: {out:?}"
+        );
+    }
+    // ContainerStatus.user is the identity inside the user namespace.
+    let user = status(&d, &first_id)
+        .await
+        .user
+        .and_then(|u| u.linux)
+        .unwrap();
+    assert_eq!((user.uid, user.gid), (0, 0), "{user:?}");
     let user_ns = out.iter().find(|l| l.starts_with("user ")).unwrap().clone();
     let host_user_ns = format!(
         "user {}",
