@@ -133,6 +133,7 @@ pub fn mount_overlay_in_userns(
                 &cstr(lower)?,
                 std::os::fd::AsRawFd::as_raw_fd(&ns),
                 &cstr(&dst)?,
+                false,
             )
             .map_err(|e| ServerError::io("id-mapping image layer", lower, e))?;
             staged.push(dst);
@@ -204,6 +205,54 @@ pub fn stage_recursive_read_only(source: &Path, staging: &Path) -> Result<()> {
         let _ = umount2(staging, MntFlags::MNT_DETACH);
         ServerError::io("making read-only recursively", staging, e)
     })
+}
+
+/// Where a container of a pod in a user namespace gets its id-mapped volumes:
+/// `<run_dir>/idmapvol/<mount index>`.
+pub fn idmap_volume_dir(run_dir: &Path) -> PathBuf {
+    run_dir.join("idmapvol")
+}
+
+/// Stages an id-mapped recursive bind of `source` (a host volume, directory or file) at
+/// `staging`, mapped through the user namespace pinned at `userns`: files the host's root owns
+/// are root's inside the pod, and what the pod's root writes is stored as host root's, as with
+/// runtimes that id-map volumes themselves. Returns `false`, with nothing mounted, when a
+/// filesystem of the tree cannot be id-mapped (`EINVAL`: the volume is then bound as it is).
+/// Undone by [`unmount_staging`] on [`idmap_volume_dir`].
+///
+/// Errors: [`ServerError::Io`] naming the step for any other failure.
+pub fn stage_idmapped_volume(source: &Path, staging: &Path, userns: &Path) -> Result<bool> {
+    let ns = std::fs::File::open(userns)
+        .map_err(|e| ServerError::io("opening user namespace", userns, e))?;
+    if source.is_dir() {
+        std::fs::create_dir_all(staging)
+            .map_err(|e| ServerError::io("creating directory", staging, e))?;
+    } else {
+        if let Some(parent) = staging.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| ServerError::io("creating directory", parent, e))?;
+        }
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(staging)
+            .map_err(|e| ServerError::io("creating mount point", staging, e))?;
+    }
+    let cstr = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_encoded_bytes())
+            .map_err(|e| ServerError::io("id-mapping", p, std::io::Error::other(e)))
+    };
+    match sys::idmap_bind(
+        &cstr(source)?,
+        std::os::fd::AsRawFd::as_raw_fd(&ns),
+        &cstr(staging)?,
+        true,
+    ) {
+        Ok(()) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(false),
+        Err(e) => Err(ServerError::io("id-mapping volume", source, e)),
+    }
 }
 
 /// Where the id-mapped image layers of a container in a user namespace are mounted while its

@@ -61,17 +61,21 @@ const OPEN_TREE_CLONE: libc::c_uint = 1;
 /// `MOVE_MOUNT_F_EMPTY_PATH`: `move_mount(2)`'s source is the descriptor itself.
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
 
-/// Makes an id-mapped bind mount of `source` at `target` (an existing directory): an
-/// `open_tree(OPEN_TREE_CLONE)` detached copy of `source` (without its submounts),
-/// `mount_setattr(MOUNT_ATTR_IDMAP)` through the user namespace `userns` (an nsfs file
-/// descriptor), then `move_mount` onto `target` (Linux 5.12).
+/// Makes an id-mapped bind mount of `source` at `target` (an existing directory or file): an
+/// `open_tree(OPEN_TREE_CLONE)` detached copy of `source` (with its submounts when
+/// `recursive`), `mount_setattr(MOUNT_ATTR_IDMAP)` through the user namespace `userns` (an
+/// nsfs file descriptor; on every mount of the copy when `recursive`), then `move_mount` onto
+/// `target` (Linux 5.12).
 ///
-/// Errors: the errno of the failing call; nothing is mounted at `target` then.
+/// Errors: the errno of the failing call (`EINVAL` from `mount_setattr` when a filesystem of
+/// the tree cannot be id-mapped); nothing is mounted at `target` then.
 pub(crate) fn idmap_bind(
     source: &std::ffi::CStr,
     userns: libc::c_int,
     target: &std::ffi::CStr,
+    recursive: bool,
 ) -> std::io::Result<()> {
+    let rec = if recursive { AT_RECURSIVE } else { 0 };
     use std::os::fd::{FromRawFd, OwnedFd};
     // SAFETY: `source` is NUL-terminated; the call only reads it.
     let fd = unsafe {
@@ -79,7 +83,7 @@ pub(crate) fn idmap_bind(
             libc::SYS_open_tree,
             libc::AT_FDCWD,
             source.as_ptr(),
-            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | rec,
         )
     };
     if fd < 0 {
@@ -96,7 +100,7 @@ pub(crate) fn idmap_bind(
     mount_setattr(
         std::os::fd::AsRawFd::as_raw_fd(&tree),
         c"",
-        libc::AT_EMPTY_PATH as libc::c_uint,
+        libc::AT_EMPTY_PATH as libc::c_uint | rec,
         Some(&attr),
     )?;
     // SAFETY: both paths are NUL-terminated; the descriptor is live for the call.

@@ -1048,7 +1048,7 @@ async fn pod_in_its_own_user_namespace() {
         .unwrap();
     let pod_ip = sandbox.network.unwrap().ip;
     assert!(pod_ip.starts_with("10.123.242."), "{pod_ip}");
-    let first = container_config(
+    let mut first = container_config(
         "first",
         &image("busybox"),
         "cat /proc/self/uid_map /proc/self/gid_map; id; \
@@ -1056,11 +1056,21 @@ async fn pod_in_its_own_user_namespace() {
          stat -c 'bin %u %g' /bin/sh; stat -c 'hosts %u %g' /etc/hosts; \
          echo \"user $(readlink /proc/self/ns/user)\"; \
          echo \"net $(readlink /proc/self/ns/net)\"; \
-         ip -o -4 addr show dev eth0; \
+         ip -o -4 addr show dev eth0; stat -c 'vol %u %g' /vol/host-file; \
+         echo pod > /vol/from-pod && echo vol-written; \
          awk '$5 ~ /^\\/(proc|sys|dev\\/mqueue|sys\\/fs\\/cgroup\\/memory|dev\\/null)$/ \
               {print \"mnt\", $5, $(NF-2), $6}' /proc/self/mountinfo; \
          echo ready; sleep 600",
     );
+    // A host volume owned by the host's root, id-mapped by krio.
+    let vol = d.dir.path().join("userns-vol");
+    std::fs::create_dir_all(&vol).unwrap();
+    std::fs::write(vol.join("host-file"), "host\n").unwrap();
+    first.mounts = vec![cri::Mount {
+        container_path: "/vol".into(),
+        host_path: vol.display().to_string(),
+        ..Default::default()
+    }];
     let first_id = run_container(&d, &pod_id, &pod, first).await;
     wait_log_line(&d, &first_id, "ready").await;
     let second = container_config(
@@ -1112,6 +1122,13 @@ async fn pod_in_its_own_user_namespace() {
             "{want}: {out:?}"
         );
     }
+    // The volume: the host root's file is root's inside, and what the pod's root writes is
+    // the host root's on the host.
+    for want in ["vol 0 0", "vol-written"] {
+        assert!(out.iter().any(|l| l == want), "{want}: {out:?}");
+    }
+    let md = std::fs::metadata(vol.join("from-pod")).unwrap();
+    assert_eq!((md.uid(), md.gid()), (0, 0));
     // ContainerStatus.user is the identity inside the user namespace.
     let user = status(&d, &first_id)
         .await

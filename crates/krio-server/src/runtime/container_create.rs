@@ -354,6 +354,9 @@ impl Krio {
                 .get_or_insert_with(|| sandbox_namespace_options(sb));
             ns.userns_options = pod_userns;
         }
+        if let Some(userns) = &sb.userns {
+            stage_idmapped_volumes(&rec.config, &mut spec_config, &run_dir, userns)?;
+        }
         let mut spec = krio_oci::build_spec(&krio_oci::SpecInputs {
             container: &spec_config,
             sandbox: &sandbox_config,
@@ -568,6 +571,49 @@ fn stage_rro_mounts(
         m.readonly = true;
     }
     Ok(out)
+}
+
+/// In a pod with its own user namespace: each plain host volume of `config` (not an image
+/// volume, not recursive read-only, propagation private) is replaced in `spec_config` by an
+/// id-mapped recursive bind staged at `<run_dir>/idmapvol/<i>`
+/// ([`rootfs::stage_idmapped_volume`]), so host root's files are root's inside. A volume on a
+/// filesystem that cannot be id-mapped, or with host-to-container or bidirectional
+/// propagation (a detached copy would not receive or send mount events), is bound as it is.
+///
+/// Errors: `InvalidArgument` naming `mounts[i].host_path` when it does not exist; `Internal`
+/// when staging fails (what was staged is undone by the container's teardown).
+fn stage_idmapped_volumes(
+    config: &cri::ContainerConfig,
+    spec_config: &mut cri::ContainerConfig,
+    run_dir: &std::path::Path,
+    userns: &std::path::Path,
+) -> Result<()> {
+    let private = cri::MountPropagation::PropagationPrivate as i32;
+    for (i, (m, out)) in config
+        .mounts
+        .iter()
+        .zip(spec_config.mounts.iter_mut())
+        .enumerate()
+    {
+        let plain = m.image.as_ref().is_none_or(|img| img.image.is_empty())
+            && !m.recursive_read_only
+            && m.propagation == private;
+        if !plain {
+            continue;
+        }
+        let source =
+            std::fs::canonicalize(&m.host_path).map_err(|e| ServerError::InvalidArgument {
+                field: format!("mounts[{i}].host_path"),
+                reason: format!("{}: {e}", m.host_path),
+            })?;
+        let staging = rootfs::idmap_volume_dir(run_dir).join(i.to_string());
+        if rootfs::stage_idmapped_volume(&source, &staging, userns)? {
+            out.host_path = staging.to_string_lossy().into_owned();
+        } else {
+            tracing::info!(volume = %source.display(), "filesystem cannot be id-mapped; bound as it is");
+        }
+    }
+    Ok(())
 }
 
 /// A read-write bind mount of a sandbox file (`rbind`, `rprivate`), as containerd mounts the

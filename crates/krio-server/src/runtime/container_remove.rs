@@ -99,6 +99,7 @@ fn remove_container_files(
         rootfs::rro_staging_dir(run_dir),
         rootfs::image_volume_dir(run_dir),
         rootfs::idmap_staging_dir(run_dir),
+        rootfs::idmap_volume_dir(run_dir),
     ] {
         if let Err(e) = rootfs::unmount_staging(&dir) {
             errors.push(e);
