@@ -14,4 +14,6 @@ pub use cni::{
     install_default_config, Cni, CniConfig, NetworkStatus, PodNetwork, PortMapping, Protocol,
 };
 pub use error::NetError;
-pub use ns::{pin_namespaces, unpin_namespaces, NsKind, PinnedNamespaces};
+pub use ns::{
+    pin_namespaces, pin_namespaces_in_userns, unpin_namespaces, IdMap, NsKind, PinnedNamespaces,
+};

@@ -64,6 +64,21 @@ pub struct PinnedNamespaces {
     pub ipc: Option<PathBuf>,
     /// The pinned UTS namespace (`<dir>/uts`).
     pub uts: Option<PathBuf>,
+    /// The pinned user namespace (`<dir>/user`) that owns the others, made by
+    /// [`pin_namespaces_in_userns`]; `None` from [`pin_namespaces`].
+    pub user: Option<PathBuf>,
+}
+
+/// One id mapping of a user namespace (a line of `/proc/<pid>/uid_map`, user_namespaces(7)):
+/// ids `container_id..container_id + length` inside are `host_id..host_id + length` outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdMap {
+    /// First id inside the namespace.
+    pub container_id: u32,
+    /// First id outside (in the daemon's user namespace).
+    pub host_id: u32,
+    /// Number of ids mapped (at least 1).
+    pub length: u32,
 }
 
 impl PinnedNamespaces {
@@ -141,6 +156,142 @@ pub fn pin_namespaces(
         Ok(p) => Ok(p),
         Err(e) => {
             undo.run();
+            Err(e)
+        }
+    }
+}
+
+/// Like [`pin_namespaces`], but the namespaces belong to a new user namespace with the given
+/// single `uid` and `gid` mappings (CRI `userns_options` mode POD), which is pinned too, at
+/// `<dir>/user`. Kubernetes expects a pod's network, IPC and UTS namespaces to be owned by the
+/// pod's user namespace: the containers join that user namespace first and could not join
+/// namespaces owned by the host's afterwards.
+///
+/// A multi-threaded process can neither create nor enter a user namespace, so a forked child
+/// makes them all (`unshare(CLONE_NEWUSER)`, the maps written by this process, then
+/// `unshare` of the other kinds, `sethostname`, `lo` up); this process bind-mounts the child's
+/// `/proc/<pid>/ns/*` and the child exits. No process is left holding anything.
+///
+/// Errors: as [`pin_namespaces`]; an empty mapping is [`NetError::InvalidArgument`]. On any
+/// error everything done so far is undone and the child is killed and reaped.
+pub fn pin_namespaces_in_userns(
+    dir: &Path,
+    kinds: &[NsKind],
+    hostname: Option<&str>,
+    uid: IdMap,
+    gid: IdMap,
+) -> Result<PinnedNamespaces, NetError> {
+    for (field, m) in [("uid", uid), ("gid", gid)] {
+        if m.length == 0 || u64::from(m.host_id) + u64::from(m.length) > u64::from(u32::MAX) {
+            return Err(NetError::InvalidArgument {
+                field,
+                reason: format!("{m:?} is not a range of 32-bit ids"),
+            });
+        }
+    }
+    let kinds: BTreeSet<NsKind> = kinds.iter().copied().collect();
+    let hostname = match hostname {
+        Some(h) if kinds.contains(&NsKind::Uts) => {
+            validate_hostname(h)?;
+            Some(h.to_owned())
+        }
+        _ => None,
+    };
+    // The directory, its shared mount and empty pin files, as for the other kinds; the user
+    // namespace's pin comes first so that the undo removes it last.
+    let mut pinned = pin_namespaces(dir, &[], None)?;
+    let mut undo = Undo {
+        dir: dir.to_path_buf(),
+        created_dir: false,
+        bound_dir: false,
+        pins: Vec::new(),
+    };
+    let result = (|| {
+        let mut targets = Vec::new();
+        for name in std::iter::once("user").chain(kinds.iter().map(|k| k.file_name())) {
+            let pin = dir.join(name);
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o444)
+                .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+                .open(&pin)
+            {
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                    return Err(NetError::PinExists { path: pin })
+                }
+                Err(source) => return Err(io_err("create namespace pin", &pin, source)),
+            }
+            undo.pins.push(pin.clone());
+            targets.push((name, pin));
+        }
+        let flags = kinds
+            .iter()
+            .fold(CloneFlags::empty(), |f, k| f | k.clone_flag());
+        let sys = |op: &'static str| {
+            move |source| NetError::Sys {
+                op,
+                path: dir.to_path_buf(),
+                source,
+            }
+        };
+        let mut child = crate::sys::spawn_userns_child(
+            flags.bits(),
+            hostname.as_deref().map(str::as_bytes),
+            kinds.contains(&NsKind::Net),
+        )
+        .map_err(sys("fork the namespace child for"))?;
+        child
+            .wait_stage()
+            .map_err(sys("unshare the user namespace for"))?;
+        for (file, m) in [("uid_map", uid), ("gid_map", gid)] {
+            let path = PathBuf::from(format!("/proc/{}/{file}", child.pid));
+            std::fs::write(
+                &path,
+                format!("{} {} {}\n", m.container_id, m.host_id, m.length),
+            )
+            .map_err(|source| io_err("write id map", &path, source))?;
+        }
+        child.go().map_err(sys("resume the namespace child for"))?;
+        child
+            .wait_stage()
+            .map_err(sys("make namespaces in the user namespace for"))?;
+        for (name, pin) in &targets {
+            let src = PathBuf::from(format!("/proc/{}/ns/{name}", child.pid));
+            mount(
+                Some(&src),
+                pin,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(|source| NetError::Sys {
+                op: "bind-mount namespace onto",
+                path: pin.clone(),
+                source,
+            })?;
+        }
+        child
+            .finish()
+            .map_err(sys("reap the namespace child for"))?;
+        Ok(targets)
+    })();
+    match result {
+        Ok(targets) => {
+            for (name, pin) in targets {
+                match name {
+                    "user" => pinned.user = Some(pin),
+                    "net" => pinned.net = Some(pin),
+                    "ipc" => pinned.ipc = Some(pin),
+                    _ => pinned.uts = Some(pin),
+                }
+            }
+            Ok(pinned)
+        }
+        Err(e) => {
+            undo.run();
+            let _ = unpin_namespaces(dir);
             Err(e)
         }
     }

@@ -9,8 +9,9 @@ use krio_cri::v1::{
 };
 use oci_spec::image::Config as ImageConfig;
 use oci_spec::runtime::{
-    Capabilities, Capability, Linux, LinuxCapabilitiesBuilder, LinuxNamespaceBuilder,
-    LinuxNamespaceType, Mount, Process, Root, Spec, UserBuilder,
+    Capabilities, Capability, Linux, LinuxCapabilitiesBuilder, LinuxIdMapping,
+    LinuxIdMappingBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, Mount, Process, Root, Spec,
+    UserBuilder,
 };
 
 use crate::error::SpecError;
@@ -56,6 +57,10 @@ pub struct NamespacePaths {
     pub uts: Option<PathBuf>,
     /// PID namespace file (pod-shared or target container).
     pub pid: Option<PathBuf>,
+    /// The pod's user namespace file, needed when the CRI `userns_options` mode is `POD`: the
+    /// container joins it (it is listed first, and the other namespaces above must be owned by
+    /// it) with the CRI mappings as `linux.uidMappings`/`gidMappings`.
+    pub user: Option<PathBuf>,
 }
 
 /// Everything [`build_spec`] needs.
@@ -100,8 +105,9 @@ pub struct SpecInputs<'a> {
 /// Follows the CRI `api.proto` comments and containerd's CRI plugin where the CRI is silent; see the module docs of
 /// each part: process args/env/cwd (`process`), user (`user`), mounts and devices (`mounts`), capabilities, masked
 /// paths and seccomp (`security`), resources and sysctls (`resources`). Namespaces: network/IPC/UTS/PID per
-/// [`NamespacePaths`]; a new mount namespace always; a new cgroup namespace on cgroup v2 only; user namespaces are
-/// unsupported (CRI `userns_options` with a mode other than `NODE` is rejected). The hostname is set only when the
+/// [`NamespacePaths`]; a new mount namespace always; a new cgroup namespace on cgroup v2 only; with CRI
+/// `userns_options` mode `POD` the pod's user namespace is joined by path with the CRI mappings (modes other than
+/// `NODE` and `POD` are rejected). The hostname is set only when the
 /// container gets its own UTS namespace (a joined sandbox UTS namespace already carries it); `HOSTNAME` is put in
 /// the environment either way. Privileged containers require a privileged sandbox (containerd).
 ///
@@ -146,12 +152,17 @@ pub fn build_spec(inputs: &SpecInputs) -> Result<Spec, SpecError> {
     let net_mode = mode("network", ns_opts.network)?;
     let ipc_mode = mode("ipc", ns_opts.ipc)?;
     let pid_mode = mode("pid", ns_opts.pid)?;
+    let mut id_mappings = None;
     if let Some(u) = ns_opts.userns_options.as_ref() {
-        if mode("userns_options.mode", u.mode)? != NamespaceMode::Node {
-            return Err(SpecError::unsupported(
-                "linux.security_context.namespace_options.userns_options",
-                "user namespaces",
-            ));
+        match mode("userns_options.mode", u.mode)? {
+            NamespaceMode::Node => {}
+            NamespaceMode::Pod => id_mappings = Some(user_namespace_mappings(u)?),
+            _ => {
+                return Err(SpecError::unsupported(
+                    "linux.security_context.namespace_options.userns_options.mode",
+                    "user namespaces other than NODE and POD",
+                ))
+            }
         }
     }
     let host_net = net_mode == NamespaceMode::Node;
@@ -165,6 +176,17 @@ pub fn build_spec(inputs: &SpecInputs) -> Result<Spec, SpecError> {
         namespaces.push(b.build().map_err(SpecError::build("namespace"))?);
         Ok(())
     };
+    if id_mappings.is_some() {
+        let path = inputs
+            .namespaces
+            .user
+            .as_ref()
+            .ok_or(SpecError::MissingNamespacePath {
+                namespace: "user",
+                mode: "POD",
+            })?;
+        push_ns(LinuxNamespaceType::User, Some(path))?;
+    }
     push_ns(LinuxNamespaceType::Mount, None)?;
     if !host_net {
         push_ns(
@@ -311,8 +333,9 @@ pub fn build_spec(inputs: &SpecInputs) -> Result<Spec, SpecError> {
     let sysctls = resources::sysctls(&raw_sysctls, host_ipc, host_net)?;
 
     let mut linux = Linux::default();
-    linux.set_uid_mappings(None);
-    linux.set_gid_mappings(None);
+    let (uid_mappings, gid_mappings) = id_mappings.unzip();
+    linux.set_uid_mappings(uid_mappings);
+    linux.set_gid_mappings(gid_mappings);
     linux.set_sysctl(if sysctls.is_empty() {
         None
     } else {
@@ -359,6 +382,35 @@ pub fn build_spec(inputs: &SpecInputs) -> Result<Spec, SpecError> {
     spec.set_annotations(Some(build_annotations(inputs)));
     spec.set_linux(Some(linux));
     Ok(spec)
+}
+
+/// The OCI `uidMappings` and `gidMappings` of a CRI `userns_options` with mode `POD`: its one uid
+/// and one gid mapping (the daemon checked their shape at `RunPodSandbox`; checked again here).
+fn user_namespace_mappings(
+    u: &krio_cri::v1::UserNamespace,
+) -> Result<(Vec<LinuxIdMapping>, Vec<LinuxIdMapping>), SpecError> {
+    let one = |name: &str, maps: &[krio_cri::v1::IdMapping]| {
+        let field = format!("linux.security_context.namespace_options.userns_options.{name}");
+        let [m] = maps else {
+            return Err(SpecError::invalid(
+                field,
+                format!("needs exactly one mapping, not {}", maps.len()),
+            ));
+        };
+        if m.container_id != 0 || m.length == 0 {
+            return Err(SpecError::invalid(
+                field,
+                "the mapping must start at container id 0 and map at least one id",
+            ));
+        }
+        Ok(vec![LinuxIdMappingBuilder::default()
+            .container_id(m.container_id)
+            .host_id(m.host_id)
+            .size(m.length)
+            .build()
+            .map_err(SpecError::build("id mapping"))?])
+    };
+    Ok((one("uids", &u.uids)?, one("gids", &u.gids)?))
 }
 
 /// The container's namespace options, falling back to the sandbox's (the kubelet sets both identically), then to

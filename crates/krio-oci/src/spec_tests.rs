@@ -86,6 +86,7 @@ fn case() -> Case {
             ipc: Some("/run/krio/ns/ipc/p1".into()),
             uts: Some("/run/krio/ns/uts/p1".into()),
             pid: None,
+            user: None,
         },
         cgroup_v2: false,
     }
@@ -284,7 +285,15 @@ fn namespace_modes() {
         .to_string()
         .contains("namespace_options.ipc"));
 
-    // User namespaces are unsupported.
+    // User namespace mode POD joins the pod's user namespace with the CRI mappings; it needs
+    // the pod's namespace file, and CONTAINER is unsupported.
+    let map = || {
+        vec![krio_cri::v1::IdMapping {
+            container_id: 0,
+            host_id: 200000,
+            length: 65536,
+        }]
+    };
     let mut c = case();
     sec(&mut c)
         .namespace_options
@@ -292,6 +301,42 @@ fn namespace_modes() {
         .unwrap()
         .userns_options = Some(krio_cri::v1::UserNamespace {
         mode: NamespaceMode::Pod as i32,
+        uids: map(),
+        gids: map(),
+    });
+    assert!(matches!(
+        build(&c, r.path()),
+        Err(SpecError::MissingNamespacePath {
+            namespace: "user",
+            ..
+        })
+    ));
+    c.namespaces.user = Some(PathBuf::from("/run/pod/ns/user"));
+    let s = build(&c, r.path()).unwrap();
+    let ns = namespaces(&s);
+    assert_eq!(
+        ns[0],
+        (
+            LinuxNamespaceType::User,
+            Some(PathBuf::from("/run/pod/ns/user"))
+        )
+    );
+    let linux = s.linux().as_ref().unwrap();
+    for m in [linux.uid_mappings(), linux.gid_mappings()] {
+        let m = m.as_ref().unwrap();
+        assert_eq!(m.len(), 1);
+        assert_eq!(
+            (m[0].container_id(), m[0].host_id(), m[0].size()),
+            (0, 200000, 65536)
+        );
+    }
+    let mut c = case();
+    sec(&mut c)
+        .namespace_options
+        .as_mut()
+        .unwrap()
+        .userns_options = Some(krio_cri::v1::UserNamespace {
+        mode: NamespaceMode::Container as i32,
         ..Default::default()
     });
     assert!(matches!(

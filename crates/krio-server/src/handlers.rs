@@ -27,6 +27,11 @@ pub struct HandlerFeatures {
     /// The runtime can create user namespaces with id-mapped mounts (`linux.namespaces` has
     /// `user` and `linux.mountExtensions.idmap.enabled` is true).
     pub user_namespaces: bool,
+    /// The runtime can put a container in a user namespace given by path, with
+    /// `linux.uidMappings`/`gidMappings` (`linux.namespaces` lists `user`; runc 1.1 does,
+    /// without id-mapped mounts). krio makes the id-mapped rootfs itself, so this is what
+    /// pods with `userns_options` mode POD need.
+    pub join_user_namespace: bool,
     /// The runtime's `exec` has `--tty` (runc's, from `exec --help`); without it (runsc) a
     /// terminal exec passes the process as a `--process` file.
     pub exec_tty_flag: bool,
@@ -57,6 +62,7 @@ impl HandlerFeatures {
             source: "runtime features".to_string(),
             rro_mount_option: strings("/mountOptions").iter().any(|o| o == "rro"),
             user_namespaces: idmap && strings("/linux/namespaces").iter().any(|n| n == "user"),
+            join_user_namespace: strings("/linux/namespaces").iter().any(|n| n == "user"),
             exec_tty_flag: false,
         })
     }
@@ -67,6 +73,7 @@ impl HandlerFeatures {
             source: why.into(),
             rro_mount_option: false,
             user_namespaces: false,
+            join_user_namespace: false,
             exec_tty_flag: false,
         }
     }
@@ -134,6 +141,16 @@ pub struct Handler {
 }
 
 impl Handler {
+    /// Whether pods of this handler can run in their own user namespace (CRI `userns_options`
+    /// mode POD, Status `user_namespaces`): the runtime joins a user namespace by path
+    /// ([`HandlerFeatures::join_user_namespace`]), it runs the pod's containers itself (not one
+    /// sandbox per container, as runsc here) and the kernel id-maps overlayfs mounts.
+    pub fn user_namespaces(&self) -> bool {
+        self.features.join_user_namespace
+            && self.cfg.pod_sandbox != crate::config::PodSandboxMode::PerContainer
+            && crate::rootfs::idmapped_overlay_supported()
+    }
+
     /// The runtime binary, looked up now: `Ok(absolute path)` or `Err(message naming the
     /// configured path)` when it is missing or not a file.
     pub fn binary(&self, name: &str) -> Result<PathBuf, String> {
@@ -175,8 +192,8 @@ mod tests {
         let f = HandlerFeatures::parse(runc_1_1).unwrap();
         assert_eq!(f.source, "runtime features");
         assert!(!f.rro_mount_option);
-        // `user` without id-mapped mounts is not enough for Kubernetes' user namespaces.
-        assert!(!f.user_namespaces);
+        // `user` without id-mapped mounts: the runtime joins a user namespace, krio id-maps.
+        assert!(!f.user_namespaces && f.join_user_namespace);
         let newer = br#"{"mountOptions":["rro"],"linux":{"namespaces":["user"],
             "mountExtensions":{"idmap":{"enabled":true}}}}"#;
         let f = HandlerFeatures::parse(newer).unwrap();
@@ -191,7 +208,7 @@ mod tests {
         let bin = dir.path().join("rt");
         krio_testutil::write_executable(&bin, "#!/bin/sh\necho \"Usage: rt\" >&2\nexit 2\n");
         let f = probe(&bin, &[]).await;
-        assert!(!f.rro_mount_option && !f.user_namespaces);
+        assert!(!f.rro_mount_option && !f.user_namespaces && !f.join_user_namespace);
         assert!(f.source.contains("no `features` command"), "{}", f.source);
         let ok = dir.path().join("ok");
         krio_testutil::write_executable(

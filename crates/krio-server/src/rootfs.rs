@@ -73,6 +73,79 @@ pub fn recursive_read_only_supported() -> bool {
     })
 }
 
+/// Whether the kernel can id-map an overlayfs mount (`MOUNT_ATTR_IDMAP` on overlayfs came in
+/// Linux 5.19; `mount_setattr` itself in 5.12), which pods in their own user namespace need.
+/// Read from the kernel release once.
+pub fn idmapped_overlay_supported() -> bool {
+    static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SUPPORTED.get_or_init(|| {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        let mut parts = release
+            .split(|c: char| !c.is_ascii_digit())
+            .map(|p| p.parse::<u32>().unwrap_or(0));
+        let version = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+        version >= (5, 19) && recursive_read_only_supported()
+    })
+}
+
+/// Mounts a container's overlay rootfs for a pod in its own user namespace (CRI
+/// `userns_options` mode POD; the namespace pinned at `userns` maps container id 0 to the host
+/// uid and gid `root`). runc 1.1 makes no id-mapped mounts, and overlayfs cannot be
+/// id-mapped itself (`mount_setattr` answers `EINVAL` on an overlay mount), but its layers
+/// can (Linux 5.19), so:
+///
+/// * each lower layer gets an id-mapped bind mount at `<staging>/<i>` (`open_tree` +
+///   `mount_setattr(MOUNT_ATTR_IDMAP)` + `move_mount`): image files owned by host id 0 appear
+///   owned by `root`, that is by 0 inside the pod;
+/// * the upper directory is created owned by `root`, plain (an id-mapped upper
+///   would need the overlay mounted from inside the user namespace: overlayfs makes its work
+///   directory with the mounter's ids, which such a mapping does not map). What the pod's
+///   root writes, and what copy-up copies, is stored with host ids in the mapped range;
+/// * the overlay is mounted at `target` from those, and the staging mounts are detached at
+///   once (overlayfs keeps private clones of its layers).
+///
+/// Errors: [`ServerError::Io`] naming the step; nothing stays mounted under `staging` then.
+pub fn mount_overlay_in_userns(
+    lowers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+    userns: &Path,
+    root: (u32, u32),
+    staging: &Path,
+) -> Result<()> {
+    let ns = std::fs::File::open(userns)
+        .map_err(|e| ServerError::io("opening user namespace", userns, e))?;
+    let cstr = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_encoded_bytes())
+            .map_err(|e| ServerError::io("id-mapping", p, std::io::Error::other(e)))
+    };
+    std::fs::create_dir_all(upper).map_err(|e| ServerError::io("creating directory", upper, e))?;
+    std::os::unix::fs::chown(upper, Some(root.0), Some(root.1))
+        .map_err(|e| ServerError::io("handing to the pod's root", upper, e))?;
+    let staged = (|| {
+        let mut staged = Vec::with_capacity(lowers.len());
+        for (i, lower) in lowers.iter().enumerate() {
+            let dst = staging.join(i.to_string());
+            std::fs::create_dir_all(&dst)
+                .map_err(|e| ServerError::io("creating directory", &dst, e))?;
+            sys::idmap_bind(
+                &cstr(lower)?,
+                std::os::fd::AsRawFd::as_raw_fd(&ns),
+                &cstr(&dst)?,
+                false,
+            )
+            .map_err(|e| ServerError::io("id-mapping image layer", lower, e))?;
+            staged.push(dst);
+        }
+        Ok(staged)
+    })();
+    let result = staged.and_then(|staged| mount_overlay(&staged, upper, work, target));
+    let cleanup = unmount_staging(staging);
+    let _ = std::fs::remove_dir_all(staging);
+    result.and(cleanup)
+}
+
 /// Where a container's recursive read-only sources are staged: `<run_dir>/rro/<mount index>`.
 pub fn rro_staging_dir(run_dir: &Path) -> PathBuf {
     run_dir.join("rro")
@@ -132,6 +205,60 @@ pub fn stage_recursive_read_only(source: &Path, staging: &Path) -> Result<()> {
         let _ = umount2(staging, MntFlags::MNT_DETACH);
         ServerError::io("making read-only recursively", staging, e)
     })
+}
+
+/// Where a container of a pod in a user namespace gets its id-mapped volumes:
+/// `<run_dir>/idmapvol/<mount index>`.
+pub fn idmap_volume_dir(run_dir: &Path) -> PathBuf {
+    run_dir.join("idmapvol")
+}
+
+/// Stages an id-mapped recursive bind of `source` (a host volume, directory or file) at
+/// `staging`, mapped through the user namespace pinned at `userns`: files the host's root owns
+/// are root's inside the pod, and what the pod's root writes is stored as host root's, as with
+/// runtimes that id-map volumes themselves. Returns `false`, with nothing mounted, when a
+/// filesystem of the tree cannot be id-mapped (`EINVAL`: the volume is then bound as it is).
+/// Undone by [`unmount_staging`] on [`idmap_volume_dir`].
+///
+/// Errors: [`ServerError::Io`] naming the step for any other failure.
+pub fn stage_idmapped_volume(source: &Path, staging: &Path, userns: &Path) -> Result<bool> {
+    let ns = std::fs::File::open(userns)
+        .map_err(|e| ServerError::io("opening user namespace", userns, e))?;
+    if source.is_dir() {
+        std::fs::create_dir_all(staging)
+            .map_err(|e| ServerError::io("creating directory", staging, e))?;
+    } else {
+        if let Some(parent) = staging.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| ServerError::io("creating directory", parent, e))?;
+        }
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(staging)
+            .map_err(|e| ServerError::io("creating mount point", staging, e))?;
+    }
+    let cstr = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_encoded_bytes())
+            .map_err(|e| ServerError::io("id-mapping", p, std::io::Error::other(e)))
+    };
+    match sys::idmap_bind(
+        &cstr(source)?,
+        std::os::fd::AsRawFd::as_raw_fd(&ns),
+        &cstr(staging)?,
+        true,
+    ) {
+        Ok(()) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(false),
+        Err(e) => Err(ServerError::io("id-mapping volume", source, e)),
+    }
+}
+
+/// Where the id-mapped image layers of a container in a user namespace are mounted while its
+/// overlay is made: `<run_dir>/idmap/<layer index>` (empty again once it is).
+pub fn idmap_staging_dir(run_dir: &Path) -> PathBuf {
+    run_dir.join("idmap")
 }
 
 /// Detaches every mount staged under `dir` ([`rro_staging_dir`], [`image_volume_dir`]) with

@@ -63,6 +63,10 @@ pub struct SandboxRecord {
     /// The pod init holding `pidns`.
     #[serde(default)]
     pub pod_init: Option<krio_monitor::PodInit>,
+    /// Pinned user namespace of a pod whose `userns_options` mode is POD; it owns the pod's
+    /// network, IPC and UTS namespaces, and every container joins it.
+    #[serde(default)]
+    pub userns: Option<PathBuf>,
     /// Pod IPs, primary first.
     pub ips: Vec<String>,
     /// Cgroup parent of the pod's containers.
@@ -299,6 +303,22 @@ impl ProcessUser {
             return None;
         }
         ProcessUser::parse(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
+    }
+
+    /// The same identity as seen inside a user namespace with the one `uid` and `gid` mapping
+    /// given (a pod with `userns_options` mode POD): host ids in the mapped range become the
+    /// ids they map, others the overflow id 65534, as the kernel shows them inside.
+    pub fn in_user_namespace(&self, uid: krio_net::IdMap, gid: krio_net::IdMap) -> ProcessUser {
+        let inside = |m: krio_net::IdMap, id: u32| {
+            id.checked_sub(m.host_id)
+                .filter(|off| *off < m.length)
+                .map_or(65534, |off| m.container_id + off)
+        };
+        ProcessUser {
+            uid: inside(uid, self.uid),
+            gid: inside(gid, self.gid),
+            groups: self.groups.iter().map(|g| inside(gid, *g)).collect(),
+        }
     }
 
     /// As CRI `ContainerUser` (`linux` only).
@@ -792,6 +812,25 @@ mod tests {
         let me = super::ProcessUser::of_pid(std::process::id() as i32).unwrap();
         assert_eq!(me.uid, rustix::process::getuid().as_raw());
         assert!(super::ProcessUser::of_pid(0).is_none());
+        // Seen inside a user namespace mapping 0..65536 to 300000..365536.
+        let map = krio_net::IdMap {
+            container_id: 0,
+            host_id: 300_000,
+            length: 65536,
+        };
+        let host = super::ProcessUser {
+            uid: 301_000,
+            gid: 300_000,
+            groups: vec![300_005, 0, 400_000],
+        };
+        assert_eq!(
+            host.in_user_namespace(map, map),
+            super::ProcessUser {
+                uid: 1000,
+                gid: 0,
+                groups: vec![5, 65534, 65534],
+            }
+        );
     }
 
     use super::*;

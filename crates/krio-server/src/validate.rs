@@ -76,6 +76,15 @@ pub fn sandbox_config(config: &cri::PodSandboxConfig) -> Result<()> {
                 "config.linux.security_context.namespace_options.userns_options",
                 u,
             )?;
+            let ns = linux
+                .security_context
+                .as_ref()
+                .and_then(|sc| sc.namespace_options.as_ref())
+                .cloned()
+                .unwrap_or_default();
+            if u.mode == cri::NamespaceMode::Pod as i32 {
+                userns_pod_namespaces(&ns)?;
+            }
         }
     }
     for (i, p) in config.port_mappings.iter().enumerate() {
@@ -314,13 +323,11 @@ pub fn sysctl(key: &str, value: &str) -> Result<()> {
 
 /// Checks a pod's CRI `UserNamespace` (`field` names it). `NODE` (the host's user namespace)
 /// takes no mappings. `POD` needs exactly one uid and one gid mapping, each mapping container
-/// id 0, with a non-zero length that stays within 32-bit ids; it is then refused with
-/// `FailedPrecondition`, because krio does not run pods in user namespaces yet (its `Status`
-/// reports `user_namespaces: false` for every handler, so kubelet does not send such pods).
-/// `CONTAINER` and `TARGET` are not modes a user namespace can have.
+/// id 0, with a non-zero length that stays within 32-bit ids (whether the pod's handler can
+/// run it is checked at `RunPodSandbox`). `CONTAINER` and `TARGET` are not modes a user
+/// namespace can have.
 ///
-/// Errors: `InvalidArgument` naming the field for each rule above; `FailedPrecondition` for a
-/// valid `POD` request.
+/// Errors: `InvalidArgument` naming the field for each rule above.
 pub fn user_namespace(field: &str, u: &cri::UserNamespace) -> Result<()> {
     let mode = cri::NamespaceMode::try_from(u.mode).map_err(|_| {
         ServerError::invalid(format!("{field}.mode"), format!("unknown mode {}", u.mode))
@@ -373,12 +380,36 @@ pub fn user_namespace(field: &str, u: &cri::UserNamespace) -> Result<()> {
                     ));
                 }
             }
-            Err(ServerError::FailedPrecondition(format!(
-                "{field}: mode POD (a pod in its own user namespace) is not supported by krio yet; \
-                 Status reports user_namespaces false for every runtime handler"
-            )))
+            Ok(())
         }
     }
+}
+
+/// The other namespaces of a pod in its own user namespace (mode POD): they must be the pod's,
+/// owned by that user namespace. Kubernetes refuses `hostNetwork`, `hostIPC` and `hostPID`
+/// with user namespaces, and so does krio.
+///
+/// Errors: `InvalidArgument` naming the namespace option that is NODE; `FailedPrecondition`
+/// for pid mode POD (a shared PID namespace inside a user namespace: krio's pod init is not
+/// made inside the pod's user namespace yet).
+pub fn userns_pod_namespaces(ns: &cri::NamespaceOption) -> Result<()> {
+    let f = "config.linux.security_context.namespace_options";
+    let node = cri::NamespaceMode::Node as i32;
+    for (name, mode) in [("network", ns.network), ("ipc", ns.ipc), ("pid", ns.pid)] {
+        if mode == node {
+            return Err(ServerError::invalid(
+                format!("{f}.{name}"),
+                "must not be NODE in a pod with its own user namespace (userns_options mode POD)",
+            ));
+        }
+    }
+    if ns.pid == cri::NamespaceMode::Pod as i32 {
+        return Err(ServerError::FailedPrecondition(format!(
+            "{f}.pid: a PID namespace shared by the pod (mode POD) is not supported together \
+             with userns_options mode POD; use pid mode CONTAINER"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -548,8 +579,28 @@ mod tests {
             ns(Pod, good(), vec![map(0, 100000, 0)]),
             &format!("{f}.gids"),
         );
+        assert!(user_namespace(f, &ns(Pod, good(), good())).is_ok());
+        let opts = |network, ipc, pid| cri::NamespaceOption {
+            network: network as i32,
+            ipc: ipc as i32,
+            pid: pid as i32,
+            ..Default::default()
+        };
+        assert!(userns_pod_namespaces(&opts(Pod, Pod, Container)).is_ok());
+        for (o, field) in [
+            (opts(Node, Pod, Container), "network"),
+            (opts(Pod, Node, Container), "ipc"),
+            (opts(Pod, Pod, Node), "pid"),
+        ] {
+            match userns_pod_namespaces(&o) {
+                Err(ServerError::InvalidArgument { field: got, .. }) => {
+                    assert!(got.ends_with(field), "{got}")
+                }
+                other => panic!("{o:?}: {other:?}"),
+            }
+        }
         assert!(matches!(
-            user_namespace(f, &ns(Pod, good(), good())),
+            userns_pod_namespaces(&opts(Pod, Pod, Pod)),
             Err(ServerError::FailedPrecondition(_))
         ));
     }

@@ -908,3 +908,282 @@ async fn supplemental_groups_policy_and_container_user() {
     }
     remove_pod(&d, &pod_id).await;
 }
+
+/// The `userns_options` of a pod in its own user namespace (mode POD) with one uid and one gid
+/// mapping of `length` ids from container id 0 to host id `host`.
+fn userns_pod(host: u32, length: u32) -> cri::NamespaceOption {
+    let map = || {
+        vec![cri::IdMapping {
+            container_id: 0,
+            host_id: host,
+            length,
+        }]
+    };
+    cri::NamespaceOption {
+        network: cri::NamespaceMode::Pod as i32,
+        ipc: cri::NamespaceMode::Pod as i32,
+        pid: cri::NamespaceMode::Container as i32,
+        userns_options: Some(cri::UserNamespace {
+            mode: cri::NamespaceMode::Pod as i32,
+            uids: map(),
+            gids: map(),
+        }),
+        ..Default::default()
+    }
+}
+
+/// A pod with `userns_options` mode POD runs in its own user namespace: its containers see the
+/// requested mapping, run as root inside, write their rootfs over id-mapped image layers (stored
+/// with the mapped host ids in the upper directory), share one user
+/// namespace, which owns the pod's network namespace where CNI gave eth0 an address; Status
+/// reports the feature for runc, invalid requests are refused, and removal leaves nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn pod_in_its_own_user_namespace() {
+    use std::os::unix::fs::MetadataExt;
+    require_prerequisites();
+    ensure_images();
+    let d = Daemon::start_with(Network::Bridge { subnet: 242 }).await;
+    let mut rt = d.runtime().await;
+    let st = rt
+        .status(cri::StatusRequest { verbose: false })
+        .await
+        .unwrap()
+        .into_inner();
+    let runc = st
+        .runtime_handlers
+        .iter()
+        .find(|h| h.name == "runc")
+        .unwrap();
+    assert!(
+        runc.features.as_ref().unwrap().user_namespaces,
+        "{:?}",
+        st.runtime_handlers
+    );
+    pull(&d, &image("busybox")).await;
+    const HOST: u32 = 300_000;
+    let mut pod = pod_config(&d, "userns");
+    pod.linux.as_mut().unwrap().security_context = Some(cri::LinuxSandboxSecurityContext {
+        namespace_options: Some(userns_pod(HOST, 65536)),
+        ..Default::default()
+    });
+
+    // Invalid requests: InvalidArgument naming the field, FailedPrecondition for a shared PID
+    // namespace; no sandbox is left.
+    let bad = |f: &dyn Fn(&mut cri::NamespaceOption)| {
+        let mut p = pod.clone();
+        let mut ns = userns_pod(HOST, 65536);
+        f(&mut ns);
+        p.linux.as_mut().unwrap().security_context = Some(cri::LinuxSandboxSecurityContext {
+            namespace_options: Some(ns),
+            ..Default::default()
+        });
+        p
+    };
+    let cases: Vec<(cri::PodSandboxConfig, Code, &str)> = vec![
+        (
+            bad(&|ns| {
+                ns.userns_options.as_mut().unwrap().mode = cri::NamespaceMode::Container as i32
+            }),
+            Code::InvalidArgument,
+            "userns_options.mode",
+        ),
+        (
+            bad(&|ns| ns.userns_options.as_mut().unwrap().mode = cri::NamespaceMode::Target as i32),
+            Code::InvalidArgument,
+            "userns_options.mode",
+        ),
+        (
+            bad(&|ns| {
+                let m = ns.userns_options.as_ref().unwrap().uids[0];
+                ns.userns_options.as_mut().unwrap().uids.push(m)
+            }),
+            Code::InvalidArgument,
+            "userns_options.uids",
+        ),
+        (
+            bad(&|ns| ns.userns_options.as_mut().unwrap().gids[0].container_id = 1),
+            Code::InvalidArgument,
+            "userns_options.gids",
+        ),
+        (
+            bad(&|ns| ns.network = cri::NamespaceMode::Node as i32),
+            Code::InvalidArgument,
+            "namespace_options.network",
+        ),
+        (
+            bad(&|ns| ns.pid = cri::NamespaceMode::Pod as i32),
+            Code::FailedPrecondition,
+            "namespace_options.pid",
+        ),
+    ];
+    for (p, code, field) in cases {
+        let err = rt
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(p),
+                runtime_handler: String::new(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), code, "{field}: {err:?}");
+        assert!(err.message().contains(field), "{field}: {err:?}");
+    }
+    let listed = rt
+        .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert!(listed.is_empty(), "{listed:?}");
+
+    let pod_id = run_pod(&d, &pod).await;
+    let sandbox = rt
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: pod_id.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    let pod_ip = sandbox.network.unwrap().ip;
+    assert!(pod_ip.starts_with("10.123.242."), "{pod_ip}");
+    let mut first = container_config(
+        "first",
+        &image("busybox"),
+        "cat /proc/self/uid_map /proc/self/gid_map; id; \
+         echo hello > /created && stat -c 'created %u %g' /created; \
+         stat -c 'bin %u %g' /bin/sh; stat -c 'hosts %u %g' /etc/hosts; \
+         echo \"user $(readlink /proc/self/ns/user)\"; \
+         echo \"net $(readlink /proc/self/ns/net)\"; \
+         ip -o -4 addr show dev eth0; stat -c 'vol %u %g' /vol/host-file; \
+         echo pod > /vol/from-pod && echo vol-written; \
+         awk '$5 ~ /^\\/(proc|sys|dev\\/mqueue|sys\\/fs\\/cgroup\\/memory|dev\\/null)$/ \
+              {print \"mnt\", $5, $(NF-2), $6}' /proc/self/mountinfo; \
+         echo ready; sleep 600",
+    );
+    // A host volume owned by the host's root, id-mapped by krio.
+    let vol = d.dir.path().join("userns-vol");
+    std::fs::create_dir_all(&vol).unwrap();
+    std::fs::write(vol.join("host-file"), "host\n").unwrap();
+    first.mounts = vec![cri::Mount {
+        container_path: "/vol".into(),
+        host_path: vol.display().to_string(),
+        ..Default::default()
+    }];
+    let first_id = run_container(&d, &pod_id, &pod, first).await;
+    wait_log_line(&d, &first_id, "ready").await;
+    let second = container_config(
+        "second",
+        &image("busybox"),
+        "echo \"user $(readlink /proc/self/ns/user)\"; echo ready; sleep 600",
+    );
+    let second_id = run_container(&d, &pod_id, &pod, second).await;
+    wait_log_line(&d, &second_id, "ready").await;
+    let lines = |id: &str| {
+        let id = id.to_string();
+        let d = &d;
+        async move {
+            let path = std::path::PathBuf::from(status(d, &id).await.log_path);
+            complete_records(&path)
+                .into_iter()
+                .map(|r| r.2)
+                .collect::<Vec<_>>()
+        }
+    };
+    let out = lines(&first_id).await;
+    let words = |l: &String| l.split_whitespace().collect::<Vec<_>>().join(" ");
+    let maps: Vec<String> = out.iter().take(2).map(words).collect();
+    assert_eq!(maps, vec!["0 300000 65536", "0 300000 65536"], "{out:?}");
+    assert!(
+        out.iter().any(|l| l.starts_with("uid=0(root) gid=0(root)")),
+        "{out:?}"
+    );
+    for want in ["created 0 0", "bin 0 0", "hosts 0 0"] {
+        assert!(out.iter().any(|l| l == want), "{want}: {out:?}");
+    }
+    assert!(
+        out.iter()
+            .any(|l| l.contains("eth0") && l.contains(&format!("inet {pod_ip}/"))),
+        "{pod_ip}: {out:?}"
+    );
+    // What runc 1.1.5 mounts inside: fresh proc, sysfs and mqueue (the pod's namespaces are
+    // owned by its user namespace, so no EPERM fallback to a bind of the host's /sys), the
+    // cgroup v1 hierarchies read-only, and device nodes bound from the host (no mknod).
+    for want in [
+        "mnt /proc proc",
+        "mnt /sys sysfs",
+        "mnt /dev/mqueue mqueue",
+        "mnt /sys/fs/cgroup/memory cgroup",
+        "mnt /dev/null devtmpfs",
+    ] {
+        assert!(
+            out.iter().any(|l| l.starts_with(&format!("{want} "))),
+            "{want}: {out:?}"
+        );
+    }
+    // The volume: the host root's file is root's inside, and what the pod's root writes is
+    // the host root's on the host.
+    for want in ["vol 0 0", "vol-written"] {
+        assert!(out.iter().any(|l| l == want), "{want}: {out:?}");
+    }
+    let md = std::fs::metadata(vol.join("from-pod")).unwrap();
+    assert_eq!((md.uid(), md.gid()), (0, 0));
+    // ContainerStatus.user is the identity inside the user namespace.
+    let user = status(&d, &first_id)
+        .await
+        .user
+        .and_then(|u| u.linux)
+        .unwrap();
+    assert_eq!((user.uid, user.gid), (0, 0), "{user:?}");
+    let user_ns = out.iter().find(|l| l.starts_with("user ")).unwrap().clone();
+    let host_user_ns = format!(
+        "user {}",
+        std::fs::read_link("/proc/self/ns/user").unwrap().display()
+    );
+    assert_ne!(user_ns, host_user_ns);
+    let second_out = lines(&second_id).await;
+    assert!(second_out.contains(&user_ns), "{user_ns}: {second_out:?}");
+    // The pinned user namespace is the containers', and it owns the pinned network
+    // namespace, which the container is in.
+    let ns_dir = d.state.join("sandboxes").join(&pod_id).join("ns");
+    let inode = |p: &std::path::Path| std::fs::metadata(p).unwrap().ino();
+    assert_eq!(
+        user_ns,
+        format!("user user:[{}]", inode(&ns_dir.join("user"))),
+        "{out:?}"
+    );
+    let net_ns = out.iter().find(|l| l.starts_with("net ")).unwrap();
+    assert_eq!(
+        net_ns,
+        &format!("net net:[{}]", inode(&ns_dir.join("net"))),
+        "{out:?}"
+    );
+    // From the host: the upper directory holds the file with the mapped host ids (only the
+    // image layers are id-mapped), and so does the rootfs mount.
+    let upper = d
+        .root
+        .join("containers")
+        .join(&first_id)
+        .join("upper/created");
+    let md = std::fs::metadata(&upper).unwrap();
+    assert_eq!((md.uid(), md.gid()), (HOST, HOST), "{}", upper.display());
+    let through = d
+        .state
+        .join("containers")
+        .join(&first_id)
+        .join("rootfs/created");
+    let md = std::fs::metadata(&through).unwrap();
+    assert_eq!((md.uid(), md.gid()), (HOST, HOST), "{}", through.display());
+    assert_eq!(std::fs::read_to_string(&through).unwrap(), "hello\n");
+
+    remove_pod(&d, &pod_id).await;
+    let left: Vec<String> = d
+        .mounts()
+        .into_iter()
+        .filter(|m| m.contains(&pod_id) || m.contains(&first_id) || m.contains(&second_id))
+        .collect();
+    assert!(left.is_empty(), "mounts left: {left:?}");
+    assert!(!ns_dir.exists(), "{} is left", ns_dir.display());
+    assert!(!d.state.join("sandboxes").join(&pod_id).exists());
+}

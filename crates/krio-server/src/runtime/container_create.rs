@@ -256,6 +256,10 @@ impl Krio {
         } else {
             self.spawn_monitor(rec, &sb.config.log_directory, None)
                 .await?;
+            // In a pod with its own user namespace, the ids as seen inside it.
+            if let Some((uid, gid)) = super::sandbox_run::pod_user_namespace(&sb.config) {
+                rec.user = rec.user.take().map(|u| u.in_user_namespace(uid, gid));
+            }
         }
         crate::state::kill_point("CreateContainer:monitor-spawned");
         persist::write_json_async(&self.container_record_path(&rec.id), rec).await?;
@@ -348,7 +352,21 @@ impl Krio {
                 super::container_restore::FIELD,
             )?;
         }
-        rootfs::mount_overlay(&lowers, &upper, &data_dir.join("work"), &rootfs_dir)?;
+        match (
+            &sb.userns,
+            super::sandbox_run::pod_user_namespace(&sb.config),
+        ) {
+            (Some(userns), Some((uid, gid))) => rootfs::mount_overlay_in_userns(
+                &lowers,
+                &upper,
+                &data_dir.join("work"),
+                &rootfs_dir,
+                userns,
+                (uid.host_id, gid.host_id),
+                &rootfs::idmap_staging_dir(&run_dir),
+            )?,
+            _ => rootfs::mount_overlay(&lowers, &upper, &data_dir.join("work"), &rootfs_dir)?,
+        }
         rootfs::check_special_dirs(&rootfs_dir)?;
         if let Some(u) = restore {
             // Files the container had deleted from the image's go through the overlay (which
@@ -412,7 +430,28 @@ impl Krio {
             }
         }
         let spec_config = self.stage_image_volumes(rec, &run_dir)?;
-        let spec_config = stage_rro_mounts(&spec_config, &run_dir)?;
+        let mut spec_config = stage_rro_mounts(&spec_config, &run_dir)?;
+        if sb.userns.is_some() {
+            // Every container of a pod in a user namespace joins it, whatever its own
+            // namespace options say (kubelet copies the pod's; the pod's namespaces are owned by
+            // that user namespace and could not be joined from outside it).
+            let pod_userns = sb
+                .config
+                .linux
+                .as_ref()
+                .and_then(|l| l.security_context.as_ref())
+                .and_then(|sc| sc.namespace_options.as_ref())
+                .and_then(|ns| ns.userns_options.clone());
+            let linux = spec_config.linux.get_or_insert_with(Default::default);
+            let sc = linux.security_context.get_or_insert_with(Default::default);
+            let ns = sc
+                .namespace_options
+                .get_or_insert_with(|| sandbox_namespace_options(sb));
+            ns.userns_options = pod_userns;
+        }
+        if let Some(userns) = &sb.userns {
+            stage_idmapped_volumes(&rec.config, &mut spec_config, &run_dir, userns)?;
+        }
         let mut spec = krio_oci::build_spec(&krio_oci::SpecInputs {
             container: &spec_config,
             sandbox: &sandbox_config,
@@ -423,6 +462,7 @@ impl Krio {
                 ipc: sb.ipcns.clone(),
                 uts: sb.utsns.clone(),
                 pid: target_pidns.or_else(|| sb.pidns.clone()),
+                user: sb.userns.clone(),
             },
             sandbox_mounts,
             cgroups_path: rec.cgroups_path.clone(),
@@ -628,6 +668,49 @@ fn stage_rro_mounts(
     Ok(out)
 }
 
+/// In a pod with its own user namespace: each plain host volume of `config` (not an image
+/// volume, not recursive read-only, propagation private) is replaced in `spec_config` by an
+/// id-mapped recursive bind staged at `<run_dir>/idmapvol/<i>`
+/// ([`rootfs::stage_idmapped_volume`]), so host root's files are root's inside. A volume on a
+/// filesystem that cannot be id-mapped, or with host-to-container or bidirectional
+/// propagation (a detached copy would not receive or send mount events), is bound as it is.
+///
+/// Errors: `InvalidArgument` naming `mounts[i].host_path` when it does not exist; `Internal`
+/// when staging fails (what was staged is undone by the container's teardown).
+fn stage_idmapped_volumes(
+    config: &cri::ContainerConfig,
+    spec_config: &mut cri::ContainerConfig,
+    run_dir: &std::path::Path,
+    userns: &std::path::Path,
+) -> Result<()> {
+    let private = cri::MountPropagation::PropagationPrivate as i32;
+    for (i, (m, out)) in config
+        .mounts
+        .iter()
+        .zip(spec_config.mounts.iter_mut())
+        .enumerate()
+    {
+        let plain = m.image.as_ref().is_none_or(|img| img.image.is_empty())
+            && !m.recursive_read_only
+            && m.propagation == private;
+        if !plain {
+            continue;
+        }
+        let source =
+            std::fs::canonicalize(&m.host_path).map_err(|e| ServerError::InvalidArgument {
+                field: format!("mounts[{i}].host_path"),
+                reason: format!("{}: {e}", m.host_path),
+            })?;
+        let staging = rootfs::idmap_volume_dir(run_dir).join(i.to_string());
+        if rootfs::stage_idmapped_volume(&source, &staging, userns)? {
+            out.host_path = staging.to_string_lossy().into_owned();
+        } else {
+            tracing::info!(volume = %source.display(), "filesystem cannot be id-mapped; bound as it is");
+        }
+    }
+    Ok(())
+}
+
 /// A read-write bind mount of a sandbox file (`rbind`, `rprivate`), as containerd mounts the
 /// pod's hosts, hostname and resolv.conf.
 fn bind_mount(source: &std::path::Path, dest: &str) -> Result<oci_spec::runtime::Mount> {
@@ -642,6 +725,16 @@ fn bind_mount(source: &std::path::Path, dest: &str) -> Result<oci_spec::runtime:
         ])
         .build()
         .map_err(|e| ServerError::invalid("mounts", e.to_string()))
+}
+
+/// The pod's namespace options (CRI defaults when it has none).
+fn sandbox_namespace_options(sb: &SandboxRecord) -> cri::NamespaceOption {
+    sb.config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|sc| sc.namespace_options.clone())
+        .unwrap_or_default()
 }
 
 /// The sandbox config as the spec builder should see it. A sandbox recorded without a pod
@@ -745,6 +838,7 @@ mod handler_tests {
             ipcns: None,
             utsns: None,
             pidns: None,
+            userns: None,
             pod_init: None,
             ips: Vec::new(),
             cgroup_parent: String::new(),

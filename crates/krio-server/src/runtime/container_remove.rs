@@ -93,10 +93,13 @@ fn remove_container_files(
         errors.push(e);
     }
     // Staged recursive read-only sources are host directories: never delete through them.
-    // So are image volumes' read-only layer mounts (deleting through them would fail anyway).
+    // So are image volumes' read-only layer mounts (deleting through them would fail anyway),
+    // and the id-mapped image layers a create killed halfway may have left.
     for dir in [
         rootfs::rro_staging_dir(run_dir),
         rootfs::image_volume_dir(run_dir),
+        rootfs::idmap_staging_dir(run_dir),
+        rootfs::idmap_volume_dir(run_dir),
     ] {
         if let Err(e) = rootfs::unmount_staging(&dir) {
             errors.push(e);

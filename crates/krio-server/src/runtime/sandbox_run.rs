@@ -30,6 +30,19 @@ impl Krio {
             .ok_or_else(|| ServerError::invalid("config", "is required"))?;
         validate::sandbox_config(&config)?;
         let handler = self.handler_name(&req.runtime_handler)?;
+        if pod_user_namespace(&config).is_some() {
+            if !self.handler(&handler)?.user_namespaces() {
+                return Err(ServerError::FailedPrecondition(format!(
+                    "config.linux.security_context.namespace_options.userns_options: runtime \
+                     handler {} cannot run pods in a user namespace (Status reports its \
+                     user_namespaces feature)",
+                    validate::quote(&handler)
+                )));
+            }
+            for dir in [&self.cfg.state_dir, &self.cfg.root] {
+                check_traversable(dir)?;
+            }
+        }
         let name = SandboxRecord::reserved_name(&config);
         let id = ids::new_id()?;
         // The call's span names the id this attempt creates under.
@@ -43,6 +56,7 @@ impl Krio {
             ipcns: None,
             utsns: None,
             pidns: None,
+            userns: None,
             pod_init: None,
             ips: Vec::new(),
             cgroup_parent: String::new(),
@@ -140,11 +154,15 @@ impl Krio {
         rec.state = SandboxState::Creating;
         persist::write_json_async(&self.sandbox_record_path(&rec.id), rec).await?;
         crate::state::kill_point("RunPodSandbox:record-creating");
-        if !kinds.is_empty() {
+        let userns = pod_user_namespace(&rec.config);
+        if !kinds.is_empty() || userns.is_some() {
             let ns_dir = run_dir.join("ns");
             let host = (!host_network).then(|| hostname.clone());
-            let pinned = tokio::task::spawn_blocking(move || {
-                ns::pin_namespaces(&ns_dir, &kinds, host.as_deref())
+            let pinned = tokio::task::spawn_blocking(move || match userns {
+                Some((uid, gid)) => {
+                    ns::pin_namespaces_in_userns(&ns_dir, &kinds, host.as_deref(), uid, gid)
+                }
+                None => ns::pin_namespaces(&ns_dir, &kinds, host.as_deref()),
             })
             .await
             .map_err(|e| {
@@ -153,6 +171,7 @@ impl Krio {
             rec.netns = pinned.net;
             rec.ipcns = pinned.ipc;
             rec.utsns = pinned.uts;
+            rec.userns = pinned.user;
             crate::state::kill_point("RunPodSandbox:namespaces-pinned");
         }
         if self.owns_pod_cgroup(rec) {
@@ -183,6 +202,15 @@ impl Krio {
             crate::state::kill_point("RunPodSandbox:network-added");
         }
         write_pod_files(&run_dir, &rec.config, &hostname, &rec.ips, host_network)?;
+        if let Some((uid, gid)) = userns {
+            // The pod's root owns its hosts, hostname and resolv.conf, as it would without a
+            // user namespace (these bind mounts are not id-mapped).
+            for f in ["hostname", "hosts", "resolv.conf"] {
+                let p = run_dir.join(f);
+                std::os::unix::fs::chown(&p, Some(uid.host_id), Some(gid.host_id))
+                    .map_err(|e| ServerError::io("handing to the pod's root", &p, e))?;
+            }
+        }
         rec.state = SandboxState::Ready;
         persist::write_json_async(&self.sandbox_record_path(&rec.id), rec).await?;
         crate::state::kill_point("RunPodSandbox:record-ready");
@@ -261,6 +289,54 @@ impl Krio {
         }
         errors
     }
+}
+
+/// The uid and gid mappings of a pod whose CRI `userns_options` mode is POD (checked by
+/// `validate::user_namespace`: one mapping each, from container id 0), `None` otherwise.
+pub(crate) fn pod_user_namespace(config: &cri::PodSandboxConfig) -> Option<(ns::IdMap, ns::IdMap)> {
+    let u = config
+        .linux
+        .as_ref()?
+        .security_context
+        .as_ref()?
+        .namespace_options
+        .as_ref()?
+        .userns_options
+        .as_ref()?;
+    if u.mode != cri::NamespaceMode::Pod as i32 {
+        return None;
+    }
+    let one = |m: &[cri::IdMapping]| {
+        m.first().map(|m| ns::IdMap {
+            container_id: m.container_id,
+            host_id: m.host_id,
+            length: m.length,
+        })
+    };
+    Some((one(&u.uids)?, one(&u.gids)?))
+}
+
+/// Checks that `dir` and every directory above it can be searched by anyone (the `x` bit for
+/// others): a container's root in a user namespace is an unprivileged host id, and the runtime
+/// reaches the container's rootfs and the pod's files below krio's directories as that id.
+///
+/// Errors: `FailedPrecondition` naming the first directory that others cannot search.
+fn check_traversable(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for d in dir.ancestors() {
+        let Ok(md) = std::fs::metadata(d) else {
+            continue;
+        };
+        if md.permissions().mode() & 0o001 == 0 {
+            return Err(ServerError::FailedPrecondition(format!(
+                "{} is not searchable by others (mode {:o}); pods in a user namespace need \
+                 every directory above krio's root and state_dir to be (e.g. mode 0711)",
+                d.display(),
+                md.permissions().mode() & 0o7777
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Creates the pod cgroup in every mounted hierarchy (each cgroup v1 controller and the v2

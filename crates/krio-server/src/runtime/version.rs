@@ -89,16 +89,16 @@ impl Krio {
             info,
             runtime_handlers: self
                 .handlers
-                .keys()
-                .map(|name| cri::RuntimeHandler {
+                .iter()
+                .map(|(name, h)| cri::RuntimeHandler {
                     name: name.clone(),
                     features: Some(cri::RuntimeHandlerFeatures {
                         // krio stages recursive read-only mounts itself (mount_setattr), so
                         // every handler gets them, runc 1.1 included.
                         recursive_read_only_mounts: crate::rootfs::recursive_read_only_supported(),
-                        // Whatever the runtime can do (see `handlers` in the verbose info),
-                        // krio refuses pods with user namespaces: no handler has them.
-                        user_namespaces: false,
+                        // The runtime joins the pod's user namespace by path; krio makes it
+                        // and the id-mapped rootfs (runc 1.1 has no id-mapped mounts).
+                        user_namespaces: h.user_namespaces(),
                     }),
                 })
                 .collect(),
