@@ -197,7 +197,7 @@ else
   "$here/lib/mini-images.sh" "$registry" >&2
 fi
 busybox=$registry/krio-test/busybox:latest
-if [ $quick = 1 ]; then
+if [ $quick = 1 ] || [ "$pull_runs" = 0 ]; then
   pull_image=$busybox
 else
   log "Debian image for the pull benchmark (built once, cached in /var/cache/krio-bench)"
