@@ -490,6 +490,63 @@ mod tests {
     }
 
     #[test]
+    fn new_workloads_order_and_describe() {
+        let mut busy = run(
+            "krio",
+            "busy",
+            0,
+            "list_containers_during_start",
+            Unit::Ms,
+            &[1.0],
+        );
+        busy.param("background_containers", 10);
+        busy.param("rounds", 5);
+        let mut restart = run(
+            "krio",
+            "restart",
+            0,
+            "sigkill_all_running",
+            Unit::Ms,
+            &[9.0],
+        );
+        restart.push("sigterm_all_running", Unit::Ms, 8.0);
+        restart.param("containers", 100);
+        restart.finish();
+        let res = Results::pool(vec![
+            run("floor", "start", 0, "runc_create", Unit::Ms, &[3.0]),
+            run("floor", "start", 0, "total", Unit::Ms, &[5.0]),
+            run("krio", "start", 0, "total", Unit::Ms, &[7.0]),
+            run("krio", "stream", 0, "exec_sync", Unit::Ms, &[2.0]),
+            run("krio", "stream", 0, "exec", Unit::Ms, &[2.0]),
+            restart,
+            busy,
+        ]);
+        let order: Vec<(&str, &str)> = res
+            .rows
+            .iter()
+            .map(|r| (r.workload.as_str(), r.metric.as_str()))
+            .collect();
+        assert_eq!(
+            order,
+            vec![
+                ("start", "total"),
+                ("start", "runc_create"),
+                ("busy", "list_containers_during_start"),
+                ("stream", "exec"),
+                ("stream", "exec_sync"),
+                ("restart", "sigterm_all_running"),
+                ("restart", "sigkill_all_running"),
+            ]
+        );
+        assert_eq!(res.runtimes, vec!["krio", "floor"]);
+        let md = res.render_markdown("r.json", "p.svg", "", "");
+        assert!(md.contains("with 100 running containers, the daemon"));
+        assert!(md.contains("a background pod with 10 running containers"));
+        assert!(md.contains("5 such rounds"));
+        assert!(!md.contains("{{"), "unfilled placeholder in:\n{md}");
+    }
+
+    #[test]
     fn load_dir_roundtrip() {
         let dir = tempfile::tempdir().unwrap();
         run("krio", "start", 0, "total", Unit::Ms, &[1.0])
