@@ -353,9 +353,10 @@ notes=$out/notes.md
   else
     echo "- Pod network: host network for every pod (no CNI), for both runtimes."
   fi
-  echo "- Rounds: $rounds of start/teardown, calls and memory per runtime, alternating $(echo $runtimes | sed 's/ / then /') in each round$( [ $quick = 1 ] && echo ' (**--quick: tiny sizes, not representative**)')."
-  echo "- Pull: $pull_runs cold pull(s) per runtime of \`$pull_image\`, each into a **fresh loop-mounted ext4 filesystem** (no journal, like this machine's root) as the runtime's root, with a newly started daemon, so ext4's inode-reuse slowdown after mass deletions cannot skew it. After each pull, CreateContainer from the pulled image is timed too (\`create_container_after_pull\`; \`pull_and_create\` is the sum), so unpacking deferred to container creation is not missed. The floor (\`curl | tar -xz\` per layer, sequentially = \`pull\`, all layers at once = \`pull_parallel\`) ran on equally fresh filesystems, without fsync (neither runtime was asked to sync either)."
-  if [ $quick = 0 ]; then
+  echo "- Rounds: $rounds of start/teardown, calls, busy, stream, restart and memory per runtime (and of the floor), alternating $(echo $runtimes | sed 's/ / then /') in each round$( [ $quick = 1 ] && echo ' (**--quick: tiny sizes, not representative**)')."
+  [ "$pull_runs" = 0 ] && echo "- Pull: not run (--pull-runs 0)."
+  [ "$pull_runs" != 0 ] && echo "- Pull: $pull_runs cold pull(s) per runtime of \`$pull_image\`, each into a **fresh loop-mounted ext4 filesystem** (no journal, like this machine's root) as the runtime's root, with a newly started daemon, so ext4's inode-reuse slowdown after mass deletions cannot skew it. After each pull, CreateContainer from the pulled image is timed too (\`create_container_after_pull\`; \`pull_and_create\` is the sum), so unpacking deferred to container creation is not missed. The floor (\`curl | tar -xz\` per layer, sequentially = \`pull\`, all layers at once = \`pull_parallel\`) ran on equally fresh filesystems, without fsync (neither runtime was asked to sync either)."
+  if [ $quick = 0 ] && [ "$pull_runs" != 0 ]; then
     st=$(cat /var/cache/krio-bench/debian-*/stats 2>/dev/null | head -2 | tr '\n' ' ')
     set -- $st
     echo "- Pull image: Debian bookworm minbase + python3, perl, git, curl (debootstrap, bench/debian-image.sh), 4 gzip layers, $(( ${1:-0} / 1048576 )) MiB unpacked, ${2:-?} entries."
