@@ -5,7 +5,10 @@
 # registry (scripts/registry.sh) and pushes the test images (krio-testimg) plus a 4-layer Debian image,
 # starts containerd (bench/containerd/config.toml, under /tmp/krio-bench-ctrd) and krio (under
 # /tmp/krio-bench-krio) with the SAME CNI configuration, runs the workloads against each runtime
-# alternating (A B A B ...), then pools everything into bench/out/results.json, BENCHMARKS.md and
+# alternating (A B A B ...): start/teardown, calls, busy, stream (exec, attach memory), memory
+# (krio-bench run), restart (this script kills and restarts the daemon around krio-bench
+# restart-prep/restart-wait), and the floor of pod start (krio-bench floor: runc + CNI directly);
+# then the cold pulls; then pools everything into bench/out/results.json, BENCHMARKS.md and
 # bench/out/start-latency.svg. Needs root.
 #
 # Options:
@@ -102,7 +105,7 @@ unmount_under() { # unmount everything below $1, deepest first
   grep -o " $1[^ ]*" /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
 }
 
-start_daemon() { # runtime
+launch_daemon() { # runtime: start it in the background (pid[$rt]); does not wait for it
   local rt=$1
   case $rt in
     containerd)
@@ -119,6 +122,11 @@ start_daemon() { # runtime
         --state-dir "$kr/state" --cni-conf-dir "$cni/net.d" ${KRIO_EXTRA_ARGS:-} >> "$kr/log" 2>&1 < /dev/null &
       pid[$rt]=$! ;;
   esac
+}
+
+start_daemon() { # runtime: launch it and wait until it answers (removing the bench's leftover pods)
+  local rt=$1
+  launch_daemon "$rt"
   for _ in $(seq 300); do
     [ -S "${sock[$rt]}" ] && "$bench" cleanup --endpoint "${sock[$rt]}" >/dev/null 2>&1 && return 0
     kill -0 "${pid[$rt]}" 2>/dev/null || break
@@ -146,6 +154,14 @@ fresh_state() { # runtime: wipe the runtime's directories (nothing may be mounte
   rm -rf "$d/root" "$d/state" "$d/log" "$d/config.toml"
 }
 
+floor_cleanup() { # containers, mounts and pins the floor may have left after a failure
+  local fl=/tmp/krio-bench-floor id
+  if [ -d "$fl/runc" ]; then
+    for id in $(runc --root "$fl/runc" list -q 2>/dev/null); do runc --root "$fl/runc" delete --force "$id"; done
+  fi
+  unmount_under "$fl"
+}
+
 cleanup() {
   set +e
   for rt in containerd krio; do stop_daemon "$rt"; done
@@ -153,7 +169,8 @@ cleanup() {
   unmount_under /tmp/krio-bench-loop
   unmount_under "$ctrd"; unmount_under "$kr"
   for l in $(losetup -j /tmp/krio-bench-loop/fs.img 2>/dev/null | cut -d: -f1); do losetup -d "$l"; done
-  rm -rf /tmp/krio-bench-loop /tmp/krio-bench-logs "$ctrd" "$kr" /tmp/krio-bench-cni
+  floor_cleanup
+  rm -rf /tmp/krio-bench-loop /tmp/krio-bench-logs "$ctrd" "$kr" /tmp/krio-bench-cni /tmp/krio-bench-floor
   ip link del krbench0 2>/dev/null
   [ -n "$private_registry_pid" ] && kill "$private_registry_pid" 2>/dev/null
   return 0
@@ -180,7 +197,7 @@ else
   "$here/lib/mini-images.sh" "$registry" >&2
 fi
 busybox=$registry/krio-test/busybox:latest
-if [ $quick = 1 ]; then
+if [ $quick = 1 ] || [ "$pull_runs" = 0 ]; then
   pull_image=$busybox
 else
   log "Debian image for the pull benchmark (built once, cached in /var/cache/krio-bench)"
@@ -196,16 +213,66 @@ if [ $net = bridge ]; then cp "$here"/cni/bridge/*.conflist "$cni/net.d/"; else 
 host_net=(); [ $net = host ] && host_net=(--host-network)
 
 
-# ---------------------------------------------------------------- rounds: start, calls, memory
+# ---------------------------------------------------------------- the floor's rootfs
+# The floor of pod start (krio-bench floor) runs the same busybox image's unpacked layers, as an
+# overlay lower directory, with the same CNI conflist; it needs a pod network (skipped with --net host).
+floor_dir=/tmp/krio-bench-floor
+floor=0
+if [ $net = bridge ]; then
+  floor=1
+  rm -rf "$floor_dir"; mkdir -p "$floor_dir/lower"
+  bb_path=${busybox#*/}
+  bb_manifest=$(curl -fsS -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+    -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
+    "http://$registry/v2/${bb_path%:*}/manifests/${bb_path##*:}")
+  for d in $(jq -r '.layers[].digest' <<<"$bb_manifest"); do
+    curl -fsS "http://$registry/v2/${bb_path%:*}/blobs/$d" | tar -xz -C "$floor_dir/lower"
+  done
+  [ -x "$floor_dir/lower/bin/sleep" ] || die "floor: $busybox has no /bin/sleep"
+fi
+
+# ---------------------------------------------------------------- restart and reconcile
+# With N running containers, the daemon is stopped (SIGTERM, then in a second pass SIGKILL) and
+# started again; krio-bench restart-wait times from the new start until ListContainers lists them
+# all RUNNING. bench/run.sh owns the daemon process, so it kills and starts it here.
+restart_round() { # runtime round
+  local rt=$1 r=$2 ids sig t0
+  ids=$raw/$rt-r$r-restart.ids
+  "$bench" restart-prep --endpoint "${sock[$rt]}" --runtime "$rt" --round "$r" --ids-file "$ids" \
+    --image "$busybox" "${host_net[@]}" "${sizes[@]}" 2>> "$raw/$rt-r$r.log" \
+    || { tail -n 20 "$raw/$rt-r$r.log" >&2; die "$rt restart-prep $r failed"; }
+  for sig in TERM KILL; do
+    kill -"$sig" "${pid[$rt]}"
+    wait "${pid[$rt]}" 2>/dev/null || true
+    t0=${EPOCHREALTIME/./}
+    launch_daemon "$rt"
+    "$bench" restart-wait --endpoint "${sock[$rt]}" --runtime "$rt" --round "$r" --out "$raw" \
+      --ids-file "$ids" --since-unix-us "$t0" --signal "sig${sig,,}" 2>> "$raw/$rt-r$r.log" \
+      || { tail -n 20 "$raw/$rt-r$r.log" >&2; die "$rt restart-wait ($sig) $r failed"; }
+  done
+  "$bench" cleanup --endpoint "${sock[$rt]}" >/dev/null 2>> "$raw/$rt-r$r.log" \
+    || die "$rt: removing the restart pods failed"
+}
+
+# ---------------------------------------------------------------- rounds: start, calls, busy, stream, restart, memory
 if [ $quick = 1 ]; then sizes=(--quick); else sizes=(); fi
 for rt in $runtimes; do stop_daemon "$rt"; fresh_state "$rt"; start_daemon "$rt"; done
+round_runtimes=$runtimes; [ $floor = 1 ] && round_runtimes="$runtimes floor"
 for ((r = 0; r < rounds; r++)); do
-  for rt in $runtimes; do
+  for rt in $round_runtimes; do
     log "round $((r + 1))/$rounds: $rt"
+    if [ "$rt" = floor ]; then
+      "$bench" floor --out "$raw" --round "$r" --lower "$floor_dir/lower" --work "$floor_dir" \
+        --conflist "$cni/net.d/10-krio-bench.conflist" --cni-bin /usr/lib/cni "${sizes[@]}" 2> "$raw/floor-r$r.log" \
+        || { tail -n 20 "$raw/floor-r$r.log" >&2; floor_cleanup; die "floor round $r failed (full log: $raw/floor-r$r.log)"; }
+      continue
+    fi
     "$bench" run --endpoint "${sock[$rt]}" --runtime "$rt" --round "$r" --out "$raw" --image "$busybox" \
       --daemon-pid "${pid[$rt]}" --proc-marker "${marker[$rt]}" --log-root "/tmp/krio-bench-logs/$rt" \
       "${host_net[@]}" "${sizes[@]}" 2> "$raw/$rt-r$r.log" \
       || { tail -n 20 "$raw/$rt-r$r.log" >&2; die "$rt round $r failed (full log: $raw/$rt-r$r.log)"; }
+    log "round $((r + 1))/$rounds: $rt restart"
+    restart_round "$rt" "$r"
   done
 done
 for rt in $runtimes; do stop_daemon "$rt"; done
@@ -286,13 +353,20 @@ notes=$out/notes.md
   else
     echo "- Pod network: host network for every pod (no CNI), for both runtimes."
   fi
-  echo "- Rounds: $rounds of start/teardown, calls and memory per runtime, alternating $(echo $runtimes | sed 's/ / then /') in each round$( [ $quick = 1 ] && echo ' (**--quick: tiny sizes, not representative**)')."
-  echo "- Pull: $pull_runs cold pull(s) per runtime of \`$pull_image\`, each into a **fresh loop-mounted ext4 filesystem** (no journal, like this machine's root) as the runtime's root, with a newly started daemon, so ext4's inode-reuse slowdown after mass deletions cannot skew it. After each pull, CreateContainer from the pulled image is timed too (\`create_container_after_pull\`; \`pull_and_create\` is the sum), so unpacking deferred to container creation is not missed. The floor (\`curl | tar -xz\` per layer, sequentially = \`pull\`, all layers at once = \`pull_parallel\`) ran on equally fresh filesystems, without fsync (neither runtime was asked to sync either)."
-  if [ $quick = 0 ]; then
+  echo "- Rounds: $rounds of start/teardown, calls, busy, stream, restart and memory per runtime (and of the floor), alternating $(echo $runtimes | sed 's/ / then /') in each round$( [ $quick = 1 ] && echo ' (**--quick: tiny sizes, not representative**)')."
+  [ "$pull_runs" = 0 ] && echo "- Pull: not run (--pull-runs 0)."
+  [ "$pull_runs" != 0 ] && echo "- Pull: $pull_runs cold pull(s) per runtime of \`$pull_image\`, each into a **fresh loop-mounted ext4 filesystem** (no journal, like this machine's root) as the runtime's root, with a newly started daemon, so ext4's inode-reuse slowdown after mass deletions cannot skew it. After each pull, CreateContainer from the pulled image is timed too (\`create_container_after_pull\`; \`pull_and_create\` is the sum), so unpacking deferred to container creation is not missed. The floor (\`curl | tar -xz\` per layer, sequentially = \`pull\`, all layers at once = \`pull_parallel\`) ran on equally fresh filesystems, without fsync (neither runtime was asked to sync either)."
+  if [ $quick = 0 ] && [ "$pull_runs" != 0 ]; then
     st=$(cat /var/cache/krio-bench/debian-*/stats 2>/dev/null | head -2 | tr '\n' ' ')
     set -- $st
     echo "- Pull image: Debian bookworm minbase + python3, perl, git, curl (debootstrap, bench/debian-image.sh), 4 gzip layers, $(( ${1:-0} / 1048576 )) MiB unpacked, ${2:-?} entries."
   fi
+  if [ $floor = 1 ]; then
+    echo "- Floor (start/teardown): \`krio-bench floor\` with the same conflist, CNI plugins from Debian's containernetworking-plugins (/usr/lib/cni), runc $(runc --version | awk 'NR==1{print $3}'), the busybox image's layer unpacked once by curl | tar as the overlay lower directory; rounds alternate with the runtimes'."
+  else
+    echo "- Floor: not run (--net host: no pod network to add)."
+  fi
+  echo "- Restart: the daemon is killed with SIGTERM and waited for, started again, then SIGKILL and started again; the clock starts just before the daemon process is started (bash \$EPOCHREALTIME) and krio-bench polls from a process started right after."
   echo "- Registry: docker-registry 2.8 on $registry. Latencies are measured by krio-bench around each gRPC call (one HTTP/2 connection)."
 } > "$notes"
 "$bench" report --in "$raw" --results "$out/results.json" --svg "$out/start-latency.svg" --markdown "$markdown" \

@@ -94,6 +94,34 @@ pub enum BenchError {
         /// The plotters error, rendered.
         reason: String,
     },
+    /// A streaming session (Exec/Attach URL upgraded to SPDY or WebSocket) failed or ended wrong.
+    #[error("streaming {call} ({context}): {reason}")]
+    Stream {
+        /// The CRI call whose URL was streamed (`Exec`, `Attach`).
+        call: &'static str,
+        /// Which container.
+        context: String,
+        /// What went wrong (upgrade refusal, unexpected output, exit status).
+        reason: String,
+    },
+    /// A step of the floor (runc, CNI plugin, namespace pin, mount) failed.
+    #[error("floor step {step} ({context}): {reason}")]
+    Floor {
+        /// The step: `netns`, `mount`, `cni ADD`, `cni DEL`, `runc create`, `runc start`, `runc delete`.
+        step: &'static str,
+        /// Which floor pod.
+        context: String,
+        /// The error or the tool's output.
+        reason: String,
+    },
+    /// A condition awaited with a deadline did not happen.
+    #[error("timed out after {waited_ms} ms waiting for {what}")]
+    Timeout {
+        /// What was awaited.
+        what: String,
+        /// How long, milliseconds.
+        waited_ms: u64,
+    },
     /// A spawned measurement task panicked or was cancelled.
     #[error("benchmark task failed: {0}")]
     Join(#[from] tokio::task::JoinError),

@@ -8,7 +8,9 @@ use clap::{Args, Parser, Subcommand};
 use krio_bench::procfs::{listener_pid, ProcMatcher};
 use krio_bench::report::Results;
 use krio_bench::results::WorkloadResult;
-use krio_bench::workloads::{self, calls, memory, pull, start, PodTemplate};
+use krio_bench::workloads::{
+    self, busy, calls, floor, memory, pull, restart, start, stream, PodTemplate,
+};
 use krio_bench::{plot, CriClient};
 
 #[derive(Parser)]
@@ -57,8 +59,14 @@ enum Cmd {
     Run {
         #[command(flatten)]
         target: Target,
-        /// Comma-separated workloads: start (also writes teardown), calls, memory.
-        #[arg(long, default_value = "start,calls,memory", value_delimiter = ',')]
+        /// Comma-separated workloads: start (also writes teardown), calls, memory, stream (exec,
+        /// exec_sync and the monitor's memory with an attach client), busy (RPC latency while pods
+        /// start in parallel).
+        #[arg(
+            long,
+            default_value = "start,calls,memory,stream,busy",
+            value_delimiter = ','
+        )]
         workloads: Vec<String>,
         /// Tiny sizes, for tests.
         #[arg(long)]
@@ -111,6 +119,78 @@ enum Cmd {
         /// Pods with host networking (no CNI), for --create-after.
         #[arg(long)]
         host_network: bool,
+    },
+    /// Start the restart workload's pods (10 pods × 10 containers, --quick 2 × 2) and write their
+    /// ids to --ids-file; the caller then kills and restarts the daemon and runs `restart-wait`.
+    RestartPrep {
+        /// CRI endpoint.
+        #[arg(long)]
+        endpoint: String,
+        /// Round number (names the pods).
+        #[arg(long, default_value_t = 0)]
+        round: u32,
+        /// Runtime label (names the run id of the pods).
+        #[arg(long)]
+        runtime: String,
+        /// Where to write the ids (JSON).
+        #[arg(long)]
+        ids_file: PathBuf,
+        /// Image of the containers.
+        #[arg(long, default_value = "127.0.0.1:5000/krio-test/busybox:latest")]
+        image: String,
+        /// Run pods with host networking (no CNI).
+        #[arg(long)]
+        host_network: bool,
+        /// Tiny sizes, for tests.
+        #[arg(long)]
+        quick: bool,
+    },
+    /// After a daemon restart begun at --since-unix-us, poll until every container of
+    /// --ids-file is listed RUNNING; record `<signal>_first_rpc` and `<signal>_all_running`.
+    RestartWait {
+        #[command(flatten)]
+        target: Target,
+        /// The ids file written by `restart-prep`.
+        #[arg(long)]
+        ids_file: PathBuf,
+        /// When the daemon was started again, microseconds since the Unix epoch (bash:
+        /// ${EPOCHREALTIME/./}).
+        #[arg(long)]
+        since_unix_us: u64,
+        /// How the daemon was stopped (metric prefix): sigterm or sigkill.
+        #[arg(long)]
+        signal: String,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 120)]
+        timeout_secs: u64,
+    },
+    /// The floor of pod start: netns + CNI ADD + overlay + runc create/start, done directly.
+    /// Writes floor-r<round>-start.json and floor-r<round>-teardown.json.
+    Floor {
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Round number.
+        #[arg(long, default_value_t = 0)]
+        round: u32,
+        /// The image's unpacked filesystem (overlay lower directory).
+        #[arg(long)]
+        lower: PathBuf,
+        /// Scratch directory (absolute).
+        #[arg(long)]
+        work: PathBuf,
+        /// The CNI conflist.
+        #[arg(long)]
+        conflist: PathBuf,
+        /// CNI plugin directory.
+        #[arg(long, default_value = "/usr/lib/cni")]
+        cni_bin: PathBuf,
+        /// runc binary.
+        #[arg(long, default_value = "runc")]
+        runc: PathBuf,
+        /// Tiny sizes, for tests.
+        #[arg(long)]
+        quick: bool,
     },
     /// Stop and remove every pod the driver ever labelled on this endpoint.
     Cleanup {
@@ -219,8 +299,10 @@ async fn main() -> anyhow::Result<()> {
             memory_levels,
         } => {
             for w in &wl {
-                if !["start", "calls", "memory"].contains(&w.as_str()) {
-                    bail!("--workloads: unknown workload {w:?} (start, calls, memory)");
+                if !["start", "calls", "memory", "stream", "busy"].contains(&w.as_str()) {
+                    bail!(
+                        "--workloads: unknown workload {w:?} (start, calls, memory, stream, busy)"
+                    );
                 }
             }
             let client = connect(&target.endpoint).await?;
@@ -252,6 +334,27 @@ async fn main() -> anyhow::Result<()> {
                         };
                         p.iterations = calls_iterations.unwrap_or(p.iterations);
                         let r = calls::run(&client, &tpl, &target.runtime, target.round, p).await?;
+                        save(&r, &target.out)?;
+                    }
+                    "stream" => {
+                        let procs = matcher(&target, &client)?;
+                        let p = if quick {
+                            stream::StreamParams::QUICK
+                        } else {
+                            stream::StreamParams::FULL
+                        };
+                        let r =
+                            stream::run(&client, &tpl, &procs, &target.runtime, target.round, p)
+                                .await?;
+                        save(&r, &target.out)?;
+                    }
+                    "busy" => {
+                        let p = if quick {
+                            busy::BusyParams::QUICK
+                        } else {
+                            busy::BusyParams::FULL
+                        };
+                        let r = busy::run(&client, &tpl, &target.runtime, target.round, p).await?;
                         save(&r, &target.out)?;
                     }
                     _ => {
@@ -298,6 +401,85 @@ async fn main() -> anyhow::Result<()> {
             };
             let r = pull::run(&client, &procs, &target.runtime, target.round, &p).await?;
             save(&r, &target.out)?;
+        }
+        Cmd::RestartPrep {
+            endpoint,
+            round,
+            runtime,
+            ids_file,
+            image,
+            host_network,
+            quick,
+        } => {
+            let client = connect(&endpoint).await?;
+            let mut tpl = PodTemplate::new(&image, &run_id(&runtime));
+            tpl.host_network = host_network;
+            let p = if quick {
+                restart::RestartParams::QUICK
+            } else {
+                restart::RestartParams::FULL
+            };
+            let prep = restart::prepare(&client, &tpl, round, p, &ids_file).await?;
+            eprintln!(
+                "krio-bench: {} containers running in {} pods at {endpoint}",
+                prep.container_ids.len(),
+                prep.pod_ids.len()
+            );
+        }
+        Cmd::RestartWait {
+            target,
+            ids_file,
+            since_unix_us,
+            signal,
+            timeout_secs,
+        } => {
+            let text = std::fs::read_to_string(&ids_file)
+                .with_context(|| format!("reading {}", ids_file.display()))?;
+            let prep: restart::Prepared = serde_json::from_str(&text)
+                .with_context(|| format!("parsing {}", ids_file.display()))?;
+            let rec = restart::await_recovered(
+                &target.endpoint,
+                &prep,
+                since_unix_us,
+                Duration::from_secs(timeout_secs),
+            )
+            .await?;
+            let r = restart::record(
+                &target.out,
+                &target.runtime,
+                target.round,
+                &signal,
+                prep.container_ids.len(),
+                rec,
+            )?;
+            save(&r, &target.out)?;
+        }
+        Cmd::Floor {
+            out,
+            round,
+            lower,
+            work,
+            conflist,
+            cni_bin,
+            runc,
+            quick,
+        } => {
+            let cfg = floor::FloorConfig {
+                lower,
+                work,
+                conflist,
+                cni_bin,
+                runc,
+                command: vec!["/bin/sleep".to_owned(), "3600".to_owned()],
+            };
+            let p = if quick {
+                start::StartParams::QUICK
+            } else {
+                start::StartParams::FULL
+            };
+            let (s, d) = tokio::task::spawn_blocking(move || floor::run(cfg, round, p)).await??;
+            save(&s, &out)?;
+            save(&d, &out)?;
         }
         Cmd::Cleanup { endpoint, log_root } => {
             let client = connect(&endpoint).await?;

@@ -16,7 +16,9 @@ pub const BASELINE: &str = "containerd";
 pub const SUBJECT: &str = "krio";
 
 const TEMPLATE: &str = include_str!("../templates/BENCHMARKS.md.in");
-const WORKLOAD_ORDER: &[&str] = &["start", "teardown", "calls", "memory", "pull"];
+const WORKLOAD_ORDER: &[&str] = &[
+    "start", "teardown", "calls", "busy", "stream", "restart", "memory", "pull",
+];
 /// Display order of metrics (digits stripped, so `total_pss_10pods` is `total_pss_pods`).
 const METRIC_ORDER: &[&str] = &[
     "total",
@@ -25,8 +27,15 @@ const METRIC_ORDER: &[&str] = &[
     "run_pod_sandbox",
     "create_container",
     "start_container",
+    "netns",
+    "cni_add",
+    "rootfs_mount",
+    "runc_create",
+    "runc_start",
     "stop_pod_sandbox",
     "remove_pod_sandbox",
+    "runc_delete",
+    "cni_del",
     "status",
     "version",
     "list_containers",
@@ -34,6 +43,21 @@ const METRIC_ORDER: &[&str] = &[
     "list_images",
     "container_status",
     "teardown_pod",
+    "list_containers_during_start",
+    "container_status_during_start",
+    "list_containers_during_teardown",
+    "container_status_during_teardown",
+    "exec",
+    "exec_websocket",
+    "exec_sync",
+    "monitor_rss_no_client",
+    "monitor_rss_attached",
+    "monitor_pss_no_client",
+    "monitor_pss_attached",
+    "sigterm_first_rpc",
+    "sigterm_all_running",
+    "sigkill_first_rpc",
+    "sigkill_all_running",
     "daemon_rss_idle",
     "total_pss_pods",
     "daemon_pss_pods",
@@ -296,8 +320,19 @@ impl Results {
             (Ok(a), Ok(b)) => format!("{} ({a} pods × {b})", a * b),
             _ => "?".to_owned(),
         };
+        let restart_containers = self
+            .runs
+            .iter()
+            .find(|r| r.workload == "restart")
+            .and_then(|r| r.params.get("containers"))
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| "?".to_owned());
         TEMPLATE
             .replace("{{RESULTS}}", results_path)
+            .replace("{{BUSY_BG}}", &param("busy", "background_containers"))
+            .replace("{{BUSY_WIDTH}}", &param("busy", "parallel_width"))
+            .replace("{{BUSY_ROUNDS}}", &param("busy", "rounds"))
+            .replace("{{RESTART_CONTAINERS}}", &restart_containers)
             .replace("{{GENERATED}}", generated)
             .replace("{{TABLE}}", &self.markdown_table())
             .replace("{{PLOT}}", plot_path)
@@ -451,6 +486,63 @@ mod tests {
         assert!(md.contains("![Start latency distributions](bench/out/start.svg)"));
         assert!(md.contains("notes here"));
         assert!(md.contains("10 pods at once"));
+        assert!(!md.contains("{{"), "unfilled placeholder in:\n{md}");
+    }
+
+    #[test]
+    fn new_workloads_order_and_describe() {
+        let mut busy = run(
+            "krio",
+            "busy",
+            0,
+            "list_containers_during_start",
+            Unit::Ms,
+            &[1.0],
+        );
+        busy.param("background_containers", 10);
+        busy.param("rounds", 5);
+        let mut restart = run(
+            "krio",
+            "restart",
+            0,
+            "sigkill_all_running",
+            Unit::Ms,
+            &[9.0],
+        );
+        restart.push("sigterm_all_running", Unit::Ms, 8.0);
+        restart.param("containers", 100);
+        restart.finish();
+        let res = Results::pool(vec![
+            run("floor", "start", 0, "runc_create", Unit::Ms, &[3.0]),
+            run("floor", "start", 0, "total", Unit::Ms, &[5.0]),
+            run("krio", "start", 0, "total", Unit::Ms, &[7.0]),
+            run("krio", "stream", 0, "exec_sync", Unit::Ms, &[2.0]),
+            run("krio", "stream", 0, "exec", Unit::Ms, &[2.0]),
+            restart,
+            busy,
+        ]);
+        let order: Vec<(&str, &str)> = res
+            .rows
+            .iter()
+            .map(|r| (r.workload.as_str(), r.metric.as_str()))
+            .collect();
+        assert_eq!(
+            order,
+            vec![
+                ("start", "total"),
+                ("start", "runc_create"),
+                ("busy", "list_containers_during_start"),
+                ("stream", "exec"),
+                ("stream", "exec_sync"),
+                ("restart", "sigterm_all_running"),
+                ("restart", "sigkill_all_running"),
+            ]
+        );
+        assert_eq!(res.runtimes, vec!["krio", "floor"]);
+        let md = res.render_markdown("r.json", "p.svg", "", "");
+        assert!(md.contains("with 100 running containers, the daemon"));
+        assert!(md.contains("a background pod with 10 running containers"));
+        assert!(md.contains("5 such rounds"));
         assert!(!md.contains("{{"), "unfilled placeholder in:\n{md}");
     }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use krio_bench::procfs::{listener_pid, ProcMatcher};
 use krio_bench::report::Results;
-use krio_bench::workloads::{self, calls, memory, pull, start, PodTemplate};
+use krio_bench::workloads::{self, busy, calls, memory, pull, start, stream, PodTemplate};
 use krio_bench::CriClient;
 
 fn endpoint() -> String {
@@ -102,6 +102,51 @@ async fn drives_live_endpoint() {
     );
     m.write(out.path()).unwrap();
 
+    let st = stream::run(
+        &client,
+        &tpl,
+        &procs,
+        &runtime,
+        0,
+        stream::StreamParams {
+            exec_runs: 2,
+            warmup: 0,
+            settle: Duration::from_millis(50),
+        },
+    )
+    .await
+    .expect("stream workload");
+    for m in ["exec", "exec_websocket", "exec_sync"] {
+        let v = &st.metrics[m].samples;
+        assert_eq!(v.len(), 2, "metric {m}");
+        assert!(v.iter().all(|x| *x > 0.0 && *x < 30_000.0), "{m}: {v:?}");
+    }
+    assert!(st.metrics["monitor_rss_attached"].samples[0] > 1e5);
+    assert!(st.metrics["monitor_pss_no_client"].samples[0] > 0.0);
+    st.write(out.path()).unwrap();
+
+    let b = busy::run(
+        &client,
+        &tpl,
+        &runtime,
+        0,
+        busy::BusyParams {
+            background_containers: 1,
+            parallel_width: 2,
+            rounds: 1,
+        },
+    )
+    .await
+    .expect("busy workload");
+    for m in [
+        "list_containers_during_start",
+        "container_status_during_start",
+        "list_containers_during_teardown",
+    ] {
+        assert!(!b.metrics[m].samples.is_empty(), "no {m} samples");
+    }
+    b.write(out.path()).unwrap();
+
     let pl = pull::run(
         &client,
         &procs,
@@ -139,4 +184,6 @@ async fn drives_live_endpoint() {
     assert!(res.row("start", "total").is_some());
     let md = res.render_markdown("r.json", "p.svg", "", "");
     assert!(md.contains("| start | total | ms |"));
+    assert!(md.contains("| stream | exec | ms |"));
+    assert!(md.contains("| busy | list_containers_during_start | ms |"));
 }

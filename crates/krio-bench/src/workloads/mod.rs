@@ -3,10 +3,14 @@
 //! Every pod the driver makes carries the label [`LABEL_KEY`] = run id, so a failed run can be cleaned
 //! up by label ([`cleanup_labeled`]).
 
+pub mod busy;
 pub mod calls;
+pub mod floor;
 pub mod memory;
 pub mod pull;
+pub mod restart;
 pub mod start;
+pub mod stream;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -46,6 +50,9 @@ pub struct PodTemplate {
     pub running_timeout: Duration,
     /// Run pods in the host network namespace (`NamespaceMode::NODE`), skipping CNI.
     pub host_network: bool,
+    /// Create containers with `stdin` open (CRI `ContainerConfig.stdin`, not `stdin_once`), so a
+    /// client can attach to it.
+    pub stdin: bool,
 }
 
 impl PodTemplate {
@@ -59,6 +66,7 @@ impl PodTemplate {
             cgroup_parent: String::new(),
             running_timeout: Duration::from_secs(30),
             host_network: false,
+            stdin: false,
         }
     }
 
@@ -128,6 +136,7 @@ impl PodTemplate {
             }),
             command: cmd,
             args,
+            stdin: self.stdin,
             log_path: if self.log_root.is_some() {
                 format!("{name}.log")
             } else {
