@@ -124,6 +124,12 @@ pub const RUNSC_TOML: &str = "[runtimes.runsc]\npath = \"runsc\"\n\
      runtime_args = [\"--platform=ptrace\", \"--network=host\"]\npod_sandbox = \"per-container\"\n\
      privileged_without_host_devices = true\nallowed_annotations = [\"dev.gvisor.\"]\n";
 
+/// A `[runtimes.runsc-pod]` table: runsc as [`RUNSC_TOML`], but with one gVisor sandbox per pod
+/// (`pod_sandbox = "pod"`) that every container of the pod joins.
+pub const RUNSC_POD_TOML: &str = "[runtimes.runsc-pod]\npath = \"runsc\"\n\
+     runtime_args = [\"--platform=ptrace\", \"--network=host\"]\npod_sandbox = \"pod\"\n\
+     privileged_without_host_devices = true\nallowed_annotations = [\"dev.gvisor.\"]\n";
+
 impl Handler {
     /// The CRI `runtime_handler` name.
     pub fn name(self) -> &'static str {
