@@ -1036,15 +1036,29 @@ fn walk_files(dir: &std::path::Path) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_oom_killed_container_says_so() {
+    oom_killed_container_says_so(Handler::Runc, 16).await;
+}
+
+/// Under runsc the limit is the gVisor sandbox's (its cgroup holds the Sentry, which needs
+/// some 50 MiB of its own): the host's OOM killer kills the sandbox once the process inside
+/// takes the rest.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oom_killed_container_says_so_under_runsc() {
+    oom_killed_container_says_so(Handler::Runsc, 128).await;
+}
+
+/// A container with a memory limit of `limit_mib` MiB that allocates without end is reported
+/// Exited with 137 and reason `OOMKilled`.
+async fn oom_killed_container_says_so(handler: Handler, limit_mib: i64) {
     ensure_images();
-    let d = Daemon::start().await;
+    let d = Daemon::start_handler(handler, Network::Loopback).await;
     pull(&d, &image("busybox")).await;
     let pod = pod_config(&d, "oom");
     let pod_id = run_pod(&d, &pod).await;
     let mut c = container_config("hog", &image("busybox"), "exec tail /dev/zero");
     c.linux = Some(cri::LinuxContainerConfig {
         resources: Some(cri::LinuxContainerResources {
-            memory_limit_in_bytes: 16 * 1024 * 1024,
+            memory_limit_in_bytes: limit_mib * 1024 * 1024,
             ..Default::default()
         }),
         ..Default::default()
