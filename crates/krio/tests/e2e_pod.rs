@@ -70,6 +70,13 @@ async fn container_logs_exit_codes_and_clean_teardown_under_runsc() {
     logs_exit_codes_and_clean_teardown(Handler::Runsc).await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn container_logs_exit_codes_and_clean_teardown_under_youki() {
+    if Handler::Youki.available() {
+        logs_exit_codes_and_clean_teardown(Handler::Youki).await;
+    }
+}
+
 async fn logs_exit_codes_and_clean_teardown(handler: Handler) {
     ensure_images();
     let d = Daemon::start_handler(handler, Network::Loopback).await;
@@ -214,6 +221,13 @@ async fn stop_escalates_to_sigkill_and_pod_teardown_leaves_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn stop_escalates_to_sigkill_and_pod_teardown_leaves_nothing_under_runsc() {
     stop_escalation_and_pod_teardown(Handler::Runsc).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stop_escalates_to_sigkill_and_pod_teardown_leaves_nothing_under_youki() {
+    if Handler::Youki.available() {
+        stop_escalation_and_pod_teardown(Handler::Youki).await;
+    }
 }
 
 async fn stop_escalation_and_pod_teardown(handler: Handler) {
@@ -1045,6 +1059,13 @@ async fn an_oom_killed_container_says_so() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_oom_killed_container_says_so_under_runsc() {
     oom_killed_container_says_so(Handler::Runsc, 128).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oom_killed_container_says_so_under_youki() {
+    if Handler::Youki.available() {
+        oom_killed_container_says_so(Handler::Youki, 16).await;
+    }
 }
 
 /// A container with a memory limit of `limit_mib` MiB that allocates without end is reported
