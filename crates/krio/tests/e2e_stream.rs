@@ -115,6 +115,11 @@ async fn exec_streams_over_both_transports_under_runsc() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn exec_streams_over_both_transports_under_runsc_pod() {
+    exec_streams(Handler::RunscPod).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn exec_streams_over_both_transports_under_youki() {
     if Handler::Youki.available() {
         exec_streams(Handler::Youki).await;
@@ -179,7 +184,8 @@ async fn exec_streams(handler: Handler) {
         // says the executable is "not found in $PATH".
         assert!(
             o.stderr.contains("no such file")
-                || (handler == Handler::Runsc && o.stderr.contains("could not start"))
+                || (matches!(handler, Handler::Runsc | Handler::RunscPod)
+                    && o.stderr.contains("could not start"))
                 || (handler == Handler::Youki && o.stderr.contains("not found")),
             "{t}: {}",
             o.stderr
@@ -212,7 +218,7 @@ async fn exec_streams(handler: Handler) {
                 .collect::<Vec<_>>()
                 .join("\n")
         );
-        if matches!(handler, Handler::Runsc | Handler::Youki) {
+        if matches!(handler, Handler::Runsc | Handler::RunscPod | Handler::Youki) {
             // runsc (no console socket) hands krio's terminal itself to the process: a
             // terminal with the right size, but no /dev/pts name inside gVisor and krio's raw
             // line discipline (docs/runtime-handlers.md). youki 0.7's `exec --tty` without a

@@ -117,6 +117,9 @@ pub enum Handler {
     /// gVisor's runsc (Debian's package), ptrace platform, network passthrough inside the pod's
     /// network namespace, each container a gVisor sandbox of its own.
     Runsc,
+    /// runsc with one gVisor sandbox per pod ([`RUNSC_POD_TOML`], handler name `runsc-pod`): the
+    /// pod's containers join the sandbox of the pod's root container.
+    RunscPod,
     /// youki (`cargo install youki --features v1`): not installed by scripts/install-deps.sh
     /// (its build does not fit the suite's time budget); bench/run.sh installs it and runs the
     /// `*_under_youki` tests with `KRIO_TEST_HANDLERS=runc,runsc,youki`.
@@ -154,7 +157,16 @@ impl Handler {
         match self {
             Handler::Runc => "runc",
             Handler::Runsc => "runsc",
+            Handler::RunscPod => "runsc-pod",
             Handler::Youki => "youki",
+        }
+    }
+
+    /// The runtime binary the handler runs.
+    pub fn binary(self) -> &'static str {
+        match self {
+            Handler::RunscPod => "runsc",
+            h => h.name(),
         }
     }
 
@@ -163,12 +175,13 @@ impl Handler {
         match self {
             Handler::Runc => "",
             Handler::Runsc => RUNSC_TOML,
+            Handler::RunscPod => RUNSC_POD_TOML,
             Handler::Youki => YOUKI_TOML,
         }
     }
 
     fn installed(self) -> bool {
-        let bin = self.name();
+        let bin = self.binary();
         std::env::var_os("PATH")
             .map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
             .unwrap_or(false)
@@ -176,7 +189,7 @@ impl Handler {
 
     /// Panics with a clear message when the handler's binary is not installed.
     pub fn require(self) {
-        let bin = self.name();
+        let bin = self.binary();
         let how = match self {
             Handler::Youki => "bench/run.sh installs it (cargo install youki --features v1)",
             _ => "run scripts/install-deps.sh (it installs Debian's package)",
@@ -188,7 +201,7 @@ impl Handler {
     /// suite expects ([`expected_handlers`]) must be: panics when it is missing. One neither
     /// expected nor installed is skipped, and the test says so on stderr.
     pub fn available(self) -> bool {
-        if expected_handlers().iter().any(|h| h == self.name()) {
+        if expected_handlers().iter().any(|h| h == self.binary()) {
             self.require();
             return true;
         }
