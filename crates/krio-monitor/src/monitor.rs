@@ -14,6 +14,10 @@
 //! (`waitpid(-1, WNOHANG)`), SIGUSR1 reopens the log, SIGTERM/SIGINT/SIGHUP are ignored (the monitor only ends
 //! with its container; SIGKILL it to force). When the container's init is reaped the pipes are drained, the
 //! [`ExitStatus`] is written atomically to the exit file and the monitor exits 0.
+//!
+//! With [`MonitorConfig::start_on_signal`] (a container joining another's runtime sandbox) the monitor also runs
+//! `runtime start` on SIGUSR2 and then `runtime wait`, whose exit stands for the container's; before that
+//! start, SIGTERM ends it with the exit of a killed container.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
