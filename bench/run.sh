@@ -372,3 +372,8 @@ notes=$out/notes.md
 "$bench" report --in "$raw" --results "$out/results.json" --svg "$out/start-latency.svg" --markdown "$markdown" \
   --notes "$notes" --link-dir "$(realpath --relative-to="$(dirname "$markdown")" "$out")"
 log "done: $out/results.json, $out/start-latency.svg, $markdown"
+# The container lifecycle tests under youki (built with cargo, not in the test suite): bench/youki.sh.
+if [ "${KRIO_BENCH_YOUKI:-0}" = 1 ]; then
+  log "youki lifecycle tests (bench/youki.sh)"
+  "$here/youki.sh"
+fi

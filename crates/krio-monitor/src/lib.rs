@@ -39,8 +39,8 @@ pub use podinit::{pod_init_running, spawn_pod_init, stop_pod_init};
 pub use spawn::{read_exit_file, spawn};
 pub use sys::{reset_inherited_signals, reset_signals_on_exec};
 pub use types::{
-    log_reopen_status_path, ExitStatus, MonitorConfig, MonitorError, PodInit, PodInitMessage,
-    Spawned, SyncMessage, DEFAULT_CREATE_TIMEOUT_SECS, DEFAULT_MAX_LOG_LINE,
+    log_reopen_status_path, start_status_path, ExitStatus, MonitorConfig, MonitorError, PodInit,
+    PodInitMessage, Spawned, SyncMessage, DEFAULT_CREATE_TIMEOUT_SECS, DEFAULT_MAX_LOG_LINE,
 };
 
 #[cfg(test)]

@@ -14,6 +14,10 @@
 //! (`waitpid(-1, WNOHANG)`), SIGUSR1 reopens the log, SIGTERM/SIGINT/SIGHUP are ignored (the monitor only ends
 //! with its container; SIGKILL it to force). When the container's init is reaped the pipes are drained, the
 //! [`ExitStatus`] is written atomically to the exit file and the monitor exits 0.
+//!
+//! With [`MonitorConfig::start_on_signal`] (a container joining another's runtime sandbox) the monitor also runs
+//! `runtime start` on SIGUSR2 and then `runtime wait`, whose exit stands for the container's; before that
+//! start, SIGTERM ends it with the exit of a killed container.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
@@ -182,6 +186,7 @@ fn foreground() -> i32 {
     for s in [
         Signal::SIGCHLD,
         Signal::SIGUSR1,
+        Signal::SIGUSR2,
         Signal::SIGTERM,
         Signal::SIGINT,
         Signal::SIGHUP,
@@ -238,6 +243,22 @@ fn foreground() -> i32 {
         match ConsoleSocket::bind(&cfg.bundle) {
             Ok(c) => Some(c),
             Err(e) => return fail("console", format!("console socket: {e}"), String::new()),
+        }
+    } else {
+        None
+    };
+    // A container joining another's runtime sandbox gets the stdio of `runtime start`, which
+    // the monitor runs later: keep copies (none with a terminal, which `create` already sent).
+    let pending = if cfg.start_on_signal {
+        match PendingStart::keep(cfg.tty, &out_w, &err_w, stdin_r.as_ref()) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                return fail(
+                    "pipes",
+                    format!("keeping stdio for start: {e}"),
+                    String::new(),
+                )
+            }
         }
     } else {
         None
@@ -314,6 +335,7 @@ fn foreground() -> i32 {
     let status = supervise(
         &cfg,
         container_pid,
+        pending,
         &sigfd,
         &mut log,
         &mut attach,
@@ -511,7 +533,7 @@ fn run_create(
                         verb(cfg),
                         cfg.create_timeout_secs
                     ),
-                    runtime_errors(&runtime_log, err_r),
+                    runtime_errors(&runtime_log, Some(err_r)),
                 ));
             }
             Ok(None) => {
@@ -526,7 +548,7 @@ fn run_create(
     } else {
         Err((
             format!("runtime {} exited with {status}", verb(cfg)),
-            runtime_errors(&runtime_log, err_r),
+            runtime_errors(&runtime_log, Some(err_r)),
         ))
     }
 }
@@ -547,8 +569,9 @@ fn runtime_delete(cfg: &MonitorConfig) -> std::io::Result<std::process::ExitStat
         .status()
 }
 
-/// The runtime's error messages: `level` error/fatal `msg`s from its JSON log, plus whatever it wrote on stderr.
-fn runtime_errors(runtime_log: &Path, err_r: &OwnedFd) -> String {
+/// The runtime's error messages: `level` error/fatal `msg`s from its JSON log, plus whatever it wrote on stderr
+/// (when `err_r` is its stderr's read end).
+fn runtime_errors(runtime_log: &Path, err_r: Option<&OwnedFd>) -> String {
     let mut parts: Vec<String> = Vec::new();
     if let Ok(text) = std::fs::read_to_string(runtime_log) {
         for line in text.lines() {
@@ -568,7 +591,7 @@ fn runtime_errors(runtime_log: &Path, err_r: &OwnedFd) -> String {
     }
     let mut buf = [0u8; 4096];
     let mut stderr = Vec::new();
-    while stderr.len() < 64 * 1024 {
+    while let Some(err_r) = err_r.filter(|_| stderr.len() < 64 * 1024) {
         match nix::unistd::read(err_r, &mut buf) {
             Ok(n) if n > 0 => stderr.extend_from_slice(&buf[..n]),
             _ => break,
@@ -684,16 +707,25 @@ enum Token {
 
 /// The main loop: log output (and fan it out to attach sessions), serve attach, reap children,
 /// reopen the log on SIGUSR1, until the container's init exits.
+///
+/// With `pending` (a container joining another's runtime sandbox, [`MonitorConfig::start_on_signal`]) nothing is
+/// reaped as the container until SIGUSR2 has run `runtime start`; then the `runtime wait` child stands for the
+/// container. SIGTERM before that start ends the loop with the exit of a killed container.
 fn supervise(
     cfg: &MonitorConfig,
     container_pid: i32,
+    mut pending: Option<PendingStart>,
     sigfd: &SignalFd,
     log: &mut CriLogWriter,
     attach: &mut AttachServer,
     mut outputs: [Option<OwnedFd>; 3],
 ) -> ExitStatus {
     let mut buf = vec![0u8; READ_CHUNK];
-    let mut exit = reap(container_pid);
+    // The pid whose exit is the container's: its init, or `runtime wait` once started (0: none).
+    let mut waited = if pending.is_some() { 0 } else { container_pid };
+    // The output of `runtime wait` (its read end), for a container in another's sandbox.
+    let mut wait_output: Option<OwnedFd> = None;
+    let mut exit = reap(waited);
     while exit.is_none() {
         let events: Vec<(Token, PollFlags)> = {
             let mut regs: Vec<(Token, std::os::fd::BorrowedFd<'_>, PollFlags)> =
@@ -747,6 +779,37 @@ fn supervise(
             while let Ok(Some(si)) = sigfd.read_signal() {
                 match Signal::try_from(si.ssi_signo as i32) {
                     Ok(Signal::SIGCHLD) => child_exited = true,
+                    Ok(Signal::SIGUSR2) => {
+                        if let Some(p) = pending.take() {
+                            match start_in_sandbox(cfg, p) {
+                                Ok((pid, out)) => {
+                                    report_start(cfg, Ok(()));
+                                    waited = pid;
+                                    wait_output = Some(out);
+                                }
+                                Err(e) => {
+                                    eprintln!("krio-monitor: starting {}: {e}", cfg.id);
+                                    report_start(cfg, Err(&e));
+                                    let _ = runtime_delete(cfg);
+                                    exit = Some(ExitStatus {
+                                        exit_code: START_FAILED_EXIT,
+                                        signal: None,
+                                        finished_at_ns: now_ns(),
+                                        oom_killed: false,
+                                    });
+                                }
+                            }
+                        }
+                    }
+                    Ok(Signal::SIGTERM) if pending.is_some() => {
+                        pending = None;
+                        exit = Some(ExitStatus {
+                            exit_code: 128 + libc::SIGKILL,
+                            signal: Some(libc::SIGKILL),
+                            finished_at_ns: now_ns(),
+                            oom_killed: false,
+                        });
+                    }
                     Ok(Signal::SIGUSR1) => {
                         let outcome = log.reopen();
                         if let Err(e) = &outcome {
@@ -757,8 +820,11 @@ fn supervise(
                     _ => {}
                 }
             }
-            if child_exited {
-                exit = reap(container_pid);
+            if child_exited && exit.is_none() {
+                exit = reap(waited);
+                if let (Some(e), Some(out)) = (exit.as_mut(), wait_output.as_ref()) {
+                    *e = wait_result(out, e.finished_at_ns);
+                }
             }
         }
     }
@@ -771,13 +837,168 @@ fn supervise(
         let _ = log.close_stream(STREAMS[i], SystemTime::now());
     }
     // Reap anything else that already exited so no zombies linger while we finish.
-    let _ = reap(container_pid);
+    let _ = reap(waited);
     exit.unwrap_or(ExitStatus {
         exit_code: -1,
         signal: None,
         finished_at_ns: now_ns(),
         oom_killed: false,
     })
+}
+
+/// The exit code recorded for a container joining another's sandbox whose `runtime start` failed.
+const START_FAILED_EXIT: i32 = 128;
+
+/// The stdio a container joining another's runtime sandbox gets at `runtime start`: copies of
+/// the monitor's pipe ends (all `None` with a terminal, which the runtime set up at `create`).
+struct PendingStart {
+    stdin: Option<OwnedFd>,
+    stdout: Option<OwnedFd>,
+    stderr: Option<OwnedFd>,
+}
+
+impl PendingStart {
+    fn keep(
+        tty: bool,
+        out_w: &OwnedFd,
+        err_w: &OwnedFd,
+        stdin_r: Option<&OwnedFd>,
+    ) -> std::io::Result<PendingStart> {
+        if tty {
+            return Ok(PendingStart {
+                stdin: None,
+                stdout: None,
+                stderr: None,
+            });
+        }
+        Ok(PendingStart {
+            stdin: stdin_r.map(OwnedFd::try_clone).transpose()?,
+            stdout: Some(out_w.try_clone()?),
+            stderr: Some(err_w.try_clone()?),
+        })
+    }
+}
+
+/// Runs `runtime start <id>` with the container's stdio (runsc hands it to the container), then
+/// starts `runtime wait <id>`, whose exit stands for the container's. Returns the wait child's
+/// pid and the read end of its stdout; or the runtime's error.
+fn start_in_sandbox(cfg: &MonitorConfig, p: PendingStart) -> Result<(i32, OwnedFd), String> {
+    let runtime_log = cfg.bundle.join("runtime-start.log");
+    let _ = std::fs::remove_file(&runtime_log);
+    let io = |f: Option<OwnedFd>| f.map_or_else(Stdio::null, Stdio::from);
+    let spawned = {
+        let mut cmd = Command::new(&cfg.runtime_binary);
+        cmd.arg("--root")
+            .arg(&cfg.runtime_root)
+            .args(&cfg.runtime_args)
+            .arg("--log")
+            .arg(&runtime_log)
+            .arg("--log-format")
+            .arg("json")
+            .arg("start")
+            .arg(&cfg.id)
+            .stdin(io(p.stdin))
+            .stdout(io(p.stdout))
+            .stderr(io(p.stderr))
+            .current_dir(&cfg.bundle);
+        crate::sys::reset_signals_on_exec(&mut cmd);
+        cmd.spawn()
+        // `cmd`, holding the monitor's copies of the container's stdio, is dropped here.
+    };
+    let mut child =
+        spawned.map_err(|e| format!("starting {}: {e}", cfg.runtime_binary.display()))?;
+    let deadline = Instant::now() + Duration::from_secs(cfg.create_timeout_secs);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break st,
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "runtime start timed out after {}s",
+                    cfg.create_timeout_secs
+                ));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) => return Err(format!("waiting for runtime start: {e}")),
+        }
+    };
+    if !status.success() {
+        let errors = runtime_errors(&runtime_log, None);
+        return Err(format!("runtime start exited with {status}: {errors}"));
+    }
+    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
+        .map_err(|e| format!("creating the pipe of runtime wait: {e}"))?;
+    fcntl(&r, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
+        .map_err(|e| format!("creating the pipe of runtime wait: {e}"))?;
+    let mut cmd = Command::new(&cfg.runtime_binary);
+    cmd.arg("--root")
+        .arg(&cfg.runtime_root)
+        .args(&cfg.runtime_args)
+        .arg("wait")
+        .arg(&cfg.id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(w))
+        .stderr(Stdio::null())
+        .current_dir(&cfg.bundle);
+    crate::sys::reset_signals_on_exec(&mut cmd);
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("starting runtime wait: {e}"))?;
+    let pid = i32::try_from(child.id()).map_err(|e| format!("runtime wait pid: {e}"))?;
+    Ok((pid, r))
+}
+
+/// The container's exit from what `runtime wait` printed (`{"id": ..., "exitStatus": N}`, where N
+/// is `128 + signal` for a signalled process); 255 ("unknown") when it printed nothing usable,
+/// as when the sandbox itself died.
+fn wait_result(out: &OwnedFd, finished_at_ns: i64) -> ExitStatus {
+    let mut text = Vec::new();
+    let mut buf = [0u8; 4096];
+    while text.len() < 64 * 1024 {
+        match nix::unistd::read(out, &mut buf) {
+            Ok(n) if n > 0 => text.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    let code = serde_json::from_slice::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v.get("exitStatus").and_then(|c| c.as_i64()))
+        .and_then(|c| i32::try_from(c).ok());
+    let Some(exit_code) = code else {
+        eprintln!(
+            "krio-monitor: runtime wait gave no exit status: {:?}",
+            String::from_utf8_lossy(&text)
+        );
+        return ExitStatus {
+            exit_code: 255,
+            signal: None,
+            finished_at_ns,
+            oom_killed: false,
+        };
+    };
+    ExitStatus {
+        exit_code,
+        signal: (exit_code > 128 && exit_code <= 128 + 64).then_some(exit_code - 128),
+        finished_at_ns,
+        oom_killed: false,
+    }
+}
+
+/// Writes the outcome of a start asked for with SIGUSR2 to [`MonitorConfig::start_status_file`]
+/// (temp file, rename), for the daemon's `StartContainer`.
+fn report_start(cfg: &MonitorConfig, outcome: Result<(), &str>) {
+    let text = match outcome {
+        Ok(()) => "ok\n".to_string(),
+        Err(e) => format!("error: {e}\n"),
+    };
+    let path = cfg.start_status_file();
+    let tmp = path.with_extension("tmp");
+    let result = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        eprintln!("krio-monitor: writing {}: {e}", path.display());
+    }
 }
 
 /// Writes the outcome of a log reopen to [`MonitorConfig::log_reopen_status_file`] (temp file, rename), so the

@@ -18,6 +18,14 @@ pub fn log_reopen_status_path(exit_file: &Path) -> PathBuf {
     exit_file.with_file_name("log-reopen.status")
 }
 
+/// The file beside `exit_file` (`start.status`) where a monitor created with
+/// [`MonitorConfig::start_on_signal`] writes, atomically, the outcome of the `runtime start` it was asked for with
+/// SIGUSR2: `ok\n`, or `error: <reason>\n`. The daemon removes it before signalling and waits for it (CRI
+/// `StartContainer` of a container that joins its pod's runtime sandbox).
+pub fn start_status_path(exit_file: &Path) -> PathBuf {
+    exit_file.with_file_name("start.status")
+}
+
 /// What the daemon tells a monitor. Sent as one JSON document on the monitor's stdin.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MonitorConfig {
@@ -84,6 +92,16 @@ pub struct MonitorConfig {
     /// `runtime create`, so the container's processes come back running from the checkpoint.
     #[serde(default)]
     pub restore_from: Option<PathBuf>,
+    /// The container joins a runtime sandbox that another container started (runsc's
+    /// `io.kubernetes.cri.container-type=container`): its processes live in that sandbox, not
+    /// under the monitor, and the runtime hands the container the stdio of `runtime start`, not
+    /// of `create`. So the monitor keeps the container's stdio after `create`, runs
+    /// `runtime start` itself when it receives SIGUSR2 (answering in [`start_status_path`]),
+    /// then learns the exit from `runtime wait <id>` (runsc's JSON `{"exitStatus": N}`). A
+    /// SIGTERM before the start ends the monitor with the exit of a killed container (137): the
+    /// daemon sends it after deleting a container that was never started.
+    #[serde(default)]
+    pub start_on_signal: bool,
 }
 
 fn default_create_timeout() -> u64 {
@@ -125,12 +143,19 @@ impl MonitorConfig {
             stdin_once: false,
             attach_socket: None,
             restore_from: None,
+            start_on_signal: false,
         }
     }
 
     /// Where the monitor reports the outcome of each log reopen (SIGUSR1): see [`log_reopen_status_path`].
     pub fn log_reopen_status_file(&self) -> PathBuf {
         log_reopen_status_path(&self.exit_file)
+    }
+
+    /// Where the monitor reports the outcome of the start it was asked for (SIGUSR2): see
+    /// [`start_status_path`].
+    pub fn start_status_file(&self) -> PathBuf {
+        start_status_path(&self.exit_file)
     }
 
     /// The runtime log path actually used (see [`MonitorConfig::runtime_log`]).

@@ -89,7 +89,8 @@ pub struct RuntimeHandler {
     /// `--platform=ptrace`, `--network=host`). Each must start with `-`.
     pub runtime_args: Vec<String>,
     /// How the pod's containers map onto the runtime's sandboxes, told to the runtime through the
-    /// `io.kubernetes.cri.container-type` and `io.kubernetes.cri.sandbox-id` annotations: `none` or `per-container`.
+    /// `io.kubernetes.cri.container-type` and `io.kubernetes.cri.sandbox-id` annotations: `none`, `per-container`
+    /// or `pod`.
     pub pod_sandbox: PodSandboxMode,
     /// Privileged containers of this handler do not get the host's devices (containerd's setting of the same
     /// name); they keep the device cgroup's allow-all rule. For sandboxed or VM runtimes, where the host's devices
@@ -134,6 +135,10 @@ pub enum PodSandboxMode {
     /// Each container is created as a runtime sandbox of its own (`container-type=sandbox`, `sandbox-id` = the
     /// container's id), as runsc needs when no pause container has started the pod's sandbox first.
     PerContainer,
+    /// One runtime sandbox per pod (what runsc is made for): RunPodSandbox creates a root container with the
+    /// pod's id (`container-type=sandbox`) running krio's built-in idle process, and every container of the pod
+    /// joins it (`container-type=container`, `sandbox-id` = the pod's id). StopPodSandbox removes it.
+    Pod,
 }
 
 /// CNI settings.

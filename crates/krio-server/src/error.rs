@@ -69,6 +69,10 @@ pub enum ServerError {
     /// Several teardown steps failed; all are reported (`Internal`).
     #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
     Many(Vec<ServerError>),
+    /// A step krio drives failed in a way no other variant describes, e.g. a container's
+    /// monitor reporting that `runtime start` failed (`Internal`).
+    #[error("{0}")]
+    Internal(String),
     /// The task running a handler panicked (`Internal`).
     #[error("handler task failed: {0}")]
     Task(String),
@@ -142,6 +146,7 @@ impl ServerError {
             | ServerError::Monitor(_)
             | ServerError::Net(_)
             | ServerError::Task(_)
+            | ServerError::Internal(_)
             | ServerError::Io { .. } => Code::Internal,
         }
     }

@@ -439,6 +439,7 @@ mod tests {
             pid: 0,
             monitor_pid,
             cgroups_path: String::new(),
+            subcontainer: false,
             stop_signal: None,
             user: None,
             volume_image_ids: Vec::new(),

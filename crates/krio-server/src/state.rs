@@ -71,6 +71,11 @@ pub struct SandboxRecord {
     pub ips: Vec<String>,
     /// Cgroup parent of the pod's containers.
     pub cgroup_parent: String,
+    /// The pod has a runtime sandbox that its containers join (the handler's `pod_sandbox = "pod"`):
+    /// a root container with the pod's id under the handler's runtime, bundle in `<run dir>/sandbox/`.
+    /// Set (and written) before that container is made, so a teardown or a recovery removes it.
+    #[serde(default)]
+    pub runtime_sandbox: bool,
 }
 
 impl SandboxRecord {
@@ -245,6 +250,11 @@ pub struct ContainerRecord {
     /// The container's cgroup (`linux.cgroupsPath`, cgroupfs form).
     #[serde(default)]
     pub cgroups_path: String,
+    /// The container joins its pod's runtime sandbox ([`SandboxRecord::runtime_sandbox`]): its
+    /// monitor runs `runtime start` when asked (SIGUSR2, see `krio_monitor::MonitorConfig::start_on_signal`),
+    /// and `pid` is the sandbox's process, not the container's own.
+    #[serde(default)]
+    pub subcontainer: bool,
     /// The image's `StopSignal` (`SIGTERM`, `TERM` or a number), if it sets one.
     #[serde(default)]
     pub stop_signal: Option<String>,

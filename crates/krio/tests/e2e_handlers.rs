@@ -386,3 +386,195 @@ async fn only_allowed_annotations_reach_the_runtime() {
     }
     assert_eq!(d.processes(), Vec::<(i32, String)>::new(), "processes left");
 }
+
+/// The `runsc state` of `id` under the daemon's runsc root for `handler`: its JSON.
+fn runsc_state(d: &Daemon, handler: &str, id: &str) -> serde_json::Value {
+    let out = std::process::Command::new("runsc")
+        .arg("--root")
+        .arg(d.state.join("runtime").join(handler))
+        .args(["state", id])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "runsc state {id}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Host processes that are gVisor sandboxes (a Sentry: `runsc-sandbox`, started by `runsc boot`)
+/// of this daemon's runsc root for `handler`.
+fn gvisor_sandboxes(d: &Daemon, handler: &str) -> Vec<i32> {
+    let root = d.state.join("runtime").join(handler);
+    let root = root.to_string_lossy();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                return false;
+            };
+            let args: Vec<String> = cmd
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            args.first().is_some_and(|a| a == "runsc-sandbox")
+                && args.iter().any(|a| a.contains(root.as_ref()))
+        })
+        .collect()
+}
+
+/// `pod_sandbox = "pod"`: the pod's containers join one gVisor sandbox. Inside, the second
+/// container sees the first one's process in the pod's shared PID namespace (which only one
+/// gVisor kernel can show: each sandbox emulates its own); on the host, runsc reports the same
+/// sandbox process for the pod's root container and both containers, and exactly one Sentry
+/// runs for the pod. Exit codes, ExecSync and stops work for containers in the shared sandbox,
+/// and removing the pod leaves no process, mount, file or runsc state.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_runsc_pod_is_one_gvisor_sandbox_shared_by_its_containers() {
+    Handler::Runsc.require();
+    ensure_images();
+    let d = Daemon::start_full(Network::Loopback, &[], RUNSC_POD_TOML).await;
+    pull(&d, &image("busybox")).await;
+    let mut pod = pod_config(&d, "shared");
+    pod.linux
+        .get_or_insert_with(Default::default)
+        .security_context
+        .get_or_insert_with(Default::default)
+        .namespace_options = Some(cri::NamespaceOption {
+        pid: cri::NamespaceMode::Pod as i32,
+        ..Default::default()
+    });
+    let pod_id = run_pod_with(&d, &pod, "runsc-pod").await;
+    // The root container holds the sandbox before any container of the pod exists.
+    let root = runsc_state(&d, "runsc-pod", &pod_id);
+    assert_eq!(root["status"], "running", "{root}");
+    let sentries = gvisor_sandboxes(&d, "runsc-pod");
+    assert_eq!(sentries.len(), 1, "one Sentry for the pod: {sentries:?}");
+
+    let first = run_container(
+        &d,
+        &pod_id,
+        &pod,
+        container_config(
+            "first",
+            &image("busybox"),
+            ": first-container; trap 'exit 3' TERM; echo ready; while true; do sleep 0.1; done",
+        ),
+    )
+    .await;
+    wait_log_line(&d, &first, "ready").await;
+    let second = run_container(
+        &d,
+        &pod_id,
+        &pod,
+        container_config(
+            "second",
+            &image("busybox"),
+            "echo kernel $(uname -r); ps > /tmp/ps; echo seen $(grep -c 'first-[c]ontainer' /tmp/ps); \
+             trap 'exit 4' TERM; echo ready; while true; do sleep 0.1; done",
+        ),
+    )
+    .await;
+    wait_log_line(&d, &second, "ready").await;
+    let lines = log_lines(&status(&d, &second).await);
+    let host_kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap()
+        .trim()
+        .to_string();
+    let kernel = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("kernel "))
+        .unwrap_or_else(|| panic!("no kernel line: {lines:?}"));
+    assert_ne!(kernel, host_kernel, "the container saw the host's kernel");
+    assert!(
+        lines.contains(&"seen 1".to_string()),
+        "the second container does not see the first one's process: {lines:?}"
+    );
+
+    // Host side: one sandbox process serves the root container and both containers.
+    let sandbox_pid = &root["pid"];
+    for id in [&first, &second] {
+        let st = runsc_state(&d, "runsc-pod", id);
+        assert_eq!(&st["pid"], sandbox_pid, "{id} is in another sandbox: {st}");
+        assert_eq!(st["status"], "running", "{st}");
+    }
+    assert_eq!(
+        gvisor_sandboxes(&d, "runsc-pod"),
+        sentries,
+        "Sentries changed"
+    );
+
+    // ExecSync in a container of the shared sandbox sees the other container too.
+    let out = exec(&d, &first, "ps | grep -c 'echo kerne[l]'; exit 6").await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1", "{out:?}");
+    assert_eq!(out.exit_code, 6);
+
+    // Stops: SIGTERM reaches each process inside the sandbox, and its exit code is recorded.
+    for (id, code) in [(&second, 4), (&first, 3)] {
+        d.runtime()
+            .await
+            .stop_container(cri::StopContainerRequest {
+                container_id: id.clone(),
+                timeout: 10,
+            })
+            .await
+            .unwrap();
+        let st = wait_exited(&d, id).await;
+        assert_eq!(st.exit_code, code, "{st:?}");
+    }
+    // The sandbox outlives its containers until the pod stops.
+    assert_eq!(gvisor_sandboxes(&d, "runsc-pod"), sentries);
+
+    // A container created but never started is removed with the pod.
+    let idle = d
+        .runtime()
+        .await
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod_id.clone(),
+            config: Some(container_config("idle", &image("busybox"), "true")),
+            sandbox_config: Some(pod.clone()),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .container_id;
+    remove_pod(&d, &pod_id).await;
+    let gone = d
+        .runtime()
+        .await
+        .container_status(cri::ContainerStatusRequest {
+            container_id: idle,
+            verbose: false,
+        })
+        .await;
+    assert_eq!(gone.unwrap_err().code(), tonic::Code::NotFound);
+    assert_eq!(gvisor_sandboxes(&d, "runsc-pod"), Vec::<i32>::new());
+    assert_eq!(d.processes(), Vec::<(i32, String)>::new(), "processes left");
+    assert_eq!(d.mounts(), Vec::<String>::new(), "mounts left");
+    let left = |dir: std::path::PathBuf| -> Vec<String> {
+        std::fs::read_dir(&dir)
+            .map(|r| {
+                r.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(left(d.state.join("sandboxes")), Vec::<String>::new());
+    assert_eq!(left(d.state.join("containers")), Vec::<String>::new());
+    let runsc_root = d.state.join("runtime/runsc-pod");
+    let listed = std::process::Command::new("runsc")
+        .arg("--root")
+        .arg(&runsc_root)
+        .args(["list", "-q"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&listed.stdout).trim(), "");
+    assert!(
+        !left(runsc_root).iter().any(|f| f.ends_with(".state")),
+        "runsc state files left"
+    );
+}

@@ -114,6 +114,18 @@ async fn exec_streams_over_both_transports_under_runsc() {
     exec_streams(Handler::Runsc).await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_streams_over_both_transports_under_runsc_pod() {
+    exec_streams(Handler::RunscPod).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_streams_over_both_transports_under_youki() {
+    if Handler::Youki.available() {
+        exec_streams(Handler::Youki).await;
+    }
+}
+
 async fn exec_streams(handler: Handler) {
     ensure_images();
     let d = Daemon::start_handler(handler, Network::Loopback).await;
@@ -168,10 +180,13 @@ async fn exec_streams(handler: Handler) {
         cmd.args(["exec", "--transport", t, &c, "/no/such/binary"]);
         let o = run(cmd, b"");
         assert_ne!(o.code, 0, "{t}: {}", o.stdout);
-        // runsc fails before it writes a pid file; its own message then races krio's.
+        // runsc fails before it writes a pid file; its own message then races krio's. youki
+        // says the executable is "not found in $PATH".
         assert!(
             o.stderr.contains("no such file")
-                || (handler == Handler::Runsc && o.stderr.contains("could not start")),
+                || (matches!(handler, Handler::Runsc | Handler::RunscPod)
+                    && o.stderr.contains("could not start"))
+                || (handler == Handler::Youki && o.stderr.contains("not found")),
             "{t}: {}",
             o.stderr
         );
@@ -203,10 +218,11 @@ async fn exec_streams(handler: Handler) {
                 .collect::<Vec<_>>()
                 .join("\n")
         );
-        if handler == Handler::Runsc {
+        if matches!(handler, Handler::Runsc | Handler::RunscPod | Handler::Youki) {
             // runsc (no console socket) hands krio's terminal itself to the process: a
             // terminal with the right size, but no /dev/pts name inside gVisor and krio's raw
-            // line discipline (docs/runtime-handlers.md).
+            // line discipline (docs/runtime-handlers.md). youki 0.7's `exec --tty` without a
+            // console socket does the same.
             assert!(o.stdout.contains("not a tty\ne\n"), "{t}: {:?}", o.stdout);
         } else {
             assert!(o.stdout.contains("/dev/pts/"), "{t}: {:?}", o.stdout);

@@ -155,6 +155,7 @@ impl Krio {
             pid: 0,
             monitor_pid: 0,
             cgroups_path: format!("{}/{}", sb.cgroup_parent, id),
+            subcontainer: sb.runtime_sandbox,
             stop_signal,
             user: None,
             volume_image_ids,
@@ -303,6 +304,7 @@ impl Krio {
         monitor.stdin_once = rec.config.stdin_once;
         monitor.attach_socket = Some(krio_monitor::attach::attach_socket_path(&run_dir));
         monitor.restore_from = restore_from;
+        monitor.start_on_signal = rec.subcontainer;
         let bin = self.monitor_bin.clone();
         let spawned = tokio::task::spawn_blocking(move || krio_monitor::spawn(&monitor, &bin))
             .await
@@ -842,6 +844,7 @@ mod handler_tests {
             pod_init: None,
             ips: Vec::new(),
             cgroup_parent: String::new(),
+            runtime_sandbox: false,
             config: Default::default(),
         };
         sb.config

@@ -57,8 +57,12 @@ impl Krio {
             tracing::info!(container = %c.id, "container restored from its checkpoint");
             return Ok(());
         }
-        let runtime = self.runtime(&rec.runtime_handler)?;
-        runtime.start(&rec.id).await?;
+        if rec.subcontainer {
+            self.start_in_runtime_sandbox(&rec).await?;
+        } else {
+            let runtime = self.runtime(&rec.runtime_handler)?;
+            runtime.start(&rec.id).await?;
+        }
         crate::state::kill_point("StartContainer:runtime-started");
         rec.started_at = now_ns();
         rec.state = ContainerState::Running;
@@ -68,5 +72,50 @@ impl Krio {
         self.emit(&rec, cri::ContainerEventType::ContainerStartedEvent);
         tracing::info!(container = %rec.id, "container started");
         Ok(())
+    }
+
+    /// Starts a container that joins its pod's runtime sandbox: its monitor runs
+    /// `runtime start` (so the container gets the monitor's stdio) when sent SIGUSR2, and
+    /// answers in `start.status` beside the exit file.
+    ///
+    /// Errors: `Internal` naming the runtime's error, or when the monitor does not answer
+    /// within the runtime's create timeout plus 10 s.
+    async fn start_in_runtime_sandbox(&self, rec: &crate::state::ContainerRecord) -> Result<()> {
+        let run_dir = self.container_run_dir(&rec.id);
+        let status_file = krio_monitor::start_status_path(&run_dir.join("exit.json"));
+        match std::fs::remove_file(&status_file) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(ServerError::io("removing", &status_file, e)),
+        }
+        if rec.monitor_pid <= 0 || !super::process_running(rec.monitor_pid) {
+            return Err(ServerError::FailedPrecondition(format!(
+                "container {}: its monitor (pid {}) is gone",
+                rec.id, rec.monitor_pid
+            )));
+        }
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(rec.monitor_pid),
+            nix::sys::signal::Signal::SIGUSR2,
+        )
+        .map_err(|e| ServerError::io("signalling the monitor of", &run_dir, e.into()))?;
+        let timeout =
+            std::time::Duration::from_secs(krio_monitor::DEFAULT_CREATE_TIMEOUT_SECS + 10);
+        if !super::container_stop::wait_exit_file(&status_file, timeout).await {
+            return Err(ServerError::Internal(format!(
+                "container {}: the monitor did not report the start within {}s",
+                rec.id,
+                timeout.as_secs()
+            )));
+        }
+        let answer = std::fs::read_to_string(&status_file)
+            .map_err(|e| ServerError::io("reading", &status_file, e))?;
+        match answer.trim_end().strip_prefix("error: ") {
+            None => Ok(()),
+            Some(e) => Err(ServerError::Internal(format!(
+                "starting container {} in its pod's runtime sandbox: {e}",
+                rec.id
+            ))),
+        }
     }
 }

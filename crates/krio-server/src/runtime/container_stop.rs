@@ -79,6 +79,28 @@ impl Krio {
         }
         let runtime = self.runtime(&rec.runtime_handler)?;
         let exit_file = self.container_run_dir(&rec.id).join("exit.json");
+        if rec.subcontainer && rec.state == ContainerState::Created {
+            // Nothing of it runs yet: delete it in the runtime, then tell its monitor, which
+            // records the exit of a killed container.
+            runtime
+                .delete(&rec.id, &DeleteOptions { force: true })
+                .await?;
+            if rec.monitor_pid > 0 && process_running(rec.monitor_pid) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(rec.monitor_pid),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+            let grace = tokio::time::Instant::now() + KILL_GRACE;
+            if wait_exit(&exit_file, &rec, || grace).await {
+                return self.finish_stop(c, &mut rec).await;
+            }
+            return Err(ServerError::DeadlineExceeded(format!(
+                "container {}: its monitor recorded no exit {}s after the delete",
+                rec.id,
+                KILL_GRACE.as_secs()
+            )));
+        }
         let graceful = matches!(mode, StopMode::Graceful(_))
             && c.stop_deadline()
                 .map_or(own_deadline, |d| d.min(own_deadline))

@@ -11,6 +11,7 @@ mod container_stop;
 mod container_stream;
 mod events;
 mod pod_metrics;
+mod pod_runtime_sandbox;
 mod sandbox_list;
 mod sandbox_remove;
 mod sandbox_run;

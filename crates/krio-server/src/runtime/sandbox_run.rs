@@ -60,6 +60,7 @@ impl Krio {
             pod_init: None,
             ips: Vec::new(),
             cgroup_parent: String::new(),
+            runtime_sandbox: false,
             config,
         };
         let this = self.clone();
@@ -211,6 +212,13 @@ impl Krio {
                     .map_err(|e| ServerError::io("handing to the pod's root", &p, e))?;
             }
         }
+        if self.handler(&rec.runtime_handler)?.cfg.pod_sandbox == crate::config::PodSandboxMode::Pod
+        {
+            // Recorded first, so that a failure or a crash from here on removes it.
+            rec.runtime_sandbox = true;
+            persist::write_json_async(&self.sandbox_record_path(&rec.id), rec).await?;
+            self.start_runtime_sandbox(rec, &hostname).await?;
+        }
         rec.state = SandboxState::Ready;
         persist::write_json_async(&self.sandbox_record_path(&rec.id), rec).await?;
         crate::state::kill_point("RunPodSandbox:record-ready");
@@ -258,11 +266,12 @@ impl Krio {
         }
     }
 
-    /// Tears down the namespaces of a sandbox: kills the pod init (and with it anything left in
-    /// the pod's PID namespace), CNI DEL (from the cached result), then unpins the namespaces.
-    /// Keeps going past failures and returns all of them; idempotent.
+    /// Tears down the namespaces of a sandbox: removes the pod's runtime sandbox (if it has one),
+    /// kills the pod init (and with it anything left in the pod's PID namespace), CNI DEL (from
+    /// the cached result), then unpins the namespaces. Keeps going past failures and returns all
+    /// of them; idempotent.
     pub(crate) async fn teardown_sandbox_network(&self, rec: &SandboxRecord) -> Vec<ServerError> {
-        let mut errors = Vec::new();
+        let mut errors = self.stop_runtime_sandbox(rec).await;
         if let (Some(init), Some(pin)) = (rec.pod_init, rec.pidns.clone()) {
             match tokio::task::spawn_blocking(move || krio_monitor::stop_pod_init(&init, &pin))
                 .await

@@ -117,11 +117,38 @@ pub enum Handler {
     /// gVisor's runsc (Debian's package), ptrace platform, network passthrough inside the pod's
     /// network namespace, each container a gVisor sandbox of its own.
     Runsc,
+    /// runsc with one gVisor sandbox per pod ([`RUNSC_POD_TOML`], handler name `runsc-pod`): the
+    /// pod's containers join the sandbox of the pod's root container.
+    RunscPod,
+    /// youki (`cargo install youki --features v1`): not installed by scripts/install-deps.sh
+    /// (its build does not fit the suite's time budget); bench/run.sh installs it and runs the
+    /// `*_under_youki` tests with `KRIO_TEST_HANDLERS=runc,runsc,youki`.
+    Youki,
+}
+
+/// The `[runtimes.youki]` table the tests use: the defaults (`pod_sandbox = "none"`).
+pub const YOUKI_TOML: &str = "[runtimes.youki]\npath = \"youki\"\n";
+
+/// The handlers the suite expects installed, from `KRIO_TEST_HANDLERS` (comma-separated names);
+/// default `runc,runsc`, the ones scripts/install-deps.sh installs.
+pub fn expected_handlers() -> Vec<String> {
+    std::env::var("KRIO_TEST_HANDLERS")
+        .unwrap_or_else(|_| "runc,runsc".to_string())
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
 }
 
 /// The `[runtimes.runsc]` table the tests use, as docs/runtime-handlers.md recommends.
 pub const RUNSC_TOML: &str = "[runtimes.runsc]\npath = \"runsc\"\n\
      runtime_args = [\"--platform=ptrace\", \"--network=host\"]\npod_sandbox = \"per-container\"\n\
+     privileged_without_host_devices = true\nallowed_annotations = [\"dev.gvisor.\"]\n";
+
+/// A `[runtimes.runsc-pod]` table: runsc as [`RUNSC_TOML`], but with one gVisor sandbox per pod
+/// (`pod_sandbox = "pod"`) that every container of the pod joins.
+pub const RUNSC_POD_TOML: &str = "[runtimes.runsc-pod]\npath = \"runsc\"\n\
+     runtime_args = [\"--platform=ptrace\", \"--network=host\"]\npod_sandbox = \"pod\"\n\
      privileged_without_host_devices = true\nallowed_annotations = [\"dev.gvisor.\"]\n";
 
 impl Handler {
@@ -130,19 +157,62 @@ impl Handler {
         match self {
             Handler::Runc => "runc",
             Handler::Runsc => "runsc",
+            Handler::RunscPod => "runsc-pod",
+            Handler::Youki => "youki",
         }
+    }
+
+    /// The runtime binary the handler runs.
+    pub fn binary(self) -> &'static str {
+        match self {
+            Handler::RunscPod => "runsc",
+            h => h.name(),
+        }
+    }
+
+    /// The daemon configuration that defines the handler (empty for runc, the default).
+    pub fn toml(self) -> &'static str {
+        match self {
+            Handler::Runc => "",
+            Handler::Runsc => RUNSC_TOML,
+            Handler::RunscPod => RUNSC_POD_TOML,
+            Handler::Youki => YOUKI_TOML,
+        }
+    }
+
+    fn installed(self) -> bool {
+        let bin = self.binary();
+        std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
+            .unwrap_or(false)
     }
 
     /// Panics with a clear message when the handler's binary is not installed.
     pub fn require(self) {
-        let bin = self.name();
-        let found = std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
-            .unwrap_or(false);
-        assert!(
-            found,
-            "{bin} is not installed: run scripts/install-deps.sh (it installs Debian's {bin})"
-        );
+        let bin = self.binary();
+        let how = match self {
+            Handler::Youki => "bench/run.sh installs it (cargo install youki --features v1)",
+            _ => "run scripts/install-deps.sh (it installs Debian's package)",
+        };
+        assert!(self.installed(), "{bin} is not installed: {how}");
+    }
+
+    /// Whether the tests of this handler run here: true when it is installed. A handler the
+    /// suite expects ([`expected_handlers`]) must be: panics when it is missing. One neither
+    /// expected nor installed is skipped, and the test says so on stderr.
+    pub fn available(self) -> bool {
+        if expected_handlers().iter().any(|h| h == self.binary()) {
+            self.require();
+            return true;
+        }
+        if !self.installed() {
+            eprintln!(
+                "skipped: handler {} is not installed and not in KRIO_TEST_HANDLERS",
+                self.name()
+            );
+            return false;
+        }
+        true
     }
 }
 
@@ -180,11 +250,7 @@ impl Daemon {
     /// handler's binary is missing.
     pub async fn start_handler(handler: Handler, network: Network) -> Daemon {
         handler.require();
-        let extra = match handler {
-            Handler::Runc => "",
-            Handler::Runsc => RUNSC_TOML,
-        };
-        let mut d = Self::start_full(network, &[], extra).await;
+        let mut d = Self::start_full(network, &[], handler.toml()).await;
         d.handler = handler.name().to_string();
         d
     }

@@ -1,0 +1,302 @@
+//! The runtime sandbox of a pod whose handler has `pod_sandbox = "pod"` (runsc): a root
+//! container named by the pod's id (`io.kubernetes.cri.container-type=sandbox`) that holds the
+//! runtime's sandbox (for gVisor, the Sentry and its Gofer) for the pod's life, so that every
+//! container of the pod joins it (`container-type=container`, `sandbox-id=<pod id>`).
+//!
+//! krio has no pause image. The root container's root filesystem is a read-only directory
+//! holding one file, `/pause`: a 129-byte static x86-64 ELF program written here, whose only
+//! code is `pause(2)` in a loop. It has no libraries, reads no file and is stopped with SIGKILL.
+//! Nothing of the host is visible in that root filesystem.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use krio_oci::{DeleteOptions, KillOptions};
+
+use crate::error::{Result, ServerError};
+use crate::state::SandboxRecord;
+use crate::{persist, Krio};
+
+/// How long the root container's monitor may take to record its exit after SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// Load address of the idle program.
+const PAUSE_BASE: u64 = 0x40_0000;
+
+/// The idle program's code (x86-64): `mov eax, 34` (`pause`); `syscall`; `jmp` back to the `mov`.
+const PAUSE_CODE_X86_64: [u8; 9] = [0xb8, 0x22, 0x00, 0x00, 0x00, 0x0f, 0x05, 0xeb, 0xf7];
+
+/// The idle program run as the root container's process: a static ELF64 executable with one
+/// `PT_LOAD` segment (read + execute) mapping the whole file, entry right after the headers
+/// (64-byte ELF header, one 56-byte program header). `None` on architectures other than x86-64.
+pub(crate) fn pause_program() -> Option<Vec<u8>> {
+    if !cfg!(target_arch = "x86_64") {
+        return None;
+    }
+    let code = &PAUSE_CODE_X86_64;
+    let headers: u64 = 64 + 56;
+    let size = headers + code.len() as u64;
+    let mut elf = Vec::with_capacity(size as usize);
+    // e_ident: magic, 64-bit, little-endian, version 1, System V ABI, padding.
+    elf.extend_from_slice(b"\x7fELF");
+    elf.extend_from_slice(&[2, 1, 1, 0]);
+    elf.extend_from_slice(&[0; 8]);
+    elf.extend_from_slice(&2u16.to_le_bytes()); // e_type: ET_EXEC
+    elf.extend_from_slice(&0x3eu16.to_le_bytes()); // e_machine: EM_X86_64
+    elf.extend_from_slice(&1u32.to_le_bytes()); // e_version
+    elf.extend_from_slice(&(PAUSE_BASE + headers).to_le_bytes()); // e_entry
+    elf.extend_from_slice(&64u64.to_le_bytes()); // e_phoff
+    elf.extend_from_slice(&0u64.to_le_bytes()); // e_shoff
+    elf.extend_from_slice(&0u32.to_le_bytes()); // e_flags
+    elf.extend_from_slice(&64u16.to_le_bytes()); // e_ehsize
+    elf.extend_from_slice(&56u16.to_le_bytes()); // e_phentsize
+    elf.extend_from_slice(&1u16.to_le_bytes()); // e_phnum
+    elf.extend_from_slice(&[0; 6]); // e_shentsize, e_shnum, e_shstrndx
+    elf.extend_from_slice(&1u32.to_le_bytes()); // p_type: PT_LOAD
+    elf.extend_from_slice(&5u32.to_le_bytes()); // p_flags: R + X
+    elf.extend_from_slice(&0u64.to_le_bytes()); // p_offset
+    elf.extend_from_slice(&PAUSE_BASE.to_le_bytes()); // p_vaddr
+    elf.extend_from_slice(&PAUSE_BASE.to_le_bytes()); // p_paddr
+    elf.extend_from_slice(&size.to_le_bytes()); // p_filesz
+    elf.extend_from_slice(&size.to_le_bytes()); // p_memsz
+    elf.extend_from_slice(&0x1000u64.to_le_bytes()); // p_align
+    elf.extend_from_slice(code);
+    Some(elf)
+}
+
+/// The root container's OCI spec: `/pause` as nobody, read-only root, no capabilities, the
+/// pod's pinned network, IPC and UTS namespaces (paths), new PID and mount namespaces, the
+/// pod's hostname, the cgroup `<pod cgroup parent>/<pod id>`, the sandbox annotations and the
+/// pod annotations the handler allows.
+fn root_spec(
+    rec: &SandboxRecord,
+    hostname: &str,
+    h: &crate::config::RuntimeHandler,
+) -> serde_json::Value {
+    use krio_oci::annotations::{CONTAINER_TYPE, SANDBOX_ID};
+    let mut namespaces = vec![
+        serde_json::json!({"type": "pid"}),
+        serde_json::json!({"type": "mount"}),
+    ];
+    for (kind, path) in [
+        ("network", &rec.netns),
+        ("ipc", &rec.ipcns),
+        ("uts", &rec.utsns),
+    ] {
+        if let Some(p) = path {
+            namespaces.push(serde_json::json!({"type": kind, "path": p}));
+        }
+    }
+    let mut annotations = serde_json::Map::new();
+    for (k, v) in &rec.config.annotations {
+        if h.allows_annotation(k) {
+            annotations.insert(k.clone(), v.clone().into());
+        }
+    }
+    annotations.insert(CONTAINER_TYPE.into(), "sandbox".into());
+    annotations.insert(SANDBOX_ID.into(), rec.id.clone().into());
+    serde_json::json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": {"uid": 65534, "gid": 65534},
+            "args": ["/pause"],
+            "env": ["PATH=/"],
+            "cwd": "/",
+            "noNewPrivileges": true,
+            "capabilities": {"bounding": [], "effective": [], "permitted": []},
+        },
+        "root": {"path": "rootfs", "readonly": true},
+        "hostname": hostname,
+        "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"}],
+        "annotations": annotations,
+        "linux": {
+            "namespaces": namespaces,
+            "cgroupsPath": format!("{}/{}", rec.cgroup_parent, rec.id),
+        },
+    })
+}
+
+impl Krio {
+    /// The root container's bundle: `<sandbox run dir>/sandbox`.
+    pub(crate) fn runtime_sandbox_dir(&self, pod_id: &str) -> PathBuf {
+        self.sandbox_run_dir(pod_id).join("sandbox")
+    }
+
+    /// Creates and starts the pod's runtime sandbox: writes the bundle, spawns a monitor that
+    /// runs `runtime create` with the pod's id, then `runtime start`. The record must already
+    /// say `runtime_sandbox` (and be on disk), so that a failure here is undone by
+    /// [`Krio::stop_runtime_sandbox`].
+    ///
+    /// Errors: `FailedPrecondition` on an architecture without the idle program or a missing
+    /// runtime binary; `Io` writing the bundle; the monitor's or runtime's error.
+    pub(crate) async fn start_runtime_sandbox(
+        &self,
+        rec: &SandboxRecord,
+        hostname: &str,
+    ) -> Result<()> {
+        let program = pause_program().ok_or_else(|| {
+            ServerError::FailedPrecondition(format!(
+                "runtime handler {:?}: pod_sandbox = \"pod\" needs krio's idle program, which \
+                 exists for x86_64 only",
+                rec.runtime_handler
+            ))
+        })?;
+        let h = self.handler(&rec.runtime_handler)?.cfg.clone();
+        let runtime = self.runtime(&rec.runtime_handler)?.clone();
+        let binary = self.handler_binary(&rec.runtime_handler)?;
+        let bundle = self.runtime_sandbox_dir(&rec.id);
+        let spec = root_spec(rec, hostname, &h);
+        let b = bundle.clone();
+        crate::blocking(move || write_bundle(&b, &program, &spec))?;
+        let mut monitor = krio_monitor::MonitorConfig::new(
+            rec.id.clone(),
+            bundle.clone(),
+            binary,
+            runtime.root(),
+            None,
+            bundle.join("exit.json"),
+            bundle.join("pid"),
+        );
+        monitor.runtime_log = Some(bundle.join("runtime.log"));
+        monitor.runtime_args = runtime.args().to_vec();
+        let bin = self.monitor_bin.clone();
+        tokio::task::spawn_blocking(move || krio_monitor::spawn(&monitor, &bin))
+            .await
+            .map_err(|e| {
+                ServerError::io("spawning monitor", &bundle, std::io::Error::other(e))
+            })??;
+        runtime.start(&rec.id).await?;
+        tracing::info!(sandbox = %rec.id, handler = %rec.runtime_handler, "runtime sandbox started");
+        Ok(())
+    }
+
+    /// Removes the pod's runtime sandbox, whatever state it reached: `runtime delete --force`
+    /// of every container of the pod still known to the runtime (a container cannot be deleted
+    /// once its sandbox is gone), SIGKILL to the root container, a wait for its monitor's exit
+    /// file, then `runtime delete --force` of the root. Returns every failure; idempotent, and a
+    /// no-op for a pod without one.
+    pub(crate) async fn stop_runtime_sandbox(&self, rec: &SandboxRecord) -> Vec<ServerError> {
+        let mut errors = Vec::new();
+        if !rec.runtime_sandbox {
+            return errors;
+        }
+        let runtime = match self.runtime(&rec.runtime_handler) {
+            Ok(r) => r.clone(),
+            Err(e) => return vec![e],
+        };
+        let force = DeleteOptions { force: true };
+        for c in self.containers.all() {
+            if c.sandbox_id == rec.id {
+                match runtime.delete(&c.id, &force).await {
+                    Ok(()) | Err(krio_oci::RuntimeError::NotFound { .. }) => {}
+                    Err(e) => errors.push(e.into()),
+                }
+            }
+        }
+        let bundle = self.runtime_sandbox_dir(&rec.id);
+        let exit = bundle.join("exit.json");
+        if runtime.state(&rec.id).await.is_ok() {
+            let kill = KillOptions {
+                signal: libc::SIGKILL,
+                all: false,
+            };
+            if let Err(e) = runtime.kill(&rec.id, &kill).await {
+                tracing::debug!(sandbox = %rec.id, error = %e, "killing the runtime sandbox");
+            }
+            if bundle.join("pid").exists()
+                && !super::container_stop::wait_exit_file(&exit, STOP_GRACE).await
+            {
+                tracing::warn!(sandbox = %rec.id, "the runtime sandbox's monitor recorded no exit");
+            }
+        }
+        match runtime.delete(&rec.id, &force).await {
+            Ok(()) | Err(krio_oci::RuntimeError::NotFound { .. }) => {}
+            Err(e) => errors.push(e.into()),
+        }
+        errors
+    }
+}
+
+/// Writes the root container's bundle: `rootfs/pause` (mode 0755; the directory 0755) and
+/// `config.json`.
+fn write_bundle(bundle: &Path, program: &[u8], spec: &serde_json::Value) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let rootfs = bundle.join("rootfs");
+    std::fs::create_dir_all(&rootfs).map_err(|e| ServerError::io("creating", &rootfs, e))?;
+    let pause = rootfs.join("pause");
+    persist::write_atomic(&pause, program)?;
+    std::fs::set_permissions(&pause, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| ServerError::io("chmod", &pause, e))?;
+    let data = serde_json::to_vec_pretty(spec)
+        .map_err(|e| ServerError::io("encoding", bundle, std::io::Error::other(e)))?;
+    persist::write_atomic(&bundle.join("config.json"), &data)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn the_idle_program_runs_until_killed() {
+        use std::os::unix::process::ExitStatusExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("pause");
+        let program = pause_program().unwrap();
+        assert_eq!(program.len(), 129);
+        krio_testutil::write_executable(&p, program);
+        let mut child = std::process::Command::new(&p).spawn().unwrap();
+        // It reaches pause(2) (system call 34), where it stays: it catches no signal.
+        let syscall = format!("/proc/{}/syscall", child.id());
+        krio_testutil::poll_blocking(
+            "the idle program to wait in pause(2)",
+            Duration::from_secs(10),
+            || {
+                std::fs::read_to_string(&syscall)
+                    .ok()
+                    .filter(|s| s.starts_with("34 "))
+            },
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the idle program exited"
+        );
+        child.kill().unwrap();
+        assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGKILL));
+    }
+
+    #[test]
+    fn the_root_spec_names_the_pod_and_its_namespaces() {
+        let rec = SandboxRecord {
+            id: "pod1".into(),
+            runtime_handler: "runsc".into(),
+            created_at: 1,
+            state: crate::state::SandboxState::Ready,
+            netns: Some("/run/krio/sandboxes/pod1/ns/net".into()),
+            ipcns: None,
+            utsns: None,
+            pidns: None,
+            userns: None,
+            pod_init: None,
+            ips: Vec::new(),
+            cgroup_parent: "/krio/pod-1".into(),
+            runtime_sandbox: true,
+            config: Default::default(),
+        };
+        let s = root_spec(&rec, "web", &Default::default());
+        assert_eq!(
+            s["annotations"]["io.kubernetes.cri.container-type"],
+            "sandbox"
+        );
+        assert_eq!(s["annotations"]["io.kubernetes.cri.sandbox-id"], "pod1");
+        assert_eq!(s["linux"]["cgroupsPath"], "/krio/pod-1/pod1");
+        assert_eq!(s["hostname"], "web");
+        let ns = s["linux"]["namespaces"].as_array().unwrap();
+        assert!(ns
+            .iter()
+            .any(|n| n["type"] == "network" && n["path"] == "/run/krio/sandboxes/pod1/ns/net"));
+        assert!(!ns.iter().any(|n| n["type"] == "ipc"));
+    }
+}
