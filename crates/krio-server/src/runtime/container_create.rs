@@ -217,7 +217,10 @@ impl Krio {
         monitor.stdin_once = rec.config.stdin_once;
         monitor.attach_socket = Some(krio_monitor::attach::attach_socket_path(&run_dir));
         let bin = self.monitor_bin.clone();
+        // The runtime's `create` runs in the monitor; its span covers the wait for it.
+        let span = runtime.call_span("create", &rec.id);
         let spawned = tokio::task::spawn_blocking(move || krio_monitor::spawn(&monitor, &bin))
+            .instrument(span)
             .await
             .map_err(|e| {
                 ServerError::io("spawning monitor", &run_dir, std::io::Error::other(e))
