@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
+use tracing::Instrument;
+
 use crate::authfile::AuthStore;
 use crate::digest::{chain_ids, Digest};
 use crate::error::ImageError;
@@ -230,6 +232,7 @@ impl ImageStore {
         }
     }
 
+    #[tracing::instrument(level = "info", name = "pull", skip_all, fields(otel.name = "pull image", reference = %r))]
     async fn pull_once(
         &self,
         r: &Reference,
@@ -252,7 +255,12 @@ impl ImageStore {
                 auth.or(file_auth.as_ref()),
                 &self.registries,
             );
-            match session.get_manifest(&r.manifest_ref()).await {
+            let span = tracing::info_span!("pull_manifest", otel.name = "pull manifest", endpoint = %session.endpoint().base);
+            match session
+                .get_manifest(&r.manifest_ref())
+                .instrument(span)
+                .await
+            {
                 Ok(m) => {
                     found = Some((session, m));
                     break;
@@ -289,7 +297,14 @@ impl ImageStore {
                 let entry = select_platform(&rstr, &manifests, &self.platform)?;
                 let d = entry.digest("index.manifests[].digest")?;
                 let want_size = entry.size(&rstr, "index.manifests[]")?;
-                let m = session.get_manifest(d.as_str()).await?;
+                let m = session
+                    .get_manifest(d.as_str())
+                    .instrument(tracing::info_span!(
+                        "pull_manifest",
+                        otel.name = "pull manifest",
+                        digest = %d
+                    ))
+                    .await?;
                 if m.bytes.len() as u64 != want_size {
                     return Err(ImageError::SizeMismatch {
                         what: format!("manifest {d}"),
@@ -334,6 +349,11 @@ impl ImageStore {
                 manifest::MAX_CONFIG_BYTES,
                 "image config",
             )
+            .instrument(tracing::info_span!(
+                "pull_config",
+                otel.name = "pull config",
+                digest = %config_digest
+            ))
             .await?;
         let config: oci_spec::image::ImageConfiguration = serde_json::from_slice(&config_bytes)
             .map_err(|e| ImageError::InvalidConfig {
@@ -453,6 +473,10 @@ impl ImageStore {
         };
         let sem = Arc::new(tokio::sync::Semaphore::new(limit));
         let sess = session.clone();
+        // Downloads run on tasks of their own and unpacking on blocking threads: their spans
+        // name the pull's span as parent explicitly.
+        let pull_span = tracing::Span::current();
+        let unpack_parent = pull_span.clone();
         // Scheduler: starts downloads in layer order as permits free up.
         let _scheduler = AbortOnDrop(tokio::spawn(async move {
             let mut set = tokio::task::JoinSet::new();
@@ -461,10 +485,21 @@ impl ImageStore {
                     return;
                 };
                 let s = sess.clone();
-                set.spawn(async move {
-                    download(&s, &digest, size, index, w).await;
-                    drop(permit);
-                });
+                let span = tracing::info_span!(
+                    parent: &pull_span,
+                    "pull_layer_download",
+                    otel.name = "download layer",
+                    layer = %digest,
+                    index,
+                    size
+                );
+                set.spawn(
+                    async move {
+                        download(&s, &digest, size, index, w).await;
+                        drop(permit);
+                    }
+                    .instrument(span),
+                );
             }
             while set.join_next().await.is_some() {}
         }));
@@ -481,6 +516,7 @@ impl ImageStore {
                 &layers_dir,
                 &tmp_dir,
                 &cancelled,
+                &unpack_parent,
             )
         });
         match worker.await {
@@ -569,6 +605,7 @@ fn apply_all(
     layers_dir: &Path,
     tmp_dir: &Path,
     cancelled: &AtomicBool,
+    parent: &tracing::Span,
 ) -> Result<(), (usize, ImageError)> {
     let n = jobs.len();
     let readers: Vec<Mutex<Option<SpoolReader>>> =
@@ -602,6 +639,14 @@ fn apply_all(
                     .unwrap_or_else(|e| e.into_inner())
                     .take()
                     .unwrap_or_else(|| handles[pos].reader());
+                let span = tracing::info_span!(
+                    parent: parent,
+                    "pull_layer_unpack",
+                    otel.name = "unpack layer",
+                    layer = %job.digest,
+                    index = pos
+                );
+                let _entered = span.enter();
                 let ready = sched.all_done_before(pos);
                 let lowers: &[PathBuf] = if ready { &job.lowers } else { &[] };
                 let mut r = apply_one(job, reader, lowers, layers_dir, tmp_dir, cancelled);

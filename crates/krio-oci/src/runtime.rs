@@ -13,6 +13,7 @@ use std::time::Duration;
 use oci_spec::runtime::LinuxResources;
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
+use tracing::Instrument;
 
 /// Default timeout of one runtime invocation.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -326,7 +327,37 @@ impl OciRuntime {
         c
     }
 
+    /// The `info` span of one invocation of the runtime binary, a child of the current span:
+    /// named `<binary's file name> <verb>` for OpenTelemetry (`runc start`), with the verb and
+    /// the container id (empty for `list`) as fields.
+    pub fn call_span(&self, verb: &str, id: &str) -> tracing::Span {
+        let binary = self
+            .binary
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        tracing::info_span!(
+            "runtime",
+            otel.name = %format_args!("{binary} {verb}"),
+            verb,
+            id
+        )
+    }
+
     async fn run(
+        &self,
+        verb: &'static str,
+        id: &str,
+        args: Vec<OsString>,
+        stdin: Option<Vec<u8>>,
+    ) -> Result<RawOutput, RuntimeError> {
+        let span = self.call_span(verb, id);
+        self.run_unspanned(verb, id, args, stdin)
+            .instrument(span)
+            .await
+    }
+
+    async fn run_unspanned(
         &self,
         verb: &'static str,
         id: &str,
@@ -571,6 +602,7 @@ impl OciRuntime {
         cmd.arg(id).args(&opts.args);
         let result = self
             .exec_inner(cmd, id, &pid_file, opts.timeout, limit)
+            .instrument(self.call_span("exec", id))
             .await;
         let _ = std::fs::remove_dir_all(&pid_dir);
         result

@@ -52,6 +52,8 @@ pub struct Config {
     pub stream_tls_key: PathBuf,
     /// Defaults applied to every container.
     pub container: ContainerSection,
+    /// OpenTelemetry tracing of CRI calls and what they run, exported over OTLP/HTTP.
+    pub tracing: TracingSection,
 }
 
 /// Format of the daemon's log lines.
@@ -267,6 +269,75 @@ pub fn parse_ulimit(entry: &str) -> Result<oci_spec::runtime::PosixRlimit, Strin
         .map_err(|_| bad("unknown limit name (nofile, nproc, core, memlock, ...)"))
 }
 
+/// OpenTelemetry tracing (docs/architecture.md, "Observing the daemon"): a span for each CRI call, with
+/// child spans for the runtime binary's calls, the CNI plugin calls and the steps of a pull, sent in batches
+/// to an OTLP/HTTP collector as protobuf. A call whose gRPC metadata carries a W3C `traceparent` (kubelet's,
+/// with its tracing on) becomes a child of that remote span. Read at start only.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TracingSection {
+    /// Export spans. Off by default; then nothing is sent and no exporter runs.
+    pub enabled: bool,
+    /// The collector's OTLP/HTTP traces URL, used as given (no `/v1/traces` is appended): `http://` or
+    /// `https://` (checked against the built-in web PKI roots).
+    pub endpoint: String,
+    /// Calls without a remote parent are sampled at this rate, in spans per million (1000000: every call,
+    /// 0: none). A call with a `traceparent` follows its sampled flag instead, as kubelet decided
+    /// (kubelet's `samplingRatePerMillion`). 0 to 1000000.
+    pub sampling_rate_per_million: u32,
+    /// Longest time, in milliseconds, a finished span waits before its batch is sent (batches hold up to
+    /// 512 spans, and at most 2048 wait; more are dropped). 1 to 3600000.
+    pub export_interval_ms: u64,
+}
+
+impl Default for TracingSection {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            endpoint: "http://127.0.0.1:4318/v1/traces".to_string(),
+            sampling_rate_per_million: 1_000_000,
+            export_interval_ms: 5000,
+        }
+    }
+}
+
+impl TracingSection {
+    /// Checks the section: an `http`/`https` endpoint with a host (when enabled), a rate of at most a
+    /// million, an interval between 1 ms and an hour.
+    ///
+    /// Errors: [`ConfigError::Invalid`] naming `tracing.<key>`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.enabled {
+            let uri: http::Uri = self.endpoint.parse().map_err(|e| {
+                ConfigError::Invalid(format!(
+                    "tracing.endpoint {:?} is not a URL: {e}",
+                    self.endpoint
+                ))
+            })?;
+            let scheme_ok = matches!(uri.scheme_str(), Some("http") | Some("https"));
+            if !scheme_ok || uri.host().is_none_or(str::is_empty) {
+                return Err(ConfigError::Invalid(format!(
+                    "tracing.endpoint {:?} is not an http:// or https:// URL with a host",
+                    self.endpoint
+                )));
+            }
+        }
+        if self.sampling_rate_per_million > 1_000_000 {
+            return Err(ConfigError::Invalid(format!(
+                "tracing.sampling_rate_per_million {} is above 1000000",
+                self.sampling_rate_per_million
+            )));
+        }
+        if !(1..=3_600_000).contains(&self.export_interval_ms) {
+            return Err(ConfigError::Invalid(format!(
+                "tracing.export_interval_ms {} is not between 1 and 3600000",
+                self.export_interval_ms
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// Image settings.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -326,6 +397,7 @@ impl Default for Config {
             stream_tls_cert: PathBuf::new(),
             stream_tls_key: PathBuf::new(),
             container: ContainerSection::default(),
+            tracing: TracingSection::default(),
         }
     }
 }
@@ -477,6 +549,7 @@ impl Config {
         for (name, h) in &self.runtimes {
             h.validate(name)?;
         }
+        self.tracing.validate()?;
         for (i, p) in self.image.additional_stores.iter().enumerate() {
             if !p.is_absolute() || *p == self.root {
                 return Err(ConfigError::Invalid(format!(
@@ -727,6 +800,57 @@ mod tests {
             (cfg.stream_address.as_str(), cfg.stream_port),
             ("::1", 10010)
         );
+    }
+
+    #[test]
+    fn tracing_section_parses_and_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("krio.toml");
+        assert!(!Config::default().tracing.enabled);
+        std::fs::write(
+            &main,
+            "[tracing]\nenabled = true\nendpoint = \"https://collector.example:4318/v1/traces\"\n\
+             sampling_rate_per_million = 250000\nexport_interval_ms = 100\n",
+        )
+        .unwrap();
+        let cfg = Config::load(&main, true).unwrap();
+        assert_eq!(
+            cfg.tracing,
+            TracingSection {
+                enabled: true,
+                endpoint: "https://collector.example:4318/v1/traces".into(),
+                sampling_rate_per_million: 250_000,
+                export_interval_ms: 100,
+            }
+        );
+        let printed: Config = toml::from_str(&cfg.to_toml()).unwrap();
+        assert_eq!(printed.tracing, cfg.tracing);
+        // A bad endpoint matters only when tracing is on.
+        std::fs::write(&main, "[tracing]\nendpoint = \"nonsense\"\n").unwrap();
+        assert!(Config::load(&main, true).is_ok());
+        for (bad, key) in [
+            (
+                "[tracing]\nenabled = true\nendpoint = \"collector:4318\"\n",
+                "tracing.endpoint",
+            ),
+            (
+                "[tracing]\nenabled = true\nendpoint = \"grpc://c:4317\"\n",
+                "tracing.endpoint",
+            ),
+            (
+                "[tracing]\nsampling_rate_per_million = 1000001\n",
+                "tracing.sampling_rate_per_million",
+            ),
+            (
+                "[tracing]\nexport_interval_ms = 0\n",
+                "tracing.export_interval_ms",
+            ),
+            ("[tracing]\nprotocol = \"grpc\"\n", "protocol"),
+        ] {
+            std::fs::write(&main, bad).unwrap();
+            let err = Config::load(&main, true).unwrap_err().to_string();
+            assert!(err.contains(key), "{bad}: {err}");
+        }
     }
 
     #[test]

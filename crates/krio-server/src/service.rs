@@ -77,7 +77,8 @@ where
 /// name), `request_id` (a number unique in this daemon's life, in call order), and `sandbox`
 /// and `container`, recorded by the handler once it has decoded the request (see
 /// `note_ids`). Every log line of the call, and of the tasks it spawns (detached
-/// operations, creations), carries them.
+/// operations, creations), carries them. `otel.name`, `otel.kind` and `rpc.system` are left
+/// empty (and so out of the log lines) for the daemon to record when it exports traces.
 pub fn rpc_span(req: &http::Request<()>) -> tracing::Span {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -87,7 +88,10 @@ pub fn rpc_span(req: &http::Request<()>) -> tracing::Span {
         rpc = %rpc,
         request_id = id,
         sandbox = tracing::field::Empty,
-        container = tracing::field::Empty
+        container = tracing::field::Empty,
+        otel.name = tracing::field::Empty,
+        otel.kind = tracing::field::Empty,
+        rpc.system = tracing::field::Empty
     )
 }
 

@@ -11,11 +11,13 @@ use krio_server::config::{Config, LogFormat, DEFAULT_CONFIG_PATH};
 use krio_server::{ImageApi, Krio, RuntimeApi};
 use tokio::net::UnixListener;
 use tokio::signal::unix::{signal, SignalKind};
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{reload, EnvFilter, Registry};
+use tracing_subscriber::{reload, EnvFilter, Layer, Registry};
 
 mod install;
+mod otel;
 mod systemd;
 use systemd::ServiceEnv;
 
@@ -165,10 +167,6 @@ fn run() -> anyhow::Result<()> {
         }
         Some(Command::Install(_)) | None => {}
     }
-    let log_filter = init_logging(&cfg);
-    for note in &service.notes {
-        tracing::warn!("{note}");
-    }
     // Two workers match the nodes krio is built for and keep the daemon small; blocking work
     // (unpacking, namespace pinning) goes to tokio's blocking pool.
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -176,34 +174,53 @@ fn run() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(serve(cli, cfg, service, log_filter))
+    let (log_filter, exporter) = init_logging(&cfg, rt.handle())?;
+    for note in &service.notes {
+        tracing::warn!("{note}");
+    }
+    let result = rt.block_on(serve(cli, cfg, service, log_filter));
+    // After the server stopped, while the runtime (which makes the export requests) still
+    // runs: the spans of the last calls are sent before the process exits.
+    if let Some(exporter) = exporter {
+        exporter.shutdown();
+    }
+    result
 }
 
 /// Handle to change the log filter while running.
 type FilterHandle = reload::Handle<EnvFilter, Registry>;
 
-/// Sets up logging to stderr in `log_format` with a `log_level` filter that SIGHUP can replace.
-fn init_logging(cfg: &Config) -> FilterHandle {
+/// Sets up logging to stderr in `log_format` with a `log_level` filter that SIGHUP can replace,
+/// and, with `[tracing]` enabled, the OpenTelemetry layer (its own filter: the `krio*` crates'
+/// spans at `info` and above, whatever `log_level` says) whose exporter runs on `runtime`.
+///
+/// Errors: the trace exporter cannot be built.
+fn init_logging(
+    cfg: &Config,
+    runtime: &tokio::runtime::Handle,
+) -> anyhow::Result<(FilterHandle, Option<otel::Exporter>)> {
     let filter = EnvFilter::try_new(&cfg.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
     let (filter, handle) = reload::Layer::new(filter);
-    let registry = tracing_subscriber::registry().with(filter);
-    match cfg.log_format {
-        LogFormat::Text => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_writer(std::io::stderr)
-                    .with_ansi(std::io::stderr().is_terminal()),
-            )
-            .init(),
-        LogFormat::Json => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .with_writer(std::io::stderr),
-            )
-            .init(),
+    let fmt: Box<dyn Layer<Registry> + Send + Sync> = match cfg.log_format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .boxed(),
+    };
+    let registry = tracing_subscriber::registry().with(fmt.with_filter(filter));
+    if !cfg.tracing.enabled {
+        registry.init();
+        return Ok((handle, None));
     }
-    handle
+    let (exporter, layer) = otel::Exporter::new(&cfg.tracing, runtime.clone())?;
+    let spans = Targets::new().with_target("krio", tracing::Level::INFO);
+    registry.with(layer.with_filter(spans)).init();
+    tracing::info!(endpoint = %cfg.tracing.endpoint, "exporting traces over OTLP/HTTP");
+    Ok((handle, Some(exporter)))
 }
 
 /// SIGHUP: reads the configuration again (files and flags, as at start) and applies what can
@@ -304,6 +321,7 @@ async fn serve(
     let _root_lock = lock_dir(&cfg.root)?;
     let _state_lock = lock_dir(&cfg.state_dir)?;
     let listen = cfg.listen.clone();
+    let tracing_on = cfg.tracing.enabled;
     let metrics_listen = cfg.metrics_listen.clone();
     let krio = Krio::new(cfg).await.context("initializing krio")?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -355,7 +373,11 @@ async fn serve(
     };
 
     tonic::transport::Server::builder()
-        .trace_fn(krio_server::rpc_span)
+        .trace_fn(if tracing_on {
+            otel::rpc_span
+        } else {
+            krio_server::rpc_span
+        })
         .layer(krio.calls_layer())
         .add_service(RuntimeApi(krio.clone()).server())
         .add_service(ImageApi(krio).server())

@@ -133,9 +133,11 @@ async fn children_get_a_built_environment_not_krios() {
     std::fs::write(
         dir.join("krio.d/50-env.toml"),
         format!(
-            "[runtimes.runc]\npath = \"{}\"\n[cni]\nbin_dirs = [\"{}\", \"/usr/lib/cni\"]\n",
+            "[runtimes.runc]\npath = \"{}\"\n[cni]\nbin_dirs = [\"{}\", \"/usr/lib/cni\"]\n\
+             [tracing]\nenabled = true\nendpoint = \"http://127.0.0.1:{}/v1/traces\"\n",
             wrapper.display(),
-            bin.display()
+            bin.display(),
+            free_port()
         ),
     )
     .unwrap();
@@ -148,12 +150,23 @@ async fn children_get_a_built_environment_not_krios() {
                 .into_owned(),
         ),
         ("KRIO_LEAK_CANARY".into(), "1".into()),
+        // Read by krio's trace exporter (tracing is on here), never passed on.
+        (
+            "OTEL_EXPORTER_OTLP_TRACES_HEADERS".into(),
+            "x-canary=1".into(),
+        ),
     ];
     d.restart().await;
     let daemon_env = env_of(&std::fs::read(format!("/proc/{}/environ", d.pid().unwrap())).unwrap());
     assert_eq!(
         daemon_env.get("KRIO_LEAK_CANARY").map(String::as_str),
         Some("1")
+    );
+    assert!(daemon_env.contains_key("OTEL_EXPORTER_OTLP_TRACES_HEADERS"));
+    assert!(
+        d.log().contains("exporting traces over OTLP/HTTP"),
+        "{}",
+        d.log()
     );
 
     pull(&d, &image("busybox")).await;

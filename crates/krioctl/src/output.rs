@@ -84,6 +84,7 @@ fn enum_name(field: &str, kind: Kind, v: i64) -> Option<&'static str> {
             "PROPAGATION_BIDIRECTIONAL",
         ],
         ("profile_type", _) => &["RuntimeDefault", "Unconfined", "Localhost"],
+        ("cgroup_driver", _) => &["SYSTEMD", "CGROUPFS"],
         _ => &[],
     };
     usize::try_from(v).ok().and_then(|i| names.get(i).copied())
@@ -221,6 +222,17 @@ mod tests {
             v["namespaceOptions"]["pid"], 9,
             "unknown values stay numbers"
         );
+    }
+
+    #[test]
+    fn cgroup_driver_is_named() {
+        let r = krio_cri::v1::RuntimeConfigResponse {
+            linux: Some(krio_cri::v1::LinuxRuntimeConfiguration {
+                cgroup_driver: krio_cri::v1::CgroupDriver::Cgroupfs as i32,
+            }),
+        };
+        let v = message_json(&r, Kind::Other).unwrap();
+        assert_eq!(v["linux"]["cgroupDriver"], "CGROUPFS", "{v}");
     }
 
     #[test]

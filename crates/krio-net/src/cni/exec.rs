@@ -149,6 +149,12 @@ async fn read_capped<R: tokio::io::AsyncRead + Unpin>(
 /// inherited fds besides stdio (Rust opens everything `O_CLOEXEC`). Its output is read as it
 /// comes and bounded: at most 1 MiB of stdout (more is refused as `PluginOutput`) and 64 KiB of
 /// stderr are kept.
+#[tracing::instrument(
+    level = "info",
+    name = "cni_plugin",
+    skip_all,
+    fields(otel.name = %format_args!("CNI {} {plugin_type}", op.as_str()), plugin = plugin_type)
+)]
 pub(crate) async fn exec_plugin(
     op: Op,
     plugin_type: &str,

@@ -200,6 +200,7 @@ impl Cni {
     /// Errors: [`NetError::InvalidArgument`] for a bad [`PodNetwork`] field,
     /// [`NetError::NoNetworkConfig`], [`NetError::PluginNotFound`], [`NetError::Add`] wrapping the
     /// plugin failure, cache I/O errors.
+    #[tracing::instrument(level = "info", name = "cni", skip_all, fields(otel.name = "CNI ADD", netns = %pod.netns.display()))]
     pub async fn add(&self, pod: &PodNetwork) -> Result<NetworkStatus, NetError> {
         validate_pod(pod, true)?;
         let list = self.default_network()?;
@@ -300,6 +301,7 @@ impl Cni {
     ///
     /// Call it before unpinning the namespace where possible: some plugins (e.g. `bridge` 1.1 with
     /// `ipMasq`) can only find and remove their per-pod iptables rules while the netns exists.
+    #[tracing::instrument(level = "info", name = "cni", skip_all, fields(otel.name = "CNI DEL", netns = %pod.netns.display()))]
     pub async fn del(&self, pod: &PodNetwork) -> Result<(), NetError> {
         validate_pod(pod, false)?;
         let (list, args, caps, prev, ifname) = match cache::read(&self.cfg.cache_dir, &pod.id)? {
@@ -380,6 +382,7 @@ impl Cni {
     ///
     /// Errors: [`NetError::CheckUnavailable`] (no cached result, version < 0.4.0, netns gone),
     /// [`NetError::InvalidArgument`], [`NetError::PluginNotFound`], the first plugin failure.
+    #[tracing::instrument(level = "info", name = "cni", skip_all, fields(otel.name = "CNI CHECK", netns = %pod.netns.display()))]
     pub async fn check(&self, pod: &PodNetwork) -> Result<(), NetError> {
         validate_pod(pod, true)?;
         let unavailable = |reason: String| NetError::CheckUnavailable {

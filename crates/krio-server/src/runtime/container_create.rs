@@ -306,7 +306,10 @@ impl Krio {
         monitor.restore_from = restore_from;
         monitor.start_on_signal = rec.subcontainer;
         let bin = self.monitor_bin.clone();
+        // The runtime's `create` runs in the monitor; its span covers the wait for it.
+        let span = runtime.call_span("create", &rec.id);
         let spawned = tokio::task::spawn_blocking(move || krio_monitor::spawn(&monitor, &bin))
+            .instrument(span)
             .await
             .map_err(|e| {
                 ServerError::io("spawning monitor", &run_dir, std::io::Error::other(e))
