@@ -24,6 +24,9 @@ mod sys;
 pub mod uds;
 mod validate;
 
+#[cfg(test)]
+mod fuzz_tests;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
