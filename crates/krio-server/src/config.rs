@@ -50,6 +50,12 @@ pub struct Config {
     pub stream_tls_cert: PathBuf,
     /// PEM private key for `stream_tls_cert`.
     pub stream_tls_key: PathBuf,
+    /// Seconds between two rounds of the stats sampler, which reads every live container's and
+    /// pod's cgroup and walks the writable layers in the background; `ContainerStats`,
+    /// `PodSandboxStats` and their List forms answer from its cache, and `usage_nano_cores` is
+    /// the CPU rate between its consecutive samples (CRI-O's `stats_collection_period`). At
+    /// least 1.
+    pub stats_collection_period: u64,
     /// Defaults applied to every container.
     pub container: ContainerSection,
 }
@@ -320,6 +326,7 @@ impl Default for Config {
             stream_port: 0,
             stream_tls_cert: PathBuf::new(),
             stream_tls_key: PathBuf::new(),
+            stats_collection_period: 10,
             container: ContainerSection::default(),
         }
     }
@@ -430,6 +437,11 @@ impl Config {
         {
             return Err(ConfigError::Invalid(
                 "stream_tls_cert and stream_tls_key must be set together".to_string(),
+            ));
+        }
+        if self.stats_collection_period == 0 {
+            return Err(ConfigError::Invalid(
+                "stats_collection_period must be at least 1 second".to_string(),
             ));
         }
         if self.container.pids_limit < -1 {

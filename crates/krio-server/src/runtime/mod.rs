@@ -22,4 +22,4 @@ mod version;
 pub(crate) use container_remove::container_name;
 pub(crate) use container_stop::{process_running, refresh_exit_in, StopMode};
 pub(crate) use events::EVENT_BUFFER;
-pub(crate) use stats::CpuSamples;
+pub(crate) use stats::StatsCache;

@@ -259,7 +259,7 @@ impl Daemon {
             &config,
             format!(
                 "listen = \"{sock}\"\nroot = \"{root}\"\nstate_dir = \"{state}\"\nlog_level = \"krio=debug,krio_server=debug,info\"\n\
-                 monitor_path = \"{mon}\"\ncgroup_parent = \"{cg}\"\n[cni]\nconf_dir = \"{cni}\"\ninstall_default_config = false\n\
+                 monitor_path = \"{mon}\"\ncgroup_parent = \"{cg}\"\nstats_collection_period = 1\n[cni]\nconf_dir = \"{cni}\"\ninstall_default_config = false\n\
                  [image]\nregistries_conf = \"{d}/registries.conf\"\n{extra_toml}\n",
                 sock = d.join("krio.sock").display(),
                 root = base.join("root").display(),
