@@ -10,6 +10,7 @@ packages=(
 	protobuf-compiler             # protoc, for the CRI bindings (krio-cri)
 	containerd                    # krioctl's interoperability test starts a private instance
 	iptables iproute2             # CNI bridge/portmap, test inspection
+	e2fsprogs mount               # mkfs.ext4, losetup: the full-disk test's loop filesystem
 	curl jq ca-certificates
 	systemd                       # systemd-analyze verifies the units krio installs
 )

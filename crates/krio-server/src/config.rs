@@ -50,6 +50,12 @@ pub struct Config {
     pub stream_tls_cert: PathBuf,
     /// PEM private key for `stream_tls_cert`.
     pub stream_tls_key: PathBuf,
+    /// Seconds between two rounds of the stats sampler, which reads every live container's and
+    /// pod's cgroup and walks the writable layers in the background; `ContainerStats`,
+    /// `PodSandboxStats` and their List forms answer from its cache, and `usage_nano_cores` is
+    /// the CPU rate between its consecutive samples (CRI-O's `stats_collection_period`). At
+    /// least 1.
+    pub stats_collection_period: u64,
     /// Defaults applied to every container.
     pub container: ContainerSection,
     /// OpenTelemetry tracing of CRI calls and what they run, exported over OTLP/HTTP.
@@ -396,6 +402,7 @@ impl Default for Config {
             stream_port: 0,
             stream_tls_cert: PathBuf::new(),
             stream_tls_key: PathBuf::new(),
+            stats_collection_period: 10,
             container: ContainerSection::default(),
             tracing: TracingSection::default(),
         }
@@ -454,23 +461,21 @@ impl Config {
                 path: file.clone(),
                 source,
             })?;
-            let value: toml::Value =
-                toml::from_str(&text).map_err(|source| ConfigError::Parse {
-                    path: file.clone(),
-                    source,
-                })?;
-            // Parse each file on its own too, so an unknown key is reported with its file.
-            toml::from_str::<Config>(&text).map_err(|source| ConfigError::Parse {
-                path: file.clone(),
-                source,
-            })?;
-            merge(&mut merged, value);
+            apply_file(&mut merged, &file, &text)?;
         }
-        let cfg: Config = merged
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
-        cfg.validate()?;
-        Ok(cfg)
+        finish(merged)
+    }
+
+    /// The configuration made of the defaults and one file's `text` (`origin` names it in
+    /// errors), checked as [`Config::load`] checks it. No file is read.
+    ///
+    /// Errors: [`ConfigError::Parse`] naming `origin` and the key for malformed TOML, unknown
+    /// keys and wrong types; [`ConfigError::Invalid`] as [`Config::validate`].
+    pub fn parse(text: &str, origin: &Path) -> Result<Self, ConfigError> {
+        let mut merged = toml::Value::try_from(Config::default())
+            .map_err(|e| ConfigError::Invalid(format!("serializing defaults: {e}")))?;
+        apply_file(&mut merged, origin, text)?;
+        finish(merged)
     }
 
     /// Checks cross-field rules: the default runtime exists, paths are absolute, and the
@@ -509,6 +514,11 @@ impl Config {
         {
             return Err(ConfigError::Invalid(
                 "stream_tls_cert and stream_tls_key must be set together".to_string(),
+            ));
+        }
+        if self.stats_collection_period == 0 {
+            return Err(ConfigError::Invalid(
+                "stats_collection_period must be at least 1 second".to_string(),
             ));
         }
         if self.container.pids_limit < -1 {
@@ -682,6 +692,31 @@ impl RuntimeHandler {
             && !key.starts_with("io.krio.")
             && self.allowed_annotations.iter().any(|p| key.starts_with(p))
     }
+}
+
+/// Merges one file's `text` over `merged`, refusing it (naming `file`) when it is not valid
+/// TOML or, parsed on its own, has an unknown key or a wrong type.
+fn apply_file(merged: &mut toml::Value, file: &Path, text: &str) -> Result<(), ConfigError> {
+    let value: toml::Value = toml::from_str(text).map_err(|source| ConfigError::Parse {
+        path: file.to_path_buf(),
+        source,
+    })?;
+    // Parse each file on its own too, so an unknown key is reported with its file.
+    toml::from_str::<Config>(text).map_err(|source| ConfigError::Parse {
+        path: file.to_path_buf(),
+        source,
+    })?;
+    merge(merged, value);
+    Ok(())
+}
+
+/// The merged TOML as a checked [`Config`].
+fn finish(merged: toml::Value) -> Result<Config, ConfigError> {
+    let cfg: Config = merged
+        .try_into()
+        .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
+    cfg.validate()?;
+    Ok(cfg)
 }
 
 fn merge(base: &mut toml::Value, over: toml::Value) {

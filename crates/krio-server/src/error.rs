@@ -108,8 +108,40 @@ impl ServerError {
         }
     }
 
-    /// The gRPC code this error maps to.
+    /// The gRPC code this error maps to. An error that would be `Internal` but was caused by
+    /// a full filesystem or an exhausted quota (`ENOSPC`, `EDQUOT` anywhere in its chain, or a
+    /// runtime's message saying so) is `ResourceExhausted`, so that a caller can tell "the
+    /// node's disk is full" from a bug.
     pub fn code(&self) -> Code {
+        let code = self.base_code();
+        if code == Code::Internal && self.is_no_space() {
+            return Code::ResourceExhausted;
+        }
+        code
+    }
+
+    /// Whether this error comes from a full filesystem or quota: an `io::Error` with `ENOSPC`
+    /// or `EDQUOT` anywhere in the source chain (including errors wrapped inside an
+    /// `io::Error`), or, for errors that carry another program's output only as text (runc,
+    /// the monitor), the OS's message for those errors.
+    pub fn is_no_space(&self) -> bool {
+        if let ServerError::Many(v) = self {
+            return v.first().is_some_and(|e| e.is_no_space());
+        }
+        if chain_has_no_space(self) {
+            return true;
+        }
+        match self {
+            ServerError::Runtime(_) | ServerError::Monitor(_) | ServerError::Net(_) => {
+                // Go programs (runc) print the OS message in lower case.
+                let msg = self.to_string().to_ascii_lowercase();
+                msg.contains("no space left on device") || msg.contains("disk quota exceeded")
+            }
+            _ => false,
+        }
+    }
+
+    fn base_code(&self) -> Code {
         use krio_image::ImageError as I;
         match self {
             ServerError::Spec(
@@ -152,6 +184,26 @@ impl ServerError {
     }
 }
 
+/// Whether `e` or any error in its source chain is an `io::Error` for `ENOSPC` or `EDQUOT`.
+fn chain_has_no_space(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if matches!(io.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) {
+                return true;
+            }
+            // `io::Error::source` skips the error it wraps; look at that one too.
+            if let Some(inner) = io.get_ref() {
+                if chain_has_no_space(inner) {
+                    return true;
+                }
+            }
+        }
+        cur = err.source();
+    }
+    false
+}
+
 impl From<ServerError> for Status {
     fn from(e: ServerError) -> Self {
         let code = e.code();
@@ -184,3 +236,49 @@ fn cut_message(mut msg: String) -> String {
 
 /// Result alias for handlers.
 pub type Result<T, E = ServerError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enospc() -> std::io::Error {
+        std::io::Error::from_raw_os_error(libc::ENOSPC)
+    }
+
+    #[test]
+    fn no_space_is_resource_exhausted_wherever_it_is_wrapped() {
+        let direct = ServerError::io("writing", "/x", enospc());
+        assert_eq!(direct.code(), Code::ResourceExhausted);
+        let wrapped = ServerError::io("writing", "/x", std::io::Error::other(enospc()));
+        assert_eq!(wrapped.code(), Code::ResourceExhausted);
+        let image = ServerError::Image(krio_image::ImageError::Io {
+            op: "write spool",
+            path: "/x".into(),
+            source: enospc(),
+        });
+        assert_eq!(image.code(), Code::ResourceExhausted);
+        let many = ServerError::Many(vec![direct, ServerError::Task("x".into())]);
+        assert_eq!(many.code(), Code::ResourceExhausted);
+        let status = Status::from(ServerError::io("writing", "/x", enospc()));
+        assert!(
+            status.message().contains("No space left on device"),
+            "{status:?}"
+        );
+    }
+
+    #[test]
+    fn other_io_errors_stay_internal_and_input_errors_keep_their_code() {
+        let eio = ServerError::io(
+            "writing",
+            "/x",
+            std::io::Error::from_raw_os_error(libc::EIO),
+        );
+        assert_eq!(eio.code(), Code::Internal);
+        let bad = ServerError::invalid("config.metadata.name", "No space left on device");
+        assert_eq!(bad.code(), Code::InvalidArgument);
+        assert_eq!(
+            ServerError::Task("No space left on device".into()).code(),
+            Code::Internal
+        );
+    }
+}

@@ -25,6 +25,9 @@ mod sys;
 pub mod uds;
 mod validate;
 
+#[cfg(test)]
+mod fuzz_tests;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -64,8 +67,9 @@ pub struct Krio {
     /// `container.default_capabilities`, parsed once at start.
     default_capabilities: Vec<oci_spec::runtime::Capability>,
     events: tokio::sync::broadcast::Sender<krio_cri::v1::ContainerEventResponse>,
-    /// The last CPU sample per container or pod, for `usage_nano_cores`.
-    cpu_samples: runtime::CpuSamples,
+    /// The stats sampler's cache: the last sample per container or pod, refreshed in the
+    /// background every `stats_collection_period` seconds.
+    stats_cache: runtime::StatsCache,
     metrics: metrics::Metrics,
     /// Set once the daemon begins shutting down; ends event streams.
     shutdown: tokio::sync::watch::Sender<bool>,
@@ -188,7 +192,7 @@ impl Krio {
             daemon_oom_score_adj,
             default_capabilities,
             events: tokio::sync::broadcast::channel(runtime::EVENT_BUFFER).0,
-            cpu_samples: Default::default(),
+            stats_cache: Default::default(),
             metrics: Default::default(),
             shutdown: tokio::sync::watch::channel(false).0,
             streaming: Default::default(),
@@ -196,6 +200,7 @@ impl Krio {
         });
         let retry = krio.recover().await;
         krio.retry_recovery(retry);
+        krio.start_stats_sampler();
         for s in krio.sandboxes.all() {
             let snap = s.snapshot();
             if snap.state == state::SandboxState::Ready && snap.pod_init.is_some() {
@@ -211,6 +216,30 @@ impl Krio {
             }
         }
         Ok(krio)
+    }
+
+    /// Starts the background stats sampler: every `stats_collection_period` seconds it
+    /// samples every live container and ready pod on a blocking thread (cgroup files,
+    /// writable-layer walks) into the cache the stats RPCs answer from. It holds the daemon
+    /// weakly and ends with it or at shutdown.
+    fn start_stats_sampler(self: &Arc<Self>) {
+        let period = std::time::Duration::from_secs(self.cfg.stats_collection_period.max(1));
+        let weak = Arc::downgrade(self);
+        let mut shutdown = self.shutdown.subscribe();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = shutdown.changed() => return,
+                }
+                let Some(krio) = weak.upgrade() else { return };
+                if let Err(e) = tokio::task::spawn_blocking(move || krio.sample_all()).await {
+                    tracing::warn!(error = %e, "stats sampler round failed");
+                }
+            }
+        });
     }
 
     /// Begins a graceful shutdown: event streams end so the gRPC server can drain. Containers

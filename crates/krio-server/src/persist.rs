@@ -37,16 +37,24 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ServerError> {
     let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
     tmp_name.push(format!(".tmp.{}.{seq}", std::process::id()));
     let tmp = dir.join(tmp_name);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
-        .map_err(io("creating temp file"))?;
-    f.write_all(bytes).map_err(io("writing temp file"))?;
-    f.sync_all().map_err(io("syncing temp file"))?;
-    drop(f);
-    fs::rename(&tmp, path).map_err(io("renaming temp file"))?;
+    let written = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(io("creating temp file"))?;
+        f.write_all(bytes).map_err(io("writing temp file"))?;
+        f.sync_all().map_err(io("syncing temp file"))?;
+        drop(f);
+        fs::rename(&tmp, path).map_err(io("renaming temp file"))
+    })();
+    if let Err(e) = written {
+        // A failed write (a full disk, typically) leaves the old record in place and no temp
+        // file beside it.
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
     }
@@ -131,5 +139,22 @@ mod tests {
         assert_eq!(read_json::<Vec<u32>>(&p).unwrap(), Some(vec![3]));
         let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
         assert_eq!(left.len(), 1, "temp files left: {left:?}");
+    }
+
+    #[test]
+    fn a_failed_write_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // The rename fails: the target is a non-empty directory.
+        let p = dir.path().join("r.json");
+        std::fs::create_dir(&p).unwrap();
+        std::fs::write(p.join("x"), "x").unwrap();
+        assert!(write_json(&p, &vec![1u32]).is_err());
+        let mut left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        left.sort();
+        assert_eq!(left, vec![std::ffi::OsString::from("r.json")]);
     }
 }

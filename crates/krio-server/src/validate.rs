@@ -53,10 +53,15 @@ pub fn sandbox_config(config: &cri::PodSandboxConfig) -> Result<()> {
     if !config.hostname.is_empty() {
         hostname(&config.hostname)?;
     }
-    if !config.log_directory.is_empty() && !Path::new(&config.log_directory).is_absolute() {
+    if !config.log_directory.is_empty()
+        && (!Path::new(&config.log_directory).is_absolute() || config.log_directory.contains('\0'))
+    {
         return Err(ServerError::invalid(
             "config.log_directory",
-            format!("{} must be an absolute path", quote(&config.log_directory)),
+            format!(
+                "{} must be an absolute path without NUL",
+                quote(&config.log_directory)
+            ),
         ));
     }
     if let Some(linux) = &config.linux {
@@ -206,17 +211,19 @@ fn recursive_read_only(i: usize, m: &cri::Mount) -> Result<()> {
     Ok(())
 }
 
-/// A path that is relative and has no `..` component.
+/// A path that is relative, has no `..` component and no NUL (which no path can hold: the
+/// open would fail later with an error that names no field).
 pub fn relative_path(field: &'static str, p: &str) -> Result<()> {
     let path = Path::new(p);
     if path.is_absolute()
+        || p.contains('\0')
         || path
             .components()
             .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
     {
         return Err(ServerError::invalid(
             field,
-            format!("{} must be a relative path without '..'", quote(p)),
+            format!("{} must be a relative path without '..' or NUL", quote(p)),
         ));
     }
     Ok(())

@@ -29,7 +29,7 @@ impl Krio {
         self.teardown_container(&rec).await?;
         crate::state::kill_point("RemoveContainer:torn-down");
         self.containers.remove(&rec.id);
-        self.cpu_samples.forget(&rec.id);
+        self.stats_cache.forget(&rec.id);
         if let Some(sb) = self.sandboxes.find("pod_sandbox_id", &rec.sandbox_id)? {
             let name = container_name(&rec.config, &sb.snapshot().config);
             self.containers.release(&name, &rec.id);

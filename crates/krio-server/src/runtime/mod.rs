@@ -25,4 +25,4 @@ pub(crate) use container_remove::container_name;
 pub(crate) use container_restore::scratch_root as restore_scratch_root;
 pub(crate) use container_stop::{process_running, refresh_exit_in, StopMode};
 pub(crate) use events::EVENT_BUFFER;
-pub(crate) use stats::CpuSamples;
+pub(crate) use stats::StatsCache;

@@ -57,7 +57,7 @@ impl Krio {
             let name = SandboxRecord::reserved_name(&rec.config);
             self.sandboxes.release(&name, &rec.id);
             self.pending_sandboxes.forget(&name, &rec.id);
-            self.cpu_samples.forget(&super::stats::pod_cpu_key(&rec.id));
+            self.stats_cache.forget(&super::stats::pod_cpu_key(&rec.id));
             tracing::info!(sandbox = %rec.id, "sandbox removed");
         }
         ServerError::collect(errors)

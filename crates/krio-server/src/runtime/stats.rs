@@ -165,30 +165,55 @@ fn disk_usage(dir: &Path) -> (u64, u64) {
 }
 
 impl Krio {
-    /// CPU usage of a cgroup, with `usage_nano_cores` computed against the previous sample
-    /// of the same key.
-    fn cpu_usage(
-        &self,
-        key: &str,
-        now: i64,
-        cpu_ns: Option<u64>,
-        psi: &Option<cri::PsiStats>,
-    ) -> cri::CpuUsage {
-        let mut nano_cores = None;
-        if let Some(total) = cpu_ns {
-            if let Some((t0, u0)) = self.cpu_samples.record(key, now, total) {
-                let dt = now.saturating_sub(t0);
-                if dt > 0 && total >= u0 {
-                    nano_cores = Some(((total - u0) as u128 * 1_000_000_000 / dt as u128) as u64);
-                }
-            }
-        }
+    /// CPU usage of a cached sample: cumulative time and the rate the sampler computed.
+    fn cpu_usage(c: &Cached) -> cri::CpuUsage {
         cri::CpuUsage {
-            timestamp: now,
-            usage_core_nano_seconds: u64v(cpu_ns),
-            usage_nano_cores: u64v(nano_cores),
-            psi: *psi,
+            timestamp: c.at,
+            usage_core_nano_seconds: u64v(c.sample.cpu_ns),
+            usage_nano_cores: u64v(c.nano_cores),
+            psi: c.sample.cpu_psi,
         }
+    }
+
+    /// Samples container `rec` now (cgroup files and a walk of its writable layer) and stores
+    /// the sample in the cache. Blocking: the sampler runs it on a blocking thread, an RPC
+    /// only for a container the sampler has not seen yet.
+    pub(crate) fn sample_container(&self, rec: &ContainerRecord) -> Cached {
+        let sample = read_cgroup(Path::new("/sys/fs/cgroup"), &rec.cgroups_path);
+        let upper = self.container_data_dir(&rec.id).join("upper");
+        let layer = disk_usage(&upper);
+        self.stats_cache
+            .update(&rec.id, now_ns(), sample, Some(layer))
+    }
+
+    /// Samples pod `sb`'s cgroup now and stores the sample in the cache.
+    pub(crate) fn sample_sandbox(&self, sb: &SandboxRecord) -> Cached {
+        let sample = read_cgroup(Path::new("/sys/fs/cgroup"), &sb.cgroup_parent);
+        self.stats_cache
+            .update(&pod_cpu_key(&sb.id), now_ns(), sample, None)
+    }
+
+    /// One round of the background sampler: samples every live container and ready pod, then
+    /// drops the cache entries of everything else. Blocking (file reads and directory walks).
+    pub(crate) fn sample_all(&self) {
+        let containers = self.live_containers();
+        let pods: Vec<SandboxRecord> = self
+            .sandboxes
+            .all()
+            .iter()
+            .map(|s| s.snapshot())
+            .filter(|s| s.state == SandboxState::Ready)
+            .collect();
+        let mut keep = std::collections::HashSet::new();
+        for c in &containers {
+            self.sample_container(c);
+            keep.insert(c.id.clone());
+        }
+        for p in &pods {
+            self.sample_sandbox(p);
+            keep.insert(pod_cpu_key(&p.id));
+        }
+        self.stats_cache.retain(|k| keep.contains(k));
     }
 
     fn memory_usage(now: i64, s: &CgroupSample) -> cri::MemoryUsage {
@@ -211,11 +236,15 @@ impl Krio {
         }
     }
 
+    /// The stats of container `rec` from the sampler's cache (sampled now when the sampler
+    /// has not seen it yet).
     pub(crate) fn container_stats_of(&self, rec: &ContainerRecord) -> cri::ContainerStats {
-        let now = now_ns();
-        let sample = read_cgroup(Path::new("/sys/fs/cgroup"), &rec.cgroups_path);
+        let c = self
+            .stats_cache
+            .get(&rec.id)
+            .unwrap_or_else(|| self.sample_container(rec));
         let upper: PathBuf = self.container_data_dir(&rec.id).join("upper");
-        let (bytes, inodes) = disk_usage(&upper);
+        let (bytes, inodes) = c.layer.unwrap_or_default();
         cri::ContainerStats {
             attributes: Some(cri::ContainerAttributes {
                 id: rec.id.clone(),
@@ -223,10 +252,10 @@ impl Krio {
                 labels: rec.config.labels.clone(),
                 annotations: rec.config.annotations.clone(),
             }),
-            cpu: Some(self.cpu_usage(&rec.id, now, sample.cpu_ns, &sample.cpu_psi)),
-            memory: Some(Self::memory_usage(now, &sample)),
+            cpu: Some(Self::cpu_usage(&c)),
+            memory: Some(Self::memory_usage(c.at, &c.sample)),
             writable_layer: Some(cri::FilesystemUsage {
-                timestamp: now,
+                timestamp: c.at,
                 fs_id: Some(cri::FilesystemIdentifier {
                     mountpoint: upper.to_string_lossy().into_owned(),
                 }),
@@ -234,8 +263,8 @@ impl Krio {
                 inodes_used: Some(cri::UInt64Value { value: inodes }),
             }),
             swap: None,
-            io: sample.io_psi.map(|psi| cri::IoUsage {
-                timestamp: now,
+            io: c.sample.io_psi.map(|psi| cri::IoUsage {
+                timestamp: c.at,
                 psi: Some(psi),
             }),
         }
@@ -289,8 +318,11 @@ impl Krio {
         sb: &SandboxRecord,
         containers: &[ContainerRecord],
     ) -> cri::PodSandboxStats {
-        let now = now_ns();
-        let sample = read_cgroup(Path::new("/sys/fs/cgroup"), &sb.cgroup_parent);
+        let c = self
+            .stats_cache
+            .get(&pod_cpu_key(&sb.id))
+            .unwrap_or_else(|| self.sample_sandbox(sb));
+        let (now, sample) = (c.at, &c.sample);
         cri::PodSandboxStats {
             attributes: Some(cri::PodSandboxAttributes {
                 id: sb.id.clone(),
@@ -299,13 +331,8 @@ impl Krio {
                 annotations: sb.config.annotations.clone(),
             }),
             linux: Some(cri::LinuxPodSandboxStats {
-                cpu: Some(self.cpu_usage(
-                    &pod_cpu_key(&sb.id),
-                    now,
-                    sample.cpu_ns,
-                    &sample.cpu_psi,
-                )),
-                memory: Some(Self::memory_usage(now, &sample)),
+                cpu: Some(Self::cpu_usage(&c)),
+                memory: Some(Self::memory_usage(now, sample)),
                 network: super::pod_metrics::pod_interfaces(sb, containers)
                     .map(|ifaces| super::pod_metrics::network_usage(&ifaces, now)),
                 process: Some(cri::ProcessUsage {
@@ -445,37 +472,89 @@ mod tests {
     }
 }
 
-/// The [`CpuSamples`] key of a pod (containers are keyed by their id).
+/// The [`StatsCache`] key of a pod (containers are keyed by their id).
 pub(crate) fn pod_cpu_key(sandbox_id: &str) -> String {
     format!("pod-{sandbox_id}")
 }
 
-/// Most CPU samples kept: far more than the containers and pods of a node, so the bound only
+/// Most cache entries kept: far more than the containers and pods of a node, so the bound only
 /// matters if removals were missed.
-const MAX_CPU_SAMPLES: usize = 16_384;
+const MAX_ENTRIES: usize = 16_384;
 
-/// The last CPU sample (time in ns since the epoch, cumulative CPU ns) per container id or
-/// `pod-<sandbox id>`, for `usage_nano_cores`. An entry goes with its container or pod
-/// ([`CpuSamples::forget`]), and at most [`MAX_CPU_SAMPLES`] are kept (the oldest goes first).
+/// One cached sample of a container or pod.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Cached {
+    /// When it was taken, nanoseconds since the epoch.
+    pub at: i64,
+    /// The cgroup counters.
+    pub sample: CgroupSample,
+    /// CPU rate between this sample and the previous one of the same key, in nanoseconds of
+    /// CPU time per second (billionths of a core); `None` for a first sample or a counter
+    /// that went backwards.
+    pub nano_cores: Option<u64>,
+    /// Bytes and inodes of the writable layer (containers only).
+    pub layer: Option<(u64, u64)>,
+}
+
+/// `usage_nano_cores` from two cumulative CPU samples `(time ns, cpu ns)`: the CPU time used
+/// between them per second of wall time. `None` unless time advanced and the counter did not
+/// go backwards (a cgroup made anew).
+pub(crate) fn nano_cores(prev: (i64, u64), now: (i64, u64)) -> Option<u64> {
+    let dt = now.0.checked_sub(prev.0).filter(|d| *d > 0)?;
+    let used = now.1.checked_sub(prev.1)?;
+    u64::try_from(used as u128 * 1_000_000_000 / dt as u128).ok()
+}
+
+/// The stats sampler's cache: the last sample per container id or `pod-<sandbox id>`,
+/// refreshed by the background sampler ([`Krio::sample_all`], every
+/// `stats_collection_period` seconds) and read by the stats RPCs. An entry goes with its
+/// container or pod ([`StatsCache::forget`], and each round drops entries of what is no
+/// longer live), and at most [`MAX_ENTRIES`] are kept (the oldest goes first).
 #[derive(Debug, Default)]
-pub(crate) struct CpuSamples(std::sync::Mutex<HashMap<String, (i64, u64)>>);
+pub(crate) struct StatsCache(std::sync::Mutex<HashMap<String, Cached>>);
 
-impl CpuSamples {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (i64, u64)>> {
+impl StatsCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Cached>> {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Records sample `(now, total)` for `key`; returns the previous one.
-    pub(crate) fn record(&self, key: &str, now: i64, total: u64) -> Option<(i64, u64)> {
+    /// Stores a sample of `key` taken at `at`, with its CPU rate against the previous sample;
+    /// returns the stored entry.
+    pub(crate) fn update(
+        &self,
+        key: &str,
+        at: i64,
+        sample: CgroupSample,
+        layer: Option<(u64, u64)>,
+    ) -> Cached {
         let mut map = self.lock();
-        if map.len() >= MAX_CPU_SAMPLES && !map.contains_key(key) {
-            if let Some(oldest) = map.iter().min_by_key(|(_, v)| v.0).map(|(k, _)| k.clone()) {
+        let rate = match (map.get(key), sample.cpu_ns) {
+            (Some(prev), Some(total)) => prev
+                .sample
+                .cpu_ns
+                .and_then(|u0| nano_cores((prev.at, u0), (at, total))),
+            _ => None,
+        };
+        if map.len() >= MAX_ENTRIES && !map.contains_key(key) {
+            if let Some(oldest) = map.iter().min_by_key(|(_, v)| v.at).map(|(k, _)| k.clone()) {
                 map.remove(&oldest);
             }
         }
-        map.insert(key.to_string(), (now, total))
+        let entry = Cached {
+            at,
+            sample,
+            nano_cores: rate,
+            layer,
+        };
+        map.insert(key.to_string(), entry.clone());
+        entry
+    }
+
+    /// The cached sample of `key`.
+    pub(crate) fn get(&self, key: &str) -> Option<Cached> {
+        self.lock().get(key).cloned()
     }
 
     /// Forgets the sample of `key` (its container or pod was removed).
@@ -483,7 +562,12 @@ impl CpuSamples {
         self.lock().remove(key);
     }
 
-    /// Number of samples kept.
+    /// Keeps only the entries whose key passes `keep`.
+    pub(crate) fn retain(&self, keep: impl Fn(&str) -> bool) {
+        self.lock().retain(|k, _| keep(k));
+    }
+
+    /// Number of entries kept.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.lock().len()
@@ -491,25 +575,73 @@ impl CpuSamples {
 }
 
 #[cfg(test)]
-mod cpu_sample_tests {
+mod cache_tests {
     use super::*;
 
-    #[test]
-    fn samples_are_forgotten_and_bounded() {
-        let s = CpuSamples::default();
-        assert_eq!(s.record("a", 1, 10), None);
-        assert_eq!(s.record("a", 2, 20), Some((1, 10)));
-        s.forget("a");
-        assert_eq!(s.len(), 0);
-        assert_eq!(s.record("a", 3, 30), None);
-        for i in 0..MAX_CPU_SAMPLES as i64 + 10 {
-            s.record(&format!("k{i}"), 100 + i, 0);
+    fn cpu(ns: u64) -> CgroupSample {
+        CgroupSample {
+            cpu_ns: Some(ns),
+            ..Default::default()
         }
-        assert_eq!(s.len(), MAX_CPU_SAMPLES);
-        // The oldest went first: "a" (time 3) and the first keys.
-        assert_eq!(s.record("a", 1_000_000, 0), None);
-        assert_eq!(s.record("k0", 1_000_001, 0), None);
-        let last = format!("k{}", MAX_CPU_SAMPLES as i64 + 9);
-        assert!(s.record(&last, 1_000_002, 0).is_some());
+    }
+
+    #[test]
+    fn rate_is_cpu_time_per_second_between_consecutive_samples() {
+        // Half a core: 0.5 s of CPU over 1 s.
+        assert_eq!(
+            nano_cores((0, 0), (1_000_000_000, 500_000_000)),
+            Some(500_000_000)
+        );
+        // Two cores over 250 ms.
+        assert_eq!(
+            nano_cores((10, 7), (250_000_010, 500_000_007)),
+            Some(2_000_000_000)
+        );
+        assert_eq!(nano_cores((5, 0), (5, 10)), None, "no time passed");
+        assert_eq!(nano_cores((5, 10), (4, 20)), None, "time went back");
+        assert_eq!(nano_cores((0, 10), (1, 5)), None, "the counter went back");
+        assert_eq!(nano_cores((0, 0), (1, u64::MAX)), None, "does not fit");
+
+        let c = StatsCache::default();
+        assert_eq!(c.update("a", 0, cpu(0), None).nano_cores, None);
+        let second = c.update("a", 2_000_000_000, cpu(1_000_000_000), Some((4096, 3)));
+        assert_eq!(second.nano_cores, Some(500_000_000));
+        assert_eq!(
+            c.get("a").map(|e| (e.at, e.layer)),
+            Some((2_000_000_000, Some((4096, 3))))
+        );
+        // A sample without a CPU counter has no rate, and the next one has none either.
+        assert_eq!(
+            c.update("a", 3_000_000_000, CgroupSample::default(), None)
+                .nano_cores,
+            None
+        );
+        assert_eq!(
+            c.update("a", 4_000_000_000, cpu(2_000_000_000), None)
+                .nano_cores,
+            None
+        );
+    }
+
+    #[test]
+    fn entries_are_pruned_forgotten_and_bounded() {
+        let c = StatsCache::default();
+        c.update("a", 1, cpu(10), None);
+        c.update("b", 1, cpu(10), None);
+        c.update("pod-x", 1, cpu(10), None);
+        c.retain(|k| k != "b");
+        assert!(c.get("b").is_none());
+        assert_eq!(c.len(), 2);
+        c.forget("a");
+        assert!(c.get("a").is_none());
+        // A forgotten key starts again without a rate.
+        assert_eq!(c.update("a", 2, cpu(20), None).nano_cores, None);
+        for i in 0..MAX_ENTRIES as i64 + 10 {
+            c.update(&format!("k{i}"), 100 + i, cpu(0), None);
+        }
+        assert_eq!(c.len(), MAX_ENTRIES);
+        // The oldest went first: "a", "pod-x" and the first keys.
+        assert!(c.get("a").is_none() && c.get("pod-x").is_none() && c.get("k0").is_none());
+        assert!(c.get(&format!("k{}", MAX_ENTRIES as i64 + 9)).is_some());
     }
 }

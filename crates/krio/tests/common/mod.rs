@@ -232,6 +232,9 @@ pub struct Daemon {
     /// Extra environment variables for the daemon (test-only hooks such as
     /// `KRIO_TEST_DELAY_CREATE_MS`).
     pub env: Vec<(String, String)>,
+    /// The loop-mounted filesystem holding `root` and `state`, for [`Daemon::start_on_disk`].
+    /// Declared before `dir`, so that it is unmounted and detached before the tree is removed.
+    pub disk: Option<LoopFs>,
     child: Option<Child>,
 }
 
@@ -263,12 +266,34 @@ impl Daemon {
     /// Starts a daemon with the given network, extra environment variables and extra TOML
     /// appended to its configuration file (`[runtimes.NAME]` tables, for instance).
     pub async fn start_full(network: Network, env: &[(&str, &str)], extra_toml: &str) -> Daemon {
+        Self::start_inner(network, env, extra_toml, None).await
+    }
+
+    /// Starts a daemon (loopback network) whose `root` and `state_dir` are on a fresh ext4
+    /// filesystem of `size_mib` MiB, in an image file attached to a loop device and mounted
+    /// at `<dir>/disk` (no blocks reserved for root, so the daemon cannot write past "full").
+    /// The socket, config and pod logs stay outside it.
+    pub async fn start_on_disk(size_mib: u64) -> Daemon {
+        Self::start_inner(Network::Loopback, &[], "", Some(size_mib)).await
+    }
+
+    async fn start_inner(
+        network: Network,
+        env: &[(&str, &str)],
+        extra_toml: &str,
+        disk_mib: Option<u64>,
+    ) -> Daemon {
         require_prerequisites();
         let dir = tempfile::Builder::new()
             .prefix("krio-e2e-")
             .tempdir_in("/tmp")
             .expect("tempdir");
         let d = dir.path().to_path_buf();
+        let disk = disk_mib.map(|mib| LoopFs::new(&d.join("disk.img"), &d.join("disk"), mib));
+        let base = match &disk {
+            Some(fs) => fs.mountpoint.clone(),
+            None => d.clone(),
+        };
         let cni = d.join("cni");
         std::fs::create_dir_all(&cni).unwrap();
         let conflist = match network {
@@ -300,11 +325,11 @@ impl Daemon {
             &config,
             format!(
                 "listen = \"{sock}\"\nroot = \"{root}\"\nstate_dir = \"{state}\"\nlog_level = \"krio=debug,krio_server=debug,info\"\n\
-                 monitor_path = \"{mon}\"\ncgroup_parent = \"{cg}\"\n[cni]\nconf_dir = \"{cni}\"\ninstall_default_config = false\n\
+                 monitor_path = \"{mon}\"\ncgroup_parent = \"{cg}\"\nstats_collection_period = 1\n[cni]\nconf_dir = \"{cni}\"\ninstall_default_config = false\n\
                  [image]\nregistries_conf = \"{d}/registries.conf\"\n{extra_toml}\n",
                 sock = d.join("krio.sock").display(),
-                root = d.join("root").display(),
-                state = d.join("run").display(),
+                root = base.join("root").display(),
+                state = base.join("run").display(),
                 mon = monitor_binary().display(),
                 cg = cgroup_parent,
                 cni = cni.display(),
@@ -314,8 +339,8 @@ impl Daemon {
         .unwrap();
         let mut daemon = Daemon {
             socket: d.join("krio.sock"),
-            root: d.join("root"),
-            state: d.join("run"),
+            root: base.join("root"),
+            state: base.join("run"),
             logs: d.join("logs"),
             config,
             cgroup_parent,
@@ -326,6 +351,7 @@ impl Daemon {
                 .collect(),
             child: None,
             handler: String::new(),
+            disk,
             dir,
         };
         daemon.spawn().await;
@@ -529,6 +555,126 @@ impl Drop for Daemon {
                 let base = e.path().join(self.cgroup_parent.trim_start_matches('/'));
                 remove_cgroup_tree(&base);
             }
+        }
+    }
+}
+
+/// A small ext4 filesystem: an image file attached to a loop device and mounted. Dropping it
+/// unmounts it (lazily, so a busy mount never blocks the test's end) and detaches the device
+/// (the kernel then detaches it once the last user is gone), also when the test failed.
+pub struct LoopFs {
+    /// Where the filesystem is mounted.
+    pub mountpoint: PathBuf,
+    device: Option<String>,
+    mounted: bool,
+}
+
+impl LoopFs {
+    /// Makes an ext4 filesystem of `size_mib` MiB in `image` (no reserved blocks), attaches it
+    /// to a free loop device and mounts it at `mountpoint` (created). Panics, naming the step,
+    /// when a tool is missing or fails; what was set up by then is undone by the drop.
+    pub fn new(image: &Path, mountpoint: &Path, size_mib: u64) -> LoopFs {
+        for bin in ["mkfs.ext4", "losetup", "mount"] {
+            assert!(
+                which(bin).is_some() || Path::new("/usr/sbin").join(bin).is_file()
+                    || Path::new("/sbin").join(bin).is_file(),
+                "prerequisite {bin} is not installed: run scripts/install-deps.sh (e2fsprogs, mount)"
+            );
+        }
+        let mut fs = LoopFs {
+            mountpoint: mountpoint.to_path_buf(),
+            device: None,
+            mounted: false,
+        };
+        std::fs::File::create(image)
+            .and_then(|f| f.set_len(size_mib << 20))
+            .unwrap_or_else(|e| panic!("creating {}: {e}", image.display()));
+        run_tool(
+            Command::new("mkfs.ext4")
+                .args(["-q", "-F", "-m", "0"])
+                .arg(image),
+        );
+        let out = run_tool(
+            Command::new("losetup")
+                .args(["--find", "--show"])
+                .arg(image),
+        );
+        fs.device = Some(out.trim().to_string());
+        std::fs::create_dir_all(mountpoint).unwrap();
+        run_tool(
+            Command::new("mount")
+                .args(["-t", "ext4"])
+                .arg(fs.device.as_deref().unwrap_or_default())
+                .arg(mountpoint),
+        );
+        fs.mounted = true;
+        fs
+    }
+
+    /// Bytes an unprivileged writer could still allocate (`statvfs` `f_bavail`).
+    pub fn free_bytes(&self) -> u64 {
+        let st = nix::sys::statvfs::statvfs(&self.mountpoint).expect("statvfs");
+        st.blocks_available() as u64 * st.fragment_size() as u64
+    }
+
+    /// Fills the filesystem with a new file `<mountpoint>/filler-<n>` until a write fails with
+    /// ENOSPC, then gives back the last `leave` bytes of it; returns the filler's path.
+    pub fn fill(&self, leave: u64) -> PathBuf {
+        use std::io::Write;
+        let path = (0..)
+            .map(|n| self.mountpoint.join(format!("filler-{n}")))
+            .find(|p| !p.exists())
+            .expect("a free filler name");
+        let mut f = std::fs::File::create_new(&path).expect("creating the filler");
+        let big = vec![0u8; 1 << 20];
+        let mut len = 0u64;
+        for chunk in [1 << 20, 1 << 12, 1 << 9] {
+            loop {
+                match f.write(&big[..chunk]) {
+                    Ok(0) => break,
+                    Ok(n) => len += n as u64,
+                    Err(e) if e.raw_os_error() == Some(libc_enospc()) => break,
+                    Err(e) => panic!("filling {}: {e}", path.display()),
+                }
+            }
+        }
+        // Blocks written but not yet allocated fail at sync; the filler's size is what counts.
+        let _ = f.sync_all();
+        f.set_len(len.saturating_sub(leave))
+            .expect("trimming the filler");
+        f.sync_all().expect("syncing the filler");
+        path
+    }
+}
+
+fn libc_enospc() -> i32 {
+    nix::errno::Errno::ENOSPC as i32
+}
+
+/// Runs a set-up tool; panics with its output when it fails. Returns its stdout.
+fn run_tool(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed with {}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl Drop for LoopFs {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = nix::mount::umount2(&self.mountpoint, nix::mount::MntFlags::MNT_DETACH);
+        }
+        if let Some(dev) = &self.device {
+            let _ = Command::new("losetup")
+                .args(["-d", dev])
+                .stderr(Stdio::null())
+                .status();
         }
     }
 }
