@@ -114,8 +114,10 @@ fn relocate(line: &str, root: &str) -> String {
     out
 }
 
-/// Kills (SIGKILL) every process whose command line names `root` when dropped: a daemon the
-/// walk-through started and did not stop, whatever happened.
+/// Kills (SIGKILL) every process that belongs to the walk-through's `root` when dropped: a
+/// daemon the walk-through started and did not stop, whatever happened. The guide starts
+/// `krio` by name from `PATH`, so its command line does not name `root`; its executable and
+/// its environment (`KRIO_CONFIG`) do.
 struct Reaper(String);
 
 impl Drop for Reaper {
@@ -124,8 +126,13 @@ impl Drop for Reaper {
             let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
                 continue;
             };
-            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-            if String::from_utf8_lossy(&cmd).contains(&self.0) {
+            let names_root = |f: &str| {
+                let bytes = std::fs::read(e.path().join(f)).unwrap_or_default();
+                String::from_utf8_lossy(&bytes).contains(&self.0)
+            };
+            let exe_in_root =
+                std::fs::read_link(e.path().join("exe")).is_ok_and(|x| x.starts_with(&self.0));
+            if exe_in_root || names_root("cmdline") || names_root("environ") {
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(pid),
                     nix::sys::signal::Signal::SIGKILL,
