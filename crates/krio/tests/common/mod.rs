@@ -121,24 +121,13 @@ pub enum Handler {
     /// pod's containers join the sandbox of the pod's root container.
     RunscPod,
     /// youki (`cargo install youki --features v1`): not installed by scripts/install-deps.sh
-    /// (its build does not fit the suite's time budget); bench/run.sh installs it and runs the
-    /// `*_under_youki` tests with `KRIO_TEST_HANDLERS=runc,runsc,youki`.
+    /// (its build does not fit the suite's time budget), so the `*_under_youki` tests are
+    /// `#[ignore]`d in the suite; bench/youki.sh installs youki and runs them with `--ignored`.
     Youki,
 }
 
 /// The `[runtimes.youki]` table the tests use: the defaults (`pod_sandbox = "none"`).
 pub const YOUKI_TOML: &str = "[runtimes.youki]\npath = \"youki\"\n";
-
-/// The handlers the suite expects installed, from `KRIO_TEST_HANDLERS` (comma-separated names);
-/// default `runc,runsc`, the ones scripts/install-deps.sh installs.
-pub fn expected_handlers() -> Vec<String> {
-    std::env::var("KRIO_TEST_HANDLERS")
-        .unwrap_or_else(|_| "runc,runsc".to_string())
-        .split(',')
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect()
-}
 
 /// The `[runtimes.runsc]` table the tests use, as docs/runtime-handlers.md recommends.
 pub const RUNSC_TOML: &str = "[runtimes.runsc]\npath = \"runsc\"\n\
@@ -195,24 +184,6 @@ impl Handler {
             _ => "run scripts/install-deps.sh (it installs Debian's package)",
         };
         assert!(self.installed(), "{bin} is not installed: {how}");
-    }
-
-    /// Whether the tests of this handler run here: true when it is installed. A handler the
-    /// suite expects ([`expected_handlers`]) must be: panics when it is missing. One neither
-    /// expected nor installed is skipped, and the test says so on stderr.
-    pub fn available(self) -> bool {
-        if expected_handlers().iter().any(|h| h == self.binary()) {
-            self.require();
-            return true;
-        }
-        if !self.installed() {
-            eprintln!(
-                "skipped: handler {} is not installed and not in KRIO_TEST_HANDLERS",
-                self.name()
-            );
-            return false;
-        }
-        true
     }
 }
 
