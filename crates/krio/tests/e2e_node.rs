@@ -909,12 +909,11 @@ async fn log_size_max_and_default_capabilities_take_effect() {
         size <= 20000,
         "log is {size} bytes, over log_size_max 20000"
     );
+    // A batch that would pass the limit truncates the file first (as conmon does), so the file
+    // holds what came after the last truncation: from one record up to the limit's worth,
+    // depending on where the last truncation fell (record sizes vary with the timestamps).
     let records = read_cri_log(Path::new(&st.log_path));
-    assert!(
-        records.len() > 50,
-        "the log kept only {} records",
-        records.len()
-    );
+    assert!(!records.is_empty(), "the log kept no record");
     assert_eq!(
         records.last().map(|r| r.2.as_str()),
         Some("line 2999 of the chatty container")
