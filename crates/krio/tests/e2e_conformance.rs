@@ -1424,3 +1424,64 @@ async fn pod_in_its_own_user_namespace_shares_its_pid_namespace() {
     )
     .await;
 }
+
+/// A daemon killed while it ran such a pod (userns POD with pid POD), before the record named
+/// the pod init: the restarted daemon finds the init by the PID namespace its pin holds, kills
+/// it and leaves no process, mount or namespace of the pod behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cut_short_user_namespace_pod_with_a_shared_pid_namespace_is_undone_on_restart() {
+    use std::os::unix::fs::MetadataExt;
+    require_prerequisites();
+    let mut d = Daemon::start_with(Network::Loopback).await;
+    let mut ns = userns_pod(600_000, 65536);
+    ns.pid = cri::NamespaceMode::Pod as i32;
+    let mut pod = pod_config(&d, "usernspidcut");
+    pod.linux.as_mut().unwrap().security_context = Some(cri::LinuxSandboxSecurityContext {
+        namespace_options: Some(ns),
+        ..Default::default()
+    });
+    let pod_id = run_pod(&d, &pod).await;
+    let init_pid = pod_init_pid(&d, &pod_id).await;
+    let ns_dir = d.state.join("sandboxes").join(&pod_id).join("ns");
+    let namespaces = ["user", "pid"].map(|kind| {
+        let ino = std::fs::metadata(ns_dir.join(kind)).unwrap().ino();
+        format!("{kind}:[{ino}]")
+    });
+    assert!(
+        namespaces.iter().all(|n| live_namespaces().contains(n)),
+        "{namespaces:?}"
+    );
+    // As if the daemon died in RunPodSandbox right after starting the init: the record is
+    // Creating and does not name the init yet.
+    d.kill9();
+    let path = d.root.join("sandboxes").join(&pod_id).join("sandbox.json");
+    let mut rec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    rec["state"] = serde_json::json!("Creating");
+    rec["pod_init"] = serde_json::Value::Null;
+    rec["pidns"] = serde_json::Value::Null;
+    std::fs::write(&path, serde_json::to_vec(&rec).unwrap()).unwrap();
+    d.restart().await;
+    let pods = d
+        .runtime()
+        .await
+        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert!(pods.is_empty(), "{pods:?}");
+    assert!(pod_init_gone(init_pid), "pod init {init_pid} left running");
+    assert_eq!(d.processes(), Vec::<(i32, String)>::new());
+    assert_eq!(d.mounts(), Vec::<String>::new());
+    assert!(!d.state.join("sandboxes").join(&pod_id).exists());
+    d.poll(
+        "the pod's namespaces to be gone",
+        std::time::Duration::from_secs(10),
+        || {
+            let live = live_namespaces();
+            std::future::ready(namespaces.iter().all(|n| !live.contains(n)).then_some(()))
+        },
+    )
+    .await;
+}
