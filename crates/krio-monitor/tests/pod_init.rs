@@ -704,6 +704,16 @@ fn an_init_started_for_a_user_namespace_holds_a_pid_namespace_that_namespace_own
             .ino(),
         userns_ino
     );
+    // Forked from a process that had the launcher's pipe on stdin, it holds nothing but /dev/null.
+    let fds: Vec<_> = std::fs::read_dir(format!("/proc/{}/fd", init.pid))
+        .unwrap()
+        .flatten()
+        .map(|e| std::fs::read_link(e.path()).unwrap())
+        .collect();
+    assert!(
+        fds.len() == 3 && fds.iter().all(|p| p == Path::new("/dev/null")),
+        "init fds: {fds:?}"
+    );
     let status = std::fs::read_to_string(format!("/proc/{}/status", init.pid)).unwrap();
     assert!(
         status
