@@ -51,11 +51,12 @@ pub fn main_entry() -> i32 {
 }
 
 /// Runs the monitor with explicit arguments (without the program name): `[]` is the launcher (config JSON on
-/// stdin, sync pipe on stdout), `["--foreground"]` the long-lived monitor, `["pod-init", pin]` the pod-init
-/// launcher, `["pod-init-run", pin]` the pod init itself (see [`crate::spawn_pod_init`]) and
+/// stdin, sync pipe on stdout), `["--foreground"]` the long-lived monitor, `["pod-init", pin]` and
+/// `["pod-init", pin, "--userns", path]` the pod-init launcher, `["pod-init-run", pin]` and
+/// `["pod-init-run", pin, "--userns", path]` the pod init itself (see [`crate::spawn_pod_init`]) and
 /// `["exec-wait", pid_file, runtime, args...]` the exec helper (`OciRuntime::with_exec_helper` in krio-oci). The launchers
-/// re-execute `/proc/self/exe --foreground` / `/proc/self/exe pod-init-run <pin>`, so a program embedding the
-/// monitor (e.g. a test binary acting as its own monitor) must route those arguments here too.
+/// re-execute `/proc/self/exe --foreground` / `/proc/self/exe pod-init-run <pin> [--userns <path>]`, so a program
+/// embedding the monitor (e.g. a test binary acting as its own monitor) must route those arguments here too.
 ///
 /// Must be called at the very start of `main`: it closes every inherited descriptor >= 3 first.
 pub fn run_with_args(args: &[String]) -> i32 {
@@ -70,8 +71,10 @@ pub fn run_with_args(args: &[String]) -> i32 {
     {
         [] => launcher(),
         ["--foreground"] => foreground(),
-        ["pod-init", pin] => crate::podinit::launcher(pin),
+        ["pod-init", pin] => crate::podinit::launcher(pin, None),
+        ["pod-init", pin, "--userns", userns] => crate::podinit::launcher(pin, Some(userns)),
         ["pod-init-run", _pin] => crate::podinit::init_main(),
+        ["pod-init-run", _pin, "--userns", userns] => crate::podinit::init_in_userns_main(userns),
         ["exec-wait", pid_file, runtime, ..] => {
             crate::execwait::main(pid_file, runtime, &args[3..])
         }
@@ -80,7 +83,7 @@ pub fn run_with_args(args: &[String]) -> i32 {
             0
         }
         _ => {
-            eprintln!("usage: krio-monitor [--foreground] < config.json | krio-monitor pod-init <pin> | krio-monitor exec-wait <pid-file> <runtime> <args...>  (see the krio-monitor crate docs)");
+            eprintln!("usage: krio-monitor [--foreground] < config.json | krio-monitor pod-init <pin> [--userns <path>] | krio-monitor exec-wait <pid-file> <runtime> <args...>  (see the krio-monitor crate docs)");
             2
         }
     }

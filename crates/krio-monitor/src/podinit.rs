@@ -7,13 +7,24 @@
 //! * Daemon side: [`spawn_pod_init`] runs `krio-monitor pod-init <pin>` (the launcher) and reads its one-line
 //!   [`PodInitMessage`]; [`stop_pod_init`] kills the init (and with it every process in the namespace) and
 //!   removes the pin; [`pod_init_running`] checks that a recorded init is still alive.
-//! * Launcher (`krio-monitor pod-init <pin>`): closes inherited descriptors, creates `<pin>` (mode 0444,
-//!   `O_EXCL`), `setsid()`, `unshare(CLONE_NEWPID)`, re-executes itself as `krio-pod-init pod-init-run <pin>`
-//!   (so that child is PID 1 of the new namespace), waits for its `ready` line, bind-mounts `/proc/<child>/ns/pid` onto `<pin>`, reports
+//! * Launcher (`krio-monitor pod-init <pin> [--userns <path>]`): closes inherited descriptors, creates `<pin>`
+//!   (mode 0444, `O_EXCL`), `setsid()`, `unshare(CLONE_NEWPID)`, re-executes itself as
+//!   `krio-pod-init pod-init-run <pin>` (so that child is PID 1 of the new namespace), waits for its `ready` line,
+//!   bind-mounts `/proc/<child>/ns/pid` onto `<pin>`, reports
 //!   the child's host pid and start time, and exits without waiting: the init is reparented to the host init (or
 //!   the nearest child subreaper), never left as a child of the daemon.
+//! * In a user namespace (`--userns <path>`, CRI `userns_options` mode POD): a PID namespace belongs to the user
+//!   namespace of the process that makes it, and a container that joined the pod's user namespace can only join
+//!   (and mount a `/proc` for) a PID namespace owned by it. The launcher must stay the host's root (it bind-mounts
+//!   the pin) and a process cannot leave a user namespace it entered, so its child
+//!   (`krio-pod-init pod-init-run <pin> --userns <path>`) does it: `setns(CLONE_NEWUSER)`,
+//!   `unshare(CLONE_NEWPID)`, then `fork()` without `exec`; the forked process is PID 1 and runs the init, the
+//!   parent writes `init <host pid>` and waits for the launcher to close its stdin. Without an `exec`, the
+//!   init's memory keeps the host's user namespace, and the init is not dumpable, so the pod's processes (even
+//!   with `CAP_SYS_PTRACE` in the pod's user namespace) can neither trace it nor read its `/proc/1/root`, which
+//!   is the host's filesystem.
 //! * Init (`pod-init-run`): refuses to run unless it is PID 1, `setsid()`, `chdir("/")`, stdio on `/dev/null`, no
-//!   other descriptor, every signal blocked (only SIGKILL, and SIGSTOP, can affect it), writes `ready` on the
+//!   other descriptor, every signal blocked (only SIGKILL, and SIGSTOP, can affect it), not dumpable, writes `ready` on the
 //!   pipe it got as stdout (then replaces it with `/dev/null`), and reaps every child
 //!   forever: `waitpid(-1)` while it has children, `sigwait(SIGCHLD)` when it has none.
 
@@ -51,12 +62,21 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The init's `argv[0]` (what `ps` shows).
 const INIT_ARGV0: &str = "krio-pod-init";
 
+/// Longest readiness message read from the init and its forking parent (bytes); an error line is cut there.
+const MAX_READY_MESSAGE: usize = 4096;
+
 /// Starts a pod init with `monitor_binary` and pins its PID namespace at `pin`.
 ///
 /// * `pin`: absolute path of a file to create (it must not exist; its parent must); the PID namespace is
 ///   bind-mounted onto it, so it can be handed to runc as the OCI `linux.namespaces[{type: pid, path}]` or to
 ///   `nsenter --pid=<pin>`. Putting it in the pod's `krio-net` namespace directory (e.g. `<ns dir>/pid`) gives it
 ///   that directory's shared propagation, and `krio_net::unpin_namespaces` then also removes it.
+/// * `userns`: `None` for a PID namespace owned by the caller's user namespace; `Some(path)` (absolute; a
+///   `/proc/<pid>/ns/user` or a bind mount of one, e.g. the pod's pin from `krio_net::pin_namespaces_in_userns`)
+///   for one owned by that user namespace (CRI `userns_options` mode POD with pid mode POD: the pod's containers
+///   join the user namespace first, and then can join only a PID namespace it owns). The init is then a member
+///   of that user namespace too, with the caller's uid (unmapped there, so `nobody` inside); see the module
+///   docs for why the pod cannot trace it.
 ///
 /// Blocking (it waits for the short-lived launcher, a few milliseconds): call it from `spawn_blocking` in async
 /// code. The launcher runs with stdin `/dev/null`, stdout = a close-on-exec sync pipe, stderr `/dev/null`, cwd
@@ -66,17 +86,24 @@ const INIT_ARGV0: &str = "krio-pod-init";
 ///
 /// Returns the init's host pid and start time ([`PodInit`]); keep both for [`stop_pod_init`].
 ///
-/// Errors: [`MonitorError::InvalidConfig`] (`pin` not absolute); [`MonitorError::Spawn`] if the binary cannot
-/// start; [`MonitorError::PodInitFailed`] naming the failed step (e.g. `pin` when the file already exists,
-/// `mount`); [`MonitorError::PodInitNoStatus`] / [`MonitorError::PodInitProtocol`] /
-/// [`MonitorError::PodInitIo`] for a broken launcher. On failure nothing is left behind (the launcher kills the
-/// init and removes the pin).
-pub fn spawn_pod_init(monitor_binary: &Path, pin: &Path) -> Result<PodInit, MonitorError> {
-    if !pin.is_absolute() || pin.as_os_str().as_encoded_bytes().contains(&0) {
-        return Err(MonitorError::InvalidConfig {
-            field: "pin",
-            reason: format!("{} must be an absolute path", pin.display()),
-        });
+/// Errors: [`MonitorError::InvalidConfig`] (`pin` or `userns` not absolute); [`MonitorError::Spawn`] if the
+/// binary cannot start; [`MonitorError::PodInitFailed`] naming the failed step (e.g. `pin` when the file already
+/// exists, `userns` when the user namespace cannot be entered, `mount`); [`MonitorError::PodInitNoStatus`] /
+/// [`MonitorError::PodInitProtocol`] / [`MonitorError::PodInitIo`] for a broken launcher. On failure nothing is
+/// left behind (the launcher kills the init, and the process that forked it, and removes the pin).
+pub fn spawn_pod_init(
+    monitor_binary: &Path,
+    pin: &Path,
+    userns: Option<&Path>,
+) -> Result<PodInit, MonitorError> {
+    for (field, path) in [("pin", Some(pin)), ("userns", userns)] {
+        let Some(path) = path else { continue };
+        if !path.is_absolute() || path.as_os_str().as_encoded_bytes().contains(&0) {
+            return Err(MonitorError::InvalidConfig {
+                field,
+                reason: format!("{} must be an absolute path", path.display()),
+            });
+        }
     }
     let io = |what: &'static str| {
         move |source| MonitorError::PodInitIo {
@@ -86,7 +113,10 @@ pub fn spawn_pod_init(monitor_binary: &Path, pin: &Path) -> Result<PodInit, Moni
             source,
         }
     };
-    let args = [OsStr::new("pod-init"), pin.as_os_str()];
+    let mut args = vec![OsStr::new("pod-init"), pin.as_os_str()];
+    if let Some(userns) = userns {
+        args.extend([OsStr::new("--userns"), userns.as_os_str()]);
+    }
     let msg: PodInitMessage = run_launcher(monitor_binary, &args, None, MAX_STATUS_LINE).map_err(
         |failure| match failure {
             LauncherFailure::Spawn(source) => MonitorError::Spawn {
@@ -289,14 +319,18 @@ fn fail(stage: &str, message: impl Into<String>) -> i32 {
     1
 }
 
-/// `krio-monitor pod-init <pin>`: the launcher (see the module docs). Inherited descriptors are already closed.
-pub(crate) fn launcher(pin: &str) -> i32 {
+/// `krio-monitor pod-init <pin> [--userns <path>]`: the launcher (see the module docs). Inherited descriptors are
+/// already closed.
+pub(crate) fn launcher(pin: &str, userns: Option<&str>) -> i32 {
     let pin = PathBuf::from(pin);
-    if !pin.is_absolute() {
-        return fail(
-            "args",
-            format!("{} must be an absolute path", pin.display()),
-        );
+    let userns = userns.map(PathBuf::from);
+    for path in std::iter::once(&pin).chain(userns.as_ref()) {
+        if !path.is_absolute() {
+            return fail(
+                "args",
+                format!("{} must be an absolute path", path.display()),
+            );
+        }
     }
     if let Err(e) = OpenOptions::new()
         .write(true)
@@ -307,8 +341,8 @@ pub(crate) fn launcher(pin: &str) -> i32 {
     {
         return fail("pin", format!("creating {}: {e}", pin.display()));
     }
-    let mut child: Option<std::process::Child> = None;
-    let result = launch(&pin, &mut child);
+    let mut started = Started::default();
+    let result = launch(&pin, userns.as_deref(), &mut started);
     match result {
         Ok((pid, start_time)) => {
             report(&PodInitMessage::Ok { pid, start_time });
@@ -316,10 +350,7 @@ pub(crate) fn launcher(pin: &str) -> i32 {
             0
         }
         Err((stage, message)) => {
-            if let Some(mut c) = child {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
+            started.kill();
             let _ = unmount_all(&pin);
             let _ = std::fs::remove_file(&pin);
             fail(stage, message)
@@ -329,22 +360,52 @@ pub(crate) fn launcher(pin: &str) -> i32 {
 
 type LaunchError = (&'static str, String);
 
-fn launch(pin: &Path, child: &mut Option<std::process::Child>) -> Result<(i32, u64), LaunchError> {
+/// What the launcher started, to kill on failure.
+#[derive(Default)]
+struct Started {
+    /// Our child: the init itself, or (with a user namespace) the process that forked it.
+    child: Option<std::process::Child>,
+    /// With a user namespace, the init's host pid once reported. It is the unreaped child of `child`, which waits
+    /// for us, so the pid cannot name another process while `child` is running.
+    forked_init: Option<i32>,
+}
+
+impl Started {
+    fn kill(&mut self) {
+        if let (Some(pid), Some(_)) = (self.forked_init, &self.child) {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn launch(
+    pin: &Path,
+    userns: Option<&Path>,
+    started: &mut Started,
+) -> Result<(i32, u64), LaunchError> {
     // A new session (we are a child of the daemon, never a group leader), so the init is cut off from the
     // daemon's session and terminal job control.
     nix::unistd::setsid().map_err(|e| ("setsid", e.to_string()))?;
-    // Children created from now on are in a new PID namespace; the first one is its init.
-    unshare(CloneFlags::CLONE_NEWPID).map_err(|e| ("unshare", format!("CLONE_NEWPID: {e}")))?;
+    if userns.is_none() {
+        // Children created from now on are in a new PID namespace; the first one is its init.
+        unshare(CloneFlags::CLONE_NEWPID).map_err(|e| ("unshare", format!("CLONE_NEWPID: {e}")))?;
+    }
     // The init reports readiness (session, signal mask in place) with one line on this pipe.
     let (ready_r, ready_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
         .map_err(|e| ("spawn", format!("creating the ready pipe: {e}")))?;
     let spawned = {
         let mut cmd = Command::new("/proc/self/exe");
-        cmd.arg0(INIT_ARGV0)
-            .arg("pod-init-run")
-            .arg(pin)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(ready_w))
+        cmd.arg0(INIT_ARGV0).arg("pod-init-run").arg(pin);
+        match userns {
+            // Our child makes the namespaces and forks the init; it waits for EOF on its stdin (see below).
+            Some(userns) => cmd.arg("--userns").arg(userns).stdin(Stdio::piped()),
+            None => cmd.stdin(Stdio::null()),
+        };
+        cmd.stdout(Stdio::from(ready_w))
             .stderr(Stdio::null())
             .current_dir("/")
             .env_clear();
@@ -352,10 +413,24 @@ fn launch(pin: &Path, child: &mut Option<std::process::Child>) -> Result<(i32, u
         // `cmd` drops here with our copy of the write end: EOF means "init gone".
     }
     .map_err(|e| ("spawn", format!("starting the init: {e}")))?;
-    let pid = i32::try_from(spawned.id()).map_err(|e| ("spawn", e.to_string()));
-    *child = Some(spawned);
-    let pid = pid?;
-    wait_ready(&ready_r)?;
+    let child_pid = i32::try_from(spawned.id()).map_err(|e| ("spawn", e.to_string()));
+    started.child = Some(spawned);
+    let child_pid = child_pid?;
+    let lines = wait_ready(&ready_r)?;
+    let pid = match userns {
+        None if lines == ["ready"] => child_pid,
+        Some(_) => {
+            let reported = lines
+                .iter()
+                .find_map(|l| l.strip_prefix("init ")?.parse().ok());
+            started.forked_init = reported;
+            match reported {
+                Some(pid) if lines.len() == 2 && lines.iter().any(|l| l == "ready") => pid,
+                _ => return Err(unexpected(&lines)),
+            }
+        }
+        None => return Err(unexpected(&lines)),
+    };
     let ns = PathBuf::from(format!("/proc/{pid}/ns/pid"));
     mount(Some(&ns), pin, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(|e| {
         (
@@ -364,18 +439,32 @@ fn launch(pin: &Path, child: &mut Option<std::process::Child>) -> Result<(i32, u
         )
     })?;
     let (_, start_time) = read_stat(pid).ok_or(("stat", format!("reading /proc/{pid}/stat")))?;
-    // Release the handle without killing or waiting: dropping a Child does neither.
-    child.take();
+    if let Some(mut forker) = started.child.take() {
+        if userns.is_some() {
+            // EOF on its stdin lets the forking child exit (the init is then reparented, as for us); reap it.
+            drop(forker.stdin.take());
+            let _ = forker.wait();
+        }
+        // Otherwise release the init's handle without killing or waiting: dropping a Child does neither.
+    }
     Ok((pid, start_time))
 }
 
-/// Waits (up to [`READY_TIMEOUT`]) for the init's `ready` line and then for the end of the pipe:
-/// the init closes its end only after `/dev/null` is on its stdout, so when this returns the
-/// init holds nothing of ours.
-fn wait_ready(ready_r: &std::os::fd::OwnedFd) -> Result<(), LaunchError> {
+fn unexpected(lines: &[String]) -> LaunchError {
+    (
+        "ready",
+        format!("unexpected messages from the init: {lines:?}"),
+    )
+}
+
+/// Waits (up to [`READY_TIMEOUT`]) for the init's messages and then for the end of the pipe: whoever writes on it
+/// (the init, and with a user namespace the process that forked it) closes its end only after `/dev/null` is on
+/// its stdout, so when this returns the init holds nothing of ours. Returns the lines received (`ready`, and
+/// `init <pid>` from the forking process); a line `error: <reason>` fails with that reason.
+fn wait_ready(ready_r: &std::os::fd::OwnedFd) -> Result<Vec<String>, LaunchError> {
     let deadline = Instant::now() + READY_TIMEOUT;
     let mut got = Vec::new();
-    let mut buf = [0u8; 16];
+    let mut buf = [0u8; 64];
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -397,18 +486,16 @@ fn wait_ready(ready_r: &std::os::fd::OwnedFd) -> Result<(), LaunchError> {
             Err(Errno::EINTR) | Err(Errno::EAGAIN) => {}
             Err(e) => return Err(("ready", format!("read: {e}"))),
         }
-        if got.len() > 64 {
+        if got.len() > MAX_READY_MESSAGE {
             break;
         }
     }
-    if got == b"ready\n" {
-        Ok(())
-    } else {
-        Err((
-            "ready",
-            format!("unexpected message {:?}", String::from_utf8_lossy(&got)),
-        ))
+    let text = String::from_utf8_lossy(&got);
+    let lines: Vec<String> = text.lines().map(str::to_string).collect();
+    if let Some(reason) = lines.iter().find_map(|l| l.strip_prefix("error: ")) {
+        return Err(("userns", reason.to_string()));
     }
+    Ok(lines)
 }
 
 /// `krio-pod-init pod-init-run <pin>`: PID 1 of the pod's PID namespace. Never returns unless misused.
@@ -417,6 +504,66 @@ pub(crate) fn init_main() -> i32 {
         eprintln!("krio-monitor pod-init-run: must be PID 1 of a new PID namespace");
         return 2;
     }
+    run_init()
+}
+
+/// `krio-pod-init pod-init-run <pin> --userns <path>`: enters the user namespace at `<path>` (`setns`, which also
+/// guarantees that this process has a single thread), makes a PID namespace there (`unshare(CLONE_NEWPID)`: it
+/// is owned by that user namespace) and forks, without `exec`, the first process of that namespace, which runs as
+/// its init. Writes `init <host pid>` (or `error: <reason>`) on stdout, puts `/dev/null` there and waits for EOF
+/// on stdin before it exits, so the launcher can kill the init by pid until it lets go.
+///
+/// Why fork without exec: the init's memory then still belongs to the host's user namespace (an `execve` would
+/// move it into the pod's), and once the init marks itself not dumpable nothing in the pod (not even a process
+/// with `CAP_SYS_PTRACE` in the pod's user namespace) can trace it or read its `/proc/1/{root,cwd,fd,environ}`,
+/// which lead to the host's filesystem.
+pub(crate) fn init_in_userns_main(userns: &str) -> i32 {
+    let forked = (|| {
+        let ns = std::fs::File::open(userns).map_err(|e| format!("opening {userns}: {e}"))?;
+        nix::sched::setns(&ns, CloneFlags::CLONE_NEWUSER)
+            .map_err(|e| format!("setns({userns}, CLONE_NEWUSER): {e}"))?;
+        // The child must inherit nothing but stdio.
+        drop(ns);
+        unshare(CloneFlags::CLONE_NEWPID).map_err(|e| format!("unshare(CLONE_NEWPID): {e}"))?;
+        crate::sys::fork_single_threaded().map_err(|e| format!("fork: {e}"))
+    })();
+    let line = match forked {
+        // The init. Its stdin is our pipe from the launcher: it takes /dev/null instead.
+        Ok(None) => {
+            if let Ok(null) = OpenOptions::new().read(true).open("/dev/null") {
+                let _ = nix::unistd::dup2_stdin(&null);
+            }
+            if std::process::id() != 1 {
+                return 2;
+            }
+            return run_init();
+        }
+        Ok(Some(pid)) => format!("init {pid}\n"),
+        Err(ref e) => format!("error: {e}\n"),
+    };
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(line.as_bytes());
+        let _ = out.flush();
+    }
+    if let Ok(null) = OpenOptions::new().write(true).open("/dev/null") {
+        let _ = nix::unistd::dup2_stdout(&null);
+    }
+    if forked.is_err() {
+        return 1;
+    }
+    let mut sink = [0u8; 64];
+    loop {
+        match nix::unistd::read(std::io::stdin(), &mut sink) {
+            Ok(0) => return 0,
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(_) => return 0,
+        }
+    }
+}
+
+/// The init's body, as PID 1: never returns.
+fn run_init() -> i32 {
     let _ = nix::unistd::setsid();
     let _ = nix::unistd::chdir("/");
     // Block every signal: as a namespace init the kernel already drops unhandled signals sent from inside the
@@ -424,6 +571,9 @@ pub(crate) fn init_main() -> i32 {
     // SIGCHLD stays blocked too and is collected with sigwait below.
     let _ = SigSet::all().thread_block();
     let _ = nix::sys::prctl::set_name(c"krio-pod-init");
+    // Not dumpable: tracing us, or reading our /proc/<pid>/{root,cwd,fd,environ,mem}, then needs CAP_SYS_PTRACE in
+    // the user namespace our memory belongs to (the host's), whoever else shares our PID namespace.
+    let _ = nix::sys::prctl::set_dumpable(false);
     // Keep the ready pipe on a private descriptor, put /dev/null on stdout, then report and close
     // the pipe: the launcher waits for the pipe's end, so it returns only once we hold nothing of
     // the caller's.

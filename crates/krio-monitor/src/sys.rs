@@ -1,5 +1,6 @@
-//! The crate's only `unsafe` code: closing inherited file descriptors, resetting inherited signal state, and
-//! owning a descriptor received over a socket.
+//! The crate's only `unsafe` code: closing inherited file descriptors, resetting inherited signal state,
+//! owning a descriptor received over a socket, and forking a single-threaded process (the pod init of a user
+//! namespace).
 #![allow(unsafe_code)]
 
 /// Closes every file descriptor >= 3 of the calling process (`close_range(3, ~0U, 0)`).
@@ -109,4 +110,22 @@ pub(crate) fn own_received_fd(fd: std::os::fd::RawFd) -> std::os::fd::OwnedFd {
     // SAFETY: the kernel installed `fd` in our table for this message alone; nothing else in the
     // process knows or owns it, so the OwnedFd is its only owner.
     unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
+}
+
+/// `fork(2)` for a process that has exactly one thread (checked here: `/proc/self/task` must list one task).
+/// Returns `Ok(None)` in the child and `Ok(Some(child's pid))` in the parent.
+///
+/// Errors: `EBUSY` when the process has other threads; the error reading `/proc/self/task`; the `fork` errno.
+pub(crate) fn fork_single_threaded() -> std::io::Result<Option<i32>> {
+    let tasks = std::fs::read_dir("/proc/self/task")?.count();
+    if tasks != 1 {
+        return Err(std::io::Error::from_raw_os_error(libc::EBUSY));
+    }
+    // SAFETY: the process has a single thread (checked just above; nothing between the check and the fork starts
+    // one), so no lock or allocator state can be held by another thread at the fork, and the child may run any
+    // code, as after fork in a single-threaded C program.
+    match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Child => Ok(None),
+        nix::unistd::ForkResult::Parent { child } => Ok(Some(child.as_raw())),
+    }
 }

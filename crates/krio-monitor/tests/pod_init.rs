@@ -154,7 +154,7 @@ impl Init {
     fn start() -> Init {
         let dir = tmpdir();
         let pin = dir.path().join("pid");
-        let init = spawn_pod_init(Path::new(MONITOR), &pin).unwrap();
+        let init = spawn_pod_init(Path::new(MONITOR), &pin, None).unwrap();
         Init {
             init,
             pin,
@@ -432,7 +432,7 @@ fn stop_never_kills_a_process_that_is_not_the_init() {
 #[test]
 fn bad_pins_are_rejected_and_leave_nothing() {
     let dir = tmpdir();
-    let e = spawn_pod_init(Path::new(MONITOR), Path::new("rel/pid")).unwrap_err();
+    let e = spawn_pod_init(Path::new(MONITOR), Path::new("rel/pid"), None).unwrap_err();
     assert!(
         matches!(e, MonitorError::InvalidConfig { field: "pin", .. }),
         "{e}"
@@ -440,14 +440,19 @@ fn bad_pins_are_rejected_and_leave_nothing() {
 
     let existing = dir.path().join("exists");
     std::fs::write(&existing, b"x").unwrap();
-    let e = spawn_pod_init(Path::new(MONITOR), &existing).unwrap_err();
+    let e = spawn_pod_init(Path::new(MONITOR), &existing, None).unwrap_err();
     assert!(
         matches!(&e, MonitorError::PodInitFailed { stage, .. } if stage == "pin"),
         "{e}"
     );
     assert_eq!(std::fs::read(&existing).unwrap(), b"x");
 
-    let e = spawn_pod_init(Path::new(MONITOR), &dir.path().join("no/such/dir/pid")).unwrap_err();
+    let e = spawn_pod_init(
+        Path::new(MONITOR),
+        &dir.path().join("no/such/dir/pid"),
+        None,
+    )
+    .unwrap_err();
     assert!(
         matches!(&e, MonitorError::PodInitFailed { stage, .. } if stage == "pin"),
         "{e}"
@@ -456,6 +461,7 @@ fn bad_pins_are_rejected_and_leave_nothing() {
     let e = spawn_pod_init(
         Path::new("/nonexistent/krio-monitor"),
         &dir.path().join("p"),
+        None,
     )
     .unwrap_err();
     assert!(matches!(e, MonitorError::Spawn { .. }), "{e}");
@@ -494,7 +500,7 @@ fn caller_descriptors_do_not_leak_into_the_init() {
     )
     .unwrap();
     let pin = dir.path().join("pid");
-    let init = spawn_pod_init(Path::new(MONITOR), &pin).unwrap();
+    let init = spawn_pod_init(Path::new(MONITOR), &pin, None).unwrap();
     let fds: Vec<_> = std::fs::read_dir(format!("/proc/{}/fd", init.pid))
         .unwrap()
         .flatten()
@@ -581,5 +587,235 @@ fn runc_containers_join_the_pinned_namespace() {
     assert!(
         stdout.contains("sleep 1000"),
         "the container does not see the other pod process:\n{stdout}"
+    );
+}
+
+/// A user namespace mapping container ids 0..65536 to host ids 400000.., held by a `busybox sleep` that is
+/// killed (and reaped) on drop.
+struct UserNs {
+    holder: std::process::Child,
+}
+
+impl UserNs {
+    fn new() -> UserNs {
+        let holder = Command::new("unshare")
+            .args(["--user", "/bin/busybox", "sleep", "1000"])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let ns = UserNs { holder };
+        let ours = std::fs::metadata("/proc/self/ns/user").unwrap().ino();
+        // unshare(1) execs busybox in the new user namespace; map it from here (the parent namespace).
+        wait_until(
+            "the holder to be in a new user namespace",
+            Duration::from_secs(10),
+            || std::fs::metadata(ns.path()).is_ok_and(|m| m.ino() != ours),
+        );
+        for file in ["uid_map", "gid_map"] {
+            std::fs::write(
+                format!("/proc/{}/{file}", ns.holder.id()),
+                "0 400000 65536\n",
+            )
+            .unwrap();
+        }
+        ns
+    }
+
+    fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/ns/user", self.holder.id()))
+    }
+}
+
+impl Drop for UserNs {
+    fn drop(&mut self) {
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+    }
+}
+
+/// The owner (user namespace inode) of the namespace `ns_ino`, from `lsns` (util-linux).
+fn owner_of(kind: &str, ns_ino: u64) -> Option<u64> {
+    let out = Command::new("lsns")
+        .args([
+            "--noheadings",
+            "--raw",
+            "--output",
+            "NS,ONS",
+            "--type",
+            kind,
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+        let v: Vec<u64> = l
+            .split_whitespace()
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        (v.len() == 2 && v[0] == ns_ino).then(|| v[1])
+    })
+}
+
+/// Runs `script` as root of the user namespace `userns`, in the PID namespace pinned at `pin`, with a /proc
+/// of that namespace mounted (as runc does for a container of a pod in a user namespace).
+fn in_userns_with_proc(userns: &Path, pin: &Path, script: &str) -> std::process::Output {
+    Command::new("nsenter")
+        .arg(format!("--user={}", userns.display()))
+        .arg(format!("--pid={}", pin.display()))
+        .args([
+            "unshare",
+            "--mount",
+            "--mount-proc",
+            "/bin/busybox",
+            "sh",
+            "-c",
+            script,
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn an_init_started_for_a_user_namespace_holds_a_pid_namespace_that_namespace_owns() {
+    let dir = tmpdir();
+    let userns = UserNs::new();
+    let userns_ino = std::fs::metadata(userns.path()).unwrap().ino();
+    let pin = dir.path().join("pid");
+    let init = spawn_pod_init(Path::new(MONITOR), &pin, Some(&userns.path())).unwrap();
+    let running = Init {
+        init,
+        pin: pin.clone(),
+        _dir: dir,
+    };
+    assert!(pod_init_running(&init));
+    assert!(is_mounted(&pin), "pin is not a mount point");
+    let pin_ino = std::fs::metadata(&pin).unwrap().ino();
+    assert_eq!(
+        std::fs::metadata(format!("/proc/{}/ns/pid", init.pid))
+            .unwrap()
+            .ino(),
+        pin_ino
+    );
+    // The PID namespace belongs to the user namespace, and so does the init, with our uid (unmapped there).
+    assert_eq!(owner_of("pid", pin_ino), Some(userns_ino));
+    assert_eq!(
+        std::fs::metadata(format!("/proc/{}/ns/user", init.pid))
+            .unwrap()
+            .ino(),
+        userns_ino
+    );
+    // Forked from a process that had the launcher's pipe on stdin, it holds nothing but /dev/null.
+    let fds: Vec<_> = std::fs::read_dir(format!("/proc/{}/fd", init.pid))
+        .unwrap()
+        .flatten()
+        .map(|e| std::fs::read_link(e.path()).unwrap())
+        .collect();
+    assert!(
+        fds.len() == 3 && fds.iter().all(|p| p == Path::new("/dev/null")),
+        "init fds: {fds:?}"
+    );
+    let status = std::fs::read_to_string(format!("/proc/{}/status", init.pid)).unwrap();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.split_whitespace().eq(["Uid:", "0", "0", "0", "0"])),
+        "{status}"
+    );
+
+    // A member of the user namespace joins the PID namespace and mounts a /proc for it (which needs
+    // CAP_SYS_ADMIN in the namespace's owner): it sees the init as PID 1, owned by an unmapped id.
+    let out = in_userns_with_proc(
+        &userns.path(),
+        &pin,
+        "cat /proc/self/uid_map; echo pid=$$; tr '\\0' ' ' < /proc/1/cmdline; echo; \
+         grep ^Uid: /proc/1/status",
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Vec<&str>> = stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(lines[0], ["0", "400000", "65536"], "{stdout}");
+    assert_ne!(lines[1], ["pid=1"], "{stdout}");
+    assert_eq!(lines[2][..2], ["krio-pod-init", "pod-init-run"], "{stdout}");
+    assert_eq!(
+        lines[3],
+        ["Uid:", "65534", "65534", "65534", "65534"],
+        "{stdout}"
+    );
+    // With every capability in its user namespace it can neither stop nor kill the init (a namespace's init
+    // ignores both from inside), nor trace it or look through it into our filesystem (the init is not dumpable
+    // and its memory belongs to our user namespace).
+    let out = in_userns_with_proc(
+        &userns.path(),
+        &pin,
+        "grep ^CapEff: /proc/self/status; kill -STOP 1; kill -KILL 1; \
+         ls /proc/1/root/ || echo no-root; ls /proc/1/fd/ || echo no-fd",
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let cap_eff = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    // CAP_KILL (5) and CAP_SYS_PTRACE (19).
+    assert_eq!(cap_eff & (1 << 5 | 1 << 19), 1 << 5 | 1 << 19, "{stdout}");
+    assert!(
+        stdout.contains("no-root") && stdout.contains("no-fd"),
+        "{stdout}"
+    );
+    assert!(pod_init_running(&init));
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", init.pid)).unwrap();
+    assert!(stat.contains(") S "), "not sleeping: {stat}");
+
+    // Without the user namespace the PID namespace is ours, and its /proc cannot be mounted from inside.
+    let other = Init::start();
+    let out = in_userns_with_proc(&userns.path(), &other.pin, "true");
+    assert!(
+        !out.status.success(),
+        "mounting /proc of a host-owned PID namespace"
+    );
+
+    stop_pod_init(&init, &pin).unwrap();
+    assert!(!pin.exists());
+    wait_until("the init to be gone", Duration::from_secs(10), || {
+        !alive(init.pid)
+    });
+    drop(running);
+}
+
+#[test]
+fn a_user_namespace_that_cannot_be_entered_fails_the_init_and_leaves_nothing() {
+    let dir = tmpdir();
+    let pin = dir.path().join("pid");
+    for (userns, want) in [
+        (PathBuf::from("/proc/self/ns/net"), "CLONE_NEWUSER"),
+        (dir.path().join("missing"), "opening"),
+    ] {
+        let e = spawn_pod_init(Path::new(MONITOR), &pin, Some(&userns)).unwrap_err();
+        match &e {
+            MonitorError::PodInitFailed { stage, message, .. } => {
+                assert_eq!(stage, "userns", "{e}");
+                assert!(message.contains(want), "{e}");
+            }
+            _ => panic!("{userns:?}: {e}"),
+        }
+        assert!(!pin.exists(), "{}", pin.display());
+    }
+    let e = spawn_pod_init(Path::new(MONITOR), &pin, Some(Path::new("rel/user"))).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            MonitorError::InvalidConfig {
+                field: "userns",
+                ..
+            }
+        ),
+        "{e}"
     );
 }

@@ -394,11 +394,10 @@ pub fn user_namespace(field: &str, u: &cri::UserNamespace) -> Result<()> {
 
 /// The other namespaces of a pod in its own user namespace (mode POD): they must be the pod's,
 /// owned by that user namespace. Kubernetes refuses `hostNetwork`, `hostIPC` and `hostPID`
-/// with user namespaces, and so does krio.
+/// with user namespaces, and so does krio. pid mode POD (`shareProcessNamespace`) is accepted:
+/// the pod init's PID namespace is then made owned by the pod's user namespace.
 ///
-/// Errors: `InvalidArgument` naming the namespace option that is NODE; `FailedPrecondition`
-/// for pid mode POD (a shared PID namespace inside a user namespace: krio's pod init is not
-/// made inside the pod's user namespace yet).
+/// Errors: `InvalidArgument` naming the namespace option that is NODE.
 pub fn userns_pod_namespaces(ns: &cri::NamespaceOption) -> Result<()> {
     let f = "config.linux.security_context.namespace_options";
     let node = cri::NamespaceMode::Node as i32;
@@ -409,12 +408,6 @@ pub fn userns_pod_namespaces(ns: &cri::NamespaceOption) -> Result<()> {
                 "must not be NODE in a pod with its own user namespace (userns_options mode POD)",
             ));
         }
-    }
-    if ns.pid == cri::NamespaceMode::Pod as i32 {
-        return Err(ServerError::FailedPrecondition(format!(
-            "{f}.pid: a PID namespace shared by the pod (mode POD) is not supported together \
-             with userns_options mode POD; use pid mode CONTAINER"
-        )));
     }
     Ok(())
 }
@@ -594,6 +587,9 @@ mod tests {
             ..Default::default()
         };
         assert!(userns_pod_namespaces(&opts(Pod, Pod, Container)).is_ok());
+        // A PID namespace shared by the pod (shareProcessNamespace) is owned by its user
+        // namespace too.
+        assert!(userns_pod_namespaces(&opts(Pod, Pod, Pod)).is_ok());
         for (o, field) in [
             (opts(Node, Pod, Container), "network"),
             (opts(Pod, Node, Container), "ipc"),
@@ -606,9 +602,19 @@ mod tests {
                 other => panic!("{o:?}: {other:?}"),
             }
         }
-        assert!(matches!(
-            userns_pod_namespaces(&opts(Pod, Pod, Pod)),
-            Err(ServerError::FailedPrecondition(_))
-        ));
+        // The whole pod config, as kubelet sends it for hostUsers: false with
+        // shareProcessNamespace: true.
+        let mut p = pod("a", "b", "c");
+        p.linux = Some(cri::LinuxPodSandboxConfig {
+            security_context: Some(cri::LinuxSandboxSecurityContext {
+                namespace_options: Some(cri::NamespaceOption {
+                    userns_options: Some(ns(Pod, good(), good())),
+                    ..opts(Pod, Pod, Pod)
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        sandbox_config(&p).unwrap();
     }
 }

@@ -967,8 +967,8 @@ async fn pod_in_its_own_user_namespace() {
         ..Default::default()
     });
 
-    // Invalid requests: InvalidArgument naming the field, FailedPrecondition for a shared PID
-    // namespace; no sandbox is left.
+    // Invalid requests: InvalidArgument naming the field; no sandbox is left. (A shared PID
+    // namespace is accepted: see the test below.)
     let bad = |f: &dyn Fn(&mut cri::NamespaceOption)| {
         let mut p = pod.clone();
         let mut ns = userns_pod(HOST, 65536);
@@ -1011,8 +1011,8 @@ async fn pod_in_its_own_user_namespace() {
             "namespace_options.network",
         ),
         (
-            bad(&|ns| ns.pid = cri::NamespaceMode::Pod as i32),
-            Code::FailedPrecondition,
+            bad(&|ns| ns.pid = cri::NamespaceMode::Node as i32),
+            Code::InvalidArgument,
             "namespace_options.pid",
         ),
     ];
@@ -1186,4 +1186,302 @@ async fn pod_in_its_own_user_namespace() {
     assert!(left.is_empty(), "mounts left: {left:?}");
     assert!(!ns_dir.exists(), "{} is left", ns_dir.display());
     assert!(!d.state.join("sandboxes").join(&pod_id).exists());
+}
+
+/// Namespaces, by kind and inode, that some process of the host is in or some mount pins.
+fn live_namespaces() -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if e.file_name().to_string_lossy().parse::<i32>().is_err() {
+            continue;
+        }
+        for kind in ["user", "pid"] {
+            if let Ok(l) = std::fs::read_link(e.path().join("ns").join(kind)) {
+                out.insert(l.display().to_string());
+            }
+        }
+    }
+    // A bind-mounted nsfs file shows `<kind>:[<inode>]` as the root of its mount.
+    for l in std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+    {
+        if let Some(root) = l.split(' ').nth(3) {
+            if root.starts_with("user:[") || root.starts_with("pid:[") {
+                out.insert(root.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// A pod in its own user namespace may share one PID namespace between its containers
+/// (`shareProcessNamespace` with `hostUsers: false`): the pod init's PID namespace is owned by
+/// the pod's user namespace, so runc 1.1.5 joins it after the user namespace and mounts a /proc
+/// for it. The second container sees the first's process, pid 1 is the pod init, the id maps
+/// are the pod's; a daemon restart keeps the init; removal leaves no process, mount or
+/// namespace behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn pod_in_its_own_user_namespace_shares_its_pid_namespace() {
+    use std::os::unix::fs::MetadataExt;
+    require_prerequisites();
+    ensure_images();
+    let mut d = Daemon::start_with(Network::Loopback).await;
+    pull(&d, &image("busybox")).await;
+    const HOST: u32 = 500_000;
+    let mut ns = userns_pod(HOST, 65536);
+    ns.pid = cri::NamespaceMode::Pod as i32;
+    let mut pod = pod_config(&d, "usernspid");
+    pod.linux.as_mut().unwrap().security_context = Some(cri::LinuxSandboxSecurityContext {
+        namespace_options: Some(ns),
+        ..Default::default()
+    });
+    let pod_id = run_pod(&d, &pod).await;
+    let init_pid = pod_init_pid(&d, &pod_id).await;
+    let ns_dir = d.state.join("sandboxes").join(&pod_id).join("ns");
+    let ino = |kind: &str| std::fs::metadata(ns_dir.join(kind)).unwrap().ino();
+    let (user_ino, pid_ino) = (ino("user"), ino("pid"));
+    // From the host: the pinned PID namespace is the init's and belongs to the pod's user
+    // namespace (lsns asks the kernel with NS_GET_USERNS).
+    assert_eq!(
+        std::fs::metadata(format!("/proc/{init_pid}/ns/pid"))
+            .unwrap()
+            .ino(),
+        pid_ino
+    );
+    let lsns = std::process::Command::new("lsns")
+        .args([
+            "--noheadings",
+            "--raw",
+            "--output",
+            "NS,ONS",
+            "--type",
+            "pid",
+        ])
+        .output()
+        .unwrap();
+    let owner = String::from_utf8_lossy(&lsns.stdout).lines().find_map(|l| {
+        let v: Vec<u64> = l
+            .split_whitespace()
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        (v.len() == 2 && v[0] == pid_ino).then(|| v[1])
+    });
+    assert_eq!(owner, Some(user_ino), "{lsns:?}");
+
+    let first = run_container(
+        &d,
+        &pod_id,
+        &pod,
+        container_config("first", &image("busybox"), "exec sleep 1001"),
+    )
+    .await;
+    // The second may trace what is in its user namespace; the init is not.
+    let mut second = container_config("second", &image("busybox"), "exec sleep 1002");
+    second.linux.as_mut().unwrap().security_context = Some(cri::LinuxContainerSecurityContext {
+        capabilities: Some(cri::Capability {
+            add_capabilities: vec!["SYS_PTRACE".into()],
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let second = run_container(&d, &pod_id, &pod, second).await;
+    async fn exec(d: &Daemon, id: &str, script: &str) -> (i32, String) {
+        let out = d
+            .runtime()
+            .await
+            .exec_sync(cri::ExecSyncRequest {
+                container_id: id.to_string(),
+                cmd: vec!["sh".into(), "-c".into(), script.to_string()],
+                timeout: 10,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("ExecSync: {e}; daemon log:\n{}", d.log()))
+            .into_inner();
+        (
+            out.exit_code,
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+    // Both shells have exec'd their sleep.
+    for id in [&first, &second] {
+        d.poll(
+            "both sleeps to run",
+            std::time::Duration::from_secs(20),
+            || async {
+                let (code, out) = exec(&d, id, "ps -o args").await;
+                (code == 0 && out.contains("sleep 1001") && out.contains("sleep 1002"))
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+    const LOOK: &str = "cat /proc/self/uid_map /proc/self/gid_map; \
+        echo \"pid1 $(tr '\\0' ' ' < /proc/1/cmdline)\"; \
+        echo \"user $(readlink /proc/self/ns/user)\"; \
+        echo \"pidns $(readlink /proc/self/ns/pid)\"; \
+        for p in /proc/[0-9]*; do echo \"proc ${p#/proc/} $(tr '\\0' ' ' < $p/cmdline)\"; done; \
+        ps -o pid,user,args; \
+        if ls /proc/1/root/ >/dev/null 2>&1; then echo init-root-visible; fi; \
+        kill -STOP 1; kill -KILL 1; \
+        grep ^CapEff: /proc/self/status";
+    let words = |out: &str| -> Vec<String> {
+        out.lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect()
+    };
+    let (code, out) = exec(&d, &second, LOOK).await;
+    assert_eq!(code, 0, "{out}");
+    let lines = words(&out);
+    let has = |lines: &[String], want: &str| lines.iter().any(|l| l == want);
+    let starts = |lines: &[String], want: &str| lines.iter().any(|l| l.starts_with(want));
+    // The pod's mapping, not the identity map of the host's user namespace.
+    assert_eq!(lines[..2], ["0 500000 65536", "0 500000 65536"], "{out}");
+    // PID 1 is the pod init (the infra process of a shared PID namespace).
+    assert!(starts(&lines, "pid1 krio-pod-init pod-init-run "), "{out}");
+    assert!(has(&lines, &format!("user user:[{user_ino}]")), "{out}");
+    assert!(has(&lines, &format!("pidns pid:[{pid_ino}]")), "{out}");
+    // The first container's process, in /proc and in ps.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("proc ") && l.ends_with(" sleep 1001")),
+        "{out}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| !l.starts_with("proc ") && l.ends_with(" root sleep 1001")),
+        "{out}"
+    );
+    // ps shows the init as an unmapped id (the host's root); the pod's root, even with
+    // CAP_SYS_PTRACE, cannot look through it into the host's filesystem, nor stop or kill it.
+    assert!(!has(&lines, "init-root-visible"), "{out}");
+    let cap_eff = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("CapEff: "))
+        .and_then(|v| u64::from_str_radix(v, 16).ok())
+        .unwrap_or(0);
+    assert_ne!(cap_eff & 1 << 19, 0, "CAP_SYS_PTRACE: {out}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("1 ") && l.contains(" krio-pod-init ") && !l.contains(" root ")),
+        "{out}"
+    );
+    // The first container sees the second's process too.
+    let (code, out) = exec(&d, &first, "ps -o args").await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("sleep 1002"), "{out}");
+
+    // A daemon restart finds the pod ready with the same init.
+    d.restart().await;
+    let state = d
+        .runtime()
+        .await
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: pod_id.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap()
+        .state;
+    assert_eq!(state, cri::PodSandboxState::SandboxReady as i32);
+    assert_eq!(pod_init_pid(&d, &pod_id).await, init_pid);
+    let (code, out) = exec(&d, &second, "ps -o args").await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("sleep 1001") && out.contains("krio-pod-init"),
+        "{out}"
+    );
+    let (code, out) = exec(&d, &first, LOOK).await;
+    assert_eq!(code, 0, "{out}");
+    let lines = words(&out);
+    assert!(starts(&lines, "pid1 krio-pod-init pod-init-run "), "{out}");
+    assert!(has(&lines, &format!("pidns pid:[{pid_ino}]")), "{out}");
+
+    let namespaces = [format!("user:[{user_ino}]"), format!("pid:[{pid_ino}]")];
+    assert!(
+        namespaces.iter().all(|n| live_namespaces().contains(n)),
+        "{namespaces:?}"
+    );
+    remove_pod(&d, &pod_id).await;
+    assert!(pod_init_gone(init_pid), "pod init {init_pid} left running");
+    assert_eq!(d.processes(), Vec::<(i32, String)>::new());
+    assert_eq!(d.mounts(), Vec::<String>::new());
+    assert!(!ns_dir.exists(), "{} is left", ns_dir.display());
+    // Nothing holds the pod's namespaces any more: no process is in them, no mount pins them.
+    d.poll(
+        "the pod's namespaces to be gone",
+        std::time::Duration::from_secs(10),
+        || {
+            let live = live_namespaces();
+            std::future::ready(namespaces.iter().all(|n| !live.contains(n)).then_some(()))
+        },
+    )
+    .await;
+}
+
+/// A daemon killed while it ran such a pod (userns POD with pid POD), before the record named
+/// the pod init: the restarted daemon finds the init by the PID namespace its pin holds, kills
+/// it and leaves no process, mount or namespace of the pod behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cut_short_user_namespace_pod_with_a_shared_pid_namespace_is_undone_on_restart() {
+    use std::os::unix::fs::MetadataExt;
+    require_prerequisites();
+    let mut d = Daemon::start_with(Network::Loopback).await;
+    let mut ns = userns_pod(600_000, 65536);
+    ns.pid = cri::NamespaceMode::Pod as i32;
+    let mut pod = pod_config(&d, "usernspidcut");
+    pod.linux.as_mut().unwrap().security_context = Some(cri::LinuxSandboxSecurityContext {
+        namespace_options: Some(ns),
+        ..Default::default()
+    });
+    let pod_id = run_pod(&d, &pod).await;
+    let init_pid = pod_init_pid(&d, &pod_id).await;
+    let ns_dir = d.state.join("sandboxes").join(&pod_id).join("ns");
+    let namespaces = ["user", "pid"].map(|kind| {
+        let ino = std::fs::metadata(ns_dir.join(kind)).unwrap().ino();
+        format!("{kind}:[{ino}]")
+    });
+    assert!(
+        namespaces.iter().all(|n| live_namespaces().contains(n)),
+        "{namespaces:?}"
+    );
+    // As if the daemon died in RunPodSandbox right after starting the init: the record is
+    // Creating and does not name the init yet.
+    d.kill9();
+    let path = d.root.join("sandboxes").join(&pod_id).join("sandbox.json");
+    let mut rec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    rec["state"] = serde_json::json!("Creating");
+    rec["pod_init"] = serde_json::Value::Null;
+    rec["pidns"] = serde_json::Value::Null;
+    std::fs::write(&path, serde_json::to_vec(&rec).unwrap()).unwrap();
+    d.restart().await;
+    let pods = d
+        .runtime()
+        .await
+        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert!(pods.is_empty(), "{pods:?}");
+    assert!(pod_init_gone(init_pid), "pod init {init_pid} left running");
+    assert_eq!(d.processes(), Vec::<(i32, String)>::new());
+    assert_eq!(d.mounts(), Vec::<String>::new());
+    assert!(!d.state.join("sandboxes").join(&pod_id).exists());
+    d.poll(
+        "the pod's namespaces to be gone",
+        std::time::Duration::from_secs(10),
+        || {
+            let live = live_namespaces();
+            std::future::ready(namespaces.iter().all(|n| !live.contains(n)).then_some(()))
+        },
+    )
+    .await;
 }

@@ -180,19 +180,21 @@ impl Krio {
         }
         if opts.pid == cri::NamespaceMode::Pod as i32 {
             // A PID namespace cannot be pinned without a live init: the pod gets a minimal one
-            // (krio-monitor pod-init) that reaps orphans, instead of a pause container.
+            // (krio-monitor pod-init) that reaps orphans, instead of a pause container. In a pod
+            // with its own user namespace the PID namespace must be owned by it (the containers
+            // join the user namespace first, then this PID namespace, and mount a /proc for it).
             let ns_dir = run_dir.join("ns");
             std::fs::create_dir_all(&ns_dir)
                 .map_err(|e| ServerError::io("creating directory", &ns_dir, e))?;
             let pin = ns_dir.join("pid");
             let bin = self.monitor_bin.clone();
             let pin2 = pin.clone();
-            let init =
-                tokio::task::spawn_blocking(move || krio_monitor::spawn_pod_init(&bin, &pin2))
-                    .await
-                    .map_err(|e| {
-                        ServerError::io("starting pod init", &pin, std::io::Error::other(e))
-                    })??;
+            let userns = rec.userns.clone();
+            let init = tokio::task::spawn_blocking(move || {
+                krio_monitor::spawn_pod_init(&bin, &pin2, userns.as_deref())
+            })
+            .await
+            .map_err(|e| ServerError::io("starting pod init", &pin, std::io::Error::other(e)))??;
             rec.pod_init = Some(init);
             rec.pidns = Some(pin);
         }
