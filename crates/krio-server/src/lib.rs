@@ -338,7 +338,12 @@ impl Krio {
     ) -> error::Result<()> {
         // A container is counted OOM-killed once: when the record that says so replaces one
         // that did not.
-        if rec.reason == "OOMKilled" && c.with_snapshot(|old| old.reason != "OOMKilled") {
+        let oom = |r: &state::ContainerRecord| {
+            r.exit
+                .as_ref()
+                .is_some_and(|e| e.reason == state::ExitReason::OOMKilled)
+        };
+        if oom(rec) && !c.with_snapshot(oom) {
             self.metrics.observe_oom_kill();
         }
         c.publish(rec);

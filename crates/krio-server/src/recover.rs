@@ -9,7 +9,8 @@ use krio_oci::RuntimeStatus;
 
 use crate::error::Result;
 use crate::state::{
-    now_ns, Container, ContainerRecord, ContainerState, Sandbox, SandboxRecord, SandboxState,
+    now_ns, Container, ContainerRecord, ContainerState, Exit, ExitReason, Sandbox, SandboxRecord,
+    SandboxState,
 };
 use crate::{ids, persist, Krio};
 
@@ -356,14 +357,17 @@ fn monitor_holds(monitor_pid: i32, pid: i32) -> bool {
 
 /// Records an exit whose status nobody knows: code 255, reason `Unknown`, finished now.
 fn mark_unknown_exit(rec: &mut ContainerRecord, message: &str) {
+    let finished_at = now_ns();
     rec.state = ContainerState::Exited;
-    rec.exit_code = 255;
-    rec.finished_at = now_ns();
     if rec.started_at == 0 {
-        rec.started_at = rec.finished_at;
+        rec.started_at = finished_at;
     }
-    rec.reason = "Unknown".to_string();
-    rec.message = message.to_string();
+    rec.exit = Some(Exit {
+        code: 255,
+        finished_at,
+        reason: ExitReason::Unknown,
+        message: message.to_string(),
+    });
 }
 
 impl Krio {
@@ -455,11 +459,13 @@ mod tests {
             } else {
                 0
             },
-            finished_at: 0,
-            exit_code: 0,
             state,
-            reason: String::new(),
-            message: String::new(),
+            exit: (state == ContainerState::Exited).then(|| Exit {
+                code: 0,
+                finished_at: 3,
+                reason: ExitReason::Completed,
+                message: String::new(),
+            }),
             pid: 0,
             monitor_pid,
             cgroups_path: String::new(),
@@ -468,6 +474,14 @@ mod tests {
             user: None,
             volume_image_ids: Vec::new(),
             restore_from: None,
+        }
+    }
+
+    /// The state, exit code and CRI reason of a record (0 and "" while not exited).
+    fn exited(rec: &ContainerRecord) -> (ContainerState, i32, &str) {
+        match &rec.exit {
+            Some(e) => (rec.state, e.code, e.reason.as_str()),
+            None => (rec.state, 0, ""),
         }
     }
 
@@ -549,11 +563,8 @@ mod tests {
         let mut rec = record(ContainerState::Running, me);
         let (out, _d) = run(&mut rec, "echo 'container does not exist' >&2; exit 1").await;
         assert_eq!(out, Reconciled::Corrected);
-        assert_eq!(
-            (rec.state, rec.exit_code, rec.reason.as_str()),
-            (ContainerState::Exited, 255, "Unknown")
-        );
-        assert!(rec.finished_at > 0);
+        assert_eq!(exited(&rec), (ContainerState::Exited, 255, "Unknown"));
+        assert!(rec.exit.as_ref().unwrap().finished_at > 0);
     }
 
     #[tokio::test]
@@ -607,15 +618,8 @@ mod tests {
             reconcile_record(&mut rec, Ok(&rt), &run_dir).await,
             Reconciled::Corrected
         );
-        assert_eq!(
-            (
-                rec.state,
-                rec.exit_code,
-                rec.finished_at,
-                rec.reason.as_str()
-            ),
-            (ContainerState::Exited, 3, 42, "Error")
-        );
+        assert_eq!(exited(&rec), (ContainerState::Exited, 3, "Error"));
+        assert_eq!(rec.exit.as_ref().unwrap().finished_at, 42);
     }
 
     #[tokio::test]
@@ -624,11 +628,9 @@ mod tests {
         let mut rec = record(ContainerState::Running, 0);
         let (out, _d) = run(&mut rec, &state_json("stopped")).await;
         assert_eq!(out, Reconciled::Corrected);
-        assert_eq!(
-            (rec.state, rec.exit_code, rec.reason.as_str()),
-            (ContainerState::Exited, 255, "Unknown")
-        );
-        assert!(rec.message.contains("stopped"), "{}", rec.message);
+        assert_eq!(exited(&rec), (ContainerState::Exited, 255, "Unknown"));
+        let message = &rec.exit.as_ref().unwrap().message;
+        assert!(message.contains("stopped"), "{message}");
         // A live monitor writes the exit file next: the record waits for it.
         let mut rec = record(ContainerState::Running, std::process::id() as i32);
         let (out, _d) = run(&mut rec, &state_json("stopped")).await;
@@ -642,10 +644,7 @@ mod tests {
         // The runtime is never asked: the monitor's loss decides.
         let (out, d) = run(&mut rec, "exit 99").await;
         assert_eq!(out, Reconciled::Corrected);
-        assert_eq!(
-            (rec.state, rec.exit_code, rec.reason.as_str()),
-            (ContainerState::Exited, 255, "MonitorLost")
-        );
+        assert_eq!(exited(&rec), (ContainerState::Exited, 255, "MonitorLost"));
         assert!(d.path().join("run/exit.json").exists());
     }
 

@@ -210,8 +210,84 @@ impl ContainerState {
     }
 }
 
+/// Why a container exited: CRI `ContainerStatus.reason` of an exited container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExitReason {
+    /// The process exited with code 0 (`Completed`).
+    Completed,
+    /// The process exited with another code or was killed by a signal (`Error`).
+    Error,
+    /// The kernel's OOM killer killed it (`OOMKilled`): the monitor saw it, or the memory
+    /// cgroup counted an OOM kill and the process died of SIGKILL.
+    OOMKilled,
+    /// Its monitor died without recording the exit; krio killed what was left and recorded
+    /// code 255 itself (`MonitorLost`).
+    MonitorLost,
+    /// The process was gone (or stopped without an exit status) when krio restarted, so its
+    /// exit is not known; code 255 (`Unknown`).
+    Unknown,
+    /// Created from a checkpoint and stopped before StartContainer restored it: nothing ever
+    /// ran (`NotRestored`).
+    NotRestored,
+    /// A reason this version of krio does not write, read from a record (another version's),
+    /// kept verbatim.
+    Other(String),
+}
+
+impl ExitReason {
+    /// The CRI reason string, as `ContainerStatus.reason` reports it and the record stores it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            ExitReason::Completed => "Completed",
+            ExitReason::Error => "Error",
+            ExitReason::OOMKilled => "OOMKilled",
+            ExitReason::MonitorLost => "MonitorLost",
+            ExitReason::Unknown => "Unknown",
+            ExitReason::NotRestored => "NotRestored",
+            ExitReason::Other(s) => s,
+        }
+    }
+
+    /// The reason a record's string names ([`ExitReason::Other`] for one krio does not write).
+    pub fn parse(s: &str) -> ExitReason {
+        match s {
+            "Completed" => ExitReason::Completed,
+            "Error" => ExitReason::Error,
+            "OOMKilled" => ExitReason::OOMKilled,
+            "MonitorLost" => ExitReason::MonitorLost,
+            "Unknown" => ExitReason::Unknown,
+            "NotRestored" => ExitReason::NotRestored,
+            other => ExitReason::Other(other.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for ExitReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a container's process ended (CRI `ContainerStatus` `exit_code`, `finished_at`,
+/// `reason` and `message` of an exited container).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exit {
+    /// Exit code; 128+n for a process killed by signal n, 255 when not known.
+    pub code: i32,
+    /// When it ended, nanoseconds since the epoch.
+    pub finished_at: i64,
+    /// Why it ended.
+    pub reason: ExitReason,
+    /// Human readable detail; empty when the reason says it all.
+    pub message: String,
+}
+
 /// The persisted record of a container (`<root>/containers/<id>/container.json`).
+///
+/// On disk the exit is four loose fields (`exit_code`, `finished_at`, `reason`, `message`;
+/// zero and empty until exited), as every earlier krio wrote them (a private wire form, `ContainerWire`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(from = "ContainerWire", into = "ContainerWire")]
 pub struct ContainerRecord {
     /// Container id (64 hex).
     pub id: String,
@@ -233,45 +309,143 @@ pub struct ContainerRecord {
     pub created_at: i64,
     /// Start time, nanoseconds since the epoch (0 until started).
     pub started_at: i64,
-    /// Finish time, nanoseconds since the epoch (0 until exited).
-    pub finished_at: i64,
-    /// Exit code (128+n for signal n), valid when exited.
-    pub exit_code: i32,
     /// Current state.
     pub state: ContainerState,
-    /// Short reason for the state (`Completed`, `Error`, `OOMKilled`, ...).
-    pub reason: String,
-    /// Human readable detail.
-    pub message: String,
+    /// How the process ended; set exactly when `state` is Exited.
+    pub exit: Option<Exit>,
     /// Pid of the container's init process on the host (0 when unknown).
     pub pid: i32,
     /// Pid of its krio-monitor.
     pub monitor_pid: i32,
     /// The container's cgroup (`linux.cgroupsPath`, cgroupfs form).
-    #[serde(default)]
     pub cgroups_path: String,
     /// The container joins its pod's runtime sandbox ([`SandboxRecord::runtime_sandbox`]): its
     /// monitor runs `runtime start` when asked (SIGUSR2, see `krio_monitor::MonitorConfig::start_on_signal`),
     /// and `pid` is the sandbox's process, not the container's own.
-    #[serde(default)]
     pub subcontainer: bool,
     /// The image's `StopSignal` (`SIGTERM`, `TERM` or a number), if it sets one.
-    #[serde(default)]
     pub stop_signal: Option<String>,
     /// The identity the container's first process really has, read from its
     /// `/proc/<pid>/status` once the runtime created it (CRI `ContainerStatus.user`).
-    #[serde(default)]
     pub user: Option<ProcessUser>,
     /// Image ids of the container's image volumes (CRI `Mount.image`), in mount order; an
     /// image in this list is in use, like `image_id`.
-    #[serde(default)]
     pub volume_image_ids: Vec<String>,
     /// For a container created from a checkpoint archive: its CRIU image directory (under the
     /// container's data directory). Such a container has no monitor until StartContainer runs
     /// `runtime restore` from it (then this is cleared). Set only by the record's final write
     /// at create, so a create cut short is still torn down on restart.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore_from: Option<std::path::PathBuf>,
+}
+
+/// A container record as it is stored on disk: the exit as loose fields, zero and empty while
+/// the container has not exited. The field names, order and defaults are those of every
+/// record krio has written, so a record from an earlier version loads with the same meaning.
+#[derive(Serialize, Deserialize)]
+struct ContainerWire {
+    id: String,
+    sandbox_id: String,
+    config: cri::ContainerConfig,
+    image_ref: String,
+    image_id: String,
+    image_digest_ref: String,
+    runtime_handler: String,
+    log_path: String,
+    created_at: i64,
+    started_at: i64,
+    finished_at: i64,
+    exit_code: i32,
+    state: ContainerState,
+    reason: String,
+    message: String,
+    pid: i32,
+    monitor_pid: i32,
+    #[serde(default)]
+    cgroups_path: String,
+    #[serde(default)]
+    subcontainer: bool,
+    #[serde(default)]
+    stop_signal: Option<String>,
+    #[serde(default)]
+    user: Option<ProcessUser>,
+    #[serde(default)]
+    volume_image_ids: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    restore_from: Option<std::path::PathBuf>,
+}
+
+impl From<ContainerWire> for ContainerRecord {
+    /// The exit fields mean something only in an Exited record (no krio wrote them in any
+    /// other state).
+    fn from(w: ContainerWire) -> Self {
+        let exit = (w.state == ContainerState::Exited).then(|| Exit {
+            code: w.exit_code,
+            finished_at: w.finished_at,
+            reason: ExitReason::parse(&w.reason),
+            message: w.message,
+        });
+        ContainerRecord {
+            id: w.id,
+            sandbox_id: w.sandbox_id,
+            config: w.config,
+            image_ref: w.image_ref,
+            image_id: w.image_id,
+            image_digest_ref: w.image_digest_ref,
+            runtime_handler: w.runtime_handler,
+            log_path: w.log_path,
+            created_at: w.created_at,
+            started_at: w.started_at,
+            state: w.state,
+            exit,
+            pid: w.pid,
+            monitor_pid: w.monitor_pid,
+            cgroups_path: w.cgroups_path,
+            subcontainer: w.subcontainer,
+            stop_signal: w.stop_signal,
+            user: w.user,
+            volume_image_ids: w.volume_image_ids,
+            restore_from: w.restore_from,
+        }
+    }
+}
+
+impl From<ContainerRecord> for ContainerWire {
+    fn from(r: ContainerRecord) -> Self {
+        let (exit_code, finished_at, reason, message) = match r.exit {
+            Some(e) => (
+                e.code,
+                e.finished_at,
+                e.reason.as_str().to_string(),
+                e.message,
+            ),
+            None => (0, 0, String::new(), String::new()),
+        };
+        ContainerWire {
+            id: r.id,
+            sandbox_id: r.sandbox_id,
+            config: r.config,
+            image_ref: r.image_ref,
+            image_id: r.image_id,
+            image_digest_ref: r.image_digest_ref,
+            runtime_handler: r.runtime_handler,
+            log_path: r.log_path,
+            created_at: r.created_at,
+            started_at: r.started_at,
+            finished_at,
+            exit_code,
+            state: r.state,
+            reason,
+            message,
+            pid: r.pid,
+            monitor_pid: r.monitor_pid,
+            cgroups_path: r.cgroups_path,
+            subcontainer: r.subcontainer,
+            stop_signal: r.stop_signal,
+            user: r.user,
+            volume_image_ids: r.volume_image_ids,
+            restore_from: r.restore_from,
+        }
+    }
 }
 
 /// A process's uid, gid and supplementary groups, as `/proc/<pid>/status` shows them.
@@ -797,6 +971,9 @@ impl Pending {
         }
     }
 }
+
+#[cfg(test)]
+mod record_tests;
 
 #[cfg(test)]
 mod tests {

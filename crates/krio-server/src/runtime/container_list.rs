@@ -129,12 +129,18 @@ pub(crate) fn container_status_of(rec: &ContainerRecord) -> cri::ContainerStatus
         state: rec.state.to_cri() as i32,
         created_at: rec.created_at,
         started_at: rec.started_at,
-        finished_at: rec.finished_at,
-        exit_code: rec.exit_code,
+        finished_at: rec.exit.as_ref().map_or(0, |e| e.finished_at),
+        exit_code: rec.exit.as_ref().map_or(0, |e| e.code),
         image: Some(image_spec(rec)),
         image_ref: rec.image_digest_ref.clone(),
-        reason: rec.reason.clone(),
-        message: rec.message.clone(),
+        reason: rec
+            .exit
+            .as_ref()
+            .map_or_else(String::new, |e| e.reason.as_str().to_string()),
+        message: rec
+            .exit
+            .as_ref()
+            .map_or_else(String::new, |e| e.message.clone()),
         labels: rec.config.labels.clone(),
         annotations: rec.config.annotations.clone(),
         mounts: rec.config.mounts.clone(),

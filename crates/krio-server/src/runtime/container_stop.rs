@@ -7,7 +7,7 @@ use krio_cri::v1 as cri;
 use krio_oci::{DeleteOptions, KillOptions};
 
 use crate::error::{Result, ServerError};
-use crate::state::{Container, ContainerRecord, ContainerState};
+use crate::state::{Container, ContainerRecord, ContainerState, Exit, ExitReason};
 use crate::{ids, Krio};
 
 /// How long to wait for a process to die after SIGKILL before giving up with an error.
@@ -72,8 +72,12 @@ impl Krio {
         if rec.restore_pending() {
             // Created from a checkpoint and never started: nothing runs.
             rec.state = ContainerState::Exited;
-            rec.finished_at = crate::state::now_ns();
-            rec.reason = "NotRestored".to_string();
+            rec.exit = Some(Exit {
+                code: 0,
+                finished_at: crate::state::now_ns(),
+                reason: ExitReason::NotRestored,
+                message: String::new(),
+            });
             rec.restore_from = None;
             return self.finish_stop(c, &mut rec).await;
         }
@@ -164,7 +168,11 @@ impl Krio {
         self.refresh_exit(rec);
         crate::state::kill_point("StopContainer:exited");
         self.commit_container(c, rec).await?;
-        tracing::info!(container = %rec.id, exit_code = rec.exit_code, "container stopped");
+        tracing::info!(
+            container = %rec.id,
+            exit_code = rec.exit.as_ref().map(|e| e.code),
+            "container stopped"
+        );
         Ok(())
     }
 
@@ -195,32 +203,37 @@ pub(crate) fn refresh_exit_in(run_dir: &std::path::Path, rec: &mut ContainerReco
     }
     match read {
         Ok(Some(exit)) => {
-            rec.state = ContainerState::Exited;
-            rec.exit_code = exit.exit_code;
-            rec.finished_at = exit.finished_at_ns;
-            if rec.started_at == 0 {
-                rec.started_at = rec.finished_at;
-            }
             let oom = exit.oom_killed
                 || (exit.exit_code == 128 + libc::SIGKILL && oom_killed(&rec.cgroups_path));
             let lost = run_dir.join(MONITOR_LOST).exists();
-            rec.reason = if lost {
-                "MonitorLost"
+            let reason = if lost {
+                ExitReason::MonitorLost
             } else if oom {
-                "OOMKilled"
+                ExitReason::OOMKilled
             } else if exit.exit_code == 0 {
-                "Completed"
+                ExitReason::Completed
             } else {
-                "Error"
-            }
-            .to_string();
-            if lost {
-                rec.message = format!(
+                ExitReason::Error
+            };
+            let message = if lost {
+                format!(
                     "krio-monitor (pid {}) died without recording the container's exit; \
                      the container's processes were killed",
                     rec.monitor_pid
-                );
+                )
+            } else {
+                String::new()
+            };
+            rec.state = ContainerState::Exited;
+            if rec.started_at == 0 {
+                rec.started_at = exit.finished_at_ns;
             }
+            rec.exit = Some(Exit {
+                code: exit.exit_code,
+                finished_at: exit.finished_at_ns,
+                reason,
+                message,
+            });
             true
         }
         Ok(None) => false,

@@ -83,7 +83,7 @@ impl Krio {
                 }
             }
             if rec.state == ContainerState::Exited {
-                tracing::debug!(container = %rec.id, exit_code = rec.exit_code, "container exited");
+                tracing::debug!(container = %rec.id, exit_code = rec.exit.as_ref().map(|e| e.code), "container exited");
                 // In a pod-wide PID namespace the init's death does not end its other
                 // processes (the pod init adopts them): end them, as containerd does.
                 let shared_pid = this
