@@ -38,6 +38,10 @@ pub enum ServerError {
     /// The object is in the wrong state for the call (`FailedPrecondition`).
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A lifecycle transition the sandbox's or container's current state does not allow
+    /// (`FailedPrecondition`); the message names the kind, the id and the state.
+    #[error(transparent)]
+    Transition(#[from] crate::state::TransitionError),
     /// The request is valid but krio cannot carry it out at all (`Unimplemented`).
     #[error("{0}")]
     Unimplemented(String),
@@ -151,7 +155,9 @@ impl ServerError {
             ServerError::InvalidArgument { .. } | ServerError::Spec(_) => Code::InvalidArgument,
             ServerError::NotFound { .. } => Code::NotFound,
             ServerError::AlreadyExists { .. } => Code::AlreadyExists,
-            ServerError::FailedPrecondition(_) => Code::FailedPrecondition,
+            ServerError::FailedPrecondition(_) | ServerError::Transition(_) => {
+                Code::FailedPrecondition
+            }
             ServerError::Unimplemented(_) => Code::Unimplemented,
             ServerError::DeadlineExceeded(_) => Code::DeadlineExceeded,
             ServerError::Image(e) => match e {

@@ -203,13 +203,13 @@ impl Krio {
         krio.start_stats_sampler();
         for s in krio.sandboxes.all() {
             let snap = s.snapshot();
-            if snap.state == state::SandboxState::Ready && snap.pod_init.is_some() {
+            if snap.state() == state::SandboxState::Ready && snap.pod_init().is_some() {
                 krio.watch_pod_init(s);
             }
         }
         for c in krio.containers.all() {
             if matches!(
-                c.snapshot().state,
+                c.snapshot().state(),
                 state::ContainerState::Created | state::ContainerState::Running
             ) {
                 krio.watch_exit(c);
@@ -338,17 +338,22 @@ impl Krio {
     ) -> error::Result<()> {
         // A container is counted OOM-killed once: when the record that says so replaces one
         // that did not.
-        if rec.reason == "OOMKilled" && c.with_snapshot(|old| old.reason != "OOMKilled") {
+        let oom = |r: &state::ContainerRecord| {
+            r.exit()
+                .as_ref()
+                .is_some_and(|e| e.reason == state::ExitReason::OOMKilled)
+        };
+        if oom(rec) && !c.with_snapshot(oom) {
             self.metrics.observe_oom_kill();
         }
         c.publish(rec);
-        persist::write_json_async(&self.container_record_path(&rec.id), rec).await
+        persist::write_json_async(&self.container_record_path(rec.id()), rec).await
     }
 
     /// Like [`Krio::commit_container`], for a sandbox record.
     async fn commit_sandbox(&self, s: &Sandbox, rec: &state::SandboxRecord) -> error::Result<()> {
         s.publish(rec);
-        persist::write_json_async(&self.sandbox_record_path(&rec.id), rec).await
+        persist::write_json_async(&self.sandbox_record_path(rec.id()), rec).await
     }
 
     /// The bundle directory (config.json, rootfs mountpoint, exit and pid files).

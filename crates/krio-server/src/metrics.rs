@@ -172,11 +172,11 @@ impl Krio {
             }
         }
         for s in self.sandboxes.all() {
-            let state = s.snapshot().state.to_cri().as_str_name().to_string();
+            let state = s.snapshot().state().to_cri().as_str_name().to_string();
             m.sandboxes.get_or_create(&StateLabels { state }).inc();
         }
         for c in self.containers.all() {
-            let state = c.with_snapshot(|r| r.state.to_cri().as_str_name().to_string());
+            let state = c.with_snapshot(|r| r.state().to_cri().as_str_name().to_string());
             m.containers.get_or_create(&StateLabels { state }).inc();
         }
         let mut out = String::new();

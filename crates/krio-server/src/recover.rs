@@ -9,7 +9,8 @@ use krio_oci::RuntimeStatus;
 
 use crate::error::Result;
 use crate::state::{
-    now_ns, Container, ContainerRecord, ContainerState, Sandbox, SandboxRecord, SandboxState,
+    now_ns, Container, ContainerRecord, ContainerState, Exit, ExitReason, Sandbox, SandboxRecord,
+    SandboxState, TransitionError,
 };
 use crate::{ids, persist, Krio};
 
@@ -44,19 +45,18 @@ impl Krio {
         }
         for id in child_ids(&self.cfg.root.join("sandboxes")) {
             match persist::read_json::<SandboxRecord>(&self.sandbox_record_path(&id)) {
-                Ok(Some(rec)) if rec.state == SandboxState::Creating => {
+                Ok(Some(rec)) if rec.state() == SandboxState::Creating => {
                     tracing::warn!(sandbox = %id, "undoing a sandbox whose creation was cut short");
                     self.undo_half_made_sandbox(&rec).await;
                 }
                 Ok(Some(mut rec)) => {
                     let netns_gone = rec
-                        .netns
-                        .as_deref()
+                        .netns()
                         .is_some_and(|p| !krio_net::ns::is_namespace_pin(p));
                     let init_gone = rec
-                        .pod_init
+                        .pod_init()
                         .is_some_and(|init| !krio_monitor::pod_init_running(&init));
-                    if rec.state == SandboxState::Ready && (netns_gone || init_gone) {
+                    if rec.state() == SandboxState::Ready && (netns_gone || init_gone) {
                         // Name only what is actually gone: the network namespace pin, the pod
                         // init (which holds the pod's PID namespace), or both.
                         let what = match (netns_gone, init_gone) {
@@ -65,7 +65,7 @@ impl Krio {
                             _ => "pod init (PID namespace) gone",
                         };
                         tracing::warn!(sandbox = %id, netns_gone, init_gone, "{what}; sandbox not ready");
-                        rec.state = SandboxState::NotReady;
+                        rec.mark_not_ready();
                         if let Err(e) =
                             persist::write_json_async(&self.sandbox_record_path(&id), &rec).await
                         {
@@ -73,7 +73,7 @@ impl Krio {
                             retry.push(Retry::Sandbox(id.clone()));
                         }
                     }
-                    let name = SandboxRecord::reserved_name(&rec.config);
+                    let name = SandboxRecord::reserved_name(rec.config());
                     if let Err(e) = self.sandboxes.reserve(&name, &id) {
                         tracing::warn!(sandbox = %id, error = %e, "duplicate sandbox name on recovery");
                     }
@@ -115,13 +115,13 @@ impl Krio {
             };
             let sandbox_known = self
                 .sandboxes
-                .find("id", &rec.sandbox_id)
+                .find("id", rec.sandbox_id())
                 .ok()
                 .flatten()
                 .is_some();
             let pending_restore = rec.restore_pending();
             if !sandbox_known
-                || (rec.state == ContainerState::Created && rec.pid == 0 && !pending_restore)
+                || (rec.state() == ContainerState::Created && rec.pid() == 0 && !pending_restore)
             {
                 tracing::warn!(container = %id, "tearing down half-made or orphaned container");
                 if let Err(e) = self.teardown_container(&rec).await {
@@ -134,8 +134,8 @@ impl Krio {
             if !pending_restore && self.reconcile(&mut rec).await {
                 retry.push(Retry::Container(id.clone()));
             }
-            if let Some(sb) = self.sandboxes.find("id", &rec.sandbox_id).ok().flatten() {
-                let name = crate::runtime::container_name(&rec.config, &sb.snapshot().config);
+            if let Some(sb) = self.sandboxes.find("id", rec.sandbox_id()).ok().flatten() {
+                let name = crate::runtime::container_name(rec.config(), sb.snapshot().config());
                 let _ = self.containers.reserve(&name, &id);
             }
             self.containers.insert(id.clone(), Container::new(rec));
@@ -161,20 +161,21 @@ impl Krio {
     /// (see [`reconcile_record`]). Returns whether it must be tried again later: the runtime
     /// could not say, or the corrected record could not be persisted (both logged).
     async fn reconcile(&self, rec: &mut ContainerRecord) -> bool {
-        let run_dir = self.container_run_dir(&rec.id);
-        match reconcile_record(rec, self.runtime(&rec.runtime_handler), &run_dir).await {
+        let run_dir = self.container_run_dir(rec.id());
+        match reconcile_record(rec, self.runtime(rec.runtime_handler()), &run_dir).await {
             Reconciled::Unchanged => false,
             Reconciled::Corrected => {
-                match persist::write_json_async(&self.container_record_path(&rec.id), &*rec).await {
+                match persist::write_json_async(&self.container_record_path(rec.id()), &*rec).await
+                {
                     Ok(()) => false,
                     Err(e) => {
-                        tracing::error!(container = %rec.id, error = %e, "persisting the reconciled record; will retry");
+                        tracing::error!(container = %rec.id(), error = %e, "persisting the reconciled record; will retry");
                         true
                     }
                 }
             }
             Reconciled::Undecided(why) => {
-                tracing::warn!(container = %rec.id, error = %why, "cannot reconcile with the runtime; record left as it is, will retry");
+                tracing::warn!(container = %rec.id(), error = %why, "cannot reconcile with the runtime; record left as it is, will retry");
                 true
             }
         }
@@ -214,15 +215,15 @@ impl Krio {
                     return true;
                 };
                 let mut rec = c.record.lock().await;
-                let run_dir = self.container_run_dir(&rec.id);
-                let rt = self.runtime(&rec.runtime_handler);
+                let run_dir = self.container_run_dir(rec.id());
+                let rt = self.runtime(rec.runtime_handler());
                 if let Reconciled::Undecided(why) = reconcile_record(&mut rec, rt, &run_dir).await {
                     tracing::warn!(container = %id, error = %why, "still cannot reconcile with the runtime");
                     return false;
                 }
                 match self.commit_container(&c, &rec).await {
                     Ok(()) => {
-                        tracing::info!(container = %id, state = ?rec.state, "container reconciled");
+                        tracing::info!(container = %id, state = ?rec.state(), "container reconciled");
                         true
                     }
                     Err(e) => {
@@ -287,10 +288,13 @@ pub(crate) async fn reconcile_record(
     if refresh_exit_in(run_dir, rec) {
         return Reconciled::Corrected;
     }
-    if !matches!(rec.state, ContainerState::Created | ContainerState::Running) {
+    if !matches!(
+        rec.state(),
+        ContainerState::Created | ContainerState::Running
+    ) {
         return Reconciled::Unchanged;
     }
-    if rec.state == ContainerState::Running && monitor_holds(rec.monitor_pid, rec.pid) {
+    if rec.state() == ContainerState::Running && monitor_holds(rec.monitor_pid(), rec.pid()) {
         // The container's process is alive and still the child of its monitor, which writes
         // the exit file when it ends (its watcher records that): as good a proof as the
         // runtime's `running`, without a runtime process per container, which made a restart
@@ -301,37 +305,33 @@ pub(crate) async fn reconcile_record(
         Ok(rt) => rt,
         Err(e) => return Reconciled::Undecided(e.to_string()),
     };
-    match runtime.state(&rec.id).await {
+    match runtime.state(rec.id()).await {
         Ok(s) => match s.status {
-            RuntimeStatus::Running if rec.state == ContainerState::Created => {
+            RuntimeStatus::Running if rec.state() == ContainerState::Created => {
                 // Killed between `runtime start` and recording it: the container runs.
-                tracing::warn!(container = %rec.id, "container was started while krio went down");
-                rec.state = ContainerState::Running;
-                rec.started_at = now_ns();
-                Reconciled::Corrected
+                tracing::warn!(container = %rec.id(), "container was started while krio went down");
+                corrected(rec.mark_started(now_ns()))
             }
             RuntimeStatus::Stopped => {
                 if refresh_exit_in(run_dir, rec) {
                     return Reconciled::Corrected;
                 }
-                if rec.monitor_pid > 0 && crate::runtime::process_running(rec.monitor_pid) {
+                if rec.monitor_pid() > 0 && crate::runtime::process_running(rec.monitor_pid()) {
                     // The monitor is reaping it and writes the exit file next; its watcher
                     // records that.
                     return Reconciled::Unchanged;
                 }
-                tracing::warn!(container = %rec.id, "runtime reports the container stopped, with no exit status");
+                tracing::warn!(container = %rec.id(), "runtime reports the container stopped, with no exit status");
                 mark_unknown_exit(
                     rec,
                     "the runtime reported the container stopped when krio restarted, and no exit status was recorded",
-                );
-                Reconciled::Corrected
+                )
             }
             _ => Reconciled::Unchanged,
         },
         Err(krio_oci::RuntimeError::NotFound { .. }) => {
-            tracing::warn!(container = %rec.id, "container vanished while krio was down");
-            mark_unknown_exit(rec, "the container's process was gone when krio restarted");
-            Reconciled::Corrected
+            tracing::warn!(container = %rec.id(), "container vanished while krio was down");
+            mark_unknown_exit(rec, "the container's process was gone when krio restarted")
         }
         Err(e) => Reconciled::Undecided(e.to_string()),
     }
@@ -355,15 +355,26 @@ fn monitor_holds(monitor_pid: i32, pid: i32) -> bool {
 }
 
 /// Records an exit whose status nobody knows: code 255, reason `Unknown`, finished now.
-fn mark_unknown_exit(rec: &mut ContainerRecord, message: &str) {
-    rec.state = ContainerState::Exited;
-    rec.exit_code = 255;
-    rec.finished_at = now_ns();
-    if rec.started_at == 0 {
-        rec.started_at = rec.finished_at;
+fn mark_unknown_exit(rec: &mut ContainerRecord, message: &str) -> Reconciled {
+    corrected(rec.mark_exited(Exit {
+        code: 255,
+        finished_at: now_ns(),
+        reason: ExitReason::Unknown,
+        message: message.to_string(),
+    }))
+}
+
+/// [`Reconciled::Corrected`] when a correction was made. Reconciling only asks for
+/// transitions out of Created or Running, which are always allowed; were one refused, the
+/// record stays as it was (logged).
+fn corrected(done: Result<(), TransitionError>) -> Reconciled {
+    match done {
+        Ok(()) => Reconciled::Corrected,
+        Err(e) => {
+            tracing::warn!(error = %e, "reconciling with the runtime");
+            Reconciled::Unchanged
+        }
     }
-    rec.reason = "Unknown".to_string();
-    rec.message = message.to_string();
 }
 
 impl Krio {
@@ -372,19 +383,18 @@ impl Krio {
     /// found by the namespace its pin holds.
     async fn undo_half_made_sandbox(&self, rec: &SandboxRecord) {
         let mut rec = rec.clone();
-        if rec.pod_init.is_none() {
-            let pin = self.sandbox_run_dir(&rec.id).join("ns").join("pid");
+        if rec.pod_init().is_none() {
+            let pin = self.sandbox_run_dir(rec.id()).join("ns").join("pid");
             if let Some(init) = find_pod_init(&pin) {
-                rec.pod_init = Some(init);
-                rec.pidns = Some(pin);
+                rec.set_pod_init(init, pin);
             }
         }
         for e in self.teardown_sandbox_network(&rec).await {
-            tracing::warn!(sandbox = %rec.id, error = %e, "undoing half-made sandbox");
+            tracing::warn!(sandbox = %rec.id(), error = %e, "undoing half-made sandbox");
         }
         self.remove_pod_cgroup(&rec);
-        let _ = std::fs::remove_dir_all(self.sandbox_run_dir(&rec.id));
-        let _ = std::fs::remove_dir_all(self.cfg.root.join("sandboxes").join(&rec.id));
+        let _ = std::fs::remove_dir_all(self.sandbox_run_dir(rec.id()));
+        let _ = std::fs::remove_dir_all(self.cfg.root.join("sandboxes").join(rec.id()));
     }
 }
 
@@ -440,7 +450,7 @@ mod tests {
 
     /// A record of a container in `state`, whose monitor is `monitor_pid`.
     fn record(state: ContainerState, monitor_pid: i32) -> ContainerRecord {
-        ContainerRecord {
+        let mut rec = ContainerRecord::new(crate::state::NewContainer {
             id: "c".repeat(64),
             sandbox_id: "s".repeat(64),
             config: cri::ContainerConfig::default(),
@@ -450,24 +460,33 @@ mod tests {
             runtime_handler: "runc".into(),
             log_path: String::new(),
             created_at: 1,
-            started_at: if state == ContainerState::Running {
-                2
-            } else {
-                0
-            },
-            finished_at: 0,
-            exit_code: 0,
-            state,
-            reason: String::new(),
-            message: String::new(),
-            pid: 0,
-            monitor_pid,
             cgroups_path: String::new(),
             subcontainer: false,
             stop_signal: None,
-            user: None,
             volume_image_ids: Vec::new(),
-            restore_from: None,
+        });
+        rec.record_processes(0, monitor_pid).unwrap();
+        if state != ContainerState::Created {
+            rec.mark_started(2).unwrap();
+        }
+        if state == ContainerState::Exited {
+            rec.mark_exited(Exit {
+                code: 0,
+                finished_at: 3,
+                reason: ExitReason::Completed,
+                message: String::new(),
+            })
+            .unwrap();
+        }
+        assert_eq!(rec.state(), state);
+        rec
+    }
+
+    /// The state, exit code and CRI reason of a record (0 and "" while not exited).
+    fn exited(rec: &ContainerRecord) -> (ContainerState, i32, &str) {
+        match rec.exit() {
+            Some(e) => (rec.state(), e.code, e.reason.as_str()),
+            None => (rec.state(), 0, ""),
         }
     }
 
@@ -549,11 +568,8 @@ mod tests {
         let mut rec = record(ContainerState::Running, me);
         let (out, _d) = run(&mut rec, "echo 'container does not exist' >&2; exit 1").await;
         assert_eq!(out, Reconciled::Corrected);
-        assert_eq!(
-            (rec.state, rec.exit_code, rec.reason.as_str()),
-            (ContainerState::Exited, 255, "Unknown")
-        );
-        assert!(rec.finished_at > 0);
+        assert_eq!(exited(&rec), (ContainerState::Exited, 255, "Unknown"));
+        assert!(rec.exit().unwrap().finished_at > 0);
     }
 
     #[tokio::test]
@@ -582,7 +598,7 @@ mod tests {
         )
         .await;
         assert!(matches!(out, Reconciled::Undecided(_)), "{out:?}");
-        assert_eq!(rec.state, ContainerState::Running);
+        assert_eq!(rec.state(), ContainerState::Running);
     }
 
     #[tokio::test]
@@ -607,15 +623,8 @@ mod tests {
             reconcile_record(&mut rec, Ok(&rt), &run_dir).await,
             Reconciled::Corrected
         );
-        assert_eq!(
-            (
-                rec.state,
-                rec.exit_code,
-                rec.finished_at,
-                rec.reason.as_str()
-            ),
-            (ContainerState::Exited, 3, 42, "Error")
-        );
+        assert_eq!(exited(&rec), (ContainerState::Exited, 3, "Error"));
+        assert_eq!(rec.exit().unwrap().finished_at, 42);
     }
 
     #[tokio::test]
@@ -624,16 +633,14 @@ mod tests {
         let mut rec = record(ContainerState::Running, 0);
         let (out, _d) = run(&mut rec, &state_json("stopped")).await;
         assert_eq!(out, Reconciled::Corrected);
-        assert_eq!(
-            (rec.state, rec.exit_code, rec.reason.as_str()),
-            (ContainerState::Exited, 255, "Unknown")
-        );
-        assert!(rec.message.contains("stopped"), "{}", rec.message);
+        assert_eq!(exited(&rec), (ContainerState::Exited, 255, "Unknown"));
+        let message = &rec.exit().unwrap().message;
+        assert!(message.contains("stopped"), "{message}");
         // A live monitor writes the exit file next: the record waits for it.
         let mut rec = record(ContainerState::Running, std::process::id() as i32);
         let (out, _d) = run(&mut rec, &state_json("stopped")).await;
         assert_eq!(out, Reconciled::Unchanged);
-        assert_eq!(rec.state, ContainerState::Running);
+        assert_eq!(rec.state(), ContainerState::Running);
     }
 
     #[tokio::test]
@@ -642,10 +649,7 @@ mod tests {
         // The runtime is never asked: the monitor's loss decides.
         let (out, d) = run(&mut rec, "exit 99").await;
         assert_eq!(out, Reconciled::Corrected);
-        assert_eq!(
-            (rec.state, rec.exit_code, rec.reason.as_str()),
-            (ContainerState::Exited, 255, "MonitorLost")
-        );
+        assert_eq!(exited(&rec), (ContainerState::Exited, 255, "MonitorLost"));
         assert!(d.path().join("run/exit.json").exists());
     }
 
@@ -655,8 +659,8 @@ mod tests {
         let mut rec = record(ContainerState::Created, me);
         let (out, _d) = run(&mut rec, &state_json("running")).await;
         assert_eq!(out, Reconciled::Corrected);
-        assert_eq!(rec.state, ContainerState::Running);
-        assert!(rec.started_at > 0);
+        assert_eq!(rec.state(), ContainerState::Running);
+        assert!(rec.started_at() > 0);
         let mut rec = record(ContainerState::Running, me);
         let (out, _d) = run(&mut rec, &state_json("running")).await;
         assert_eq!(out, Reconciled::Unchanged);

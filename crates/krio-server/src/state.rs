@@ -4,7 +4,7 @@
 //! blocks calls about another: the global maps are held only for lookups and inserts.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 use krio_cri::v1 as cri;
@@ -37,48 +37,307 @@ impl SandboxState {
     }
 }
 
+impl std::fmt::Display for SandboxState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+}
+
+/// The state an object was in when a [`TransitionError`] refused to move it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectState {
+    /// A sandbox's state.
+    Sandbox(SandboxState),
+    /// A container's state.
+    Container(ContainerState),
+}
+
+impl ObjectState {
+    /// The kind of object: `sandbox` or `container` (as [`ServerError::NotFound`] names them).
+    pub fn kind(self) -> &'static str {
+        match self {
+            ObjectState::Sandbox(_) => "sandbox",
+            ObjectState::Container(_) => "container",
+        }
+    }
+}
+
+impl std::fmt::Display for ObjectState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ObjectState::Sandbox(s) => std::fmt::Display::fmt(s, f),
+            ObjectState::Container(s) => std::fmt::Display::fmt(s, f),
+        }
+    }
+}
+
+/// A lifecycle transition of a sandbox or container record (the methods of
+/// [`SandboxRecord`] and [`ContainerRecord`] that change a state).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// Sandbox Creating -> Ready ([`SandboxRecord::mark_ready`]).
+    Ready,
+    /// Container Created: the runtime made its process ([`ContainerRecord::record_processes`]).
+    RecordProcesses,
+    /// Container Created -> Running ([`ContainerRecord::mark_started`]).
+    Start,
+    /// Container Created, Running or Unknown -> Exited ([`ContainerRecord::mark_exited`]).
+    Exit,
+    /// Container Created from a checkpoint, never restored -> Exited
+    /// ([`ContainerRecord::mark_not_restored`]).
+    EndUnrestored,
+}
+
+impl std::fmt::Display for Transition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Transition::Ready => "become Ready",
+            Transition::RecordProcesses => "record the processes of a new container",
+            Transition::Start => "start",
+            Transition::Exit => "record an exit",
+            Transition::EndUnrestored => "end without being restored from its checkpoint",
+        })
+    }
+}
+
+/// A transition refused because the object's current state does not allow it. Maps to
+/// gRPC `FAILED_PRECONDITION` ([`ServerError::Transition`]); the message names the kind, the
+/// id, the state and the transition, e.g. `container 3f2a… is Exited: cannot start`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{} {id} is {state}: cannot {transition}", state.kind())]
+pub struct TransitionError {
+    /// The object's id (64 hex).
+    pub id: String,
+    /// Its state, which stays as it was; [`ObjectState::kind`] names the kind of object.
+    pub state: ObjectState,
+    /// What was refused.
+    pub transition: Transition,
+}
+
+impl TransitionError {
+    /// The kind of object refused: `sandbox` or `container`.
+    pub fn kind(&self) -> &'static str {
+        self.state.kind()
+    }
+}
+
 /// The persisted record of a sandbox (`<root>/sandboxes/<id>/sandbox.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SandboxRecord {
     /// Sandbox id (64 hex).
-    pub id: String,
+    id: String,
     /// The `RunPodSandbox` config, verbatim.
-    pub config: cri::PodSandboxConfig,
+    config: cri::PodSandboxConfig,
     /// Runtime handler name (resolved; never empty).
-    pub runtime_handler: String,
+    runtime_handler: String,
     /// Creation time, nanoseconds since the epoch.
-    pub created_at: i64,
+    created_at: i64,
     /// Current state.
-    pub state: SandboxState,
+    state: SandboxState,
     /// Pinned network namespace, when the pod does not use the host's.
-    pub netns: Option<PathBuf>,
+    netns: Option<PathBuf>,
     /// Pinned IPC namespace, when the pod does not use the host's.
-    pub ipcns: Option<PathBuf>,
+    ipcns: Option<PathBuf>,
     /// Pinned UTS namespace, when the pod does not use the host's network.
-    pub utsns: Option<PathBuf>,
+    utsns: Option<PathBuf>,
     /// Pinned PID namespace shared by the pod's containers (`pid` mode POD), held by the
     /// pod's init process.
     #[serde(default)]
-    pub pidns: Option<PathBuf>,
+    pidns: Option<PathBuf>,
     /// The pod init holding `pidns`.
     #[serde(default)]
-    pub pod_init: Option<krio_monitor::PodInit>,
+    pod_init: Option<krio_monitor::PodInit>,
     /// Pinned user namespace of a pod whose `userns_options` mode is POD; it owns the pod's
     /// network, IPC and UTS namespaces, and every container joins it.
     #[serde(default)]
-    pub userns: Option<PathBuf>,
+    userns: Option<PathBuf>,
     /// Pod IPs, primary first.
-    pub ips: Vec<String>,
+    ips: Vec<String>,
     /// Cgroup parent of the pod's containers.
-    pub cgroup_parent: String,
+    cgroup_parent: String,
     /// The pod has a runtime sandbox that its containers join (the handler's `pod_sandbox = "pod"`):
     /// a root container with the pod's id under the handler's runtime, bundle in `<run dir>/sandbox/`.
     /// Set (and written) before that container is made, so a teardown or a recovery removes it.
     #[serde(default)]
-    pub runtime_sandbox: bool,
+    runtime_sandbox: bool,
 }
 
 impl SandboxRecord {
+    /// The record of a sandbox `RunPodSandbox` is about to set up: Creating, with nothing
+    /// pinned, no IPs, no cgroup parent yet.
+    pub fn new(
+        id: String,
+        config: cri::PodSandboxConfig,
+        runtime_handler: String,
+        created_at: i64,
+    ) -> Self {
+        SandboxRecord {
+            id,
+            config,
+            runtime_handler,
+            created_at,
+            state: SandboxState::Creating,
+            netns: None,
+            ipcns: None,
+            utsns: None,
+            pidns: None,
+            pod_init: None,
+            userns: None,
+            ips: Vec::new(),
+            cgroup_parent: String::new(),
+            runtime_sandbox: false,
+        }
+    }
+
+    /// Sandbox id (64 hex).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The `RunPodSandbox` config, verbatim (but for resources `UpdatePodSandboxResources`
+    /// recorded since).
+    pub fn config(&self) -> &cri::PodSandboxConfig {
+        &self.config
+    }
+
+    /// Runtime handler name (resolved; never empty).
+    pub fn runtime_handler(&self) -> &str {
+        &self.runtime_handler
+    }
+
+    /// Creation time, nanoseconds since the epoch.
+    pub fn created_at(&self) -> i64 {
+        self.created_at
+    }
+
+    /// Current state.
+    pub fn state(&self) -> SandboxState {
+        self.state
+    }
+
+    /// Pinned network namespace, when the pod does not use the host's.
+    pub fn netns(&self) -> Option<&Path> {
+        self.netns.as_deref()
+    }
+
+    /// Pinned IPC namespace, when the pod does not use the host's.
+    pub fn ipcns(&self) -> Option<&Path> {
+        self.ipcns.as_deref()
+    }
+
+    /// Pinned UTS namespace, when the pod does not use the host's network.
+    pub fn utsns(&self) -> Option<&Path> {
+        self.utsns.as_deref()
+    }
+
+    /// Pinned PID namespace shared by the pod's containers (`pid` mode POD), held by the
+    /// pod's init process.
+    pub fn pidns(&self) -> Option<&Path> {
+        self.pidns.as_deref()
+    }
+
+    /// The pod init holding [`SandboxRecord::pidns`].
+    pub fn pod_init(&self) -> Option<krio_monitor::PodInit> {
+        self.pod_init
+    }
+
+    /// Pinned user namespace of a pod whose `userns_options` mode is POD.
+    pub fn userns(&self) -> Option<&Path> {
+        self.userns.as_deref()
+    }
+
+    /// Pod IPs, primary first.
+    pub fn ips(&self) -> &[String] {
+        &self.ips
+    }
+
+    /// Cgroup parent of the pod's containers (empty until set up).
+    pub fn cgroup_parent(&self) -> &str {
+        &self.cgroup_parent
+    }
+
+    /// Whether the pod has a runtime sandbox that its containers join (the handler's
+    /// `pod_sandbox = "pod"`).
+    pub fn runtime_sandbox(&self) -> bool {
+        self.runtime_sandbox
+    }
+
+    /// Sets the cgroup parent of the pod's containers (set up by `RunPodSandbox`).
+    pub fn set_cgroup_parent(&mut self, parent: String) {
+        self.cgroup_parent = parent;
+    }
+
+    /// Records the namespaces pinned for the pod (set up by `RunPodSandbox`).
+    pub fn set_pinned(&mut self, pinned: krio_net::ns::PinnedNamespaces) {
+        self.netns = pinned.net;
+        self.ipcns = pinned.ipc;
+        self.utsns = pinned.uts;
+        self.userns = pinned.user;
+    }
+
+    /// Records the pod init and the PID namespace `pin` it holds.
+    pub fn set_pod_init(&mut self, init: krio_monitor::PodInit, pin: PathBuf) {
+        self.pod_init = Some(init);
+        self.pidns = Some(pin);
+    }
+
+    /// Records the pod's IPs, primary first (the CNI result).
+    pub fn set_ips(&mut self, ips: Vec<String>) {
+        self.ips = ips;
+    }
+
+    /// Records that the pod has a runtime sandbox; set before it is made, so that a teardown
+    /// or a recovery removes it.
+    pub fn set_runtime_sandbox(&mut self) {
+        self.runtime_sandbox = true;
+    }
+
+    /// Records pod-level resources (CRI `UpdatePodSandboxResources`) in the config's
+    /// `linux.overhead` and `linux.resources`; `None` leaves the recorded value as it is.
+    pub fn update_resources(
+        &mut self,
+        overhead: Option<cri::LinuxContainerResources>,
+        resources: Option<cri::LinuxContainerResources>,
+    ) {
+        let linux = self.config.linux.get_or_insert_with(Default::default);
+        if let Some(o) = overhead {
+            linux.overhead = Some(o);
+        }
+        if let Some(r) = resources {
+            linux.resources = Some(r);
+        }
+    }
+
+    /// Creating -> Ready: `RunPodSandbox` set everything up.
+    ///
+    /// Errors: [`TransitionError`] from any other state (a pod once stopped is never ready
+    /// again; the CRI has it removed and run anew).
+    pub fn mark_ready(&mut self) -> Result<(), TransitionError> {
+        match self.state {
+            SandboxState::Creating => {
+                self.state = SandboxState::Ready;
+                Ok(())
+            }
+            _ => Err(self.refuse(Transition::Ready)),
+        }
+    }
+
+    /// -> NotReady, from any state: the pod was stopped, or what it needs (its network
+    /// namespace, its pod init) is gone. Idempotent; returns whether the state changed.
+    pub fn mark_not_ready(&mut self) -> bool {
+        let changed = self.state != SandboxState::NotReady;
+        self.state = SandboxState::NotReady;
+        changed
+    }
+
+    fn refuse(&self, transition: Transition) -> TransitionError {
+        TransitionError {
+            id: self.id.clone(),
+            state: ObjectState::Sandbox(self.state),
+            transition,
+        }
+    }
+
     /// The reserved name: `<name>_<namespace>_<uid>_<attempt>`, as CRI-O and containerd build it.
     pub fn reserved_name(config: &cri::PodSandboxConfig) -> String {
         let m = config.metadata.clone().unwrap_or_default();
@@ -210,68 +469,248 @@ impl ContainerState {
     }
 }
 
+impl std::fmt::Display for ContainerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+}
+
+/// Why a container exited: CRI `ContainerStatus.reason` of an exited container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExitReason {
+    /// The process exited with code 0 (`Completed`).
+    Completed,
+    /// The process exited with another code or was killed by a signal (`Error`).
+    Error,
+    /// The kernel's OOM killer killed it (`OOMKilled`): the monitor saw it, or the memory
+    /// cgroup counted an OOM kill and the process died of SIGKILL.
+    OOMKilled,
+    /// Its monitor died without recording the exit; krio killed what was left and recorded
+    /// code 255 itself (`MonitorLost`).
+    MonitorLost,
+    /// The process was gone (or stopped without an exit status) when krio restarted, so its
+    /// exit is not known; code 255 (`Unknown`).
+    Unknown,
+    /// Created from a checkpoint and stopped before StartContainer restored it: nothing ever
+    /// ran (`NotRestored`).
+    NotRestored,
+    /// A reason this version of krio does not write, read from a record (another version's),
+    /// kept verbatim.
+    Other(String),
+}
+
+impl ExitReason {
+    /// The CRI reason string, as `ContainerStatus.reason` reports it and the record stores it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            ExitReason::Completed => "Completed",
+            ExitReason::Error => "Error",
+            ExitReason::OOMKilled => "OOMKilled",
+            ExitReason::MonitorLost => "MonitorLost",
+            ExitReason::Unknown => "Unknown",
+            ExitReason::NotRestored => "NotRestored",
+            ExitReason::Other(s) => s,
+        }
+    }
+
+    /// The reason a record's string names ([`ExitReason::Other`] for one krio does not write).
+    pub fn parse(s: &str) -> ExitReason {
+        match s {
+            "Completed" => ExitReason::Completed,
+            "Error" => ExitReason::Error,
+            "OOMKilled" => ExitReason::OOMKilled,
+            "MonitorLost" => ExitReason::MonitorLost,
+            "Unknown" => ExitReason::Unknown,
+            "NotRestored" => ExitReason::NotRestored,
+            other => ExitReason::Other(other.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for ExitReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a container's process ended (CRI `ContainerStatus` `exit_code`, `finished_at`,
+/// `reason` and `message` of an exited container).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exit {
+    /// Exit code; 128+n for a process killed by signal n, 255 when not known.
+    pub code: i32,
+    /// When it ended, nanoseconds since the epoch.
+    pub finished_at: i64,
+    /// Why it ended.
+    pub reason: ExitReason,
+    /// Human readable detail; empty when the reason says it all.
+    pub message: String,
+}
+
 /// The persisted record of a container (`<root>/containers/<id>/container.json`).
+///
+/// On disk the exit is four loose fields (`exit_code`, `finished_at`, `reason`, `message`;
+/// zero and empty until exited), as every earlier krio wrote them (a private wire form, `ContainerWire`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(from = "ContainerWire", into = "ContainerWire")]
 pub struct ContainerRecord {
     /// Container id (64 hex).
-    pub id: String,
+    id: String,
     /// Owning sandbox id.
-    pub sandbox_id: String,
+    sandbox_id: String,
     /// The `CreateContainer` config, verbatim.
-    pub config: cri::ContainerConfig,
+    config: cri::ContainerConfig,
     /// The image as the request named it (`config.image.image`).
-    pub image_ref: String,
+    image_ref: String,
     /// Resolved image id (`sha256:<config digest>`).
-    pub image_id: String,
+    image_id: String,
     /// A repo digest of the image when known (`name@sha256:...`), else the image id.
-    pub image_digest_ref: String,
+    image_digest_ref: String,
     /// Runtime handler name.
-    pub runtime_handler: String,
+    runtime_handler: String,
     /// Absolute log path, or empty when the pod has no `log_directory` / container no `log_path`.
-    pub log_path: String,
+    log_path: String,
     /// Creation time, nanoseconds since the epoch.
-    pub created_at: i64,
+    created_at: i64,
     /// Start time, nanoseconds since the epoch (0 until started).
-    pub started_at: i64,
-    /// Finish time, nanoseconds since the epoch (0 until exited).
-    pub finished_at: i64,
-    /// Exit code (128+n for signal n), valid when exited.
-    pub exit_code: i32,
+    started_at: i64,
     /// Current state.
-    pub state: ContainerState,
-    /// Short reason for the state (`Completed`, `Error`, `OOMKilled`, ...).
-    pub reason: String,
-    /// Human readable detail.
-    pub message: String,
+    state: ContainerState,
+    /// How the process ended; set exactly when `state` is Exited.
+    exit: Option<Exit>,
     /// Pid of the container's init process on the host (0 when unknown).
-    pub pid: i32,
+    pid: i32,
     /// Pid of its krio-monitor.
-    pub monitor_pid: i32,
+    monitor_pid: i32,
     /// The container's cgroup (`linux.cgroupsPath`, cgroupfs form).
-    #[serde(default)]
-    pub cgroups_path: String,
+    cgroups_path: String,
     /// The container joins its pod's runtime sandbox ([`SandboxRecord::runtime_sandbox`]): its
     /// monitor runs `runtime start` when asked (SIGUSR2, see `krio_monitor::MonitorConfig::start_on_signal`),
     /// and `pid` is the sandbox's process, not the container's own.
-    #[serde(default)]
-    pub subcontainer: bool,
+    subcontainer: bool,
     /// The image's `StopSignal` (`SIGTERM`, `TERM` or a number), if it sets one.
-    #[serde(default)]
-    pub stop_signal: Option<String>,
+    stop_signal: Option<String>,
     /// The identity the container's first process really has, read from its
     /// `/proc/<pid>/status` once the runtime created it (CRI `ContainerStatus.user`).
-    #[serde(default)]
-    pub user: Option<ProcessUser>,
+    user: Option<ProcessUser>,
     /// Image ids of the container's image volumes (CRI `Mount.image`), in mount order; an
     /// image in this list is in use, like `image_id`.
-    #[serde(default)]
-    pub volume_image_ids: Vec<String>,
+    volume_image_ids: Vec<String>,
     /// For a container created from a checkpoint archive: its CRIU image directory (under the
     /// container's data directory). Such a container has no monitor until StartContainer runs
     /// `runtime restore` from it (then this is cleared). Set only by the record's final write
     /// at create, so a create cut short is still torn down on restart.
+    restore_from: Option<std::path::PathBuf>,
+}
+
+/// A container record as it is stored on disk: the exit as loose fields, zero and empty while
+/// the container has not exited. The field names, order and defaults are those of every
+/// record krio has written, so a record from an earlier version loads with the same meaning.
+#[derive(Serialize, Deserialize)]
+struct ContainerWire {
+    id: String,
+    sandbox_id: String,
+    config: cri::ContainerConfig,
+    image_ref: String,
+    image_id: String,
+    image_digest_ref: String,
+    runtime_handler: String,
+    log_path: String,
+    created_at: i64,
+    started_at: i64,
+    finished_at: i64,
+    exit_code: i32,
+    state: ContainerState,
+    reason: String,
+    message: String,
+    pid: i32,
+    monitor_pid: i32,
+    #[serde(default)]
+    cgroups_path: String,
+    #[serde(default)]
+    subcontainer: bool,
+    #[serde(default)]
+    stop_signal: Option<String>,
+    #[serde(default)]
+    user: Option<ProcessUser>,
+    #[serde(default)]
+    volume_image_ids: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub restore_from: Option<std::path::PathBuf>,
+    restore_from: Option<std::path::PathBuf>,
+}
+
+impl From<ContainerWire> for ContainerRecord {
+    /// The exit fields mean something only in an Exited record (no krio wrote them in any
+    /// other state).
+    fn from(w: ContainerWire) -> Self {
+        let exit = (w.state == ContainerState::Exited).then(|| Exit {
+            code: w.exit_code,
+            finished_at: w.finished_at,
+            reason: ExitReason::parse(&w.reason),
+            message: w.message,
+        });
+        ContainerRecord {
+            id: w.id,
+            sandbox_id: w.sandbox_id,
+            config: w.config,
+            image_ref: w.image_ref,
+            image_id: w.image_id,
+            image_digest_ref: w.image_digest_ref,
+            runtime_handler: w.runtime_handler,
+            log_path: w.log_path,
+            created_at: w.created_at,
+            started_at: w.started_at,
+            state: w.state,
+            exit,
+            pid: w.pid,
+            monitor_pid: w.monitor_pid,
+            cgroups_path: w.cgroups_path,
+            subcontainer: w.subcontainer,
+            stop_signal: w.stop_signal,
+            user: w.user,
+            volume_image_ids: w.volume_image_ids,
+            restore_from: w.restore_from,
+        }
+    }
+}
+
+impl From<ContainerRecord> for ContainerWire {
+    fn from(r: ContainerRecord) -> Self {
+        let (exit_code, finished_at, reason, message) = match r.exit {
+            Some(e) => (
+                e.code,
+                e.finished_at,
+                e.reason.as_str().to_string(),
+                e.message,
+            ),
+            None => (0, 0, String::new(), String::new()),
+        };
+        ContainerWire {
+            id: r.id,
+            sandbox_id: r.sandbox_id,
+            config: r.config,
+            image_ref: r.image_ref,
+            image_id: r.image_id,
+            image_digest_ref: r.image_digest_ref,
+            runtime_handler: r.runtime_handler,
+            log_path: r.log_path,
+            created_at: r.created_at,
+            started_at: r.started_at,
+            finished_at,
+            exit_code,
+            state: r.state,
+            reason,
+            message,
+            pid: r.pid,
+            monitor_pid: r.monitor_pid,
+            cgroups_path: r.cgroups_path,
+            subcontainer: r.subcontainer,
+            stop_signal: r.stop_signal,
+            user: r.user,
+            volume_image_ids: r.volume_image_ids,
+            restore_from: r.restore_from,
+        }
+    }
 }
 
 /// A process's uid, gid and supplementary groups, as `/proc/<pid>/status` shows them.
@@ -364,13 +803,280 @@ pub struct Container {
     pub stop_deadline: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
+/// What `CreateContainer` decides about a new container: the parts of its record that never
+/// change ([`ContainerRecord::new`]).
+#[derive(Debug, Clone)]
+pub struct NewContainer {
+    /// Container id (64 hex).
+    pub id: String,
+    /// Owning sandbox id.
+    pub sandbox_id: String,
+    /// The `CreateContainer` config, verbatim.
+    pub config: cri::ContainerConfig,
+    /// The image as the request named it (`config.image.image`).
+    pub image_ref: String,
+    /// Resolved image id (`sha256:<config digest>`).
+    pub image_id: String,
+    /// A repo digest of the image when known (`name@sha256:...`), else the image id.
+    pub image_digest_ref: String,
+    /// Runtime handler name.
+    pub runtime_handler: String,
+    /// Absolute log path, or empty.
+    pub log_path: String,
+    /// Creation time, nanoseconds since the epoch.
+    pub created_at: i64,
+    /// The container's cgroup (`linux.cgroupsPath`, cgroupfs form).
+    pub cgroups_path: String,
+    /// The container joins its pod's runtime sandbox.
+    pub subcontainer: bool,
+    /// The stop signal recorded at create (`SIGTERM`, `TERM` or a number), if any.
+    pub stop_signal: Option<String>,
+    /// Image ids of the container's image volumes, in mount order.
+    pub volume_image_ids: Vec<String>,
+}
+
 impl ContainerRecord {
+    /// The record of a container `CreateContainer` is about to make: Created, with no process
+    /// yet (pid 0, which tells recovery that the create never finished).
+    pub fn new(n: NewContainer) -> Self {
+        ContainerRecord {
+            id: n.id,
+            sandbox_id: n.sandbox_id,
+            config: n.config,
+            image_ref: n.image_ref,
+            image_id: n.image_id,
+            image_digest_ref: n.image_digest_ref,
+            runtime_handler: n.runtime_handler,
+            log_path: n.log_path,
+            created_at: n.created_at,
+            started_at: 0,
+            state: ContainerState::Created,
+            exit: None,
+            pid: 0,
+            monitor_pid: 0,
+            cgroups_path: n.cgroups_path,
+            subcontainer: n.subcontainer,
+            stop_signal: n.stop_signal,
+            user: None,
+            volume_image_ids: n.volume_image_ids,
+            restore_from: None,
+        }
+    }
+
+    /// Container id (64 hex).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Owning sandbox id.
+    pub fn sandbox_id(&self) -> &str {
+        &self.sandbox_id
+    }
+
+    /// The `CreateContainer` config, verbatim (but for resources `UpdateContainerResources`
+    /// recorded since).
+    pub fn config(&self) -> &cri::ContainerConfig {
+        &self.config
+    }
+
+    /// The image as the request named it (`config.image.image`).
+    pub fn image_ref(&self) -> &str {
+        &self.image_ref
+    }
+
+    /// Resolved image id (`sha256:<config digest>`).
+    pub fn image_id(&self) -> &str {
+        &self.image_id
+    }
+
+    /// A repo digest of the image when known (`name@sha256:...`), else the image id.
+    pub fn image_digest_ref(&self) -> &str {
+        &self.image_digest_ref
+    }
+
+    /// Runtime handler name.
+    pub fn runtime_handler(&self) -> &str {
+        &self.runtime_handler
+    }
+
+    /// Absolute log path, or empty when the pod has no `log_directory` / container no `log_path`.
+    pub fn log_path(&self) -> &str {
+        &self.log_path
+    }
+
+    /// Creation time, nanoseconds since the epoch.
+    pub fn created_at(&self) -> i64 {
+        self.created_at
+    }
+
+    /// Start time, nanoseconds since the epoch (0 until started).
+    pub fn started_at(&self) -> i64 {
+        self.started_at
+    }
+
+    /// Current state.
+    pub fn state(&self) -> ContainerState {
+        self.state
+    }
+
+    /// How the process ended; `Some` exactly when the state is Exited.
+    pub fn exit(&self) -> Option<&Exit> {
+        self.exit.as_ref()
+    }
+
+    /// Pid of the container's init process on the host (0 when unknown).
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Pid of its krio-monitor (0 before it was spawned).
+    pub fn monitor_pid(&self) -> i32 {
+        self.monitor_pid
+    }
+
+    /// The container's cgroup (`linux.cgroupsPath`, cgroupfs form).
+    pub fn cgroups_path(&self) -> &str {
+        &self.cgroups_path
+    }
+
+    /// Whether the container joins its pod's runtime sandbox (then [`ContainerRecord::pid`]
+    /// is the sandbox's process).
+    pub fn subcontainer(&self) -> bool {
+        self.subcontainer
+    }
+
+    /// The stop signal recorded at create (`SIGTERM`, `TERM` or a number), if any.
+    pub fn stop_signal(&self) -> Option<&str> {
+        self.stop_signal.as_deref()
+    }
+
+    /// The identity the container's first process really has (CRI `ContainerStatus.user`).
+    pub fn user(&self) -> Option<&ProcessUser> {
+        self.user.as_ref()
+    }
+
+    /// Image ids of the container's image volumes (CRI `Mount.image`), in mount order.
+    pub fn volume_image_ids(&self) -> &[String] {
+        &self.volume_image_ids
+    }
+
+    /// For a container created from a checkpoint archive and not restored yet: its CRIU image
+    /// directory.
+    pub fn restore_from(&self) -> Option<&Path> {
+        self.restore_from.as_deref()
+    }
+
     /// Whether this is a container created from a checkpoint that StartContainer has not
     /// restored yet (nothing runs for it).
     pub fn restore_pending(&self) -> bool {
         self.restore_from.is_some()
             && self.state == ContainerState::Created
             && self.monitor_pid == 0
+    }
+
+    /// Records the identity of the container's first process.
+    pub fn set_user(&mut self, user: Option<ProcessUser>) {
+        self.user = user;
+    }
+
+    /// Records the CRIU image directory a container created from a checkpoint is restored
+    /// from at StartContainer.
+    pub fn set_restore_from(&mut self, dir: PathBuf) {
+        self.restore_from = Some(dir);
+    }
+
+    /// Records new resources (CRI `UpdateContainerResources`) in the config's
+    /// `linux.resources`.
+    pub fn update_resources(&mut self, resources: cri::LinuxContainerResources) {
+        self.config
+            .linux
+            .get_or_insert_with(Default::default)
+            .resources = Some(resources);
+    }
+
+    /// Records the pids of the container's init (`pid`) and of its monitor once the runtime
+    /// made the process (at create, or for a restore at start).
+    ///
+    /// Errors: [`TransitionError`] unless the container is Created.
+    pub fn record_processes(&mut self, pid: i32, monitor_pid: i32) -> Result<(), TransitionError> {
+        if self.state != ContainerState::Created {
+            return Err(self.refuse(Transition::RecordProcesses));
+        }
+        self.pid = pid;
+        self.monitor_pid = monitor_pid;
+        Ok(())
+    }
+
+    /// Whether [`ContainerRecord::mark_started`] is allowed now: to be asked before the
+    /// runtime is, so that nothing is started that the record could not say runs.
+    ///
+    /// Errors: [`TransitionError`] unless the container is Created (CRI
+    /// `CONTAINER_CREATED`): a running or exited container is never started again.
+    pub fn check_start(&self) -> Result<(), TransitionError> {
+        if self.state == ContainerState::Created {
+            Ok(())
+        } else {
+            Err(self.refuse(Transition::Start))
+        }
+    }
+
+    /// Created -> Running at `started_at` (nanoseconds since the epoch). A container restored
+    /// from a checkpoint has nothing left to restore from.
+    ///
+    /// Errors: [`TransitionError`] unless the container is Created.
+    pub fn mark_started(&mut self, started_at: i64) -> Result<(), TransitionError> {
+        self.check_start()?;
+        self.state = ContainerState::Running;
+        self.started_at = started_at;
+        self.restore_from = None;
+        Ok(())
+    }
+
+    /// Created, Running or Unknown -> Exited with `exit`. A container whose start was never
+    /// recorded (it exited before StartContainer saw it run, or was killed while Created)
+    /// gets `started_at` = the exit's `finished_at`, so no exit is ever reported before a start.
+    ///
+    /// Errors: [`TransitionError`] when the container has exited already: an exit is final,
+    /// and the first one recorded stays.
+    pub fn mark_exited(&mut self, exit: Exit) -> Result<(), TransitionError> {
+        if self.state == ContainerState::Exited {
+            return Err(self.refuse(Transition::Exit));
+        }
+        if self.started_at == 0 {
+            self.started_at = exit.finished_at;
+        }
+        self.state = ContainerState::Exited;
+        self.exit = Some(exit);
+        Ok(())
+    }
+
+    /// A container created from a checkpoint and stopped before StartContainer restored it
+    /// (nothing ever ran): Exited at `finished_at` with code 0, reason `NotRestored`, never
+    /// started, and nothing left to restore from.
+    ///
+    /// Errors: [`TransitionError`] unless a restore is pending
+    /// ([`ContainerRecord::restore_pending`]).
+    pub fn mark_not_restored(&mut self, finished_at: i64) -> Result<(), TransitionError> {
+        if !self.restore_pending() {
+            return Err(self.refuse(Transition::EndUnrestored));
+        }
+        self.state = ContainerState::Exited;
+        self.exit = Some(Exit {
+            code: 0,
+            finished_at,
+            reason: ExitReason::NotRestored,
+            message: String::new(),
+        });
+        self.restore_from = None;
+        Ok(())
+    }
+
+    fn refuse(&self, transition: Transition) -> TransitionError {
+        TransitionError {
+            id: self.id.clone(),
+            state: ObjectState::Container(self.state),
+            transition,
+        }
     }
 }
 
@@ -797,6 +1503,9 @@ impl Pending {
         }
     }
 }
+
+#[cfg(test)]
+mod record_tests;
 
 #[cfg(test)]
 mod tests {

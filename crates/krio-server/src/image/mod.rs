@@ -137,7 +137,7 @@ impl Krio {
                     .iter()
                     .find(|c| {
                         c.with_snapshot(|r| {
-                            r.image_id == image.id || r.volume_image_ids.contains(&image.id)
+                            r.image_id() == image.id || r.volume_image_ids().contains(&image.id)
                         })
                     })
                     .map(|c| c.id.clone())

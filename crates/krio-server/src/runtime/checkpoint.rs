@@ -68,7 +68,7 @@ impl Krio {
         let without_criu = test_without_criu();
         if without_criu {
             tracing::warn!(
-                container = %rec.id,
+                container = %rec.id(),
                 "{TEST_CHECKPOINT_WITHOUT_CRIU_ENV}: writing an archive without a CRIU image"
             );
         } else {
@@ -80,7 +80,7 @@ impl Krio {
         };
         let deadline = Instant::now() + limit;
         let staging = self
-            .container_run_dir(&rec.id)
+            .container_run_dir(rec.id())
             .join(format!("checkpoint-{}", &ids::new_id()?[..16]));
         let result = self
             .checkpoint_into(&rec, &staging, &location, deadline, without_criu)
@@ -93,11 +93,11 @@ impl Krio {
             })
             .await;
         if let Ok(Err(e)) | Err(e) = removed.map_err(std::io::Error::other) {
-            tracing::warn!(container = %rec.id, path = %staging.display(), error = %e,
+            tracing::warn!(container = %rec.id(), path = %staging.display(), error = %e,
                 "removing checkpoint staging directory");
         }
         let size = result?;
-        tracing::info!(container = %rec.id, location = %location.display(), bytes = size,
+        tracing::info!(container = %rec.id(), location = %location.display(), bytes = size,
             "container checkpointed");
         Ok(())
     }
@@ -112,7 +112,7 @@ impl Krio {
         deadline: Instant,
         without_criu: bool,
     ) -> Result<u64> {
-        let runtime = self.runtime(&rec.runtime_handler)?.clone();
+        let runtime = self.runtime(rec.runtime_handler())?.clone();
         let image_dir = staging.join(archive::CHECKPOINT_DIR);
         crate::blocking(|| {
             std::fs::create_dir_all(&image_dir)
@@ -120,34 +120,37 @@ impl Krio {
         })?;
         // Paused, so the files written below are those of the dumped processes (CRIU leaves
         // a frozen cgroup frozen).
-        runtime.pause(&rec.id).await?;
+        runtime.pause(rec.id()).await?;
         let result = async {
             if !without_criu {
                 let left = deadline.saturating_duration_since(Instant::now());
                 runtime
                     .clone()
                     .with_timeout(left)
-                    .checkpoint(&rec.id, &image_dir, staging, true)
+                    .checkpoint(rec.id(), &image_dir, staging, true)
                     .await
                     .map_err(|e| match e {
-                        krio_oci::RuntimeError::Timeout { .. } => ServerError::DeadlineExceeded(
-                            format!("checkpoint of container {} did not finish in time", rec.id),
-                        ),
+                        krio_oci::RuntimeError::Timeout { .. } => {
+                            ServerError::DeadlineExceeded(format!(
+                                "checkpoint of container {} did not finish in time",
+                                rec.id()
+                            ))
+                        }
                         e => e.into(),
                     })?;
             }
             if Instant::now() >= deadline {
                 return Err(ServerError::DeadlineExceeded(format!(
                     "checkpoint of container {} reached its timeout before its archive was written",
-                    rec.id
+                    rec.id()
                 )));
             }
             crate::blocking(|| self.write_checkpoint_files(rec, staging))?;
             crate::blocking(|| archive::write_archive(staging, location))
         }
         .await;
-        if let Err(e) = runtime.resume(&rec.id).await {
-            tracing::warn!(container = %rec.id, error = %e, "resuming after checkpoint");
+        if let Err(e) = runtime.resume(rec.id()).await {
+            tracing::warn!(container = %rec.id(), error = %e, "resuming after checkpoint");
         }
         result
     }
@@ -155,7 +158,7 @@ impl Krio {
     /// Writes `config.dump`, `spec.dump`, `bind.mounts`, `rootfs-diff.tar`, `deleted.files`
     /// and the log copy into `staging`.
     fn write_checkpoint_files(&self, rec: &ContainerRecord, staging: &Path) -> Result<()> {
-        let run_dir = self.container_run_dir(&rec.id);
+        let run_dir = self.container_run_dir(rec.id());
         let spec_path = run_dir.join("config.json");
         let spec_bytes =
             std::fs::read(&spec_path).map_err(|e| ServerError::io("reading", &spec_path, e))?;
@@ -163,21 +166,21 @@ impl Krio {
             .map_err(|e| ServerError::io("parsing", &spec_path, std::io::Error::other(e)))?;
         let sandbox_config = self
             .sandboxes
-            .find("pod_sandbox_id", &rec.sandbox_id)?
-            .map(|s| s.snapshot().config)
+            .find("pod_sandbox_id", rec.sandbox_id())?
+            .map(|s| s.snapshot().config().clone())
             .unwrap_or_default();
         let config = archive::ConfigDump {
-            id: rec.id.clone(),
-            name: super::container_remove::container_name(&rec.config, &sandbox_config),
-            rootfs_image: rec.image_ref.clone(),
-            rootfs_image_ref: rec.image_id.clone(),
-            rootfs_image_name: rec.image_digest_ref.clone(),
-            runtime: if rec.runtime_handler.is_empty() {
+            id: rec.id().to_string(),
+            name: super::container_remove::container_name(rec.config(), &sandbox_config),
+            rootfs_image: rec.image_ref().to_string(),
+            rootfs_image_ref: rec.image_id().to_string(),
+            rootfs_image_name: rec.image_digest_ref().to_string(),
+            runtime: if rec.runtime_handler().is_empty() {
                 self.cfg.default_runtime.clone()
             } else {
-                rec.runtime_handler.clone()
+                rec.runtime_handler().to_string()
             },
-            created_time: archive::rfc3339(rec.created_at),
+            created_time: archive::rfc3339(rec.created_at()),
             checkpointed_time: archive::rfc3339(crate::state::now_ns()),
             restored_time: archive::zero_time(),
             restored: false,
@@ -194,10 +197,10 @@ impl Krio {
             write_json(archive::BIND_MOUNTS, &binds)?;
         }
         let image = self
-            .resolve_image(&rec.image_id)
+            .resolve_image(rec.image_id())
             .ok_or_else(|| ServerError::NotFound {
                 kind: "image",
-                id: rec.image_id.clone(),
+                id: rec.image_id().to_string(),
             })?;
         let lowers = self.images.layer_dirs(&image)?;
         let skip: Vec<String> = spec
@@ -209,16 +212,16 @@ impl Krio {
             .collect();
         let diff = staging.join(archive::ROOTFS_DIFF);
         let f = std::fs::File::create(&diff).map_err(|e| ServerError::io("creating", &diff, e))?;
-        let upper = self.container_data_dir(&rec.id).join("upper");
+        let upper = self.container_data_dir(rec.id()).join("upper");
         let deleted =
             archive::write_rootfs_diff(&upper, &lowers, &skip, std::io::BufWriter::new(f))?;
         write_json(archive::DELETED_FILES, &deleted)?;
-        if !rec.log_path.is_empty() {
+        if !rec.log_path().is_empty() {
             let dest = staging.join(archive::LOG_FILE);
-            match std::fs::copy(&rec.log_path, &dest) {
+            match std::fs::copy(rec.log_path(), &dest) {
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(ServerError::io("copying log", &rec.log_path, e)),
+                Err(e) => return Err(ServerError::io("copying log", rec.log_path(), e)),
             }
         }
         Ok(())

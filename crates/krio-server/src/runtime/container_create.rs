@@ -9,7 +9,9 @@ use krio_cri::v1 as cri;
 use tracing::Instrument;
 
 use crate::error::{Result, ServerError};
-use crate::state::{now_ns, Container, ContainerRecord, ContainerState, SandboxRecord};
+use crate::state::{
+    now_ns, Container, ContainerRecord, ContainerState, NewContainer, SandboxRecord,
+};
 use crate::{ids, persist, rootfs, validate, Krio};
 
 impl Krio {
@@ -78,7 +80,7 @@ impl Krio {
         sandbox.ensure_ready()?;
         let sb = sandbox.snapshot();
         // The pod's handler may have lost its binary since RunPodSandbox.
-        self.handler_binary(&sb.runtime_handler)?;
+        self.handler_binary(sb.runtime_handler())?;
         let image_ref = config
             .image
             .as_ref()
@@ -114,28 +116,28 @@ impl Krio {
                 .as_ref()
                 .and_then(|c| c.stop_signal().as_deref()),
         )?;
-        let target_pidns = self.target_pid_namespace(&config, &sb.id)?;
+        let target_pidns = self.target_pid_namespace(&config, sb.id())?;
         let volume_image_ids = self.volume_images(&config)?;
         // Image volumes' images are held the same way as the container's.
         let volume_holds = volume_image_ids
             .iter()
             .map(|v| self.image_use.begin_create(v))
             .collect::<Result<Vec<_>>>()?;
-        let name = super::container_remove::container_name(&config, &sb.config);
+        let name = super::container_remove::container_name(&config, sb.config());
         let id = ids::new_id()?;
         // The call's span names the id this attempt creates under.
         crate::service::record_ids("", &id);
-        let log_path = if sb.config.log_directory.is_empty() || config.log_path.is_empty() {
+        let log_path = if sb.config().log_directory.is_empty() || config.log_path.is_empty() {
             String::new()
         } else {
-            PathBuf::from(&sb.config.log_directory)
+            PathBuf::from(&sb.config().log_directory)
                 .join(&config.log_path)
                 .to_string_lossy()
                 .into_owned()
         };
-        let record = ContainerRecord {
+        let record = ContainerRecord::new(NewContainer {
             id: id.clone(),
-            sandbox_id: sb.id.clone(),
+            sandbox_id: sb.id().to_string(),
             image_ref,
             image_id: image.id.clone(),
             image_digest_ref: image
@@ -143,38 +145,27 @@ impl Krio {
                 .first()
                 .cloned()
                 .unwrap_or_else(|| image.id.clone()),
-            runtime_handler: sb.runtime_handler.clone(),
+            runtime_handler: sb.runtime_handler().to_string(),
             log_path,
             created_at: now_ns(),
-            started_at: 0,
-            finished_at: 0,
-            exit_code: 0,
-            state: ContainerState::Created,
-            reason: String::new(),
-            message: String::new(),
-            pid: 0,
-            monitor_pid: 0,
-            cgroups_path: format!("{}/{}", sb.cgroup_parent, id),
-            subcontainer: sb.runtime_sandbox,
+            cgroups_path: format!("{}/{}", sb.cgroup_parent(), id),
+            subcontainer: sb.runtime_sandbox(),
             stop_signal,
-            user: None,
             volume_image_ids,
-            restore_from: None,
             config,
-        };
+        });
         let this = self.clone();
         let task_name = name.clone();
         let work = async move {
             let _image_hold = image_hold;
             let _volume_holds = volume_holds;
-            let span =
-                tracing::info_span!("create_container", container = %record.id, name = %task_name);
+            let span = tracing::info_span!("create_container", container = %record.id(), name = %task_name);
             // Held shared until the container is registered (or undone): a stop of the pod
             // waits for this create to finish and then stops the container with the others, or
             // runs first and this create finds the pod not ready.
             let _gate = sandbox.gate.read().await;
             if let Err(e) = sandbox.ensure_ready() {
-                this.containers.release(&task_name, &record.id);
+                this.containers.release(&task_name, record.id());
                 return Err(e);
             }
             let sb = sandbox.snapshot();
@@ -211,7 +202,7 @@ impl Krio {
         target_pidns: Option<PathBuf>,
         restore: Option<&crate::checkpoint_archive::Unpacked>,
     ) -> Result<String> {
-        let id = record.id.clone();
+        let id = record.id().to_string();
         match self
             .setup_container(&mut record, sb, image, target_pidns, restore)
             .await
@@ -253,17 +244,18 @@ impl Krio {
         crate::blocking(|| self.prepare_bundle(rec, sb, image, target_pidns, restore))?;
         if restore.is_some() {
             // `runtime restore` runs at StartContainer, as CRI-O restores there.
-            rec.restore_from = Some(self.container_data_dir(&rec.id).join("checkpoint"));
+            rec.set_restore_from(self.container_data_dir(rec.id()).join("checkpoint"));
         } else {
-            self.spawn_monitor(rec, &sb.config.log_directory, None)
+            self.spawn_monitor(rec, &sb.config().log_directory, None)
                 .await?;
             // In a pod with its own user namespace, the ids as seen inside it.
-            if let Some((uid, gid)) = super::sandbox_run::pod_user_namespace(&sb.config) {
-                rec.user = rec.user.take().map(|u| u.in_user_namespace(uid, gid));
+            if let Some((uid, gid)) = super::sandbox_run::pod_user_namespace(sb.config()) {
+                let inside = rec.user().map(|u| u.in_user_namespace(uid, gid));
+                rec.set_user(inside);
             }
         }
         crate::state::kill_point("CreateContainer:monitor-spawned");
-        persist::write_json_async(&self.container_record_path(&rec.id), rec).await?;
+        persist::write_json_async(&self.container_record_path(rec.id()), rec).await?;
         crate::state::kill_point("CreateContainer:record-final");
         Ok(())
     }
@@ -279,46 +271,45 @@ impl Krio {
         log_directory: &str,
         restore_from: Option<PathBuf>,
     ) -> Result<()> {
-        let run_dir = self.container_run_dir(&rec.id);
-        let runtime = self.runtime(&rec.runtime_handler)?;
-        let binary = self.handler_binary(&rec.runtime_handler)?;
+        let run_dir = self.container_run_dir(rec.id());
+        let runtime = self.runtime(rec.runtime_handler())?;
+        let binary = self.handler_binary(rec.runtime_handler())?;
         let mut monitor = krio_monitor::MonitorConfig::new(
-            rec.id.clone(),
+            rec.id().to_string(),
             run_dir.clone(),
             binary,
             runtime.root(),
-            (!rec.log_path.is_empty()).then(|| PathBuf::from(&rec.log_path)),
+            (!rec.log_path().is_empty()).then(|| PathBuf::from(rec.log_path())),
             run_dir.join("exit.json"),
             run_dir.join("pid"),
         );
         monitor.runtime_log = Some(run_dir.join("runtime.log"));
         monitor.runtime_args = runtime.args().to_vec();
-        if !rec.log_path.is_empty() {
+        if !rec.log_path().is_empty() {
             monitor.log_directory = Some(PathBuf::from(log_directory));
         }
         monitor.max_log_line = self.cfg.container.log_line_max;
         monitor.no_pivot = self.cfg.container.no_pivot;
         monitor.max_log_size = self.cfg.container.log_size_max;
-        monitor.tty = rec.config.tty;
-        monitor.stdin = rec.config.stdin;
-        monitor.stdin_once = rec.config.stdin_once;
+        monitor.tty = rec.config().tty;
+        monitor.stdin = rec.config().stdin;
+        monitor.stdin_once = rec.config().stdin_once;
         monitor.attach_socket = Some(krio_monitor::attach::attach_socket_path(&run_dir));
         monitor.restore_from = restore_from;
-        monitor.start_on_signal = rec.subcontainer;
+        monitor.start_on_signal = rec.subcontainer();
         let bin = self.monitor_bin.clone();
         // The runtime's `create` runs in the monitor; its span covers the wait for it.
-        let span = runtime.call_span("create", &rec.id);
+        let span = runtime.call_span("create", rec.id());
         let spawned = tokio::task::spawn_blocking(move || krio_monitor::spawn(&monitor, &bin))
             .instrument(span)
             .await
             .map_err(|e| {
                 ServerError::io("spawning monitor", &run_dir, std::io::Error::other(e))
             })??;
-        rec.pid = spawned.container_pid;
-        rec.monitor_pid = spawned.monitor_pid;
+        rec.record_processes(spawned.container_pid, spawned.monitor_pid)?;
         // `runtime create` returns once the init set its credentials (before it waits to exec
         // the command), so these are the ones the container's process will have.
-        rec.user = crate::state::ProcessUser::of_pid(rec.pid);
+        rec.set_user(crate::state::ProcessUser::of_pid(rec.pid()));
         Ok(())
     }
 
@@ -333,14 +324,14 @@ impl Krio {
         target_pidns: Option<PathBuf>,
         restore: Option<&crate::checkpoint_archive::Unpacked>,
     ) -> Result<()> {
-        let run_dir = self.container_run_dir(&rec.id);
-        let data_dir = self.container_data_dir(&rec.id);
+        let run_dir = self.container_run_dir(rec.id());
+        let data_dir = self.container_data_dir(rec.id());
         for d in [&run_dir, &data_dir] {
             std::fs::create_dir_all(d).map_err(|e| ServerError::io("creating directory", d, e))?;
         }
         // The record goes to disk first, so a daemon killed in the middle finds and cleans
         // the half-made container on restart (state stays Created with pid 0).
-        persist::write_json(&self.container_record_path(&rec.id), rec)?;
+        persist::write_json(&self.container_record_path(rec.id()), rec)?;
         crate::state::kill_point("CreateContainer:record-written");
         let lowers = self.images.layer_dirs(image)?;
         let rootfs_dir = run_dir.join("rootfs");
@@ -358,8 +349,8 @@ impl Krio {
             )?;
         }
         match (
-            &sb.userns,
-            super::sandbox_run::pod_user_namespace(&sb.config),
+            sb.userns(),
+            super::sandbox_run::pod_user_namespace(sb.config()),
         ) {
             (Some(userns), Some((uid, gid))) => rootfs::mount_overlay_in_userns(
                 &lowers,
@@ -382,29 +373,32 @@ impl Krio {
                 .map_err(|e| ServerError::io("moving CRIU image to", &dest, e))?;
         }
         crate::state::kill_point("CreateContainer:rootfs-mounted");
-        if !rec.log_path.is_empty() {
+        if !rec.log_path().is_empty() {
             // Create the log file now, as the monitor will open it (no link followed below the
             // pod's log directory, nothing but a regular file): a link, FIFO or directory planted
             // at the path is the caller's problem to clear, named in the reply.
-            let dir = PathBuf::from(&sb.config.log_directory);
+            let dir = PathBuf::from(&sb.config().log_directory);
             std::fs::create_dir_all(&dir)
                 .map_err(|e| ServerError::io("creating log directory", &dir, e))?;
-            krio_monitor::logfile::open_log_file(&dir, std::path::Path::new(&rec.config.log_path))
-                .map_err(|e| {
-                    ServerError::FailedPrecondition(format!(
-                        "config.log_path {}: {e}",
-                        crate::validate::quote(&rec.config.log_path)
-                    ))
-                })?;
+            krio_monitor::logfile::open_log_file(
+                &dir,
+                std::path::Path::new(&rec.config().log_path),
+            )
+            .map_err(|e| {
+                ServerError::FailedPrecondition(format!(
+                    "config.log_path {}: {e}",
+                    crate::validate::quote(&rec.config().log_path)
+                ))
+            })?;
         }
-        let sandbox_dir = self.sandbox_run_dir(&sb.id);
+        let sandbox_dir = self.sandbox_run_dir(sb.id());
         let mut sandbox_mounts = Vec::new();
         for (file, dest) in [
             ("hostname", "/etc/hostname"),
             ("hosts", "/etc/hosts"),
             ("resolv.conf", "/etc/resolv.conf"),
         ] {
-            let already = rec.config.mounts.iter().any(|m| m.container_path == dest);
+            let already = rec.config().mounts.iter().any(|m| m.container_path == dest);
             if !already {
                 sandbox_mounts.push(bind_mount(&sandbox_dir.join(file), dest)?);
             }
@@ -436,12 +430,12 @@ impl Krio {
         }
         let spec_config = self.stage_image_volumes(rec, &run_dir)?;
         let mut spec_config = stage_rro_mounts(&spec_config, &run_dir)?;
-        if sb.userns.is_some() {
+        if sb.userns().is_some() {
             // Every container of a pod in a user namespace joins it, whatever its own
             // namespace options say (kubelet copies the pod's; the pod's namespaces are owned by
             // that user namespace and could not be joined from outside it).
             let pod_userns = sb
-                .config
+                .config()
                 .linux
                 .as_ref()
                 .and_then(|l| l.security_context.as_ref())
@@ -454,8 +448,8 @@ impl Krio {
                 .get_or_insert_with(|| sandbox_namespace_options(sb));
             ns.userns_options = pod_userns;
         }
-        if let Some(userns) = &sb.userns {
-            stage_idmapped_volumes(&rec.config, &mut spec_config, &run_dir, userns)?;
+        if let Some(userns) = sb.userns() {
+            stage_idmapped_volumes(rec.config(), &mut spec_config, &run_dir, userns)?;
         }
         let mut spec = krio_oci::build_spec(&krio_oci::SpecInputs {
             container: &spec_config,
@@ -463,16 +457,16 @@ impl Krio {
             image_config: image_config.as_ref(),
             rootfs: &rootfs_dir,
             namespaces: krio_oci::NamespacePaths {
-                network: sb.netns.clone(),
-                ipc: sb.ipcns.clone(),
-                uts: sb.utsns.clone(),
-                pid: target_pidns.or_else(|| sb.pidns.clone()),
-                user: sb.userns.clone(),
+                network: sb.netns().map(PathBuf::from),
+                ipc: sb.ipcns().map(PathBuf::from),
+                uts: sb.utsns().map(PathBuf::from),
+                pid: target_pidns.or_else(|| sb.pidns().map(PathBuf::from)),
+                user: sb.userns().map(PathBuf::from),
             },
             sandbox_mounts,
-            cgroups_path: rec.cgroups_path.clone(),
+            cgroups_path: rec.cgroups_path().to_string(),
             daemon_oom_score_adj: self.daemon_oom_score_adj,
-            sandbox_id: &sb.id,
+            sandbox_id: sb.id(),
             pids_limit: match self.cfg.container.pids_limit {
                 0 => None,
                 n => Some(n),
@@ -485,7 +479,7 @@ impl Krio {
         // `seccomp_profile`); a privileged container has no filter either way.
         if spec.linux().as_ref().is_some_and(|l| l.seccomp().is_some()) {
             let sc = rec
-                .config
+                .config()
                 .linux
                 .as_ref()
                 .and_then(|l| l.security_context.as_ref());
@@ -513,8 +507,8 @@ impl Krio {
                 process.set_rlimits(Some(rlimits));
             }
         }
-        let handler = self.handler(&rec.runtime_handler)?;
-        apply_handler(&mut spec, &handler.cfg, &rec.config, sb, &rec.id)?;
+        let handler = self.handler(rec.runtime_handler())?;
+        apply_handler(&mut spec, &handler.cfg, rec.config(), sb, rec.id())?;
         krio_oci::write_bundle(&run_dir, &spec)?;
         crate::state::kill_point("CreateContainer:bundle-written");
         Ok(())
@@ -558,8 +552,8 @@ impl Krio {
         rec: &ContainerRecord,
         run_dir: &std::path::Path,
     ) -> Result<cri::ContainerConfig> {
-        let mut out = rec.config.clone();
-        let mut ids = rec.volume_image_ids.iter();
+        let mut out = rec.config().clone();
+        let mut ids = rec.volume_image_ids().iter();
         for (i, m) in out.mounts.iter_mut().enumerate() {
             if m.image.as_ref().is_none_or(|img| img.image.is_empty()) {
                 continue;
@@ -636,11 +630,12 @@ impl Krio {
         }
         let mut rec = target.snapshot();
         self.refresh_exit(&mut rec);
-        if rec.state != ContainerState::Running || !super::container_stop::process_running(rec.pid)
+        if rec.state() != ContainerState::Running
+            || !super::container_stop::process_running(rec.pid())
         {
             return Err(not_target("is not running"));
         }
-        Ok(Some(PathBuf::from(format!("/proc/{}/ns/pid", rec.pid))))
+        Ok(Some(PathBuf::from(format!("/proc/{}/ns/pid", rec.pid()))))
     }
 }
 
@@ -734,7 +729,7 @@ fn bind_mount(source: &std::path::Path, dest: &str) -> Result<oci_spec::runtime:
 
 /// The pod's namespace options (CRI defaults when it has none).
 fn sandbox_namespace_options(sb: &SandboxRecord) -> cri::NamespaceOption {
-    sb.config
+    sb.config()
         .linux
         .as_ref()
         .and_then(|l| l.security_context.as_ref())
@@ -746,8 +741,8 @@ fn sandbox_namespace_options(sb: &SandboxRecord) -> cri::NamespaceOption {
 /// PID namespace (one made before pods had an init) gives each container its own PID
 /// namespace when the pod asked for a shared one.
 fn effective_pid_mode(sb: &SandboxRecord) -> cri::PodSandboxConfig {
-    let mut config = sb.config.clone();
-    if sb.pidns.is_some() {
+    let mut config = sb.config().clone();
+    if sb.pidns().is_some() {
         return config;
     }
     let linux = config.linux.get_or_insert_with(Default::default);
@@ -776,7 +771,7 @@ pub(crate) fn apply_handler(
     use krio_oci::annotations::{CONTAINER_TYPE, SANDBOX_ID};
     let mut annotations = spec.annotations().clone().unwrap_or_default();
     for (k, v) in sb
-        .config
+        .config()
         .annotations
         .iter()
         .chain(config.annotations.iter())
@@ -834,29 +829,13 @@ mod handler_tests {
         config
             .annotations
             .insert("io.kubernetes.cri.sandbox-id".into(), "forged".into());
-        let mut sb = SandboxRecord {
-            id: "pod1".into(),
-            runtime_handler: "runsc".into(),
-            created_at: 1,
-            state: crate::state::SandboxState::Ready,
-            netns: None,
-            ipcns: None,
-            utsns: None,
-            pidns: None,
-            userns: None,
-            pod_init: None,
-            ips: Vec::new(),
-            cgroup_parent: String::new(),
-            runtime_sandbox: false,
-            config: Default::default(),
-        };
-        sb.config
-            .annotations
+        let mut pod = cri::PodSandboxConfig::default();
+        pod.annotations
             .insert("dev.gvisor.spec.x".into(), "pod".into());
-        sb.config
-            .annotations
-            .insert("dev.gvisor.pod".into(), "p".into());
-        sb.config.annotations.insert("other".into(), "o".into());
+        pod.annotations.insert("dev.gvisor.pod".into(), "p".into());
+        pod.annotations.insert("other".into(), "o".into());
+        let mut sb = SandboxRecord::new("pod1".into(), pod, "runsc".into(), 1);
+        sb.mark_ready().unwrap();
         let mut spec = oci_spec::runtime::Spec::default();
         let mut a = std::collections::HashMap::new();
         a.insert(

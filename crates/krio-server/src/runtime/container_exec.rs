@@ -20,10 +20,10 @@ impl Krio {
         let c = self.containers.get("container_id", id)?;
         let mut rec = c.snapshot();
         self.refresh_exit(&mut rec);
-        if rec.state != ContainerState::Running {
+        if rec.state() != ContainerState::Running {
             return Err(ServerError::FailedPrecondition(format!(
                 "container {} is not running",
-                rec.id
+                rec.id()
             )));
         }
         Ok(rec)
@@ -45,12 +45,12 @@ impl Krio {
             return Err(ServerError::invalid("cmd", "must name a command"));
         }
         let rec = self.running_container(&req.container_id)?;
-        let runtime = self.runtime(&rec.runtime_handler)?;
+        let runtime = self.runtime(rec.runtime_handler())?;
         // Output is read as it comes and cut at the limit while the command runs: kubelet
         // accepts gRPC messages up to 16 MiB, so each stream keeps at most half of that.
         let result = runtime
             .exec_limited(
-                &rec.id,
+                rec.id(),
                 &krio_oci::ExecOptions {
                     args: req.cmd,
                     env: Vec::new(),
@@ -82,11 +82,11 @@ impl Krio {
         if matches!(e, krio_oci::RuntimeError::Timeout { .. }) {
             return e.into();
         }
-        match self.containers.find("container_id", &rec.id) {
+        match self.containers.find("container_id", rec.id()) {
             Ok(None) => {
                 return ServerError::NotFound {
                     kind: "container",
-                    id: rec.id.clone(),
+                    id: rec.id().to_string(),
                 }
             }
             Ok(Some(c)) => {
@@ -94,14 +94,14 @@ impl Krio {
                 self.refresh_exit(&mut now);
                 // A process in the middle of exiting has lost its namespaces before it shows
                 // as a zombie: that is what runc tripped over.
-                let dying = !std::path::Path::new(&format!("/proc/{}/ns/mnt", rec.pid)).exists();
-                if now.state != ContainerState::Running
+                let dying = !std::path::Path::new(&format!("/proc/{}/ns/mnt", rec.pid())).exists();
+                if now.state() != ContainerState::Running
                     || dying
-                    || !super::container_stop::process_running(rec.pid)
+                    || !super::container_stop::process_running(rec.pid())
                 {
                     return ServerError::FailedPrecondition(format!(
                         "container {} is not running",
-                        rec.id
+                        rec.id()
                     ));
                 }
             }
@@ -110,7 +110,7 @@ impl Krio {
         if matches!(e, krio_oci::RuntimeError::NotFound { .. }) {
             return ServerError::NotFound {
                 kind: "container",
-                id: rec.id.clone(),
+                id: rec.id().to_string(),
             };
         }
         e.into()
@@ -130,11 +130,11 @@ impl Krio {
     ) -> Result<()> {
         ids::validate("container_id", &req.container_id)?;
         let rec = self.running_container(&req.container_id)?;
-        if rec.log_path.is_empty() || rec.monitor_pid <= 0 {
+        if rec.log_path().is_empty() || rec.monitor_pid() <= 0 {
             return Ok(());
         }
         let status_file = krio_monitor::log_reopen_status_path(
-            &self.container_run_dir(&rec.id).join("exit.json"),
+            &self.container_run_dir(rec.id()).join("exit.json"),
         );
         match std::fs::remove_file(&status_file) {
             Ok(()) => {}
@@ -142,19 +142,19 @@ impl Krio {
             Err(e) => return Err(ServerError::io("removing", &status_file, e)),
         }
         nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(rec.monitor_pid),
+            nix::unistd::Pid::from_raw(rec.monitor_pid()),
             nix::sys::signal::Signal::SIGUSR1,
         )
-        .map_err(|e| ServerError::io("signalling monitor for", &rec.log_path, e.into()))?;
+        .map_err(|e| ServerError::io("signalling monitor for", rec.log_path(), e.into()))?;
         if !super::container_stop::wait_exit_file(&status_file, Duration::from_secs(5)).await {
             // A monitor started by an older krio answers only by reopening: a regular file at
             // the path is its answer.
-            if std::fs::symlink_metadata(&rec.log_path).is_ok_and(|m| m.is_file()) {
+            if std::fs::symlink_metadata(rec.log_path()).is_ok_and(|m| m.is_file()) {
                 return Ok(());
             }
             return Err(ServerError::DeadlineExceeded(format!(
                 "log {} was not reopened within 5s",
-                rec.log_path
+                rec.log_path()
             )));
         }
         let answer = std::fs::read_to_string(&status_file)
@@ -163,7 +163,7 @@ impl Krio {
             None => Ok(()),
             Some(reason) => Err(ServerError::FailedPrecondition(format!(
                 "log_path {}: {reason}; the container keeps logging to the old file",
-                rec.log_path
+                rec.log_path()
             ))),
         }
     }
@@ -185,23 +185,23 @@ impl Krio {
         let c = self.containers.get("container_id", &req.container_id)?;
         let mut rec = c.record.lock().await;
         self.refresh_exit(&mut rec);
-        if !matches!(rec.state, ContainerState::Created | ContainerState::Running) {
+        if !matches!(
+            rec.state(),
+            ContainerState::Created | ContainerState::Running
+        ) {
             return Err(ServerError::FailedPrecondition(format!(
                 "container {} has exited",
-                rec.id
+                rec.id()
             )));
         }
         let Some(linux) = req.linux else {
             return Ok(());
         };
         let resources = krio_oci::resources(Some(&linux), None, krio_oci::host_uses_cgroup_v2())?;
-        self.runtime(&rec.runtime_handler)?
-            .update(&rec.id, &resources)
+        self.runtime(rec.runtime_handler())?
+            .update(rec.id(), &resources)
             .await?;
-        rec.config
-            .linux
-            .get_or_insert_with(Default::default)
-            .resources = Some(linux);
+        rec.update_resources(linux);
         self.commit_container(&c, &rec).await?;
         Ok(())
     }

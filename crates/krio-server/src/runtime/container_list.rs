@@ -24,7 +24,7 @@ impl Krio {
                 if self.refresh_exit(&mut rec) {
                     c.publish(&rec);
                     crate::persist::write_json_detached(
-                        &self.container_record_path(&rec.id),
+                        &self.container_record_path(rec.id()),
                         &*rec,
                     );
                 }
@@ -50,10 +50,10 @@ impl Krio {
             info.insert(
                 "info".to_string(),
                 serde_json::json!({
-                    "pid": rec.pid,
-                    "sandboxID": rec.sandbox_id,
-                    "runtimeHandler": rec.runtime_handler,
-                    "monitorPid": rec.monitor_pid,
+                    "pid": rec.pid(),
+                    "sandboxID": rec.sandbox_id(),
+                    "runtimeHandler": rec.runtime_handler(),
+                    "monitorPid": rec.monitor_pid(),
                     "record": &rec,
                 })
                 .to_string(),
@@ -90,19 +90,19 @@ impl Krio {
                     let wanted = f
                         .state
                         .as_ref()
-                        .is_none_or(|s| s.state == r.state.to_cri() as i32)
-                        && labels_match(&r.config.labels, &f.label_selector);
+                        .is_none_or(|s| s.state == r.state().to_cri() as i32)
+                        && labels_match(&r.config().labels, &f.label_selector);
                     wanted.then(|| cri::Container {
-                        id: r.id.clone(),
-                        pod_sandbox_id: r.sandbox_id.clone(),
-                        metadata: r.config.metadata.clone(),
+                        id: r.id().to_string(),
+                        pod_sandbox_id: r.sandbox_id().to_string(),
+                        metadata: r.config().metadata.clone(),
                         image: Some(image_spec(r)),
-                        image_ref: r.image_digest_ref.clone(),
-                        state: r.state.to_cri() as i32,
-                        created_at: r.created_at,
-                        labels: r.config.labels.clone(),
-                        annotations: r.config.annotations.clone(),
-                        image_id: r.image_id.clone(),
+                        image_ref: r.image_digest_ref().to_string(),
+                        state: r.state().to_cri() as i32,
+                        created_at: r.created_at(),
+                        labels: r.config().labels.clone(),
+                        annotations: r.config().annotations.clone(),
+                        image_id: r.image_id().to_string(),
                     })
                 })
             })
@@ -113,34 +113,40 @@ impl Krio {
 }
 
 fn image_spec(rec: &ContainerRecord) -> cri::ImageSpec {
-    let mut spec = rec.config.image.clone().unwrap_or_default();
+    let mut spec = rec.config().image.clone().unwrap_or_default();
     if spec.user_specified_image.is_empty() {
         spec.user_specified_image = spec.image.clone();
     }
-    spec.image = rec.image_id.clone();
+    spec.image = rec.image_id().to_string();
     spec
 }
 
 /// A container record in CRI form (`ContainerStatus`), also sent with container events.
 pub(crate) fn container_status_of(rec: &ContainerRecord) -> cri::ContainerStatus {
     cri::ContainerStatus {
-        id: rec.id.clone(),
-        metadata: rec.config.metadata.clone(),
-        state: rec.state.to_cri() as i32,
-        created_at: rec.created_at,
-        started_at: rec.started_at,
-        finished_at: rec.finished_at,
-        exit_code: rec.exit_code,
+        id: rec.id().to_string(),
+        metadata: rec.config().metadata.clone(),
+        state: rec.state().to_cri() as i32,
+        created_at: rec.created_at(),
+        started_at: rec.started_at(),
+        finished_at: rec.exit().map_or(0, |e| e.finished_at),
+        exit_code: rec.exit().map_or(0, |e| e.code),
         image: Some(image_spec(rec)),
-        image_ref: rec.image_digest_ref.clone(),
-        reason: rec.reason.clone(),
-        message: rec.message.clone(),
-        labels: rec.config.labels.clone(),
-        annotations: rec.config.annotations.clone(),
-        mounts: rec.config.mounts.clone(),
-        log_path: rec.log_path.clone(),
+        image_ref: rec.image_digest_ref().to_string(),
+        reason: rec
+            .exit()
+            .as_ref()
+            .map_or_else(String::new, |e| e.reason.as_str().to_string()),
+        message: rec
+            .exit()
+            .as_ref()
+            .map_or_else(String::new, |e| e.message.clone()),
+        labels: rec.config().labels.clone(),
+        annotations: rec.config().annotations.clone(),
+        mounts: rec.config().mounts.clone(),
+        log_path: rec.log_path().to_string(),
         resources: rec
-            .config
+            .config()
             .linux
             .as_ref()
             .and_then(|l| l.resources.clone())
@@ -148,12 +154,12 @@ pub(crate) fn container_status_of(rec: &ContainerRecord) -> cri::ContainerStatus
                 linux: Some(linux),
                 windows: None,
             }),
-        image_id: rec.image_id.clone(),
-        user: rec.user.as_ref().map(|u| u.to_cri()),
+        image_id: rec.image_id().to_string(),
+        user: rec.user().map(|u| u.to_cri()),
         // The effective stop signal (request, else image, else SIGTERM), as containerd reports
         // it, so the reader sees what StopContainer will send.
         stop_signal: super::container_stop::cri_signal(Some(
-            rec.stop_signal.as_deref().unwrap_or("SIGTERM"),
+            rec.stop_signal().unwrap_or("SIGTERM"),
         )),
     }
 }

@@ -28,17 +28,17 @@ impl Krio {
         let rec = c.record.lock().await;
         self.teardown_container(&rec).await?;
         crate::state::kill_point("RemoveContainer:torn-down");
-        self.containers.remove(&rec.id);
-        self.stats_cache.forget(&rec.id);
-        if let Some(sb) = self.sandboxes.find("pod_sandbox_id", &rec.sandbox_id)? {
-            let name = container_name(&rec.config, &sb.snapshot().config);
-            self.containers.release(&name, &rec.id);
+        self.containers.remove(rec.id());
+        self.stats_cache.forget(rec.id());
+        if let Some(sb) = self.sandboxes.find("pod_sandbox_id", rec.sandbox_id())? {
+            let name = container_name(rec.config(), sb.snapshot().config());
+            self.containers.release(&name, rec.id());
             // A create whose caller gave up leaves its result for a retry; a removed
             // container must never be handed to a later create of the same name.
-            self.pending_containers.forget(&name, &rec.id);
+            self.pending_containers.forget(&name, rec.id());
         }
         self.emit(&rec, cri::ContainerEventType::ContainerDeletedEvent);
-        tracing::info!(container = %rec.id, "container removed");
+        tracing::info!(container = %rec.id(), "container removed");
         Ok(())
     }
 
@@ -47,9 +47,9 @@ impl Krio {
     /// runs; all failures are reported. Idempotent.
     pub(crate) async fn teardown_container(&self, rec: &ContainerRecord) -> Result<()> {
         let mut errors = Vec::new();
-        if let Ok(runtime) = self.runtime(&rec.runtime_handler) {
+        if let Ok(runtime) = self.runtime(rec.runtime_handler()) {
             if let Err(e) = runtime
-                .delete(&rec.id, &krio_oci::DeleteOptions { force: true })
+                .delete(rec.id(), &krio_oci::DeleteOptions { force: true })
                 .await
             {
                 if !matches!(e, krio_oci::RuntimeError::NotFound { .. }) {
@@ -57,14 +57,14 @@ impl Krio {
                 }
             }
         }
-        if rec.monitor_pid > 0 {
+        if rec.monitor_pid() > 0 {
             // The monitor exits once the container's init is gone; give it a moment so it
             // is not killed in the middle of writing the exit file.
-            let exit = self.container_run_dir(&rec.id).join("exit.json");
+            let exit = self.container_run_dir(rec.id()).join("exit.json");
             super::container_stop::wait_exit_file(&exit, std::time::Duration::from_secs(2)).await;
         }
-        let run_dir = self.container_run_dir(&rec.id);
-        let data_dir = self.container_data_dir(&rec.id);
+        let run_dir = self.container_run_dir(rec.id());
+        let data_dir = self.container_data_dir(rec.id());
         // Unmounts and directory removal are blocking work, kept off the async workers.
         crate::blocking(|| remove_container_files(&run_dir, &data_dir, &mut errors));
         ServerError::collect(errors)

@@ -4,7 +4,7 @@
 use krio_cri::v1 as cri;
 
 use crate::error::{Result, ServerError};
-use crate::state::{now_ns, ContainerState};
+use crate::state::now_ns;
 use crate::{ids, Krio};
 
 impl Krio {
@@ -35,20 +35,13 @@ impl Krio {
         sandbox.ensure_ready()?;
         let mut rec = c.record.lock().await;
         self.refresh_exit(&mut rec);
-        if rec.state != ContainerState::Created {
-            return Err(ServerError::FailedPrecondition(format!(
-                "container {} is {:?}, not Created",
-                rec.id, rec.state
-            )));
-        }
-        if let Some(image) = rec.restore_from.clone() {
+        rec.check_start()?;
+        if let Some(image) = rec.restore_from().map(std::path::Path::to_path_buf) {
             // Created from a checkpoint: the monitor restores the processes, running.
-            let log_directory = sandbox.snapshot().config.log_directory;
+            let log_directory = sandbox.snapshot().config().log_directory.clone();
             self.spawn_monitor(&mut rec, &log_directory, Some(image))
                 .await?;
-            rec.restore_from = None;
-            rec.started_at = now_ns();
-            rec.state = ContainerState::Running;
+            rec.mark_started(now_ns())?;
             self.refresh_exit(&mut rec);
             self.commit_container(&c, &rec).await?;
             self.emit(&rec, cri::ContainerEventType::ContainerStartedEvent);
@@ -57,20 +50,19 @@ impl Krio {
             tracing::info!(container = %c.id, "container restored from its checkpoint");
             return Ok(());
         }
-        if rec.subcontainer {
+        if rec.subcontainer() {
             self.start_in_runtime_sandbox(&rec).await?;
         } else {
-            let runtime = self.runtime(&rec.runtime_handler)?;
-            runtime.start(&rec.id).await?;
+            let runtime = self.runtime(rec.runtime_handler())?;
+            runtime.start(rec.id()).await?;
         }
         crate::state::kill_point("StartContainer:runtime-started");
-        rec.started_at = now_ns();
-        rec.state = ContainerState::Running;
+        rec.mark_started(now_ns())?;
         // A very short-lived process may already have exited; the exit file says so.
         self.refresh_exit(&mut rec);
         self.commit_container(&c, &rec).await?;
         self.emit(&rec, cri::ContainerEventType::ContainerStartedEvent);
-        tracing::info!(container = %rec.id, "container started");
+        tracing::info!(container = %rec.id(), "container started");
         Ok(())
     }
 
@@ -81,21 +73,22 @@ impl Krio {
     /// Errors: `Internal` naming the runtime's error, or when the monitor does not answer
     /// within the runtime's create timeout plus 10 s.
     async fn start_in_runtime_sandbox(&self, rec: &crate::state::ContainerRecord) -> Result<()> {
-        let run_dir = self.container_run_dir(&rec.id);
+        let run_dir = self.container_run_dir(rec.id());
         let status_file = krio_monitor::start_status_path(&run_dir.join("exit.json"));
         match std::fs::remove_file(&status_file) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(ServerError::io("removing", &status_file, e)),
         }
-        if rec.monitor_pid <= 0 || !super::process_running(rec.monitor_pid) {
+        if rec.monitor_pid() <= 0 || !super::process_running(rec.monitor_pid()) {
             return Err(ServerError::FailedPrecondition(format!(
                 "container {}: its monitor (pid {}) is gone",
-                rec.id, rec.monitor_pid
+                rec.id(),
+                rec.monitor_pid()
             )));
         }
         nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(rec.monitor_pid),
+            nix::unistd::Pid::from_raw(rec.monitor_pid()),
             nix::sys::signal::Signal::SIGUSR2,
         )
         .map_err(|e| ServerError::io("signalling the monitor of", &run_dir, e.into()))?;
@@ -104,7 +97,7 @@ impl Krio {
         if !super::container_stop::wait_exit_file(&status_file, timeout).await {
             return Err(ServerError::Internal(format!(
                 "container {}: the monitor did not report the start within {}s",
-                rec.id,
+                rec.id(),
                 timeout.as_secs()
             )));
         }
@@ -114,7 +107,7 @@ impl Krio {
             None => Ok(()),
             Some(e) => Err(ServerError::Internal(format!(
                 "starting container {} in its pod's runtime sandbox: {e}",
-                rec.id
+                rec.id()
             ))),
         }
     }

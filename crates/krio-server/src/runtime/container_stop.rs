@@ -7,7 +7,7 @@ use krio_cri::v1 as cri;
 use krio_oci::{DeleteOptions, KillOptions};
 
 use crate::error::{Result, ServerError};
-use crate::state::{Container, ContainerRecord, ContainerState};
+use crate::state::{Container, ContainerRecord, ContainerState, Exit, ExitReason};
 use crate::{ids, Krio};
 
 /// How long to wait for a process to die after SIGKILL before giving up with an error.
@@ -66,28 +66,28 @@ impl Krio {
     ) -> Result<()> {
         let mut rec = c.record.lock().await;
         self.refresh_exit(&mut rec);
-        if matches!(rec.state, ContainerState::Exited | ContainerState::Unknown) {
+        if matches!(
+            rec.state(),
+            ContainerState::Exited | ContainerState::Unknown
+        ) {
             return Ok(());
         }
         if rec.restore_pending() {
             // Created from a checkpoint and never started: nothing runs.
-            rec.state = ContainerState::Exited;
-            rec.finished_at = crate::state::now_ns();
-            rec.reason = "NotRestored".to_string();
-            rec.restore_from = None;
+            rec.mark_not_restored(crate::state::now_ns())?;
             return self.finish_stop(c, &mut rec).await;
         }
-        let runtime = self.runtime(&rec.runtime_handler)?;
-        let exit_file = self.container_run_dir(&rec.id).join("exit.json");
-        if rec.subcontainer && rec.state == ContainerState::Created {
+        let runtime = self.runtime(rec.runtime_handler())?;
+        let exit_file = self.container_run_dir(rec.id()).join("exit.json");
+        if rec.subcontainer() && rec.state() == ContainerState::Created {
             // Nothing of it runs yet: delete it in the runtime, then tell its monitor, which
             // records the exit of a killed container.
             runtime
-                .delete(&rec.id, &DeleteOptions { force: true })
+                .delete(rec.id(), &DeleteOptions { force: true })
                 .await?;
-            if rec.monitor_pid > 0 && process_running(rec.monitor_pid) {
+            if rec.monitor_pid() > 0 && process_running(rec.monitor_pid()) {
                 let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(rec.monitor_pid),
+                    nix::unistd::Pid::from_raw(rec.monitor_pid()),
                     nix::sys::signal::Signal::SIGTERM,
                 );
             }
@@ -97,7 +97,7 @@ impl Krio {
             }
             return Err(ServerError::DeadlineExceeded(format!(
                 "container {}: its monitor recorded no exit {}s after the delete",
-                rec.id,
+                rec.id(),
                 KILL_GRACE.as_secs()
             )));
         }
@@ -108,7 +108,7 @@ impl Krio {
         if graceful {
             let signal = stop_signal(&rec);
             match runtime
-                .kill(&rec.id, &KillOptions { signal, all: false })
+                .kill(rec.id(), &KillOptions { signal, all: false })
                 .await
             {
                 Ok(()) => {
@@ -120,12 +120,12 @@ impl Krio {
                         return self.finish_stop(c, &mut rec).await;
                     }
                 }
-                Err(e) => tracing::debug!(container = %rec.id, error = %e, "stop signal failed"),
+                Err(e) => tracing::debug!(container = %rec.id(), error = %e, "stop signal failed"),
             }
         }
         if let Err(e) = runtime
             .kill(
-                &rec.id,
+                rec.id(),
                 &KillOptions {
                     signal: libc::SIGKILL,
                     all: true,
@@ -134,17 +134,17 @@ impl Krio {
             .await
         {
             // The process may have exited between the check and the kill.
-            if !exit_file.exists() && rec.state == ContainerState::Running {
+            if !exit_file.exists() && rec.state() == ContainerState::Running {
                 return Err(e.into());
             }
         }
         crate::state::kill_point("StopContainer:signal-sent");
         let grace = tokio::time::Instant::now() + KILL_GRACE;
         if !wait_exit(&exit_file, &rec, || grace).await {
-            if rec.state == ContainerState::Created {
+            if rec.state() == ContainerState::Created {
                 // A created container's init waits in the runtime; delete reaps it.
                 runtime
-                    .delete(&rec.id, &DeleteOptions { force: true })
+                    .delete(rec.id(), &DeleteOptions { force: true })
                     .await?;
                 let grace = tokio::time::Instant::now() + KILL_GRACE;
                 if wait_exit(&exit_file, &rec, || grace).await {
@@ -153,7 +153,7 @@ impl Krio {
             }
             return Err(ServerError::DeadlineExceeded(format!(
                 "container {} did not exit {}s after SIGKILL",
-                rec.id,
+                rec.id(),
                 KILL_GRACE.as_secs()
             )));
         }
@@ -164,14 +164,18 @@ impl Krio {
         self.refresh_exit(rec);
         crate::state::kill_point("StopContainer:exited");
         self.commit_container(c, rec).await?;
-        tracing::info!(container = %rec.id, exit_code = rec.exit_code, "container stopped");
+        tracing::info!(
+            container = %rec.id(),
+            exit_code = rec.exit().map(|e| e.code),
+            "container stopped"
+        );
         Ok(())
     }
 
     /// Moves a Created/Running record to Exited when the monitor's exit file exists. Returns
     /// whether the record changed.
     pub(crate) fn refresh_exit(&self, rec: &mut ContainerRecord) -> bool {
-        refresh_exit_in(&self.container_run_dir(&rec.id), rec)
+        refresh_exit_in(&self.container_run_dir(rec.id()), rec)
     }
 }
 
@@ -180,12 +184,15 @@ impl Krio {
 /// is gone without writing one (see [`record_monitor_loss`]). Returns whether the record
 /// changed.
 pub(crate) fn refresh_exit_in(run_dir: &std::path::Path, rec: &mut ContainerRecord) -> bool {
-    if !matches!(rec.state, ContainerState::Created | ContainerState::Running) {
+    if !matches!(
+        rec.state(),
+        ContainerState::Created | ContainerState::Running
+    ) {
         return false;
     }
     let path = run_dir.join("exit.json");
     let mut read = krio_monitor::read_exit_file(&path);
-    if matches!(read, Ok(None)) && rec.monitor_pid > 0 && !process_running(rec.monitor_pid) {
+    if matches!(read, Ok(None)) && rec.monitor_pid() > 0 && !process_running(rec.monitor_pid()) {
         // The monitor is gone; it may have written the file just before exiting.
         read = krio_monitor::read_exit_file(&path);
         if matches!(read, Ok(None)) {
@@ -195,37 +202,44 @@ pub(crate) fn refresh_exit_in(run_dir: &std::path::Path, rec: &mut ContainerReco
     }
     match read {
         Ok(Some(exit)) => {
-            rec.state = ContainerState::Exited;
-            rec.exit_code = exit.exit_code;
-            rec.finished_at = exit.finished_at_ns;
-            if rec.started_at == 0 {
-                rec.started_at = rec.finished_at;
-            }
             let oom = exit.oom_killed
-                || (exit.exit_code == 128 + libc::SIGKILL && oom_killed(&rec.cgroups_path));
+                || (exit.exit_code == 128 + libc::SIGKILL && oom_killed(rec.cgroups_path()));
             let lost = run_dir.join(MONITOR_LOST).exists();
-            rec.reason = if lost {
-                "MonitorLost"
+            let reason = if lost {
+                ExitReason::MonitorLost
             } else if oom {
-                "OOMKilled"
+                ExitReason::OOMKilled
             } else if exit.exit_code == 0 {
-                "Completed"
+                ExitReason::Completed
             } else {
-                "Error"
-            }
-            .to_string();
-            if lost {
-                rec.message = format!(
+                ExitReason::Error
+            };
+            let message = if lost {
+                format!(
                     "krio-monitor (pid {}) died without recording the container's exit; \
                      the container's processes were killed",
-                    rec.monitor_pid
-                );
+                    rec.monitor_pid()
+                )
+            } else {
+                String::new()
+            };
+            let exit = Exit {
+                code: exit.exit_code,
+                finished_at: exit.finished_at_ns,
+                reason,
+                message,
+            };
+            match rec.mark_exited(exit) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "recording the exit");
+                    false
+                }
             }
-            true
         }
         Ok(None) => false,
         Err(e) => {
-            tracing::warn!(container = %rec.id, error = %e, "unreadable exit file");
+            tracing::warn!(container = %rec.id(), error = %e, "unreadable exit file");
             false
         }
     }
@@ -234,8 +248,7 @@ pub(crate) fn refresh_exit_in(run_dir: &std::path::Path, rec: &mut ContainerReco
 /// The signal that stops the container gracefully: the one recorded at create (the CRI
 /// `stop_signal`, else the image's `StopSignal`; see [`recorded_stop_signal`]), else SIGTERM.
 fn stop_signal(rec: &ContainerRecord) -> i32 {
-    rec.stop_signal
-        .as_deref()
+    rec.stop_signal()
         .and_then(parse_signal)
         .unwrap_or(libc::SIGTERM)
 }
@@ -391,7 +404,10 @@ async fn wait_exit(
         if exit_file.exists() {
             return true;
         }
-        if rec.monitor_pid > 0 && !process_running(rec.monitor_pid) && !process_running(rec.pid) {
+        if rec.monitor_pid() > 0
+            && !process_running(rec.monitor_pid())
+            && !process_running(rec.pid())
+        {
             // The monitor may have written the file just before exiting.
             if exit_file.exists() {
                 return true;
@@ -419,19 +435,19 @@ const MONITOR_LOST: &str = "monitor-lost";
 /// sees the same exit. Returns whether the exit file was written.
 fn record_monitor_loss(run_dir: &std::path::Path, rec: &ContainerRecord) -> bool {
     tracing::warn!(
-        container = %rec.id,
-        monitor_pid = rec.monitor_pid,
+        container = %rec.id(),
+        monitor_pid = rec.monitor_pid(),
         "monitor gone without an exit status; killing the container and recording 255"
     );
-    super::events::kill_cgroup_processes(&rec.cgroups_path);
-    if rec.pid > 0 && process_running(rec.pid) && process_in_cgroup(rec.pid, &rec.id) {
+    super::events::kill_cgroup_processes(rec.cgroups_path());
+    if rec.pid() > 0 && process_running(rec.pid()) && process_in_cgroup(rec.pid(), rec.id()) {
         let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(rec.pid),
+            nix::unistd::Pid::from_raw(rec.pid()),
             nix::sys::signal::Signal::SIGKILL,
         );
     }
     if let Err(e) = std::fs::write(run_dir.join(MONITOR_LOST), b"") {
-        tracing::warn!(container = %rec.id, error = %e, "writing the monitor-lost marker");
+        tracing::warn!(container = %rec.id(), error = %e, "writing the monitor-lost marker");
     }
     let status = krio_monitor::ExitStatus {
         exit_code: 255,
@@ -442,7 +458,7 @@ fn record_monitor_loss(run_dir: &std::path::Path, rec: &ContainerRecord) -> bool
     match krio_monitor::write_exit_file(&run_dir.join("exit.json"), &status) {
         Ok(()) => true,
         Err(e) => {
-            tracing::warn!(container = %rec.id, error = %e, "recording the exit of a container whose monitor is gone");
+            tracing::warn!(container = %rec.id(), error = %e, "recording the exit of a container whose monitor is gone");
             false
         }
     }

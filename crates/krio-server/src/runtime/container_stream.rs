@@ -36,7 +36,7 @@ impl Krio {
         }
         let rec = self.running_container(&req.container_id)?;
         let url = self.streaming.mint(StreamRequest::Exec {
-            container_id: rec.id,
+            container_id: rec.id().to_string(),
             cmd: req.cmd,
             opts: StreamOptions {
                 stdin: req.stdin,
@@ -73,14 +73,14 @@ impl Krio {
             ));
         }
         let rec = self.running_container(&req.container_id)?;
-        if req.stdin && !rec.config.stdin {
+        if req.stdin && !rec.config().stdin {
             return Err(ServerError::FailedPrecondition(format!(
                 "stdin: container {} was created without stdin",
-                rec.id
+                rec.id()
             )));
         }
         let url = self.streaming.mint(StreamRequest::Attach {
-            container_id: rec.id,
+            container_id: rec.id().to_string(),
             opts: StreamOptions {
                 stdin: req.stdin,
                 stdout: req.stdout,
@@ -116,14 +116,14 @@ impl Krio {
         }
         let s = self.sandboxes.get("pod_sandbox_id", &req.pod_sandbox_id)?;
         let rec = s.snapshot();
-        if rec.state != SandboxState::Ready {
+        if rec.state() != SandboxState::Ready {
             return Err(ServerError::FailedPrecondition(format!(
                 "sandbox {} is not ready",
-                rec.id
+                rec.id()
             )));
         }
         let url = self.streaming.mint(StreamRequest::PortForward {
-            sandbox_id: rec.id,
+            sandbox_id: rec.id().to_string(),
             ports,
         })?;
         Ok(cri::PortForwardResponse { url })

@@ -27,12 +27,12 @@ impl Krio {
         }
         let sandbox = self
             .sandboxes
-            .find("pod_sandbox_id", &rec.sandbox_id)
+            .find("pod_sandbox_id", rec.sandbox_id())
             .ok()
             .flatten()
             .map(|s| sandbox_status_of(&s.snapshot()));
         let _ = self.events.send(cri::ContainerEventResponse {
-            container_id: rec.id.clone(),
+            container_id: rec.id().to_string(),
             container_event_type: kind as i32,
             created_at: now_ns(),
             pod_sandbox_status: sandbox,
@@ -60,7 +60,7 @@ impl Krio {
     pub(crate) fn watch_exit(self: &Arc<Self>, c: Arc<Container>) {
         let this = self.clone();
         tokio::spawn(async move {
-            let pid = c.snapshot().monitor_pid;
+            let pid = c.snapshot().monitor_pid();
             if pid > 0 {
                 wait_for_process(pid, &c.watched).await;
             }
@@ -70,7 +70,7 @@ impl Krio {
             // A removed container keeps no record on disk.
             if this
                 .containers
-                .find("container_id", &rec.id)
+                .find("container_id", rec.id())
                 .ok()
                 .flatten()
                 .is_none()
@@ -79,21 +79,21 @@ impl Krio {
             }
             if changed {
                 if let Err(e) = this.commit_container(&c, &rec).await {
-                    tracing::warn!(container = %rec.id, error = %e, "persisting exit");
+                    tracing::warn!(container = %rec.id(), error = %e, "persisting exit");
                 }
             }
-            if rec.state == ContainerState::Exited {
-                tracing::debug!(container = %rec.id, exit_code = rec.exit_code, "container exited");
+            if rec.state() == ContainerState::Exited {
+                tracing::debug!(container = %rec.id(), exit_code = rec.exit().map(|e| e.code), "container exited");
                 // In a pod-wide PID namespace the init's death does not end its other
                 // processes (the pod init adopts them): end them, as containerd does.
                 let shared_pid = this
                     .sandboxes
-                    .find("pod_sandbox_id", &rec.sandbox_id)
+                    .find("pod_sandbox_id", rec.sandbox_id())
                     .ok()
                     .flatten()
-                    .is_some_and(|s| s.snapshot().pidns.is_some());
+                    .is_some_and(|s| s.snapshot().pidns().is_some());
                 if shared_pid {
-                    kill_cgroup_processes(&rec.cgroups_path);
+                    kill_cgroup_processes(rec.cgroups_path());
                 }
                 this.emit(&rec, cri::ContainerEventType::ContainerStoppedEvent);
             }
@@ -133,22 +133,22 @@ impl Krio {
     pub(crate) fn watch_pod_init(self: &Arc<Self>, sandbox: Arc<crate::state::Sandbox>) {
         let this = self.clone();
         tokio::spawn(async move {
-            let Some(init) = sandbox.snapshot().pod_init else {
+            let Some(init) = sandbox.snapshot().pod_init() else {
                 return;
             };
             wait_for_process(init.pid, &std::sync::atomic::AtomicBool::new(false)).await;
             let mut rec = sandbox.record.lock().await;
             let live = this
                 .sandboxes
-                .find("pod_sandbox_id", &rec.id)
+                .find("pod_sandbox_id", rec.id())
                 .ok()
                 .flatten()
                 .is_some();
-            if live && rec.state == crate::state::SandboxState::Ready {
-                tracing::warn!(sandbox = %rec.id, "pod init died; sandbox not ready");
-                rec.state = crate::state::SandboxState::NotReady;
+            if live && rec.state() == crate::state::SandboxState::Ready {
+                tracing::warn!(sandbox = %rec.id(), "pod init died; sandbox not ready");
+                rec.mark_not_ready();
                 if let Err(e) = this.commit_sandbox(&sandbox, &rec).await {
-                    tracing::warn!(sandbox = %rec.id, error = %e, "persisting state");
+                    tracing::warn!(sandbox = %rec.id(), error = %e, "persisting state");
                 }
             }
         });

@@ -21,6 +21,8 @@ mod stats;
 pub(crate) mod streams;
 mod version;
 
+#[cfg(test)]
+pub(crate) use container_list::container_status_of;
 pub(crate) use container_remove::container_name;
 pub(crate) use container_restore::scratch_root as restore_scratch_root;
 pub(crate) use container_stop::{process_running, refresh_exit_in, StopMode};

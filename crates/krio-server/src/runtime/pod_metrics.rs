@@ -176,12 +176,14 @@ pub(crate) fn pod_interfaces(
     sb: &SandboxRecord,
     containers: &[ContainerRecord],
 ) -> Option<Vec<Iface>> {
-    let netns = std::fs::metadata(sb.netns.as_ref()?).ok()?;
+    let netns = std::fs::metadata(sb.netns()?).ok()?;
     containers
         .iter()
-        .filter(|c| c.sandbox_id == sb.id && c.state == ContainerState::Running && c.pid > 0)
+        .filter(|c| {
+            c.sandbox_id() == sb.id() && c.state() == ContainerState::Running && c.pid() > 0
+        })
         .find_map(|c| {
-            let proc = Path::new("/proc").join(c.pid.to_string());
+            let proc = Path::new("/proc").join(c.pid().to_string());
             let ns = std::fs::metadata(proc.join("ns/net")).ok()?;
             if (ns.dev(), ns.ino()) != (netns.dev(), netns.ino()) {
                 return None;
@@ -258,11 +260,7 @@ fn container_metrics(
     now: i64,
 ) -> Vec<cri::Metric> {
     let v = |x: &Option<cri::UInt64Value>| x.as_ref().map(|v| v.value);
-    let base = [
-        rec.cgroups_path.as_str(),
-        rec.id.as_str(),
-        rec.image_ref.as_str(),
-    ];
+    let base = [rec.cgroups_path(), rec.id(), rec.image_ref()];
     let mut out = Vec::new();
     if let Some(cpu) = &stats.cpu {
         if let Some(ns) = v(&cpu.usage_core_nano_seconds) {
@@ -290,7 +288,7 @@ fn container_metrics(
         }
     }
     let limit = rec
-        .config
+        .config()
         .linux
         .as_ref()
         .and_then(|l| l.resources.as_ref())
@@ -344,21 +342,21 @@ impl Krio {
             .all()
             .iter()
             .map(|s| s.snapshot())
-            .filter(|s| s.state == SandboxState::Ready)
+            .filter(|s| s.state() == SandboxState::Ready)
             .map(|sb| {
                 let mut metrics = Vec::new();
                 if let Some(ifaces) = pod_interfaces(&sb, &containers) {
-                    let base = [sb.cgroup_parent.as_str(), sb.id.as_str(), ""];
+                    let base = [sb.cgroup_parent(), sb.id(), ""];
                     network_metrics(&mut metrics, now, &base, &ifaces);
                 }
                 cri::PodSandboxMetrics {
-                    pod_sandbox_id: sb.id.clone(),
+                    pod_sandbox_id: sb.id().to_string(),
                     metrics,
                     container_metrics: containers
                         .iter()
-                        .filter(|c| c.sandbox_id == sb.id)
+                        .filter(|c| c.sandbox_id() == sb.id())
                         .map(|c| cri::ContainerMetrics {
-                            container_id: c.id.clone(),
+                            container_id: c.id().to_string(),
                             metrics: container_metrics(c, &self.container_stats_of(c), now),
                         })
                         .collect(),

@@ -79,22 +79,22 @@ fn root_spec(
         serde_json::json!({"type": "mount"}),
     ];
     for (kind, path) in [
-        ("network", &rec.netns),
-        ("ipc", &rec.ipcns),
-        ("uts", &rec.utsns),
+        ("network", rec.netns()),
+        ("ipc", rec.ipcns()),
+        ("uts", rec.utsns()),
     ] {
         if let Some(p) = path {
             namespaces.push(serde_json::json!({"type": kind, "path": p}));
         }
     }
     let mut annotations = serde_json::Map::new();
-    for (k, v) in &rec.config.annotations {
+    for (k, v) in &rec.config().annotations {
         if h.allows_annotation(k) {
             annotations.insert(k.clone(), v.clone().into());
         }
     }
     annotations.insert(CONTAINER_TYPE.into(), "sandbox".into());
-    annotations.insert(SANDBOX_ID.into(), rec.id.clone().into());
+    annotations.insert(SANDBOX_ID.into(), rec.id().to_string().into());
     serde_json::json!({
         "ociVersion": "1.0.2",
         "process": {
@@ -112,7 +112,7 @@ fn root_spec(
         "annotations": annotations,
         "linux": {
             "namespaces": namespaces,
-            "cgroupsPath": format!("{}/{}", rec.cgroup_parent, rec.id),
+            "cgroupsPath": format!("{}/{}", rec.cgroup_parent(), rec.id()),
         },
     })
 }
@@ -139,18 +139,18 @@ impl Krio {
             ServerError::FailedPrecondition(format!(
                 "runtime handler {:?}: pod_sandbox = \"pod\" needs krio's idle program, which \
                  exists for x86_64 only",
-                rec.runtime_handler
+                rec.runtime_handler()
             ))
         })?;
-        let h = self.handler(&rec.runtime_handler)?.cfg.clone();
-        let runtime = self.runtime(&rec.runtime_handler)?.clone();
-        let binary = self.handler_binary(&rec.runtime_handler)?;
-        let bundle = self.runtime_sandbox_dir(&rec.id);
+        let h = self.handler(rec.runtime_handler())?.cfg.clone();
+        let runtime = self.runtime(rec.runtime_handler())?.clone();
+        let binary = self.handler_binary(rec.runtime_handler())?;
+        let bundle = self.runtime_sandbox_dir(rec.id());
         let spec = root_spec(rec, hostname, &h);
         let b = bundle.clone();
         crate::blocking(move || write_bundle(&b, &program, &spec))?;
         let mut monitor = krio_monitor::MonitorConfig::new(
-            rec.id.clone(),
+            rec.id().to_string(),
             bundle.clone(),
             binary,
             runtime.root(),
@@ -166,8 +166,8 @@ impl Krio {
             .map_err(|e| {
                 ServerError::io("spawning monitor", &bundle, std::io::Error::other(e))
             })??;
-        runtime.start(&rec.id).await?;
-        tracing::info!(sandbox = %rec.id, handler = %rec.runtime_handler, "runtime sandbox started");
+        runtime.start(rec.id()).await?;
+        tracing::info!(sandbox = %rec.id(), handler = %rec.runtime_handler(), "runtime sandbox started");
         Ok(())
     }
 
@@ -178,39 +178,39 @@ impl Krio {
     /// no-op for a pod without one.
     pub(crate) async fn stop_runtime_sandbox(&self, rec: &SandboxRecord) -> Vec<ServerError> {
         let mut errors = Vec::new();
-        if !rec.runtime_sandbox {
+        if !rec.runtime_sandbox() {
             return errors;
         }
-        let runtime = match self.runtime(&rec.runtime_handler) {
+        let runtime = match self.runtime(rec.runtime_handler()) {
             Ok(r) => r.clone(),
             Err(e) => return vec![e],
         };
         let force = DeleteOptions { force: true };
         for c in self.containers.all() {
-            if c.sandbox_id == rec.id {
+            if c.sandbox_id == rec.id() {
                 match runtime.delete(&c.id, &force).await {
                     Ok(()) | Err(krio_oci::RuntimeError::NotFound { .. }) => {}
                     Err(e) => errors.push(e.into()),
                 }
             }
         }
-        let bundle = self.runtime_sandbox_dir(&rec.id);
+        let bundle = self.runtime_sandbox_dir(rec.id());
         let exit = bundle.join("exit.json");
-        if runtime.state(&rec.id).await.is_ok() {
+        if runtime.state(rec.id()).await.is_ok() {
             let kill = KillOptions {
                 signal: libc::SIGKILL,
                 all: false,
             };
-            if let Err(e) = runtime.kill(&rec.id, &kill).await {
-                tracing::debug!(sandbox = %rec.id, error = %e, "killing the runtime sandbox");
+            if let Err(e) = runtime.kill(rec.id(), &kill).await {
+                tracing::debug!(sandbox = %rec.id(), error = %e, "killing the runtime sandbox");
             }
             if bundle.join("pid").exists()
                 && !super::container_stop::wait_exit_file(&exit, STOP_GRACE).await
             {
-                tracing::warn!(sandbox = %rec.id, "the runtime sandbox's monitor recorded no exit");
+                tracing::warn!(sandbox = %rec.id(), "the runtime sandbox's monitor recorded no exit");
             }
         }
-        match runtime.delete(&rec.id, &force).await {
+        match runtime.delete(rec.id(), &force).await {
             Ok(()) | Err(krio_oci::RuntimeError::NotFound { .. }) => {}
             Err(e) => errors.push(e.into()),
         }
@@ -269,22 +269,14 @@ mod tests {
 
     #[test]
     fn the_root_spec_names_the_pod_and_its_namespaces() {
-        let rec = SandboxRecord {
-            id: "pod1".into(),
-            runtime_handler: "runsc".into(),
-            created_at: 1,
-            state: crate::state::SandboxState::Ready,
-            netns: Some("/run/krio/sandboxes/pod1/ns/net".into()),
-            ipcns: None,
-            utsns: None,
-            pidns: None,
-            userns: None,
-            pod_init: None,
-            ips: Vec::new(),
-            cgroup_parent: "/krio/pod-1".into(),
-            runtime_sandbox: true,
-            config: Default::default(),
-        };
+        let mut rec = SandboxRecord::new("pod1".into(), Default::default(), "runsc".into(), 1);
+        rec.set_pinned(krio_net::ns::PinnedNamespaces {
+            net: Some("/run/krio/sandboxes/pod1/ns/net".into()),
+            ..Default::default()
+        });
+        rec.set_cgroup_parent("/krio/pod-1".into());
+        rec.set_runtime_sandbox();
+        rec.mark_ready().unwrap();
         let s = root_spec(&rec, "web", &Default::default());
         assert_eq!(
             s["annotations"]["io.kubernetes.cri.container-type"],

@@ -52,13 +52,13 @@ impl Krio {
             .map(|s| s.snapshot())
             .filter(|r| matches_sandbox(r, &filter))
             .map(|r| cri::PodSandbox {
-                id: r.id.clone(),
-                metadata: r.config.metadata.clone(),
-                state: r.state.to_cri() as i32,
-                created_at: r.created_at,
-                labels: r.config.labels.clone(),
-                annotations: r.config.annotations.clone(),
-                runtime_handler: r.runtime_handler.clone(),
+                id: r.id().to_string(),
+                metadata: r.config().metadata.clone(),
+                state: r.state().to_cri() as i32,
+                created_at: r.created_at(),
+                labels: r.config().labels.clone(),
+                annotations: r.config().annotations.clone(),
+                runtime_handler: r.runtime_handler().to_string(),
             })
             .collect();
         items.sort_by_key(|p| std::cmp::Reverse(p.created_at));
@@ -67,11 +67,11 @@ impl Krio {
 }
 
 fn matches_sandbox(r: &SandboxRecord, f: &cri::PodSandboxFilter) -> bool {
-    (f.id.is_empty() || r.id.starts_with(&f.id))
+    (f.id.is_empty() || r.id().starts_with(&f.id))
         && f.state
             .as_ref()
-            .is_none_or(|s| s.state == r.state.to_cri() as i32)
-        && labels_match(&r.config.labels, &f.label_selector)
+            .is_none_or(|s| s.state == r.state().to_cri() as i32)
+        && labels_match(&r.config().labels, &f.label_selector)
 }
 
 /// Whether every selector label is present with the same value.
@@ -84,12 +84,12 @@ pub(crate) fn labels_match(
 
 /// A sandbox record in CRI form (`PodSandboxStatus`), also sent with container events.
 pub(crate) fn sandbox_status_of(rec: &SandboxRecord) -> cri::PodSandboxStatus {
-    let mut ips = rec.ips.iter();
+    let mut ips = rec.ips().iter();
     cri::PodSandboxStatus {
-        id: rec.id.clone(),
-        metadata: rec.config.metadata.clone(),
-        state: rec.state.to_cri() as i32,
-        created_at: rec.created_at,
+        id: rec.id().to_string(),
+        metadata: rec.config().metadata.clone(),
+        state: rec.state().to_cri() as i32,
+        created_at: rec.created_at(),
         network: Some(cri::PodSandboxNetworkStatus {
             ip: ips.next().cloned().unwrap_or_default(),
             additional_ips: ips.map(|ip| cri::PodIp { ip: ip.clone() }).collect(),
@@ -99,8 +99,8 @@ pub(crate) fn sandbox_status_of(rec: &SandboxRecord) -> cri::PodSandboxStatus {
                 options: Some(rec.ns_options()),
             }),
         }),
-        labels: rec.config.labels.clone(),
-        annotations: rec.config.annotations.clone(),
-        runtime_handler: rec.runtime_handler.clone(),
+        labels: rec.config().labels.clone(),
+        annotations: rec.config().annotations.clone(),
+        runtime_handler: rec.runtime_handler().to_string(),
     }
 }

@@ -41,8 +41,8 @@ impl Krio {
         crate::blocking(|| {
             self.remove_pod_cgroup(&rec);
             for dir in [
-                self.sandbox_run_dir(&rec.id),
-                self.cfg.root.join("sandboxes").join(&rec.id),
+                self.sandbox_run_dir(rec.id()),
+                self.cfg.root.join("sandboxes").join(rec.id()),
             ] {
                 match std::fs::remove_dir_all(&dir) {
                     Ok(()) => {}
@@ -53,12 +53,13 @@ impl Krio {
         });
         crate::state::kill_point("RemovePodSandbox:cgroup-and-dirs-removed");
         if errors.is_empty() {
-            self.sandboxes.remove(&rec.id);
-            let name = SandboxRecord::reserved_name(&rec.config);
-            self.sandboxes.release(&name, &rec.id);
-            self.pending_sandboxes.forget(&name, &rec.id);
-            self.stats_cache.forget(&super::stats::pod_cpu_key(&rec.id));
-            tracing::info!(sandbox = %rec.id, "sandbox removed");
+            self.sandboxes.remove(rec.id());
+            let name = SandboxRecord::reserved_name(rec.config());
+            self.sandboxes.release(&name, rec.id());
+            self.pending_sandboxes.forget(&name, rec.id());
+            self.stats_cache
+                .forget(&super::stats::pod_cpu_key(rec.id()));
+            tracing::info!(sandbox = %rec.id(), "sandbox removed");
         }
         ServerError::collect(errors)
     }
@@ -66,7 +67,7 @@ impl Krio {
     /// Whether krio made the pod cgroup (the pod named no `cgroup_parent`): kubelet creates and
     /// removes the cgroups it names itself.
     pub(crate) fn owns_pod_cgroup(&self, rec: &SandboxRecord) -> bool {
-        rec.cgroup_parent
+        rec.cgroup_parent()
             .starts_with(&format!("{}/pod-", self.cfg.cgroup_parent))
     }
 
@@ -77,7 +78,7 @@ impl Krio {
         if !self.owns_pod_cgroup(rec) {
             return;
         }
-        let rel = rec.cgroup_parent.trim_start_matches('/');
+        let rel = rec.cgroup_parent().trim_start_matches('/');
         if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
             for e in entries.flatten() {
                 let _ = std::fs::remove_dir(e.path().join(rel));

@@ -9,7 +9,7 @@ use krio_net::ns::{self, NsKind};
 use tracing::Instrument;
 
 use crate::error::{Result, ServerError};
-use crate::state::{now_ns, Sandbox, SandboxRecord, SandboxState};
+use crate::state::{now_ns, Sandbox, SandboxRecord};
 use crate::{ids, persist, validate, Krio};
 
 /// `NamespaceMode::NODE`: the pod uses the host's namespace.
@@ -47,27 +47,12 @@ impl Krio {
         let id = ids::new_id()?;
         // The call's span names the id this attempt creates under.
         crate::service::record_ids(&id, "");
-        let record = SandboxRecord {
-            id: id.clone(),
-            runtime_handler: handler,
-            created_at: now_ns(),
-            state: SandboxState::Ready,
-            netns: None,
-            ipcns: None,
-            utsns: None,
-            pidns: None,
-            userns: None,
-            pod_init: None,
-            ips: Vec::new(),
-            cgroup_parent: String::new(),
-            runtime_sandbox: false,
-            config,
-        };
+        let record = SandboxRecord::new(id.clone(), config, handler, now_ns());
         let this = self.clone();
         let task_name = name.clone();
         let work = async move {
             let span =
-                tracing::info_span!("run_pod_sandbox", sandbox = %record.id, name = %task_name);
+                tracing::info_span!("run_pod_sandbox", sandbox = %record.id(), name = %task_name);
             this.create_sandbox(record, &task_name)
                 .instrument(span)
                 .await
@@ -90,10 +75,10 @@ impl Krio {
         mut record: SandboxRecord,
         name: &str,
     ) -> Result<String> {
-        let id = record.id.clone();
+        let id = record.id().to_string();
         match self.setup_sandbox(&mut record).await {
             Ok(()) => {
-                let watch_init = record.pod_init.is_some();
+                let watch_init = record.pod_init().is_some();
                 let sandbox = Sandbox::new(record);
                 self.sandboxes.insert(id.clone(), sandbox.clone());
                 if watch_init {
@@ -120,8 +105,8 @@ impl Krio {
     }
 
     async fn setup_sandbox(&self, rec: &mut SandboxRecord) -> Result<()> {
-        let run_dir = self.sandbox_run_dir(&rec.id);
-        let data_dir = self.cfg.root.join("sandboxes").join(&rec.id);
+        let run_dir = self.sandbox_run_dir(rec.id());
+        let data_dir = self.cfg.root.join("sandboxes").join(rec.id());
         for d in [&run_dir, &data_dir] {
             std::fs::create_dir_all(d).map_err(|e| ServerError::io("creating directory", d, e))?;
         }
@@ -135,7 +120,7 @@ impl Krio {
         if opts.ipc != NS_NODE {
             kinds.push(NsKind::Ipc);
         }
-        let hostname = pod_hostname(&rec.config, host_network);
+        let hostname = pod_hostname(rec.config(), host_network);
         if !host_network && !kinds.is_empty() {
             if let Err(reason) = self.cni.status() {
                 return Err(ServerError::FailedPrecondition(format!(
@@ -143,19 +128,19 @@ impl Krio {
                 )));
             }
         }
-        rec.cgroup_parent = rec
-            .config
+        let cgroup_parent = rec
+            .config()
             .linux
             .as_ref()
             .map(|l| l.cgroup_parent.clone())
             .filter(|p| !p.is_empty())
-            .unwrap_or_else(|| format!("{}/pod-{}", self.cfg.cgroup_parent, &rec.id[..12]));
+            .unwrap_or_else(|| format!("{}/pod-{}", self.cfg.cgroup_parent, &rec.id()[..12]));
+        rec.set_cgroup_parent(cgroup_parent);
         // The record goes to disk before anything is made and again before the network is
         // set up, so a daemon killed halfway finds it (state Creating) and undoes it all.
-        rec.state = SandboxState::Creating;
-        persist::write_json_async(&self.sandbox_record_path(&rec.id), rec).await?;
+        persist::write_json_async(&self.sandbox_record_path(rec.id()), rec).await?;
         crate::state::kill_point("RunPodSandbox:record-creating");
-        let userns = pod_user_namespace(&rec.config);
+        let userns = pod_user_namespace(rec.config());
         if !kinds.is_empty() || userns.is_some() {
             let ns_dir = run_dir.join("ns");
             let host = (!host_network).then(|| hostname.clone());
@@ -169,14 +154,11 @@ impl Krio {
             .map_err(|e| {
                 ServerError::io("pinning namespaces", &run_dir, std::io::Error::other(e))
             })??;
-            rec.netns = pinned.net;
-            rec.ipcns = pinned.ipc;
-            rec.utsns = pinned.uts;
-            rec.userns = pinned.user;
+            rec.set_pinned(pinned);
             crate::state::kill_point("RunPodSandbox:namespaces-pinned");
         }
         if self.owns_pod_cgroup(rec) {
-            create_pod_cgroup(&rec.cgroup_parent)?;
+            create_pod_cgroup(rec.cgroup_parent())?;
         }
         if opts.pid == cri::NamespaceMode::Pod as i32 {
             // A PID namespace cannot be pinned without a live init: the pod gets a minimal one
@@ -189,22 +171,21 @@ impl Krio {
             let pin = ns_dir.join("pid");
             let bin = self.monitor_bin.clone();
             let pin2 = pin.clone();
-            let userns = rec.userns.clone();
+            let userns = rec.userns().map(Path::to_path_buf);
             let init = tokio::task::spawn_blocking(move || {
                 krio_monitor::spawn_pod_init(&bin, &pin2, userns.as_deref())
             })
             .await
             .map_err(|e| ServerError::io("starting pod init", &pin, std::io::Error::other(e)))??;
-            rec.pod_init = Some(init);
-            rec.pidns = Some(pin);
+            rec.set_pod_init(init, pin);
         }
-        if let Some(netns) = rec.netns.clone() {
-            persist::write_json_async(&self.sandbox_record_path(&rec.id), rec).await?;
+        if let Some(netns) = rec.netns().map(Path::to_path_buf) {
+            persist::write_json_async(&self.sandbox_record_path(rec.id()), rec).await?;
             let status = self.cni.add(&self.pod_network(rec, &netns)).await?;
-            rec.ips = status.ips.iter().map(|ip| ip.to_string()).collect();
+            rec.set_ips(status.ips.iter().map(|ip| ip.to_string()).collect());
             crate::state::kill_point("RunPodSandbox:network-added");
         }
-        write_pod_files(&run_dir, &rec.config, &hostname, &rec.ips, host_network)?;
+        write_pod_files(&run_dir, rec.config(), &hostname, rec.ips(), host_network)?;
         if let Some((uid, gid)) = userns {
             // The pod's root owns its hosts, hostname and resolv.conf, as it would without a
             // user namespace (these bind mounts are not id-mapped).
@@ -214,15 +195,16 @@ impl Krio {
                     .map_err(|e| ServerError::io("handing to the pod's root", &p, e))?;
             }
         }
-        if self.handler(&rec.runtime_handler)?.cfg.pod_sandbox == crate::config::PodSandboxMode::Pod
+        if self.handler(rec.runtime_handler())?.cfg.pod_sandbox
+            == crate::config::PodSandboxMode::Pod
         {
             // Recorded first, so that a failure or a crash from here on removes it.
-            rec.runtime_sandbox = true;
-            persist::write_json_async(&self.sandbox_record_path(&rec.id), rec).await?;
+            rec.set_runtime_sandbox();
+            persist::write_json_async(&self.sandbox_record_path(rec.id()), rec).await?;
             self.start_runtime_sandbox(rec, &hostname).await?;
         }
-        rec.state = SandboxState::Ready;
-        persist::write_json_async(&self.sandbox_record_path(&rec.id), rec).await?;
+        rec.mark_ready()?;
+        persist::write_json_async(&self.sandbox_record_path(rec.id()), rec).await?;
         crate::state::kill_point("RunPodSandbox:record-ready");
         Ok(())
     }
@@ -233,16 +215,16 @@ impl Krio {
         rec: &SandboxRecord,
         netns: &Path,
     ) -> krio_net::cni::PodNetwork {
-        let m = rec.config.metadata.clone().unwrap_or_default();
+        let m = rec.config().metadata.clone().unwrap_or_default();
         krio_net::cni::PodNetwork {
-            id: rec.id.clone(),
+            id: rec.id().to_string(),
             name: m.name,
             namespace: m.namespace,
             uid: m.uid,
             netns: netns.to_path_buf(),
             ifname: "eth0".to_string(),
             port_mappings: rec
-                .config
+                .config()
                 .port_mappings
                 .iter()
                 // validate::port_mapping refused anything malformed at RunPodSandbox; a mapping
@@ -274,7 +256,7 @@ impl Krio {
     /// of them; idempotent.
     pub(crate) async fn teardown_sandbox_network(&self, rec: &SandboxRecord) -> Vec<ServerError> {
         let mut errors = self.stop_runtime_sandbox(rec).await;
-        if let (Some(init), Some(pin)) = (rec.pod_init, rec.pidns.clone()) {
+        if let (Some(init), Some(pin)) = (rec.pod_init(), rec.pidns().map(Path::to_path_buf)) {
             match tokio::task::spawn_blocking(move || krio_monitor::stop_pod_init(&init, &pin))
                 .await
             {
@@ -283,18 +265,18 @@ impl Krio {
                 Err(e) => errors.push(ServerError::Task(e.to_string())),
             }
         }
-        if let Some(netns) = &rec.netns {
+        if let Some(netns) = rec.netns() {
             if let Err(e) = self.cni.del(&self.pod_network(rec, netns)).await {
                 errors.push(e.into());
             }
         }
-        let ns_dir = self.sandbox_run_dir(&rec.id).join("ns");
+        let ns_dir = self.sandbox_run_dir(rec.id()).join("ns");
         match tokio::task::spawn_blocking(move || ns::unpin_namespaces(&ns_dir)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => errors.push(e.into()),
             Err(e) => errors.push(ServerError::io(
                 "unpinning namespaces",
-                self.sandbox_run_dir(&rec.id),
+                self.sandbox_run_dir(rec.id()),
                 std::io::Error::other(e),
             )),
         }

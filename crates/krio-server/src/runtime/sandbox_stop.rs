@@ -7,7 +7,7 @@ use krio_cri::v1 as cri;
 
 use crate::error::{Result, ServerError};
 use crate::runtime::StopMode;
-use crate::state::{Sandbox, SandboxState};
+use crate::state::Sandbox;
 use crate::{ids, Krio};
 
 impl Krio {
@@ -40,13 +40,12 @@ impl Krio {
         crate::state::kill_point("StopPodSandbox:containers-stopped");
         errors.extend(self.teardown_sandbox_network(&rec).await);
         crate::state::kill_point("StopPodSandbox:network-down");
-        if rec.state != SandboxState::NotReady {
-            rec.state = SandboxState::NotReady;
+        if rec.mark_not_ready() {
             if let Err(e) = self.commit_sandbox(sandbox, &rec).await {
                 errors.push(e);
             }
         }
-        tracing::info!(sandbox = %rec.id, failures = errors.len(), "sandbox stopped");
+        tracing::info!(sandbox = %rec.id(), failures = errors.len(), "sandbox stopped");
         ServerError::collect(errors)
     }
 }

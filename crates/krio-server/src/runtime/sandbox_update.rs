@@ -22,24 +22,18 @@ impl Krio {
         ids::validate("pod_sandbox_id", &req.pod_sandbox_id)?;
         let sandbox = self.sandboxes.get("pod_sandbox_id", &req.pod_sandbox_id)?;
         let mut rec = sandbox.record.lock().await;
-        if rec.state != crate::state::SandboxState::Ready {
+        if rec.state() != crate::state::SandboxState::Ready {
             return Err(ServerError::FailedPrecondition(format!(
                 "sandbox {} is not ready",
-                rec.id
+                rec.id()
             )));
         }
         if req.overhead.is_none() && req.resources.is_none() {
             return Ok(());
         }
-        let linux = rec.config.linux.get_or_insert_with(Default::default);
-        if let Some(o) = req.overhead {
-            linux.overhead = Some(o);
-        }
-        if let Some(r) = req.resources {
-            linux.resources = Some(r);
-        }
+        rec.update_resources(req.overhead, req.resources);
         self.commit_sandbox(&sandbox, &rec).await?;
-        tracing::info!(sandbox = %rec.id, "pod-level resources recorded");
+        tracing::info!(sandbox = %rec.id(), "pod-level resources recorded");
         Ok(())
     }
 }

@@ -179,18 +179,18 @@ impl Krio {
     /// the sample in the cache. Blocking: the sampler runs it on a blocking thread, an RPC
     /// only for a container the sampler has not seen yet.
     pub(crate) fn sample_container(&self, rec: &ContainerRecord) -> Cached {
-        let sample = read_cgroup(Path::new("/sys/fs/cgroup"), &rec.cgroups_path);
-        let upper = self.container_data_dir(&rec.id).join("upper");
+        let sample = read_cgroup(Path::new("/sys/fs/cgroup"), rec.cgroups_path());
+        let upper = self.container_data_dir(rec.id()).join("upper");
         let layer = disk_usage(&upper);
         self.stats_cache
-            .update(&rec.id, now_ns(), sample, Some(layer))
+            .update(rec.id(), now_ns(), sample, Some(layer))
     }
 
     /// Samples pod `sb`'s cgroup now and stores the sample in the cache.
     pub(crate) fn sample_sandbox(&self, sb: &SandboxRecord) -> Cached {
-        let sample = read_cgroup(Path::new("/sys/fs/cgroup"), &sb.cgroup_parent);
+        let sample = read_cgroup(Path::new("/sys/fs/cgroup"), sb.cgroup_parent());
         self.stats_cache
-            .update(&pod_cpu_key(&sb.id), now_ns(), sample, None)
+            .update(&pod_cpu_key(sb.id()), now_ns(), sample, None)
     }
 
     /// One round of the background sampler: samples every live container and ready pod, then
@@ -202,16 +202,16 @@ impl Krio {
             .all()
             .iter()
             .map(|s| s.snapshot())
-            .filter(|s| s.state == SandboxState::Ready)
+            .filter(|s| s.state() == SandboxState::Ready)
             .collect();
         let mut keep = std::collections::HashSet::new();
         for c in &containers {
             self.sample_container(c);
-            keep.insert(c.id.clone());
+            keep.insert(c.id().to_string());
         }
         for p in &pods {
             self.sample_sandbox(p);
-            keep.insert(pod_cpu_key(&p.id));
+            keep.insert(pod_cpu_key(p.id()));
         }
         self.stats_cache.retain(|k| keep.contains(k));
     }
@@ -241,16 +241,16 @@ impl Krio {
     pub(crate) fn container_stats_of(&self, rec: &ContainerRecord) -> cri::ContainerStats {
         let c = self
             .stats_cache
-            .get(&rec.id)
+            .get(rec.id())
             .unwrap_or_else(|| self.sample_container(rec));
-        let upper: PathBuf = self.container_data_dir(&rec.id).join("upper");
+        let upper: PathBuf = self.container_data_dir(rec.id()).join("upper");
         let (bytes, inodes) = c.layer.unwrap_or_default();
         cri::ContainerStats {
             attributes: Some(cri::ContainerAttributes {
-                id: rec.id.clone(),
-                metadata: rec.config.metadata.clone(),
-                labels: rec.config.labels.clone(),
-                annotations: rec.config.annotations.clone(),
+                id: rec.id().to_string(),
+                metadata: rec.config().metadata.clone(),
+                labels: rec.config().labels.clone(),
+                annotations: rec.config().annotations.clone(),
             }),
             cpu: Some(Self::cpu_usage(&c)),
             memory: Some(Self::memory_usage(c.at, &c.sample)),
@@ -295,9 +295,9 @@ impl Krio {
             .live_containers()
             .into_iter()
             .filter(|r| {
-                r.id.starts_with(&f.id)
-                    && r.sandbox_id.starts_with(&f.pod_sandbox_id)
-                    && labels_match(&r.config.labels, &f.label_selector)
+                r.id().starts_with(&f.id)
+                    && r.sandbox_id().starts_with(&f.pod_sandbox_id)
+                    && labels_match(&r.config().labels, &f.label_selector)
             })
             .map(|r| self.container_stats_of(&r))
             .collect();
@@ -309,7 +309,7 @@ impl Krio {
             .all()
             .iter()
             .map(|c| c.snapshot())
-            .filter(|r| matches!(r.state, ContainerState::Created | ContainerState::Running))
+            .filter(|r| matches!(r.state(), ContainerState::Created | ContainerState::Running))
             .collect()
     }
 
@@ -320,15 +320,15 @@ impl Krio {
     ) -> cri::PodSandboxStats {
         let c = self
             .stats_cache
-            .get(&pod_cpu_key(&sb.id))
+            .get(&pod_cpu_key(sb.id()))
             .unwrap_or_else(|| self.sample_sandbox(sb));
         let (now, sample) = (c.at, &c.sample);
         cri::PodSandboxStats {
             attributes: Some(cri::PodSandboxAttributes {
-                id: sb.id.clone(),
-                metadata: sb.config.metadata.clone(),
-                labels: sb.config.labels.clone(),
-                annotations: sb.config.annotations.clone(),
+                id: sb.id().to_string(),
+                metadata: sb.config().metadata.clone(),
+                labels: sb.config().labels.clone(),
+                annotations: sb.config().annotations.clone(),
             }),
             linux: Some(cri::LinuxPodSandboxStats {
                 cpu: Some(Self::cpu_usage(&c)),
@@ -341,7 +341,7 @@ impl Krio {
                 }),
                 containers: containers
                     .iter()
-                    .filter(|c| c.sandbox_id == sb.id)
+                    .filter(|c| c.sandbox_id() == sb.id())
                     .map(|c| self.container_stats_of(c))
                     .collect(),
                 io: sample.io_psi.map(|psi| cri::IoUsage {
@@ -384,9 +384,9 @@ impl Krio {
             .iter()
             .map(|s| s.snapshot())
             .filter(|s| {
-                s.state == SandboxState::Ready
-                    && s.id.starts_with(&f.id)
-                    && labels_match(&s.config.labels, &f.label_selector)
+                s.state() == SandboxState::Ready
+                    && s.id().starts_with(&f.id)
+                    && labels_match(&s.config().labels, &f.label_selector)
             })
             .map(|s| self.sandbox_stats_of(&s, &containers))
             .collect();

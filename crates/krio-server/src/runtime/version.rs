@@ -155,12 +155,12 @@ impl Krio {
         let mut pods: BTreeMap<String, u64> = BTreeMap::new();
         for s in self.sandboxes.all() {
             *pods
-                .entry(s.snapshot().state.to_cri().as_str_name().to_string())
+                .entry(s.snapshot().state().to_cri().as_str_name().to_string())
                 .or_default() += 1;
         }
         let mut containers: BTreeMap<String, u64> = BTreeMap::new();
         for c in self.containers.all() {
-            let state = c.with_snapshot(|r| r.state.to_cri().as_str_name().to_string());
+            let state = c.with_snapshot(|r| r.state().to_cri().as_str_name().to_string());
             *containers.entry(state).or_default() += 1;
         }
         let counts = json!({

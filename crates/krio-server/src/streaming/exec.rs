@@ -41,7 +41,7 @@ pub(super) async fn run(
         Ok(r) => r,
         Err(e) => return session.finish(&cmd, &fail(e.to_string())).await,
     };
-    let runtime = match krio.runtime(&rec.runtime_handler) {
+    let runtime = match krio.runtime(rec.runtime_handler()) {
         Ok(r) => r,
         Err(e) => return session.finish(&cmd, &fail(e.to_string())).await,
     };

@@ -54,12 +54,12 @@ fn pod_netns(krio: &Krio, sandbox_id: &str) -> std::io::Result<Option<PathBuf>> 
         .get("pod_sandbox_id", sandbox_id)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::NotFound, e.to_string()))?;
     let rec = s.snapshot();
-    if rec.state != SandboxState::Ready {
+    if rec.state() != SandboxState::Ready {
         return Err(std::io::Error::other(format!(
             "sandbox {sandbox_id} is not ready"
         )));
     }
-    Ok(rec.netns)
+    Ok(rec.netns().map(PathBuf::from))
 }
 
 fn connector(
