@@ -65,26 +65,37 @@ pub(crate) fn pause_program() -> Option<Vec<u8>> {
 }
 
 /// The root container's OCI spec: `/pause` as nobody, read-only root, no capabilities, the
-/// pod's pinned network, IPC and UTS namespaces (paths), new PID and mount namespaces, the
-/// pod's hostname, the cgroup `<pod cgroup parent>/<pod id>`, the sandbox annotations and the
-/// pod annotations the handler allows.
+/// pod's pinned network, IPC and UTS namespaces (paths), a new mount namespace, the pod's
+/// hostname, the cgroup `<pod cgroup parent>/<pod id>`, the sandbox annotations and the pod
+/// annotations the handler allows.
+///
+/// The PID namespace names the pod's pinned one (path) when the pod shares one (pid mode
+/// POD), else none (a new one). runsc never joins that path on the host: inside the Sentry it
+/// is only a key, and a container whose spec names the same path joins the PID namespace of the
+/// container that named it first. The root container always runs in the Sentry's root PID
+/// namespace, as its init; naming the pod's path here makes every container of a pod with a
+/// shared PID namespace join that one, whose init is `/pause` and lives as long as the pod.
+/// Without it the pod's first container would create the namespace and be its init: when it
+/// exits, the namespace dies with it (its other processes are killed, and a container started
+/// later cannot join it: runsc's "creating process: out of memory", Linux's ENOMEM for a fork
+/// into a PID namespace whose init has exited).
 fn root_spec(
     rec: &SandboxRecord,
     hostname: &str,
     h: &crate::config::RuntimeHandler,
 ) -> serde_json::Value {
     use krio_oci::annotations::{CONTAINER_TYPE, SANDBOX_ID};
-    let mut namespaces = vec![
-        serde_json::json!({"type": "pid"}),
-        serde_json::json!({"type": "mount"}),
-    ];
+    let mut namespaces = vec![serde_json::json!({"type": "mount"})];
     for (kind, path) in [
+        ("pid", &rec.pidns),
         ("network", &rec.netns),
         ("ipc", &rec.ipcns),
         ("uts", &rec.utsns),
     ] {
-        if let Some(p) = path {
-            namespaces.push(serde_json::json!({"type": kind, "path": p}));
+        match path {
+            Some(p) => namespaces.push(serde_json::json!({"type": kind, "path": p})),
+            None if kind == "pid" => namespaces.push(serde_json::json!({"type": kind})),
+            None => {}
         }
     }
     let mut annotations = serde_json::Map::new();
@@ -298,5 +309,35 @@ mod tests {
             .iter()
             .any(|n| n["type"] == "network" && n["path"] == "/run/krio/sandboxes/pod1/ns/net"));
         assert!(!ns.iter().any(|n| n["type"] == "ipc"));
+        // No shared PID namespace: a new one, named by no path.
+        let pid: Vec<_> = ns.iter().filter(|n| n["type"] == "pid").collect();
+        assert_eq!(pid.len(), 1, "{ns:?}");
+        assert!(pid[0].get("path").is_none(), "{ns:?}");
+    }
+
+    #[test]
+    fn a_shared_pid_namespace_is_named_by_the_root_container() {
+        let rec = SandboxRecord {
+            id: "pod2".into(),
+            runtime_handler: "runsc".into(),
+            created_at: 1,
+            state: crate::state::SandboxState::Ready,
+            netns: None,
+            ipcns: None,
+            utsns: None,
+            pidns: Some("/run/krio/sandboxes/pod2/ns/pid".into()),
+            userns: None,
+            pod_init: None,
+            ips: Vec::new(),
+            cgroup_parent: "/krio/pod-2".into(),
+            runtime_sandbox: true,
+            config: Default::default(),
+        };
+        let s = root_spec(&rec, "web", &Default::default());
+        let ns = s["linux"]["namespaces"].as_array().unwrap();
+        let pid: Vec<_> = ns.iter().filter(|n| n["type"] == "pid").collect();
+        assert_eq!(pid.len(), 1, "{ns:?}");
+        // The same path the containers' specs name, so that they join the root's namespace.
+        assert_eq!(pid[0]["path"], "/run/krio/sandboxes/pod2/ns/pid");
     }
 }
