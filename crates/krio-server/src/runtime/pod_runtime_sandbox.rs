@@ -4,8 +4,10 @@
 //! container of the pod joins it (`container-type=container`, `sandbox-id=<pod id>`).
 //!
 //! krio has no pause image. The root container's root filesystem is a read-only directory
-//! holding one file, `/pause`: a 129-byte static x86-64 ELF program written here, whose only
-//! code is `pause(2)` in a loop. It has no libraries, reads no file and is stopped with SIGKILL.
+//! holding one file, `/pause`: a 160-byte static x86-64 ELF program written here, whose only
+//! code ignores SIGCHLD (so that the orphans it adopts as a shared PID namespace's init are
+//! reaped) and then calls `pause(2)` in a loop. It has no libraries, reads no file and is
+//! stopped with SIGKILL.
 //! Nothing of the host is visible in that root filesystem.
 
 use std::path::{Path, PathBuf};
@@ -23,8 +25,25 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 /// Load address of the idle program.
 const PAUSE_BASE: u64 = 0x40_0000;
 
-/// The idle program's code (x86-64): `mov eax, 34` (`pause`); `syscall`; `jmp` back to the `mov`.
-const PAUSE_CODE_X86_64: [u8; 9] = [0xb8, 0x22, 0x00, 0x00, 0x00, 0x0f, 0x05, 0xeb, 0xf7];
+/// The idle program's code (x86-64). First `rt_sigaction(SIGCHLD, {SIG_IGN}, NULL, 8)`, with the
+/// kernel's `struct sigaction` (handler, flags, restorer, mask: four 8-byte words) pushed on
+/// the stack: an init that ignores SIGCHLD explicitly has its exited children reaped by the
+/// kernel, so the orphans it adopts in a pod's shared PID namespace leave no zombies (Linux and
+/// gVisor both follow POSIX here). Then `pause(2)` in a loop.
+const PAUSE_CODE_X86_64: [u8; 40] = [
+    0x6a, 0x00, // push 0: sa_mask
+    0x6a, 0x00, // push 0: sa_restorer
+    0x6a, 0x00, // push 0: sa_flags
+    0x6a, 0x01, // push 1: sa_handler = SIG_IGN
+    0xb8, 0x0d, 0x00, 0x00, 0x00, // mov eax, 13 (rt_sigaction)
+    0xbf, 0x11, 0x00, 0x00, 0x00, // mov edi, 17 (SIGCHLD)
+    0x48, 0x89, 0xe6, // mov rsi, rsp
+    0x31, 0xd2, // xor edx, edx (no old action)
+    0x41, 0xba, 0x08, 0x00, 0x00, 0x00, // mov r10d, 8 (size of the signal mask)
+    0x0f, 0x05, // syscall
+    // The loop: mov eax, 34 (pause); syscall; jmp back to the mov.
+    0xb8, 0x22, 0x00, 0x00, 0x00, 0x0f, 0x05, 0xeb, 0xf7,
+];
 
 /// The idle program run as the root container's process: a static ELF64 executable with one
 /// `PT_LOAD` segment (read + execute) mapping the whole file, entry right after the headers
@@ -256,11 +275,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("pause");
         let program = pause_program().unwrap();
-        assert_eq!(program.len(), 129);
+        assert_eq!(program.len(), 160);
         krio_testutil::write_executable(&p, program);
         let mut child = std::process::Command::new(&p).spawn().unwrap();
         // It reaches pause(2) (system call 34), where it stays: it catches no signal.
         let syscall = format!("/proc/{}/syscall", child.id());
+        let status = format!("/proc/{}/status", child.id());
         krio_testutil::poll_blocking(
             "the idle program to wait in pause(2)",
             Duration::from_secs(10),
@@ -270,12 +290,19 @@ mod tests {
                     .filter(|s| s.starts_with("34 "))
             },
         );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the idle program exited"
-        );
+        let running = child.try_wait().unwrap().is_none();
+        // SIGCHLD (17) is ignored explicitly: bit 16 of the ignored-signal mask (read before
+        // any assertion, so that a failure does not leave the program running).
+        let text = std::fs::read_to_string(&status).unwrap_or_default();
+        let ignored = text
+            .lines()
+            .find_map(|l| l.strip_prefix("SigIgn:"))
+            .and_then(|m| u64::from_str_radix(m.trim(), 16).ok());
         child.kill().unwrap();
         assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGKILL));
+        assert!(running, "the idle program exited");
+        let ignored = ignored.unwrap_or_else(|| panic!("no SigIgn in {text}"));
+        assert_ne!(ignored & (1 << (libc::SIGCHLD - 1)), 0, "{text}");
     }
 
     #[test]
