@@ -512,6 +512,38 @@ async fn a_runsc_pod_is_one_gvisor_sandbox_shared_by_its_containers() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1", "{out:?}");
     assert_eq!(out.exit_code, 6);
 
+    // The pod's PID namespace is the root container's: its init is krio's `/pause`, which
+    // outlives every container (none of them is the namespace's init) ...
+    let out = exec(&d, &second, "tr '\\0' ' ' < /proc/1/cmdline").await;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "/pause",
+        "{out:?}"
+    );
+    // ... and reaps the orphans it adopts: a process whose parent exited is adopted by PID 1
+    // (its parent pid becomes 1), then leaves no zombie when it exits.
+    exec(&d, &second, "(sleep 1.5 &); exit 0").await;
+    let adopted = "grep -h '(sleep) S 1 ' /proc/[0-9]*/stat | wc -l";
+    d.poll(
+        "the orphan to be adopted by /pause",
+        Duration::from_secs(10),
+        || async {
+            let out = exec(&d, &first, adopted).await;
+            (String::from_utf8_lossy(&out.stdout).trim() == "1").then_some(())
+        },
+    )
+    .await;
+    let left = "grep -h -e '(sleep) S 1 ' -e ') Z 1 ' /proc/[0-9]*/stat | wc -l";
+    d.poll(
+        "the orphan to exit and be reaped",
+        Duration::from_secs(10),
+        || async {
+            let out = exec(&d, &first, left).await;
+            (String::from_utf8_lossy(&out.stdout).trim() == "0").then_some(())
+        },
+    )
+    .await;
+
     // Stops: SIGTERM reaches each process inside the sandbox, and its exit code is recorded.
     for (id, code) in [(&second, 4), (&first, 3)] {
         d.runtime()

@@ -71,7 +71,6 @@ async fn container_logs_exit_codes_and_clean_teardown_under_runsc() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "fails in pod mode, not understood yet: docs/runtime-handlers.md, pod_sandbox = \"pod\""]
 async fn container_logs_exit_codes_and_clean_teardown_under_runsc_pod() {
     logs_exit_codes_and_clean_teardown(Handler::RunscPod).await;
 }
@@ -230,7 +229,6 @@ async fn stop_escalates_to_sigkill_and_pod_teardown_leaves_nothing_under_runsc()
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "fails in pod mode, not understood yet: docs/runtime-handlers.md, pod_sandbox = \"pod\""]
 async fn stop_escalates_to_sigkill_and_pod_teardown_leaves_nothing_under_runsc_pod() {
     stop_escalation_and_pod_teardown(Handler::RunscPod).await;
 }

@@ -4,8 +4,10 @@
 //! container of the pod joins it (`container-type=container`, `sandbox-id=<pod id>`).
 //!
 //! krio has no pause image. The root container's root filesystem is a read-only directory
-//! holding one file, `/pause`: a 129-byte static x86-64 ELF program written here, whose only
-//! code is `pause(2)` in a loop. It has no libraries, reads no file and is stopped with SIGKILL.
+//! holding one file, `/pause`: a 160-byte static x86-64 ELF program written here, whose only
+//! code ignores SIGCHLD (so that the orphans it adopts as a shared PID namespace's init are
+//! reaped) and then calls `pause(2)` in a loop. It has no libraries, reads no file and is
+//! stopped with SIGKILL.
 //! Nothing of the host is visible in that root filesystem.
 
 use std::path::{Path, PathBuf};
@@ -23,8 +25,25 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 /// Load address of the idle program.
 const PAUSE_BASE: u64 = 0x40_0000;
 
-/// The idle program's code (x86-64): `mov eax, 34` (`pause`); `syscall`; `jmp` back to the `mov`.
-const PAUSE_CODE_X86_64: [u8; 9] = [0xb8, 0x22, 0x00, 0x00, 0x00, 0x0f, 0x05, 0xeb, 0xf7];
+/// The idle program's code (x86-64). First `rt_sigaction(SIGCHLD, {SIG_IGN}, NULL, 8)`, with the
+/// kernel's `struct sigaction` (handler, flags, restorer, mask: four 8-byte words) pushed on
+/// the stack: an init that ignores SIGCHLD explicitly has its exited children reaped by the
+/// kernel, so the orphans it adopts in a pod's shared PID namespace leave no zombies (Linux and
+/// gVisor both follow POSIX here). Then `pause(2)` in a loop.
+const PAUSE_CODE_X86_64: [u8; 40] = [
+    0x6a, 0x00, // push 0: sa_mask
+    0x6a, 0x00, // push 0: sa_restorer
+    0x6a, 0x00, // push 0: sa_flags
+    0x6a, 0x01, // push 1: sa_handler = SIG_IGN
+    0xb8, 0x0d, 0x00, 0x00, 0x00, // mov eax, 13 (rt_sigaction)
+    0xbf, 0x11, 0x00, 0x00, 0x00, // mov edi, 17 (SIGCHLD)
+    0x48, 0x89, 0xe6, // mov rsi, rsp
+    0x31, 0xd2, // xor edx, edx (no old action)
+    0x41, 0xba, 0x08, 0x00, 0x00, 0x00, // mov r10d, 8 (size of the signal mask)
+    0x0f, 0x05, // syscall
+    // The loop: mov eax, 34 (pause); syscall; jmp back to the mov.
+    0xb8, 0x22, 0x00, 0x00, 0x00, 0x0f, 0x05, 0xeb, 0xf7,
+];
 
 /// The idle program run as the root container's process: a static ELF64 executable with one
 /// `PT_LOAD` segment (read + execute) mapping the whole file, entry right after the headers
@@ -65,26 +84,37 @@ pub(crate) fn pause_program() -> Option<Vec<u8>> {
 }
 
 /// The root container's OCI spec: `/pause` as nobody, read-only root, no capabilities, the
-/// pod's pinned network, IPC and UTS namespaces (paths), new PID and mount namespaces, the
-/// pod's hostname, the cgroup `<pod cgroup parent>/<pod id>`, the sandbox annotations and the
-/// pod annotations the handler allows.
+/// pod's pinned network, IPC and UTS namespaces (paths), a new mount namespace, the pod's
+/// hostname, the cgroup `<pod cgroup parent>/<pod id>`, the sandbox annotations and the pod
+/// annotations the handler allows.
+///
+/// The PID namespace names the pod's pinned one (path) when the pod shares one (pid mode
+/// POD), else none (a new one). runsc never joins that path on the host: inside the Sentry it
+/// is only a key, and a container whose spec names the same path joins the PID namespace of the
+/// container that named it first. The root container always runs in the Sentry's root PID
+/// namespace, as its init; naming the pod's path here makes every container of a pod with a
+/// shared PID namespace join that one, whose init is `/pause` and lives as long as the pod.
+/// Without it the pod's first container would create the namespace and be its init: when it
+/// exits, the namespace dies with it (its other processes are killed, and a container started
+/// later cannot join it: runsc's "creating process: out of memory", Linux's ENOMEM for a fork
+/// into a PID namespace whose init has exited).
 fn root_spec(
     rec: &SandboxRecord,
     hostname: &str,
     h: &crate::config::RuntimeHandler,
 ) -> serde_json::Value {
     use krio_oci::annotations::{CONTAINER_TYPE, SANDBOX_ID};
-    let mut namespaces = vec![
-        serde_json::json!({"type": "pid"}),
-        serde_json::json!({"type": "mount"}),
-    ];
+    let mut namespaces = vec![serde_json::json!({"type": "mount"})];
     for (kind, path) in [
+        ("pid", rec.pidns()),
         ("network", rec.netns()),
         ("ipc", rec.ipcns()),
         ("uts", rec.utsns()),
     ] {
-        if let Some(p) = path {
-            namespaces.push(serde_json::json!({"type": kind, "path": p}));
+        match path {
+            Some(p) => namespaces.push(serde_json::json!({"type": kind, "path": p})),
+            None if kind == "pid" => namespaces.push(serde_json::json!({"type": kind})),
+            None => {}
         }
     }
     let mut annotations = serde_json::Map::new();
@@ -245,11 +275,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("pause");
         let program = pause_program().unwrap();
-        assert_eq!(program.len(), 129);
+        assert_eq!(program.len(), 160);
         krio_testutil::write_executable(&p, program);
         let mut child = std::process::Command::new(&p).spawn().unwrap();
         // It reaches pause(2) (system call 34), where it stays: it catches no signal.
         let syscall = format!("/proc/{}/syscall", child.id());
+        let status = format!("/proc/{}/status", child.id());
         krio_testutil::poll_blocking(
             "the idle program to wait in pause(2)",
             Duration::from_secs(10),
@@ -259,12 +290,19 @@ mod tests {
                     .filter(|s| s.starts_with("34 "))
             },
         );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the idle program exited"
-        );
+        let running = child.try_wait().unwrap().is_none();
+        // SIGCHLD (17) is ignored explicitly: bit 16 of the ignored-signal mask (read before
+        // any assertion, so that a failure does not leave the program running).
+        let text = std::fs::read_to_string(&status).unwrap_or_default();
+        let ignored = text
+            .lines()
+            .find_map(|l| l.strip_prefix("SigIgn:"))
+            .and_then(|m| u64::from_str_radix(m.trim(), 16).ok());
         child.kill().unwrap();
         assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGKILL));
+        assert!(running, "the idle program exited");
+        let ignored = ignored.unwrap_or_else(|| panic!("no SigIgn in {text}"));
+        assert_ne!(ignored & (1 << (libc::SIGCHLD - 1)), 0, "{text}");
     }
 
     #[test]
@@ -290,5 +328,30 @@ mod tests {
             .iter()
             .any(|n| n["type"] == "network" && n["path"] == "/run/krio/sandboxes/pod1/ns/net"));
         assert!(!ns.iter().any(|n| n["type"] == "ipc"));
+        // No shared PID namespace: a new one, named by no path.
+        let pid: Vec<_> = ns.iter().filter(|n| n["type"] == "pid").collect();
+        assert_eq!(pid.len(), 1, "{ns:?}");
+        assert!(pid[0].get("path").is_none(), "{ns:?}");
+    }
+
+    #[test]
+    fn a_shared_pid_namespace_is_named_by_the_root_container() {
+        let mut rec = SandboxRecord::new("pod2".into(), Default::default(), "runsc".into(), 1);
+        rec.set_pod_init(
+            krio_monitor::PodInit {
+                pid: 1,
+                start_time: 1,
+            },
+            "/run/krio/sandboxes/pod2/ns/pid".into(),
+        );
+        rec.set_cgroup_parent("/krio/pod-2".into());
+        rec.set_runtime_sandbox();
+        rec.mark_ready().unwrap();
+        let s = root_spec(&rec, "web", &Default::default());
+        let ns = s["linux"]["namespaces"].as_array().unwrap();
+        let pid: Vec<_> = ns.iter().filter(|n| n["type"] == "pid").collect();
+        assert_eq!(pid.len(), 1, "{ns:?}");
+        // The same path the containers' specs name, so that they join the root's namespace.
+        assert_eq!(pid[0]["path"], "/run/krio/sandboxes/pod2/ns/pid");
     }
 }
