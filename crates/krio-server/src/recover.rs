@@ -104,6 +104,7 @@ impl Krio {
                 Ok(None) => {
                     tracing::warn!(container = %id, "removing container directory without record");
                     let _ = crate::rootfs::unmount(&self.container_run_dir(&id).join("rootfs"));
+                    self.release_rro_staging(&id);
                     let _ = std::fs::remove_dir_all(self.container_run_dir(&id));
                     let _ = std::fs::remove_dir_all(self.container_data_dir(&id));
                     continue;
@@ -134,6 +135,12 @@ impl Krio {
             if !pending_restore && self.reconcile(&mut rec).await {
                 retry.push(Retry::Container(id.clone()));
             }
+            // A recursive read-only staging left by a daemon killed between `runtime
+            // create` (or start) and its release: the runtime has its own copy by now.
+            if rec.state() != ContainerState::Created || !self.rro_staging_needed_until_start(&rec)
+            {
+                self.release_rro_staging(&id);
+            }
             if let Some(sb) = self.sandboxes.find("id", rec.sandbox_id()).ok().flatten() {
                 let name = crate::runtime::container_name(rec.config(), sb.snapshot().config());
                 let _ = self.containers.reserve(&name, &id);
@@ -145,6 +152,7 @@ impl Krio {
                 && !self.container_data_dir(&id).exists()
             {
                 let _ = crate::rootfs::unmount(&self.container_run_dir(&id).join("rootfs"));
+                self.release_rro_staging(&id);
                 let _ = std::fs::remove_dir_all(self.container_run_dir(&id));
             }
         }

@@ -155,7 +155,9 @@ pub fn rro_staging_dir(run_dir: &Path) -> PathBuf {
 /// `Mount.recursive_read_only`) at `staging`: a recursive bind mount, made private recursively (so nothing propagates into or
 /// out of it), then `mount_setattr(AT_RECURSIVE, MOUNT_ATTR_RDONLY)` so that every submount is
 /// read-only too. runc 1.1 has no `rro` option; handed `staging` as an `rbind` source, it copies
-/// the read-only submounts as they are. Undone by [`unmount_staging`].
+/// the read-only submounts as they are. Undone by [`discard_staging`] on [`rro_staging_dir`]
+/// as soon as the runtime has bound it into the container (see `Krio::release_rro_staging`),
+/// so the host's submounts of `source` are not held busy while the container lives.
 ///
 /// Errors: [`ServerError::Io`] naming the step; nothing stays mounted at `staging` then.
 pub fn stage_recursive_read_only(source: &Path, staging: &Path) -> Result<()> {
@@ -280,6 +282,33 @@ pub fn unmount_staging(dir: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Detaches everything staged under `dir` (as [`unmount_staging`]), then removes the emptied
+/// mount points and `dir` itself, one `rmdir`/`unlink` each and never recursively: a mount
+/// point that is somehow still a mount fails with `EBUSY` instead of having the host tree
+/// behind it emptied. An absent `dir` is fine: idempotent.
+///
+/// Errors: [`ServerError::Io`] naming the mount or the path that could not be detached or
+/// removed.
+pub fn discard_staging(dir: &Path) -> Result<()> {
+    unmount_staging(dir)?;
+    let gone = |r: std::io::Result<()>, what: &'static str, p: &Path| match r {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(ServerError::io(what, p, e)),
+        _ => Ok(()),
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        let removed = match e.file_type() {
+            Ok(t) if t.is_dir() => std::fs::remove_dir(&p),
+            _ => std::fs::remove_file(&p),
+        };
+        gone(removed, "removing mount point", &p)?;
+    }
+    gone(std::fs::remove_dir(dir), "removing directory", dir)
 }
 
 /// Where a container's image volumes (CRI `Mount.image`) are mounted before being handed to the

@@ -807,6 +807,122 @@ async fn recursive_read_only_mounts_every_submount_read_only() {
     assert!(left.is_empty(), "staging mounts left: {left:?}");
 }
 
+/// The host-side staging of a recursive read-only mount goes once the runtime has bound it into
+/// the container (after `runtime create` for runc): while the container runs, a tmpfs mounted
+/// under the volume's host path can be unmounted and its directory removed on the host (critest
+/// "should support recursive readonly mounts" cleans up so, and met EBUSY), and the container
+/// still has its mount, read-only. A staging left by an older daemon (or a kill between the
+/// steps) is released by recovery after a restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn recursive_read_only_staging_does_not_hold_host_mounts() {
+    use nix::mount::{MntFlags, MsFlags};
+    require_prerequisites();
+    ensure_images();
+    let mut d = Daemon::start().await;
+    pull(&d, &image("busybox")).await;
+    let src = HostMountPoint::new(d.dir.path().join("rro-host"), MsFlags::MS_PRIVATE);
+    let sub = src.0.join("tmpfs");
+    mount_tmpfs(&sub);
+    std::fs::write(sub.join("f"), "x").unwrap();
+    let pod = pod_config(&d, "rro-release");
+    let pod_id = run_pod(&d, &pod).await;
+    let mut c = container_config("rro", &image("busybox"), "sleep 600");
+    c.mounts = vec![cri::Mount {
+        container_path: "/mnt/rro".into(),
+        host_path: src.0.display().to_string(),
+        readonly: true,
+        recursive_read_only: true,
+        ..Default::default()
+    }];
+    let mut rt = d.runtime().await;
+    let id = rt
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod_id.clone(),
+            config: Some(c),
+            sandbox_config: Some(pod.clone()),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .container_id;
+    let staging_dir = d.dir.path().join("run/containers").join(&id).join("rro");
+    let staged = |d: &Daemon| -> Vec<String> {
+        d.mounts()
+            .into_iter()
+            .filter(|m| m.contains("/rro/"))
+            .collect()
+    };
+    // runc has bound every mount by the end of `create`: nothing staged from then on.
+    assert!(staged(&d).is_empty(), "{:?}", staged(&d));
+    assert!(!staging_dir.exists(), "{}", staging_dir.display());
+    rt.start_container(cri::StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    let exec = |script: &str| {
+        let mut rt = rt.clone();
+        let req = cri::ExecSyncRequest {
+            container_id: id.clone(),
+            cmd: vec!["sh".into(), "-c".into(), script.into()],
+            timeout: 20,
+        };
+        async move { rt.exec_sync(req).await.unwrap().into_inner() }
+    };
+    let seen =
+        exec("cat /mnt/rro/tmpfs/f; touch /mnt/rro/tmpfs/g 2>/dev/null && echo wrote; true").await;
+    let out = String::from_utf8_lossy(&seen.stdout).to_string();
+    assert_eq!(out.lines().collect::<Vec<_>>(), ["x"], "{seen:?}");
+
+    // The host takes its tmpfs down while the container runs: no EBUSY.
+    nix::mount::umount2(&sub, MntFlags::empty()).unwrap();
+    std::fs::remove_dir(&sub).unwrap();
+    // The container keeps its mount, still read-only.
+    let seen = exec(
+        "grep ' /mnt/rro ' /proc/self/mountinfo; touch /mnt/rro/h 2>/dev/null && echo wrote; true",
+    )
+    .await;
+    let lines: Vec<String> = String::from_utf8_lossy(&seen.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let opts = mount_options(&lines, "/mnt/rro").unwrap_or_else(|| panic!("{lines:?}"));
+    assert!(opts.contains(&"ro".to_string()), "{lines:?}");
+    assert!(!lines.contains(&"wrote".to_string()), "{lines:?}");
+
+    // A staging as an older daemon left it (a recursive bind of the source), then a daemon
+    // restart: recovery releases it, the container runs on.
+    let stale = staging_dir.join("0");
+    std::fs::create_dir_all(&stale).unwrap();
+    nix::mount::mount(
+        Some(&src.0),
+        &stale,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .unwrap();
+    assert!(!staged(&d).is_empty());
+    d.restart().await;
+    assert!(staged(&d).is_empty(), "{:?}", staged(&d));
+    assert!(!staging_dir.exists(), "{}", staging_dir.display());
+    assert!(src.0.exists());
+    let st = d
+        .runtime()
+        .await
+        .container_status(cri::ContainerStatusRequest {
+            container_id: id.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(st.state, cri::ContainerState::ContainerRunning as i32);
+    remove_pod(&d, &pod_id).await;
+}
+
 /// SupplementalGroupsPolicy Merge (the default) adds the image's `/etc/group` memberships, Strict does not;
 /// ContainerStatus.user reports what the process really has, which matches /proc/self/status inside.
 #[tokio::test(flavor = "multi_thread")]

@@ -347,3 +347,83 @@ fn http_get(addr: &str, path: &str) -> String {
         String::new()
     }
 }
+
+/// A call whose caller's deadline (`grpc-timeout`) passes on the server is answered
+/// DEADLINE_EXCEEDED, never CANCELLED (tonic's own answer), whatever the deadline: a PullImage
+/// from a registry that accepts connections and never answers, with deadlines from 1 ms to
+/// 300 ms, several times each (critest "Public image should timeout if requested"). The call
+/// is made over a bare HTTP/2 connection: a tonic client enforces `grpc-timeout` itself too
+/// (answering CANCELLED on its side first), so every status seen here is the server's.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_deadline_is_deadline_exceeded() {
+    use http_body_util::BodyExt;
+    use prost::Message;
+    let d = Daemon::start().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Accepts and holds every connection, answering nothing.
+    let stall = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = listener.accept().await {
+            held.push(conn);
+        }
+    });
+    let stream = tokio::net::UnixStream::connect(&d.socket).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    for round in 0..4 {
+        for ms in [1, 20, 300] {
+            let msg = cri::PullImageRequest {
+                image: Some(cri::ImageSpec {
+                    image: format!("127.0.0.1:{port}/stalls/forever:{round}"),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }
+            .encode_to_vec();
+            // gRPC framing: uncompressed flag, big-endian length, message.
+            let mut frame = vec![0u8];
+            frame.extend_from_slice(&u32::try_from(msg.len()).unwrap().to_be_bytes());
+            frame.extend_from_slice(&msg);
+            let req = hyper::Request::post("http://localhost/runtime.v1.ImageService/PullImage")
+                .header("content-type", "application/grpc")
+                .header("te", "trailers")
+                .header("grpc-timeout", format!("{ms}m"))
+                .body(http_body_util::Full::new(hyper::body::Bytes::from(frame)))
+                .unwrap();
+            let started = std::time::Instant::now();
+            let resp = send.send_request(req).await.unwrap();
+            // Trailers-only (the usual error answer) or headers, body and trailers.
+            let (parts, body) = resp.into_parts();
+            let status = match tonic::Status::from_header_map(&parts.headers) {
+                Some(s) => s,
+                None => {
+                    let trailers = body.collect().await.unwrap().trailers().cloned();
+                    tonic::Status::from_header_map(&trailers.unwrap_or_default())
+                        .expect("no grpc-status")
+                }
+            };
+            assert_eq!(
+                status.code(),
+                Code::DeadlineExceeded,
+                "round {round}, {ms} ms: {status:?}"
+            );
+            assert!(
+                started.elapsed() >= std::time::Duration::from_millis(ms),
+                "answered before the deadline: {status:?}"
+            );
+        }
+    }
+    // The daemon serves on.
+    d.runtime()
+        .await
+        .version(cri::VersionRequest::default())
+        .await
+        .unwrap();
+    stall.abort();
+}

@@ -271,7 +271,17 @@ async fn a_missing_handler_binary_is_not_ready_and_refused_with_its_path() {
         .iter()
         .map(|h| h.name.as_str())
         .collect();
-    assert_eq!(names, ["ghost", "runc", "runsc"]);
+    // The default handler (runc) again under "", the CRI's name for the default handler, with
+    // the same features: kubelet looks a pod without a RuntimeClass up there.
+    assert_eq!(names, ["ghost", "runc", "runsc", ""]);
+    let features = |name: &str| {
+        st.runtime_handlers
+            .iter()
+            .find(|h| h.name == name)
+            .and_then(|h| h.features)
+            .unwrap()
+    };
+    assert_eq!(features(""), features("runc"));
     // Verbose info: readiness and where each handler's features came from.
     let list: serde_json::Value = serde_json::from_str(&st.info["handlers"]).unwrap();
     let handlers: serde_json::Map<String, serde_json::Value> = list

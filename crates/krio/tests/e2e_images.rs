@@ -262,3 +262,68 @@ async fn concurrent_pulls_of_one_image_agree() {
         .images;
     assert_eq!(list.len(), 1);
 }
+
+/// Many simultaneous RemoveImage calls of one image (by id, tag and digest, released together
+/// after each has its connection) all succeed, and the image is gone when each one returns:
+/// a call that finds the removal under way waits for it (critest "Image Consistency should not
+/// fail on simultaneous RemoveImage calls"). Three rounds, to meet the race more than once.
+#[tokio::test(flavor = "multi_thread")]
+async fn simultaneous_removals_of_one_image_all_succeed() {
+    ensure_images();
+    let d = Daemon::start().await;
+    const CALLS: usize = 12;
+    for round in 0..3 {
+        let id = pull(&d, &image("layered")).await;
+        let status = d
+            .images()
+            .await
+            .image_status(cri::ImageStatusRequest {
+                image: spec(&id),
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .image
+            .unwrap();
+        let names = [id.clone(), image("layered"), status.repo_digests[0].clone()];
+        let go = std::sync::Arc::new(tokio::sync::Barrier::new(CALLS));
+        let mut handles = Vec::new();
+        for i in 0..CALLS {
+            let sock = d.socket.clone();
+            let go = go.clone();
+            let name = names[i % names.len()].clone();
+            let id = id.clone();
+            handles.push(tokio::spawn(async move {
+                let mut img = krio_cri::v1::image_service_client::ImageServiceClient::new(
+                    connect(&sock).await.unwrap(),
+                );
+                go.wait().await;
+                img.remove_image(cri::RemoveImageRequest { image: spec(&name) })
+                    .await
+                    .map_err(|e| format!("round {round} call {i} ({name}): {e:?}"))?;
+                // Gone as soon as this call returned, whoever did the work.
+                let left = img
+                    .image_status(cri::ImageStatusRequest {
+                        image: spec(&id),
+                        verbose: false,
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .image;
+                match left {
+                    None => Ok(()),
+                    Some(i) => Err(format!("round {round}: still there after OK: {i:?}")),
+                }
+            }));
+        }
+        let mut failures = Vec::new();
+        for h in handles {
+            if let Err(e) = h.await.unwrap() {
+                failures.push(e);
+            }
+        }
+        assert!(failures.is_empty(), "{failures:#?}");
+    }
+}

@@ -11,6 +11,11 @@ use krio_image::{ImageRecord, RegistryAuth};
 use crate::error::{Result, ServerError};
 use crate::Krio;
 
+/// How long a `RemoveImage` waits for another call's removal of the same image before giving
+/// up with `FailedPrecondition` (kubelet's default runtime request timeout is 2 minutes; the
+/// caller's own gRPC deadline, when shorter, ends the wait first).
+pub(crate) const REMOVE_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
 impl Krio {
     /// CRI `PullImage`: pulls `image.image` with the request's credentials and returns the
     /// image id (`sha256:<config digest>`), as containerd does.
@@ -106,20 +111,54 @@ impl Krio {
     /// Removing an absent image succeeds (the CRI call is idempotent). The store's work
     /// (records, layer deletion) runs on a blocking thread.
     ///
+    /// A call that finds another removal of the same image under way waits for it (awaiting,
+    /// not blocking a worker; at most [`REMOVE_WAIT`]) and then starts over: the image is
+    /// normally gone by then and the call succeeds, as the CRI's idempotent RemoveImage wants
+    /// (critest "should not fail on simultaneous RemoveImage calls"). Should the other removal
+    /// have failed, this call tries again itself and reports its own result, so a persistent
+    /// store error reaches every caller rather than being hidden behind an OK.
+    ///
     /// Errors: `FailedPrecondition` naming the container when a container uses the image, or
     /// when a create of a container of it is in flight (counted from before its rootfs is
-    /// mounted), or another removal of it is under way.
+    /// mounted), or another removal of it is still under way after [`REMOVE_WAIT`].
     pub(crate) async fn remove_image(self: &Arc<Self>, req: cri::RemoveImageRequest) -> Result<()> {
         let reference = req.image.map(|i| i.image).unwrap_or_default();
         if reference.is_empty() {
             return Err(ServerError::invalid("image.image", "is required"));
         }
-        let Some(image) = self.resolve_image(&reference) else {
-            return Ok(());
+        let wait_until = tokio::time::Instant::now() + REMOVE_WAIT;
+        loop {
+            match self.try_remove_image(&reference).await? {
+                None => return Ok(()),
+                Some(other) => {
+                    tokio::time::timeout_at(wait_until, other.finished())
+                        .await
+                        .map_err(|_| {
+                            ServerError::FailedPrecondition(format!(
+                                "image {reference} is still being removed by another call after \
+                                 {} s",
+                                REMOVE_WAIT.as_secs()
+                            ))
+                        })?;
+                }
+            }
+        }
+    }
+
+    /// One attempt of [`Krio::remove_image`] (`reference` is not empty): `Ok(None)` when the
+    /// image (or tag) is gone, `Ok(Some(_))` when another call is removing the same image.
+    ///
+    /// Errors: as [`Krio::remove_image`], and the store's.
+    async fn try_remove_image(
+        self: &Arc<Self>,
+        reference: &str,
+    ) -> Result<Option<in_use::RemoveInProgress>> {
+        let Some(image) = self.resolve_image(reference) else {
+            return Ok(None);
         };
         // A short id prefix (crictl shows 13 characters) names the image itself, but only
         // `resolve_image` understands it: the store would find nothing and remove nothing.
-        let by_short_id = self.images.resolve(&reference).is_none();
+        let by_short_id = self.images.resolve(reference).is_none();
         // Removing only a tag leaves the image in place, so only block the removal of the
         // image itself (by id, digest, or its last name).
         let names = image.repo_tags.len() + image.repo_digests.len();
@@ -129,8 +168,8 @@ impl Krio {
             || reference.trim_start_matches("sha256:") == image.id.trim_start_matches("sha256:")
             || names <= 1
             || reference.contains('@')
-            || self.images.removal_deletes_image(&reference);
-        let _mark = if removes_image {
+            || self.images.removal_deletes_image(reference);
+        let mark = if removes_image {
             let user = || {
                 self.containers
                     .all()
@@ -142,15 +181,10 @@ impl Krio {
                     })
                     .map(|c| c.id.clone())
             };
-            Some(
-                self.image_use
-                    .begin_remove(&image.id, user)?
-                    .ok_or_else(|| {
-                        ServerError::FailedPrecondition(format!(
-                            "image {reference} is already being removed"
-                        ))
-                    })?,
-            )
+            match self.image_use.begin_remove(&image.id, user)? {
+                in_use::RemoveStart::Marked(mark) => Some(mark),
+                in_use::RemoveStart::InProgress(other) => return Ok(Some(other)),
+            }
         } else {
             None
         };
@@ -160,17 +194,22 @@ impl Krio {
         let target = if by_short_id || (removes_image && reference.contains('@')) {
             image.id.clone()
         } else {
-            reference
+            reference.to_string()
         };
         crate::state::kill_point("RemoveImage:checked");
         let this = self.clone();
-        tokio::task::spawn_blocking(move || this.images.remove(&target))
-            .await
-            .map_err(|e| ServerError::Task(e.to_string()))??;
+        // The mark goes with the store's work, so calls waiting for this removal wake when
+        // it is really over, even when this call's caller went away meanwhile.
+        tokio::task::spawn_blocking(move || {
+            let result = this.images.remove(&target);
+            drop(mark);
+            result
+        })
+        .await
+        .map_err(|e| ServerError::Task(e.to_string()))??;
         crate::state::kill_point("RemoveImage:removed");
-        Ok(())
+        Ok(None)
     }
-
     /// CRI `ImageFsInfo`: the image store's usage (blobs, layers, records) as
     /// `image_filesystems`, and the containers' writable layers (`<root>/containers`) as
     /// `container_filesystems`, each with the mountpoint holding it. The walks run on a

@@ -255,9 +255,41 @@ impl Krio {
             }
         }
         crate::state::kill_point("CreateContainer:monitor-spawned");
+        if !self.rro_staging_needed_until_start(rec) {
+            self.release_rro_staging(rec.id());
+        }
         persist::write_json_async(&self.container_record_path(rec.id()), rec).await?;
         crate::state::kill_point("CreateContainer:record-final");
         Ok(())
+    }
+
+    /// Whether the runtime still reads a container's staged recursive read-only binds
+    /// ([`rootfs::rro_staging_dir`]) after `runtime create`: runc, crun and youki bind every
+    /// mount into the container's mount namespace during `create`, so the host-side staging
+    /// can go right after it. A container that is restored from a checkpoint (its
+    /// `runtime restore` runs at StartContainer), that joins its pod's runtime sandbox
+    /// (`runtime start` at StartContainer), or whose handler makes runtime sandboxes (runsc:
+    /// its gofer serves the container's mounts from the sandbox's start on) keeps it until
+    /// StartContainer has returned.
+    pub(crate) fn rro_staging_needed_until_start(&self, rec: &ContainerRecord) -> bool {
+        rec.restore_from().is_some()
+            || rec.subcontainer()
+            || self.handler(rec.runtime_handler()).map_or(true, |h| {
+                h.cfg.pod_sandbox != crate::config::PodSandboxMode::None
+            })
+    }
+
+    /// Detaches and removes a container's recursive read-only staging
+    /// ([`rootfs::discard_staging`]) once the runtime has bound it into the container's mount
+    /// namespace (CRI `Mount.recursive_read_only`; the container keeps its own copy of the
+    /// mount tree). Holding it longer would keep everything mounted under the volume's host
+    /// path busy on the host (a tmpfs there could not be unmounted) until the container is
+    /// removed. Idempotent; a failure is logged, and removal and recovery try again.
+    pub(crate) fn release_rro_staging(&self, id: &str) {
+        let dir = rootfs::rro_staging_dir(&self.container_run_dir(id));
+        if let Err(e) = crate::blocking(|| rootfs::discard_staging(&dir)) {
+            tracing::warn!(container = %id, error = %e, "releasing recursive read-only staging");
+        }
     }
 
     /// Spawns the container's monitor, which runs `runtime create` (or, with `restore_from`,

@@ -47,6 +47,7 @@ impl Krio {
             self.emit(&rec, cri::ContainerEventType::ContainerStartedEvent);
             drop(rec);
             self.watch_exit(c.clone());
+            self.release_rro_staging(&c.id);
             tracing::info!(container = %c.id, "container restored from its checkpoint");
             return Ok(());
         }
@@ -57,6 +58,8 @@ impl Krio {
             runtime.start(rec.id()).await?;
         }
         crate::state::kill_point("StartContainer:runtime-started");
+        // Whatever still needed the recursive read-only staging has it bound now.
+        self.release_rro_staging(rec.id());
         rec.mark_started(now_ns())?;
         // A very short-lived process may already have exited; the exit file says so.
         self.refresh_exit(&mut rec);

@@ -25,7 +25,8 @@ impl Krio {
     /// the binary) when its binary is missing, so a missing optional runtime (runsc) does not
     /// make the node NotReady. `NetworkReady` is true when a valid CNI network configuration
     /// exists (re-read on every call, so a configuration written later is picked up without a
-    /// restart). `runtime_handlers` lists every handler with its features. `verbose` adds JSON
+    /// restart). `runtime_handlers` lists every handler with its features, plus the default
+    /// handler's again under the name "" (the CRI's default handler). `verbose` adds JSON
     /// documents to `info` (what `krioctl status` shows): the effective `config`; `handlers`,
     /// each runtime handler's binary, `--root`, arguments, readiness and probed features;
     /// `network`, the CNI network ADD would use now; `counts`, pods and containers by CRI state
@@ -87,21 +88,7 @@ impl Krio {
         Ok(cri::StatusResponse {
             status: Some(cri::RuntimeStatus { conditions }),
             info,
-            runtime_handlers: self
-                .handlers
-                .iter()
-                .map(|(name, h)| cri::RuntimeHandler {
-                    name: name.clone(),
-                    features: Some(cri::RuntimeHandlerFeatures {
-                        // krio stages recursive read-only mounts itself (mount_setattr), so
-                        // every handler gets them, runc 1.1 included.
-                        recursive_read_only_mounts: crate::rootfs::recursive_read_only_supported(),
-                        // The runtime joins the pod's user namespace by path; krio makes it
-                        // and the id-mapped rootfs (runc 1.1 has no id-mapped mounts).
-                        user_namespaces: h.user_namespaces(),
-                    }),
-                })
-                .collect(),
+            runtime_handlers: self.runtime_handlers(),
             // Merge and Strict are applied when the spec is built; ContainerStatus.user reports
             // the identity the container's process really has.
             features: Some(cri::RuntimeFeatures {
@@ -109,6 +96,42 @@ impl Krio {
                 user_namespaces_host_network: false,
             }),
         })
+    }
+
+    /// `StatusResponse.runtime_handlers`: one entry per configured handler, by name (sorted),
+    /// followed by a copy of the default handler's entry named "" (CRI `RuntimeHandler.name`:
+    /// "An empty string denotes the default handler"). Kubelet (and critest) look a pod's
+    /// features up under the pod's `runtime_handler`, which is "" for a pod without a
+    /// RuntimeClass, so without that entry the default handler's user namespaces and recursive
+    /// read-only mounts would look unsupported. containerd's CRI plugin does the same: it
+    /// appends a copy of its default runtime's entry with the name cleared.
+    fn runtime_handlers(&self) -> Vec<cri::RuntimeHandler> {
+        let mut list: Vec<cri::RuntimeHandler> = self
+            .handlers
+            .iter()
+            .map(|(name, h)| cri::RuntimeHandler {
+                name: name.clone(),
+                features: Some(cri::RuntimeHandlerFeatures {
+                    // krio stages recursive read-only mounts itself (mount_setattr), so
+                    // every handler gets them, runc 1.1 included.
+                    recursive_read_only_mounts: crate::rootfs::recursive_read_only_supported(),
+                    // The runtime joins the pod's user namespace by path; krio makes it
+                    // and the id-mapped rootfs (runc 1.1 has no id-mapped mounts).
+                    user_namespaces: h.user_namespaces(),
+                }),
+            })
+            .collect();
+        if let Some(default) = list
+            .iter()
+            .find(|h| h.name == self.cfg.default_runtime)
+            .cloned()
+        {
+            list.push(cri::RuntimeHandler {
+                name: String::new(),
+                ..default
+            });
+        }
+        list
     }
 
     /// The `handlers`, `network`, `counts` and `inflight` documents of a verbose `Status`;
