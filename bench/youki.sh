@@ -18,7 +18,7 @@ if ! command -v youki >/dev/null; then
 	nice -n 10 cargo install youki --locked --version 0.7.0 --features v1 --root /usr/local
 	echo "youki.sh: youki built and installed in $(( $(date +%s) - start )) s" >&2
 fi
-youki --version | head -n 1
+youki --version | sed -n 1p   # not head: youki panics when its stdout closes early
 [ "${1:-}" = --install-only ] && exit 0
 cd "$repo"
 flock /tmp/krio-e2e.lock \
