@@ -8,7 +8,8 @@
 # alternating (A B A B ...): start/teardown, calls, busy, stream (exec, attach memory), memory
 # (krio-bench run), restart (this script kills and restarts the daemon around krio-bench
 # restart-prep/restart-wait), and the floor of pod start (krio-bench floor: runc + CNI directly);
-# then the cold pulls; then pools everything into bench/out/results.json, BENCHMARKS.md and
+# then pod start and memory per runtime handler (krio restarted with [runtimes.*] tables for runsc
+# and youki; containerd + runc as the reference; krio-bench run --workloads handler); then the cold pulls; then pools everything into bench/out/results.json, BENCHMARKS.md and
 # bench/out/start-latency.svg. Needs root.
 #
 # Options:
@@ -17,6 +18,11 @@
 #   --rounds N         rounds of the start/calls/memory workloads per runtime (default 3).
 #   --pull-runs N      cold pulls per runtime (default 3; each on a fresh loop-mounted filesystem).
 #   --runtimes LIST    space/comma separated, default "containerd,krio".
+#   --handlers LIST    krio runtime handlers for the per-handler rows, space/comma separated, default
+#                      "runc,runsc,runsc-pod,youki" (runsc: pod_sandbox = "per-container", runsc-pod:
+#                      pod_sandbox = "pod"); "none" skips them. A handler whose binary is missing is
+#                      skipped and said so (youki: /usr/local/bin/youki, built by bench/youki.sh when
+#                      KRIO_BENCH_YOUKI=1). Needs both containerd and krio in --runtimes.
 #   --net MODE         bridge (default: bridge + host-local, no iptables) or host (host-network pods,
 #                      no CNI at all). containerd 1.6 rejects a loopback-only network ("failed to find
 #                      network info for sandbox"), so a loopback-only conflist cannot be shared.
@@ -27,13 +33,14 @@
 #   --debug            use debug builds (target/debug; for the test suite, which builds debug anyway).
 #   --out DIR          output directory (default bench/out, or bench/out/quick with --quick).
 #   --markdown FILE    where to write the Markdown (default BENCHMARKS.md, quick: <out>/BENCHMARKS.md).
-# Environment: KRIO_EXTRA_ARGS (extra krio daemon flags), KRIO_BENCH_MIRROR (apt mirror for debootstrap).
+# Environment: KRIO_EXTRA_ARGS (extra krio daemon flags), KRIO_BENCH_MIRROR (apt mirror for debootstrap),
+#   KRIO_BENCH_YOUKI=1 (build youki first when it is missing, about 20 min, and run bench/youki.sh at the end).
 set -euo pipefail
 
 private_registry_pid=""
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
-quick=0 rounds=3 pull_runs=3 runtimes="containerd,krio" net=bridge registry=127.0.0.1:5000 apt=1
+quick=0 rounds=3 pull_runs=3 runtimes="containerd,krio" handlers="runc,runsc,runsc-pod,youki" net=bridge registry=127.0.0.1:5000 apt=1
 out="" markdown="" profile=release
 while [ $# -gt 0 ]; do
   case $1 in
@@ -41,6 +48,7 @@ while [ $# -gt 0 ]; do
     --rounds) rounds=$2; shift ;;
     --pull-runs) pull_runs=$2; shift ;;
     --runtimes) runtimes=$2; shift ;;
+    --handlers) handlers=$2; shift ;;
     --net) net=$2; shift ;;
     --registry) registry=$2; shift ;;
     --no-apt) apt=0 ;;
@@ -59,6 +67,8 @@ log() { echo "== $(date +%H:%M:%S) $*" >&2; }
 case $net in bridge|host) ;; *) die "--net must be bridge or host" ;; esac
 runtimes=${runtimes//,/ }
 for rt in $runtimes; do case $rt in containerd|krio) ;; *) die "unknown runtime $rt" ;; esac; done
+handlers=${handlers//,/ }; [ "$handlers" = none ] && handlers=""
+for h in $handlers; do case $h in runc|runsc|runsc-pod|youki) ;; *) die "unknown handler $h (runc, runsc, runsc-pod, youki)" ;; esac; done
 [ "$(id -u)" = 0 ] || die "must run as root"
 if [ $quick = 1 ]; then
   rounds=1; pull_runs=1
@@ -82,6 +92,13 @@ if [ $apt = 1 ]; then
   fi
 fi
 
+# ---------------------------------------------------------------- youki (not a Debian package)
+youki_bin=/usr/local/bin/youki
+if [[ " $handlers " == *" youki "* ]] && [ ! -x "$youki_bin" ] && [ "${KRIO_BENCH_YOUKI:-0}" = 1 ]; then
+  log "building youki for the youki handler (bench/youki.sh --install-only; about 20 min)"
+  "$here/youki.sh" --install-only >&2 || die "building youki failed"
+fi
+
 # ---------------------------------------------------------------- build
 cd "$repo"
 cargo_profile=(--release); [ $profile = debug ] && cargo_profile=()
@@ -98,6 +115,7 @@ fi
 ctrd=/tmp/krio-bench-ctrd
 kr=/tmp/krio-bench-krio
 declare -A pid sock marker
+krio_config=/dev/null   # the per-handler phase restarts krio with $kr/handlers.toml
 sock[containerd]=$ctrd/containerd.sock; marker[containerd]=$ctrd
 sock[krio]=$kr/krio.sock;               marker[krio]=$kr
 
@@ -118,7 +136,7 @@ launch_daemon() { # runtime: start it in the background (pid[$rt]); does not wai
     krio)
       mkdir -p "$kr/root" "$kr/state"
       # shellcheck disable=SC2086
-      setsid "$repo/target/$profile/krio" --config /dev/null --listen "${sock[krio]}" --root "$kr/root" \
+      setsid "$repo/target/$profile/krio" --config "$krio_config" --listen "${sock[krio]}" --root "$kr/root" \
         --state-dir "$kr/state" --cni-conf-dir "$cni/net.d" ${KRIO_EXTRA_ARGS:-} >> "$kr/log" 2>&1 < /dev/null &
       pid[$rt]=$! ;;
   esac
@@ -151,7 +169,7 @@ stop_daemon() { # runtime
 fresh_state() { # runtime: wipe the runtime's directories (nothing may be mounted there)
   local d=${marker[$1]}
   unmount_under "$d"
-  rm -rf "$d/root" "$d/state" "$d/log" "$d/config.toml"
+  rm -rf "$d/root" "$d/state" "$d/log" "$d/config.toml" "$d/handlers.toml"
 }
 
 floor_cleanup() { # containers, mounts and pins the floor may have left after a failure
@@ -275,7 +293,81 @@ for ((r = 0; r < rounds; r++)); do
     restart_round "$rt" "$r"
   done
 done
+
+# ---------------------------------------------------------------- per runtime handler
+# krio is restarted (same root and state) with a configuration holding a [runtimes.NAME] table for
+# each installed handler besides runc; then, per round, containerd (its default runc handler, the
+# reference) and krio under each handler, alternating. A handler whose binary is missing gets a
+# result file saying it was skipped, so the report says so too.
+handler_available=() handler_skipped=()
+declare -A handler_config
+handler_config[runc]='default handler (runc from Debian)'
+handler_config[runsc]='runsc, `pod_sandbox = "per-container"` (a gVisor sandbox per container), `--platform=ptrace --network=host`'
+handler_config[runsc-pod]='runsc, `pod_sandbox = "pod"` (one gVisor sandbox per pod), `--platform=ptrace --network=host`'
+handler_config[youki]='youki, `pod_sandbox = "none"`'
+runsc_toml() { # name mode
+  printf '[runtimes.%s]\npath = "%s"\nruntime_args = ["--platform=ptrace", "--network=host"]\npod_sandbox = "%s"\nprivileged_without_host_devices = true\nallowed_annotations = ["dev.gvisor."]\n\n' \
+    "$1" "$(command -v runsc)" "$2"
+}
+if [ -n "$handlers" ] && { [[ " $runtimes " != *" krio "* ]] || [[ " $runtimes " != *" containerd "* ]]; }; then
+  log "per-handler rows skipped: they need both containerd and krio in --runtimes"
+  handlers=""
+fi
+if [ -n "$handlers" ]; then
+  : > "$kr/handlers.toml"
+  for h in $handlers; do
+    case $h in
+      runc) bin=$(command -v runc || true) ;;
+      runsc|runsc-pod) bin=$(command -v runsc || true) ;;
+      youki) bin=$youki_bin; [ -x "$bin" ] || bin="" ;;
+    esac
+    if [ -z "$bin" ]; then
+      why="not installed ($( [ $h = youki ] && echo "$youki_bin missing; KRIO_BENCH_YOUKI=1 builds it" || echo "no ${h%-pod} in PATH"))"
+      log "handler $h SKIPPED: $why"
+      handler_skipped+=("$h: $why")
+      jq -n --arg h "$h" --arg why "$why" \
+        '{schema:1,runtime:"krio",workload:("handler-"+$h),round:0,started_unix_ns:0,duration_ms:0,
+          params:{handler:$h,runtime_handler:$h,skipped:$why},metrics:{}}' > "$raw/krio-r0-handler-$h.json"
+      continue
+    fi
+    handler_available+=("$h")
+    case $h in
+      runsc) runsc_toml runsc per-container >> "$kr/handlers.toml" ;;
+      runsc-pod) runsc_toml runsc-pod pod >> "$kr/handlers.toml" ;;
+      youki) printf '[runtimes.youki]\npath = "%s"\n\n' "$bin" >> "$kr/handlers.toml" ;;
+    esac
+  done
+fi
+if [ ${#handler_available[@]} -gt 0 ]; then
+  stop_daemon krio
+  krio_config=$kr/handlers.toml
+  start_daemon krio
+  for ((r = 0; r < rounds; r++)); do
+    for rh in containerd:runc $(printf 'krio:%s ' "${handler_available[@]}"); do
+      rt=${rh%%:*} h=${rh#*:} handler_arg=$h
+      { [ "$rt" = containerd ] || [ "$h" = runc ]; } && handler_arg=""   # each daemon's default runc
+      log "round $((r + 1))/$rounds: handler $h on $rt"
+      "$bench" run --workloads handler --runtime-handler "$handler_arg" --handler-label "$h" \
+        --handler-config "$( [ "$rt" = containerd ] && echo 'default handler (runc from Debian)' || echo "${handler_config[$h]}")" \
+        --endpoint "${sock[$rt]}" --runtime "$rt" --round "$r" --out "$raw" --image "$busybox" \
+        --daemon-pid "${pid[$rt]}" --proc-marker "${marker[$rt]}" --log-root "/tmp/krio-bench-logs/$rt" \
+        "${host_net[@]}" "${sizes[@]}" 2> "$raw/$rt-r$r-handler-$h.log" && continue
+      tail -n 20 "$raw/$rt-r$r-handler-$h.log" >&2
+      # The reference and krio's default handler are essential; another handler's failure is
+      # reported (notes, and a result saying so when no round of it succeeded) but not fatal.
+      { [ "$rt" = containerd ] || [ "$h" = runc ]; } \
+        && die "$rt handler $h round $r failed (full log: $raw/$rt-r$r-handler-$h.log)"
+      why="failed in round $((r + 1)): $(grep -v '^ ' "$raw/$rt-r$r-handler-$h.log" | tail -n 1 | cut -c1-200)"
+      log "handler $h on $rt FAILED (log: $raw/$rt-r$r-handler-$h.log); going on without it"
+      handler_skipped+=("$h: $why")
+      jq -n --arg h "$h" --arg why "$why" --argjson r "$r" \
+        '{schema:1,runtime:"krio",workload:("handler-"+$h),round:$r,started_unix_ns:0,duration_ms:0,
+          params:{handler:$h,runtime_handler:$h,skipped:$why},metrics:{}}' > "$raw/krio-r$r-handler-$h.json"
+    done
+  done
+fi
 for rt in $runtimes; do stop_daemon "$rt"; done
+krio_config=/dev/null
 
 # ---------------------------------------------------------------- pulls, each on a fresh filesystem
 loop=/tmp/krio-bench-loop
@@ -365,6 +457,10 @@ notes=$out/notes.md
     echo "- Floor (start/teardown): \`krio-bench floor\` with the same conflist, CNI plugins from Debian's containernetworking-plugins (/usr/lib/cni), runc $(runc --version | awk 'NR==1{print $3}'), the busybox image's layer unpacked once by curl | tar as the overlay lower directory; rounds alternate with the runtimes'."
   else
     echo "- Floor: not run (--net host: no pod network to add)."
+  fi
+  if [ ${#handler_available[@]} -gt 0 ] || [ ${#handler_skipped[@]} -gt 0 ]; then
+    echo "- Per runtime handler: $rounds round(s), alternating containerd (runc, the reference) then krio under $(echo "${handler_available[@]:-none}" | sed 's/ /, /g'); krio restarted for them with \`--config\` naming a file with a \`[runtimes.NAME]\` table for each (runsc: \`runtime_args = [\"--platform=ptrace\", \"--network=host\"]\`, \`privileged_without_host_devices = true\`, \`allowed_annotations = [\"dev.gvisor.\"]\`; runsc-pod the same with \`pod_sandbox = \"pod\"\`) and the same root. runsc $(runsc --version 2>/dev/null | awk '/runsc version/{print $3}')$( [ -x "$youki_bin" ] && echo ", $("$youki_bin" --version 2>/dev/null | sed -n 1p)")."
+    for sk in "${handler_skipped[@]}"; do echo "- Handler not measured: $sk."; done
   fi
   echo "- Restart: the daemon is killed with SIGTERM and waited for, started again, then SIGKILL and started again; the clock starts just before the daemon process is started (bash \$EPOCHREALTIME) and krio-bench polls from a process started right after."
   echo "- Registry: docker-registry 2.8 on $registry. Latencies are measured by krio-bench around each gRPC call (one HTTP/2 connection)."

@@ -9,7 +9,7 @@ use krio_bench::procfs::{listener_pid, ProcMatcher};
 use krio_bench::report::Results;
 use krio_bench::results::WorkloadResult;
 use krio_bench::workloads::{
-    self, busy, calls, floor, memory, pull, restart, start, stream, PodTemplate,
+    self, busy, calls, floor, handler, memory, pull, restart, start, stream, PodTemplate,
 };
 use krio_bench::{plot, CriClient};
 
@@ -61,7 +61,8 @@ enum Cmd {
         target: Target,
         /// Comma-separated workloads: start (also writes teardown), calls, memory, stream (exec,
         /// exec_sync and the monitor's memory with an attach client), busy (RPC latency while pods
-        /// start in parallel).
+        /// start in parallel), handler (pod start and memory per pod under --runtime-handler; not
+        /// in the default list).
         #[arg(
             long,
             default_value = "start,calls,memory,stream,busy",
@@ -98,6 +99,17 @@ enum Cmd {
         /// Override: memory levels (comma-separated running-pod counts).
         #[arg(long, value_delimiter = ',')]
         memory_levels: Option<Vec<usize>>,
+        /// CRI `runtime_handler` of every pod (RuntimeClass handler); empty = the default one.
+        #[arg(long, default_value = "")]
+        runtime_handler: String,
+        /// Label of the handler workload's results (`handler-<label>`), e.g. `runsc-pod`
+        /// (default: the runtime handler, or `runc` when it is empty).
+        #[arg(long)]
+        handler_label: Option<String>,
+        /// The handler's configuration in words, kept with the handler workload's results
+        /// (e.g. `pod_sandbox = "pod"`).
+        #[arg(long, default_value = "")]
+        handler_config: String,
     },
     /// Time one PullImage (cold when the runtime's root is fresh, or with --remove-first).
     Pull {
@@ -297,11 +309,16 @@ async fn main() -> anyhow::Result<()> {
             par_rounds,
             calls_iterations,
             memory_levels,
+            runtime_handler,
+            handler_label,
+            handler_config,
         } => {
             for w in &wl {
-                if !["start", "calls", "memory", "stream", "busy"].contains(&w.as_str()) {
+                if !["start", "calls", "memory", "stream", "busy", "handler"].contains(&w.as_str())
+                {
                     bail!(
-                        "--workloads: unknown workload {w:?} (start, calls, memory, stream, busy)"
+                        "--workloads: unknown workload {w:?} (start, calls, memory, stream, busy, \
+                         handler)"
                     );
                 }
             }
@@ -310,6 +327,7 @@ async fn main() -> anyhow::Result<()> {
             tpl.log_root = log_root;
             tpl.cgroup_parent = cgroup_parent;
             tpl.host_network = host_network;
+            tpl.runtime_handler = runtime_handler.clone();
             for w in &wl {
                 match w.as_str() {
                     "start" => {
@@ -346,6 +364,36 @@ async fn main() -> anyhow::Result<()> {
                         let r =
                             stream::run(&client, &tpl, &procs, &target.runtime, target.round, p)
                                 .await?;
+                        save(&r, &target.out)?;
+                    }
+                    "handler" => {
+                        let procs = matcher(&target, &client)?;
+                        let label = handler_label.clone().unwrap_or_else(|| {
+                            if runtime_handler.is_empty() {
+                                "runc".to_owned()
+                            } else {
+                                runtime_handler.clone()
+                            }
+                        });
+                        let p = if quick {
+                            handler::HandlerParams::QUICK
+                        } else {
+                            handler::HandlerParams::FULL
+                        };
+                        let spec = handler::HandlerSpec {
+                            label,
+                            config: handler_config.clone(),
+                        };
+                        let r = handler::run(
+                            &client,
+                            &tpl,
+                            &procs,
+                            &target.runtime,
+                            target.round,
+                            &spec,
+                            p,
+                        )
+                        .await?;
                         save(&r, &target.out)?;
                     }
                     "busy" => {

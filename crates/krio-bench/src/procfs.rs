@@ -142,12 +142,14 @@ pub fn listener_pid(socket: &Path) -> Result<u32> {
 
 /// Selects a runtime's helper processes (shims / monitors).
 ///
-/// A process matches when the basename of its `argv[0]` or of `/proc/<pid>/exe` is one of
+/// A process matches when its `/proc/<pid>/exe` is one of `monitor_exes` (an exact path, ` (deleted)`
+/// ignored), or when the basename of its `argv[0]` or of `/proc/<pid>/exe` is one of
 /// `monitor_names`, AND one of: its command line contains one of `markers`; the daemon is one of its
 /// ancestors; or it is an ancestor of a container init process recorded in a runc state directory
 /// under one of `runc_roots` (`<root>/<container id>/state.json`, field `init_process_pid`).
 /// (containerd shims re-parent to init but carry `-address <socket>` in argv, hence markers; krio's
-/// monitors re-parent to init with a bare argv, hence the runc roots.)
+/// monitors re-parent to init with a bare argv, hence the runc roots, which cover runc only, and
+/// the monitor binary's path, which covers every runtime handler.)
 #[derive(Clone, Debug, Default)]
 pub struct ProcMatcher {
     /// The daemon's pid.
@@ -158,6 +160,10 @@ pub struct ProcMatcher {
     pub markers: Vec<String>,
     /// runc `--root` directories used by this daemon (e.g. krio's `<state_dir>/runtime/runc`).
     pub runc_roots: Vec<PathBuf>,
+    /// Absolute paths of helper executables that belong to this daemon alone (krio: the
+    /// `krio-monitor` beside the daemon's own executable, so monitors of other krio builds on the
+    /// machine do not count).
+    pub monitor_exes: Vec<PathBuf>,
 }
 
 /// The value of `--flag VALUE` or `--flag=VALUE` in the command line of `pid`, if present.
@@ -192,14 +198,24 @@ impl ProcMatcher {
                 monitor_names: vec!["containerd-shim-runc-v2".to_owned()],
                 markers,
                 runc_roots: Vec::new(),
+                monitor_exes: Vec::new(),
             };
         }
         let state = arg_value(daemon_pid, "--state-dir").unwrap_or_else(|| "/run/krio".to_owned());
+        let monitor_exes = fs::read_link(format!("/proc/{daemon_pid}/exe"))
+            .ok()
+            .and_then(|exe| {
+                let exe = PathBuf::from(exe.to_string_lossy().trim_end_matches(" (deleted)"));
+                exe.parent().map(|d| d.join("krio-monitor"))
+            })
+            .into_iter()
+            .collect();
         ProcMatcher {
             daemon_pid,
             monitor_names: vec!["krio-monitor".to_owned()],
             markers,
             runc_roots: vec![Path::new(&state).join("runtime").join("runc")],
+            monitor_exes,
         }
     }
 }
@@ -223,6 +239,7 @@ struct ProcInfo {
     ppid: u32,
     names: Vec<String>,
     cmdline: String,
+    exe: Option<PathBuf>,
 }
 
 fn proc_info(pid: u32) -> Option<ProcInfo> {
@@ -240,14 +257,17 @@ fn proc_info(pid: u32) -> Option<ProcInfo> {
     if let Some(a0) = args.first() {
         names.push(basename(a0));
     }
-    if let Ok(exe) = fs::read_link(format!("/proc/{pid}/exe")) {
-        let s = exe.to_string_lossy();
-        names.push(basename(s.trim_end_matches(" (deleted)")));
+    let exe = fs::read_link(format!("/proc/{pid}/exe"))
+        .ok()
+        .map(|e| PathBuf::from(e.to_string_lossy().trim_end_matches(" (deleted)")));
+    if let Some(e) = &exe {
+        names.push(basename(&e.to_string_lossy()));
     }
     Some(ProcInfo {
         ppid,
         names,
         cmdline: args.join(" "),
+        exe,
     })
 }
 
@@ -261,10 +281,10 @@ impl ProcMatcher {
     /// # Errors
     /// [`BenchError::Io`] if /proc cannot be listed.
     pub fn monitors(&self) -> Result<Vec<u32>> {
-        let all: HashMap<u32, ProcInfo> = pids()?
-            .into_iter()
-            .filter_map(|p| proc_info(p).map(|i| (p, i)))
-            .collect();
+        Ok(self.monitors_in(&all_procs()?))
+    }
+
+    fn monitors_in(&self, all: &HashMap<u32, ProcInfo>) -> Vec<u32> {
         let mut container_ancestors = std::collections::HashSet::new();
         for root in &self.runc_roots {
             for init in runc_init_pids(root) {
@@ -284,17 +304,68 @@ impl ProcMatcher {
             .iter()
             .filter(|(pid, info)| {
                 **pid != self.daemon_pid
-                    && info.names.iter().any(|n| self.monitor_names.contains(n))
-                    && (self
-                        .markers
-                        .iter()
-                        .any(|m| info.cmdline.contains(m.as_str()))
-                        || descends_from(&all, **pid, self.daemon_pid)
-                        || container_ancestors.contains(*pid))
+                    && (info
+                        .exe
+                        .as_ref()
+                        .is_some_and(|e| self.monitor_exes.contains(e))
+                        || info.names.iter().any(|n| self.monitor_names.contains(n))
+                            && (self
+                                .markers
+                                .iter()
+                                .any(|m| info.cmdline.contains(m.as_str()))
+                                || descends_from(all, **pid, self.daemon_pid)
+                                || container_ancestors.contains(*pid)))
             })
             .map(|(pid, _)| *pid)
             .collect();
         out.sort_unstable();
+        out
+    }
+
+    /// Memory of the runtime's per-pod processes: every helper ([`ProcMatcher::monitors`]) and
+    /// every process below one (its descendants: the container's processes, and whatever the
+    /// runtime left running for the pod, e.g. runsc's Sentry and Gofer, containerd's pause). The
+    /// daemon itself is not counted. Processes that exit during the read are left out.
+    ///
+    /// # Errors
+    /// [`BenchError::Io`] if /proc cannot be listed.
+    pub fn pod_tree_memory(&self) -> Result<TreeMemory> {
+        let all = all_procs()?;
+        let monitors = self.monitors_in(&all);
+        let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+        for (pid, info) in &all {
+            children.entry(info.ppid).or_default().push(*pid);
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut stack = monitors.clone();
+        while let Some(p) = stack.pop() {
+            if p == self.daemon_pid || !seen.insert(p) {
+                continue;
+            }
+            if let Some(c) = children.get(&p) {
+                stack.extend(c.iter().copied());
+            }
+        }
+        let mut out = TreeMemory {
+            helpers: monitors.len(),
+            ..TreeMemory::default()
+        };
+        let mut pids: Vec<u32> = seen.into_iter().collect();
+        pids.sort_unstable();
+        for p in pids {
+            let Ok(m) = smaps_rollup(p) else { continue };
+            let name = all
+                .get(&p)
+                .and_then(|i| i.names.first().cloned())
+                .unwrap_or_else(|| "?".to_owned());
+            out.pss_bytes += m.pss_bytes;
+            out.rss_bytes += m.rss_bytes;
+            out.processes += 1;
+            let e = out.by_name.entry(name).or_default();
+            e.count += 1;
+            e.pss_bytes += m.pss_bytes;
+            e.rss_bytes += m.rss_bytes;
+        }
         Ok(out)
     }
 
@@ -336,6 +407,39 @@ impl ProcMatcher {
         }
         Ok(total)
     }
+}
+
+fn all_procs() -> Result<HashMap<u32, ProcInfo>> {
+    Ok(pids()?
+        .into_iter()
+        .filter_map(|p| proc_info(p).map(|i| (p, i)))
+        .collect())
+}
+
+/// Processes of one name (basename of `argv[0]`) within a [`TreeMemory`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamedUsage {
+    /// How many processes had this name.
+    pub count: usize,
+    /// Sum of their Pss, bytes.
+    pub pss_bytes: u64,
+    /// Sum of their Rss, bytes.
+    pub rss_bytes: u64,
+}
+
+/// Memory of a runtime's helper processes and everything below them, at one moment.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TreeMemory {
+    /// How many helper processes (monitors/shims) were found.
+    pub helpers: usize,
+    /// How many processes were read in all (helpers and descendants).
+    pub processes: usize,
+    /// Sum of Pss, bytes.
+    pub pss_bytes: u64,
+    /// Sum of Rss, bytes (shared pages counted once per process).
+    pub rss_bytes: u64,
+    /// The same by process name (basename of `argv[0]`, e.g. `runsc-sandbox`).
+    pub by_name: std::collections::BTreeMap<String, NamedUsage>,
 }
 
 fn descends_from(all: &HashMap<u32, ProcInfo>, mut pid: u32, ancestor: u32) -> bool {
@@ -436,6 +540,7 @@ mod tests {
             monitor_names: vec!["sleep".to_owned()],
             markers: vec![],
             runc_roots: vec![],
+            monitor_exes: vec![],
         };
         let found = m.monitors().unwrap();
         child.kill().unwrap();

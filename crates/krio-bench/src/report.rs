@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{BenchError, Result};
 use crate::results::{Unit, WorkloadResult, SCHEMA_VERSION};
 use crate::stats::Summary;
+use crate::workloads::handler::WORKLOAD_PREFIX as HANDLER_PREFIX;
 
 /// The runtime every ratio is relative to.
 pub const BASELINE: &str = "containerd";
@@ -264,7 +265,11 @@ impl Results {
             out.push_str("---:|");
         }
         out.push_str("---:|---:|---:|\n");
-        for row in &self.rows {
+        for row in self
+            .rows
+            .iter()
+            .filter(|r| !is_handler_workload(&r.workload))
+        {
             let unit = match row.unit {
                 Unit::Ms => "ms",
                 Unit::Bytes => "MiB",
@@ -335,10 +340,200 @@ impl Results {
             .replace("{{RESTART_CONTAINERS}}", &restart_containers)
             .replace("{{GENERATED}}", generated)
             .replace("{{TABLE}}", &self.markdown_table())
+            .replace("{{HANDLERS}}", &self.handler_section())
             .replace("{{PLOT}}", plot_path)
             .replace("{{PAR_WIDTH}}", &param("start", "parallel_width"))
             .replace("{{CALLS_CONTAINERS}}", &calls_containers)
             .replace("{{NOTES}}", notes.trim())
+    }
+}
+
+/// Whether a workload name is a per-handler one (`handler-<label>`), shown in its own section.
+fn is_handler_workload(w: &str) -> bool {
+    w.starts_with(HANDLER_PREFIX)
+}
+
+/// Display rank of a handler label: runc, runsc, runsc-pod, youki, then the rest.
+fn handler_rank(label: &str) -> (usize, String) {
+    let known = ["runc", "runsc", "runsc-pod", "youki"];
+    (
+        known
+            .iter()
+            .position(|k| *k == label)
+            .unwrap_or(known.len()),
+        label.to_owned(),
+    )
+}
+
+fn param_str(r: &WorkloadResult, k: &str) -> Option<String> {
+    r.params.get(k).map(|v| match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    })
+}
+
+impl Results {
+    /// The summary of (`handler-<label>`, metric) for `runtime`, if measured.
+    fn handler_summary(&self, runtime: &str, label: &str, metric: &str) -> Option<&Summary> {
+        self.row(&format!("{HANDLER_PREFIX}{label}"), metric)?
+            .by_runtime
+            .get(runtime)
+    }
+
+    /// The "Per runtime handler" section: one line per (runtime, handler) measured or skipped,
+    /// with pod start and memory per pod and their ratios to containerd with runc
+    /// ([`BASELINE`] with handler label `runc`), then what was counted per pod.
+    pub fn handler_section(&self) -> String {
+        let mut entries: Vec<(String, String)> = Vec::new();
+        for r in &self.runs {
+            if let Some(label) = r.workload.strip_prefix(HANDLER_PREFIX) {
+                let e = (r.runtime.clone(), label.to_owned());
+                if !entries.contains(&e) {
+                    entries.push(e);
+                }
+            }
+        }
+        if entries.is_empty() {
+            return "Not measured in this run (`bench/run.sh` measures it; `--handlers` chooses \
+                    which)."
+                .to_owned();
+        }
+        entries.sort_by_key(|(rt, label)| (rt != BASELINE, handler_rank(label), rt.clone()));
+        let reference = |m: &str| self.handler_summary(BASELINE, "runc", m);
+        let mut out = String::from(
+            "| runtime + handler | handler configuration | pod start p50 / p99 (ms) | \
+             ratio p50 / p99 | teardown p50 / p99 (ms) | Pss per pod (MiB) | ratio | \
+             Rss per pod (MiB) | ratio | processes per pod | n (starts / memory reads) |\n\
+             |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        );
+        let mut skipped = Vec::new();
+        let mut counted = Vec::new();
+        for (rt, label) in &entries {
+            let workload = format!("{HANDLER_PREFIX}{label}");
+            let mut runs: Vec<&WorkloadResult> = self
+                .runs
+                .iter()
+                .filter(|r| &r.runtime == rt && r.workload == workload)
+                .collect();
+            runs.sort_by_key(|r| r.round);
+            let last = runs.iter().rev().find(|r| !r.metrics.is_empty()).copied();
+            let handler = runs
+                .iter()
+                .find_map(|r| param_str(r, "runtime_handler"))
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| format!("{label} (default)"));
+            let name = if rt == BASELINE && label == "runc" {
+                format!("**{rt} + {handler}** (reference)")
+            } else {
+                format!("{rt} + {handler}")
+            };
+            let Some(last) = last else {
+                let why = runs
+                    .iter()
+                    .find_map(|r| param_str(r, "skipped"))
+                    .unwrap_or_else(|| "no results".to_owned());
+                out.push_str(&format!(
+                    "| {rt} + {label} | skipped: {why} | — | — | — | — | — | — | — | — | — |\n"
+                ));
+                skipped.push(format!("{rt} + {label}: {why}"));
+                continue;
+            };
+            let config = param_str(last, "handler_config").unwrap_or_default();
+            let get = |m: &str| self.handler_summary(rt, label, m);
+            let pair = |m: &str| {
+                get(m).map_or("—".to_owned(), |s| {
+                    format!(
+                        "{} / {}",
+                        fmt_value(Unit::Ms, s.p50),
+                        fmt_value(Unit::Ms, s.p99)
+                    )
+                })
+            };
+            let one =
+                |m: &str, unit: Unit| get(m).map_or("—".to_owned(), |s| fmt_value(unit, s.p50));
+            let r50 = |m: &str| fmt_ratio(ratio(get(m), reference(m), |s| s.p50));
+            let start_ratio = format!(
+                "{} / {}",
+                r50("pod_start"),
+                fmt_ratio(ratio(get("pod_start"), reference("pod_start"), |s| s.p99))
+            );
+            let n = format!(
+                "{} / {}",
+                get("pod_start").map_or(0, |s| s.n),
+                get("pss_per_pod").map_or(0, |s| s.n)
+            );
+            out.push_str(&format!(
+                "| {name} | {} | {} | {start_ratio} | {} | {} | {} | {} | {} | {} | {n} |\n",
+                if config.is_empty() { "—" } else { &config },
+                pair("pod_start"),
+                pair("teardown"),
+                one("pss_per_pod", Unit::Bytes),
+                r50("pss_per_pod"),
+                one("rss_per_pod", Unit::Bytes),
+                r50("rss_per_pod"),
+                one("processes_per_pod", Unit::Count),
+            ));
+            let procs: Vec<String> = match (
+                last.params.get("processes").and_then(|v| v.as_object()),
+                last.params
+                    .get("pss_by_process")
+                    .and_then(|v| v.as_object()),
+            ) {
+                (Some(c), Some(p)) => c
+                    .iter()
+                    .map(|(k, v)| {
+                        let n = v.as_f64().unwrap_or(0.0);
+                        let pss = p.get(k).and_then(|x| x.as_f64()).unwrap_or(0.0);
+                        format!(
+                            "`{k}` × {} ({} MiB)",
+                            fmt_value(Unit::Count, n),
+                            fmt_value(Unit::Bytes, pss)
+                        )
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            counted.push(format!(
+                "- {rt} + {handler}: {}",
+                if procs.is_empty() {
+                    "—".to_owned()
+                } else {
+                    procs.join(", ")
+                }
+            ));
+        }
+        let param = |k: &str| {
+            self.runs
+                .iter()
+                .filter(|r| is_handler_workload(&r.workload))
+                .find_map(|r| param_str(r, k))
+                .unwrap_or_else(|| "?".to_owned())
+        };
+        out.push_str(&format!(
+            "\n*Pod start*: RunPodSandbox, CreateContainer and StartContainer of one container \
+             (busybox `sleep 3600`), then ContainerStatus polled until `CONTAINER_RUNNING`; {} pods \
+             one after another per round, each torn down (StopPodSandbox + RemovePodSandbox = \
+             *teardown*) before the next. *Memory per pod*: with {} pods running at once (one \
+             container each), the sum of Pss (and of Rss) from `/proc/<pid>/smaps_rollup` over the \
+             runtime's per-pod helper processes (krio's `krio-monitor`, containerd's \
+             `containerd-shim-runc-v2`) and **every process below them**: the container's own \
+             process, and whatever the runtime keeps running for the pod (runsc's Sentry \
+             `runsc-sandbox`, its Gofer `runsc-gofer` and, with `--platform=ptrace`, the stub \
+             processes; containerd's pause container), divided by the number of pods; one value \
+             per round. The daemon is not counted here (the *memory* rows above have it). Pss \
+             divides shared pages among the processes using them; Rss counts them in every \
+             process. The ratios are to containerd with runc, measured in the same run, the \
+             runtimes alternating in each round.\n",
+            param("sequential_runs"),
+            param("memory_pods"),
+        ));
+        out.push_str("\nProcesses counted per pod (last round; Pss per pod in brackets):\n\n");
+        out.push_str(&counted.join("\n"));
+        out.push('\n');
+        if !skipped.is_empty() {
+            out.push_str(&format!("\nNot measured: {}.\n", skipped.join("; ")));
+        }
+        out
     }
 }
 
@@ -544,6 +739,84 @@ mod tests {
         assert!(md.contains("a background pod with 10 running containers"));
         assert!(md.contains("5 such rounds"));
         assert!(!md.contains("{{"), "unfilled placeholder in:\n{md}");
+    }
+
+    fn handler_run(
+        rt: &str,
+        label: &str,
+        handler: &str,
+        start: &[f64],
+        pss_mib: f64,
+    ) -> WorkloadResult {
+        let mut r = WorkloadResult::new(rt, &format!("handler-{label}"), 0);
+        r.param("handler", label);
+        r.param("runtime_handler", handler);
+        r.param("handler_config", format!("cfg of {label}"));
+        r.param("sequential_runs", start.len());
+        r.param("memory_pods", 2);
+        r.param(
+            "processes",
+            serde_json::json!({"krio-monitor": 1.0, "sleep": 1.0}),
+        );
+        r.param(
+            "pss_by_process",
+            serde_json::json!({"krio-monitor": 1048576.0, "sleep": 524288.0}),
+        );
+        for v in start {
+            r.push("pod_start", Unit::Ms, *v);
+            r.push("teardown", Unit::Ms, *v / 2.0);
+        }
+        r.push("pss_per_pod", Unit::Bytes, pss_mib * 1048576.0);
+        r.push("rss_per_pod", Unit::Bytes, 2.0 * pss_mib * 1048576.0);
+        r.push("processes_per_pod", Unit::Count, 2.0);
+        r.finish();
+        r
+    }
+
+    #[test]
+    fn handler_section_ratios_skips_and_main_table() {
+        let mut skipped = WorkloadResult::new("krio", "handler-youki", 0);
+        skipped.param("skipped", "not installed (/usr/local/bin/youki missing)");
+        let res = Results::pool(vec![
+            run("krio", "start", 0, "total", Unit::Ms, &[7.0]),
+            handler_run("krio", "runsc-pod", "runsc-pod", &[400.0], 40.0),
+            handler_run("krio", "runc", "", &[50.0], 1.0),
+            skipped,
+            handler_run("containerd", "runc", "", &[100.0], 4.0),
+        ]);
+        // The main table has no per-handler rows.
+        assert!(!res.markdown_table().contains("handler-"));
+        let h = res.handler_section();
+        let lines: Vec<&str> = h.lines().collect();
+        assert!(lines[2].starts_with("| **containerd + runc (default)** (reference) | cfg of runc | 100 / 100 | 1.00 / 1.00 |"), "{h}");
+        assert!(lines[3].starts_with("| krio + runc (default) | cfg of runc | 50.0 / 50.0 | 0.50 / 0.50 | 25.0 / 25.0 | 1.0 | 0.25 | 2.0 | 0.25 | 2 | 1 / 1 |"), "{h}");
+        assert!(
+            lines[4]
+                .starts_with("| krio + runsc-pod | cfg of runsc-pod | 400 / 400 | 4.00 / 4.00 |"),
+            "{h}"
+        );
+        assert!(lines[4].contains("| 40.0 | 10.00 |"), "{h}");
+        assert!(
+            lines[5].starts_with("| krio + youki | skipped: not installed"),
+            "{h}"
+        );
+        assert!(
+            h.contains("Not measured: krio + youki: not installed"),
+            "{h}"
+        );
+        assert!(
+            h.contains("- krio + runsc-pod: `krio-monitor` × 1 (1.0 MiB), `sleep` × 1 (0.5 MiB)"),
+            "{h}"
+        );
+        assert!(h.contains("with 2 pods running at once"), "{h}");
+        let md = res.render_markdown("r.json", "p.svg", "", "");
+        assert!(md.contains("## Per runtime handler"));
+        assert!(md.contains("| krio + runsc-pod |"));
+        assert!(!md.contains("{{"), "unfilled placeholder in:\n{md}");
+        let none = Results::pool(vec![run("krio", "start", 0, "total", Unit::Ms, &[7.0])]);
+        assert!(none
+            .handler_section()
+            .starts_with("Not measured in this run"));
     }
 
     #[test]

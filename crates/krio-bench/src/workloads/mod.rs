@@ -1,4 +1,5 @@
-//! The workloads: pod/container specs shared by all, plus start/teardown, calls, memory and pull.
+//! The workloads: pod/container specs shared by all, plus start/teardown, calls, memory, pull and
+//! the per-handler start and memory workload.
 //!
 //! Every pod the driver makes carries the label [`LABEL_KEY`] = run id, so a failed run can be cleaned
 //! up by label ([`cleanup_labeled`]).
@@ -6,6 +7,7 @@
 pub mod busy;
 pub mod calls;
 pub mod floor;
+pub mod handler;
 pub mod memory;
 pub mod pull;
 pub mod restart;
@@ -53,6 +55,9 @@ pub struct PodTemplate {
     /// Create containers with `stdin` open (CRI `ContainerConfig.stdin`, not `stdin_once`), so a
     /// client can attach to it.
     pub stdin: bool,
+    /// CRI `RunPodSandboxRequest.runtime_handler` (the RuntimeClass handler); empty means the
+    /// runtime's default handler.
+    pub runtime_handler: String,
 }
 
 impl PodTemplate {
@@ -67,6 +72,7 @@ impl PodTemplate {
             running_timeout: Duration::from_secs(30),
             host_network: false,
             stdin: false,
+            runtime_handler: String::new(),
         }
     }
 
@@ -245,7 +251,7 @@ pub async fn start_pod(
     let pod_id = rt
         .run_pod_sandbox(RunPodSandboxRequest {
             config: Some(config.clone()),
-            runtime_handler: String::new(),
+            runtime_handler: tpl.runtime_handler.clone(),
         })
         .await
         .map_err(|s| BenchError::rpc("RunPodSandbox", name, s))?

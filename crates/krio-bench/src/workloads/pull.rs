@@ -159,7 +159,7 @@ async fn create_after(client: &CriClient, tpl: &PodTemplate, round: u32) -> Resu
     let pod_id = rt
         .run_pod_sandbox(RunPodSandboxRequest {
             config: Some(config.clone()),
-            runtime_handler: String::new(),
+            runtime_handler: tpl.runtime_handler.clone(),
         })
         .await
         .map_err(|s| BenchError::rpc("RunPodSandbox", &name, s))?
