@@ -178,6 +178,9 @@ fn foreground() -> i32 {
     };
     // Already a session leader only when started by hand from a shell that made us a group leader.
     let _ = nix::unistd::setsid();
+    // Re-executed through /proc/self/exe, the kernel named us `exe`: take our own name back, so
+    // `ps` and the daemon's recovery (which checks a container's parent is a monitor) see it.
+    let _ = nix::sys::prctl::set_name(c"krio-monitor");
     if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
         return fail(
             "subreaper",

@@ -84,8 +84,11 @@ impl HandlerFeatures {
 /// [`HandlerFeatures::fallback`] with the reason. Then reads `<binary> exec --help` for
 /// `--tty` ([`HandlerFeatures::exec_tty_flag`]).
 pub async fn probe(binary: &Path, args: &[String]) -> HandlerFeatures {
-    let mut f = probe_features(binary, args).await;
-    let help = run_probe(binary, args, &["exec", "--help"]).await;
+    // Both at once: each is a process start of the runtime, and the daemon serves only after.
+    let (mut f, help) = tokio::join!(
+        probe_features(binary, args),
+        run_probe(binary, args, &["exec", "--help"])
+    );
     f.exec_tty_flag = help.is_ok_and(|o| {
         String::from_utf8_lossy(&o.stdout).contains("--tty")
             || String::from_utf8_lossy(&o.stderr).contains("--tty")

@@ -1,6 +1,7 @@
 //! Start-up recovery: rebuild memory from the records on disk, reconcile with the monitors'
 //! exit files and the runtime, and clean up whatever a crash left half-made.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -358,8 +359,22 @@ fn monitor_holds(monitor_pid: i32, pid: i32) -> bool {
                 .find_map(|l| l.strip_prefix("PPid:"))
                 .and_then(|v| v.trim().parse::<i32>().ok())
         });
-    let comm = std::fs::read_to_string(format!("/proc/{monitor_pid}/comm")).unwrap_or_default();
-    parent == Some(monitor_pid) && comm.trim_end() == "krio-monitor"
+    parent == Some(monitor_pid) && is_monitor(monitor_pid)
+}
+
+/// Whether process `pid` is a `krio-monitor`: by its command name, or by its `argv[0]`. The
+/// monitor re-executes itself through `/proc/self/exe` with `argv[0]` `krio-monitor`, and the
+/// kernel names such a process after the path it ran (`exe`), so a monitor started by a
+/// krio-monitor that does not rename itself is known only by its `argv[0]`.
+fn is_monitor(pid: i32) -> bool {
+    const NAME: &str = "krio-monitor";
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    if comm.trim_end() == NAME {
+        return true;
+    }
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let argv0 = cmdline.split(|&b| b == 0).next().unwrap_or_default();
+    Path::new(std::ffi::OsStr::from_bytes(argv0)).file_name() == Some(std::ffi::OsStr::new(NAME))
 }
 
 /// Records an exit whose status nobody knows: code 255, reason `Unknown`, finished now.
@@ -504,6 +519,7 @@ mod tests {
     #[test]
     fn a_live_child_of_its_monitor_is_proof_of_running() {
         use std::io::BufRead;
+        use std::os::unix::process::CommandExt;
         let d = tempfile::tempdir().unwrap();
         let monitor = d.path().join("krio-monitor");
         // The shell itself (not /bin/sh, a relative symlink), under the monitor's name.
@@ -531,6 +547,49 @@ mod tests {
         );
         assert!(!monitor_holds(0, child));
         assert!(!monitor_holds(monitor_pid, dead_pid()));
+        // Named `exe` by the kernel (run through a path ending in `exe`, as the monitor
+        // re-executes itself), `krio-monitor` only by its argv[0]: still a monitor.
+        let exe = d.path().join("exe");
+        krio_testutil::copy_executable(&sh, &exe);
+        let mut m2 = std::process::Command::new(&exe)
+            .arg0("krio-monitor")
+            .args(["-c", "sleep 60 & echo $!; wait"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(m2.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let child2: i32 = line.trim().parse().unwrap();
+        let m2_pid = m2.id() as i32;
+        assert_eq!(
+            std::fs::read_to_string(format!("/proc/{m2_pid}/comm"))
+                .unwrap()
+                .trim_end(),
+            "exe"
+        );
+        assert!(monitor_holds(m2_pid, child2));
+        // The same, with another argv[0]: not a monitor.
+        let mut m3 = std::process::Command::new(&exe)
+            .args(["-c", "sleep 60 & echo $!; wait"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(m3.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let child3: i32 = line.trim().parse().unwrap();
+        assert!(!monitor_holds(m3.id() as i32, child3));
+        for (pid, mut m) in [(child2, m2), (child3, m3)] {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .unwrap();
+            m.wait().unwrap();
+        }
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(child),
             nix::sys::signal::Signal::SIGKILL,
