@@ -563,10 +563,16 @@ async fn main() -> anyhow::Result<()> {
                         .map(|n| n.to_string_lossy().into_owned())
                         .unwrap_or_default()
                 };
+                // Cold pulls are numbered as rounds too (`--pull-runs`), so they do not count.
                 let generated = format!(
                     "Runtimes: {}. Rounds: {}.",
                     res.runtimes.join(", "),
-                    res.runs.iter().map(|r| r.round + 1).max().unwrap_or(0)
+                    res.runs
+                        .iter()
+                        .filter(|r| r.workload != "pull")
+                        .map(|r| r.round + 1)
+                        .max()
+                        .unwrap_or(0)
                 );
                 let text = res.render_markdown(
                     &format!("{link_dir}/{}", file(&results_path)),
