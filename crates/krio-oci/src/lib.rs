@@ -7,6 +7,7 @@
 
 mod bundle;
 mod error;
+mod events;
 mod exec_stream;
 mod mounts;
 mod process;
@@ -20,6 +21,9 @@ mod user;
 
 pub use bundle::{write_bundle, CONFIG_FILE};
 pub use error::SpecError;
+pub use events::{
+    EventCpu, EventCpuUsage, EventMemory, EventMemoryEntry, EventPids, EventStats, StatsEvent,
+};
 pub use exec_stream::{ExecProcess, ExecStreamOptions, Resizer};
 pub use mounts::host_devices;
 pub use process::DEFAULT_PATH_ENV;
