@@ -6,9 +6,15 @@
 //! CRI-O (the summary API, eviction), so they follow kubelet's meaning of each field:
 //! working set = usage - inactive file pages; `usage_nano_cores` is the rate between this
 //! sample and the previous one of the same cgroup.
+//!
+//! A container inside its pod's runtime sandbox (a handler with `pod_sandbox = "pod"`, runsc)
+//! has a cgroup that holds no process: its CPU time comes from the runtime's
+//! `events --stats` instead (an estimate, see [`cpu_shares`]), and it reports no memory, which
+//! the runtime gives only for the whole sandbox (the pod's stats have it).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use krio_cri::v1 as cri;
 
@@ -16,6 +22,10 @@ use super::sandbox_list::labels_match;
 use crate::error::Result;
 use crate::state::{now_ns, ContainerRecord, ContainerState, SandboxRecord, SandboxState};
 use crate::{ids, Krio};
+
+/// Deadline of one `<runtime> events --stats` call for a container in a pod's runtime
+/// sandbox (runsc answers in about 30 ms here).
+const RUNTIME_STATS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Cgroup counters of one cgroup at one moment.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -175,15 +185,91 @@ impl Krio {
         }
     }
 
-    /// Samples container `rec` now (cgroup files and a walk of its writable layer) and stores
-    /// the sample in the cache. Blocking: the sampler runs it on a blocking thread, an RPC
-    /// only for a container the sampler has not seen yet.
+    /// Samples container `rec` now (cgroup files, or the runtime's figures for a container
+    /// in its pod's runtime sandbox, and a walk of its writable layer) and stores the sample
+    /// in the cache. Blocking: the sampler runs it on a blocking thread, an RPC only for a
+    /// container the sampler has not seen yet.
     pub(crate) fn sample_container(&self, rec: &ContainerRecord) -> Cached {
+        if rec.subcontainer() {
+            let cpu =
+                self.runtime_sandbox_cpu(rec.sandbox_id(), rec.runtime_handler(), &[rec.id()]);
+            return self.store_subcontainer_sample(rec, cpu.get(rec.id()).copied());
+        }
         let sample = read_cgroup(Path::new("/sys/fs/cgroup"), rec.cgroups_path());
+        self.store_container_sample(rec, sample)
+    }
+
+    fn store_container_sample(&self, rec: &ContainerRecord, sample: CgroupSample) -> Cached {
         let upper = self.container_data_dir(rec.id()).join("upper");
         let layer = disk_usage(&upper);
         self.stats_cache
             .update(rec.id(), now_ns(), sample, Some(layer))
+    }
+
+    /// Stores the sample of a container inside its pod's runtime sandbox: its CPU time from
+    /// the runtime (`None` when the runtime gave none) and nothing else, since its own cgroup
+    /// holds no process.
+    fn store_subcontainer_sample(&self, rec: &ContainerRecord, cpu_ns: Option<u64>) -> Cached {
+        let sample = CgroupSample {
+            cpu_ns,
+            ..Default::default()
+        };
+        self.store_container_sample(rec, sample)
+    }
+
+    /// Cumulative CPU time, nanoseconds, of containers `ids` of pod `pod_id`, whose containers
+    /// share one runtime sandbox (`pod_sandbox = "pod"`), from `<runtime> events --stats` of
+    /// the pod's handler (runsc), keyed by container id: [`Krio::ask_runtime_cpu`] then
+    /// [`RuntimeCpuQuery::collect`]. Blocking (see `collect`).
+    fn runtime_sandbox_cpu(
+        &self,
+        pod_id: &str,
+        handler: &str,
+        ids: &[&str],
+    ) -> HashMap<String, u64> {
+        self.ask_runtime_cpu(pod_id, handler, ids)
+            .map(RuntimeCpuQuery::collect)
+            .unwrap_or_default()
+    }
+
+    /// Starts the `<runtime> events --stats` calls for containers `ids` of pod `pod_id` and
+    /// for its root container (the pod's id), concurrently on the async runtime, each with
+    /// [`RUNTIME_STATS_TIMEOUT`]; `None` when the handler is unknown or no async runtime
+    /// runs (nothing to ask with). The child processes are the runtime wrapper's: its
+    /// binary, `--root` and global options, an environment of `PATH` alone.
+    fn ask_runtime_cpu(
+        &self,
+        pod_id: &str,
+        handler: &str,
+        ids: &[&str],
+    ) -> Option<RuntimeCpuQuery> {
+        let rt = self.runtime(handler).ok()?.clone();
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            tracing::debug!(
+                pod = pod_id,
+                "runtime stats: no async runtime to run the calls on"
+            );
+            return None;
+        };
+        let mut asked: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+        asked.push(pod_id.to_string());
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        handle.spawn(async move {
+            let answers = futures::future::join_all(
+                asked
+                    .iter()
+                    .map(|id| rt.events_stats(id, RUNTIME_STATS_TIMEOUT)),
+            )
+            .await;
+            let _ = tx.send(asked.into_iter().zip(answers).collect());
+        });
+        Some(RuntimeCpuQuery {
+            pod_id: pod_id.to_string(),
+            // The calls end by their own deadline; this one only guards against an async
+            // runtime too busy to run the task.
+            deadline: std::time::Instant::now() + RUNTIME_STATS_TIMEOUT + Duration::from_secs(1),
+            rx,
+        })
     }
 
     /// Samples pod `sb`'s cgroup now and stores the sample in the cache.
@@ -205,9 +291,30 @@ impl Krio {
             .filter(|s| s.state() == SandboxState::Ready)
             .collect();
         let mut keep = std::collections::HashSet::new();
+        // Containers in a pod's runtime sandbox, by pod: one round of runtime calls per pod.
+        let mut shared: HashMap<&str, Vec<&ContainerRecord>> = HashMap::new();
         for c in &containers {
-            self.sample_container(c);
+            if c.subcontainer() {
+                shared.entry(c.sandbox_id()).or_default().push(c);
+            } else {
+                self.sample_container(c);
+            }
             keep.insert(c.id().to_string());
+        }
+        // Every pod's calls are started before the first is waited for.
+        let queries: Vec<_> = shared
+            .into_iter()
+            .map(|(pod, members)| {
+                let ids: Vec<&str> = members.iter().map(|c| c.id()).collect();
+                let query = self.ask_runtime_cpu(pod, members[0].runtime_handler(), &ids);
+                (members, query)
+            })
+            .collect();
+        for (members, query) in queries {
+            let cpu = query.map(RuntimeCpuQuery::collect).unwrap_or_default();
+            for c in members {
+                self.store_subcontainer_sample(c, cpu.get(c.id()).copied());
+            }
         }
         for p in &pods {
             self.sample_sandbox(p);
@@ -253,7 +360,9 @@ impl Krio {
                 annotations: rec.config().annotations.clone(),
             }),
             cpu: Some(Self::cpu_usage(&c)),
-            memory: Some(Self::memory_usage(c.at, &c.sample)),
+            // A container in its pod's runtime sandbox has no memory figure of its own: its
+            // cgroup holds no process, and runsc's figure is the whole sandbox's.
+            memory: (!rec.subcontainer()).then(|| Self::memory_usage(c.at, &c.sample)),
             writable_layer: Some(cri::FilesystemUsage {
                 timestamp: c.at,
                 fs_id: Some(cri::FilesystemIdentifier {
@@ -505,6 +614,80 @@ pub(crate) fn nano_cores(prev: (i64, u64), now: (i64, u64)) -> Option<u64> {
     u64::try_from(used as u128 * 1_000_000_000 / dt as u128).ok()
 }
 
+/// Answers of one `<runtime> events --stats` call per container.
+type RuntimeAnswers = Vec<(String, Result<krio_oci::StatsEvent, krio_oci::RuntimeError>)>;
+
+/// `<runtime> events --stats` calls under way for one pod's runtime sandbox
+/// ([`Krio::ask_runtime_cpu`]).
+pub(crate) struct RuntimeCpuQuery {
+    pod_id: String,
+    deadline: std::time::Instant,
+    rx: std::sync::mpsc::Receiver<RuntimeAnswers>,
+}
+
+impl RuntimeCpuQuery {
+    /// Waits for the answers (at most until the query's deadline) and returns the containers'
+    /// CPU figures by id, as [`cpu_shares`] keeps them: none when the root container has a
+    /// share. Blocking: call it from a blocking thread (the sampler's, or an RPC's
+    /// `block_in_place`), never from an async task, which would stall the calls it waits for.
+    /// A container without a figure (the runtime failed, timed out, or gave none) is missing;
+    /// each such failure is logged at debug, none is an error.
+    pub(crate) fn collect(self) -> HashMap<String, u64> {
+        let pod_id = self.pod_id.as_str();
+        let wait = self
+            .deadline
+            .saturating_duration_since(std::time::Instant::now());
+        let Ok(answers) = self.rx.recv_timeout(wait) else {
+            tracing::debug!(pod = pod_id, "runtime stats: no answer in time");
+            return HashMap::new();
+        };
+        let asked = answers.len();
+        let figures = answers.into_iter().filter_map(|(id, answer)| {
+            match answer.map(|e| e.cpu_total_ns()) {
+                Ok(Some(ns)) => return Some((id, ns)),
+                Ok(None) => {
+                    tracing::debug!(pod = pod_id, container = %id, "runtime stats: no CPU figure")
+                }
+                Err(e) => {
+                    tracing::debug!(pod = pod_id, container = %id, error = %e, "runtime stats failed")
+                }
+            }
+            None
+        });
+        let out = cpu_shares(pod_id, figures);
+        if out.is_empty() && asked > 1 {
+            tracing::debug!(
+                pod = pod_id,
+                "runtime stats: no per-container CPU this round (the root container's share is \
+                 not 0, so the runtime split the sandbox's CPU time equally, or it is unknown)"
+            );
+        }
+        out
+    }
+}
+
+/// The per-container CPU figures of one pod's runtime sandbox, given the runtime's answers
+/// (container id, cumulative CPU ns), the root container's (`pod_id`) among them: all but the
+/// root's when the root's is 0, none when it is not 0 or missing.
+///
+/// Why the root container decides: runsc (20221219) gives each container its share of the
+/// sandbox cgroup's CPU time, in proportion to the Sentry's own accounting of the container's
+/// live tasks; but when no live task has used CPU by that accounting, it splits the cgroup's
+/// time equally between the containers with live tasks instead (and a container created but
+/// not started gets a share too). The root container runs krio's idle `/pause`, so it has a
+/// share exactly when the figures are that equal split, which would credit idle containers with
+/// CPU time they did not use.
+pub(crate) fn cpu_shares(
+    pod_id: &str,
+    figures: impl IntoIterator<Item = (String, u64)>,
+) -> HashMap<String, u64> {
+    let mut out: HashMap<String, u64> = figures.into_iter().collect();
+    if out.remove(pod_id) != Some(0) {
+        out.clear();
+    }
+    out
+}
+
 /// The stats sampler's cache: the last sample per container id or `pod-<sandbox id>`,
 /// refreshed by the background sampler ([`Krio::sample_all`], every
 /// `stats_collection_period` seconds) and read by the stats RPCs. An entry goes with its
@@ -621,6 +804,29 @@ mod cache_tests {
                 .nano_cores,
             None
         );
+    }
+
+    #[test]
+    fn runtime_cpu_is_kept_only_when_the_root_container_has_no_share() {
+        let pod = "p".repeat(64);
+        // runsc 20221219 while one container spins and one sleeps: the root has no share.
+        let busy = [
+            (pod.clone(), 0),
+            ("busy".to_string(), 14_126_575_536),
+            ("idle".to_string(), 0),
+        ];
+        let got = cpu_shares(&pod, busy);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got.get("busy"), Some(&14_126_575_536));
+        assert_eq!(got.get("idle"), Some(&0));
+        // After the busy one exited: runsc split the cgroup's time equally, root included.
+        let split = [
+            (pod.clone(), 9_425_540_498),
+            ("idle".to_string(), 9_425_279_509),
+        ];
+        assert!(cpu_shares(&pod, split).is_empty());
+        // The root container did not answer: nothing can be checked, nothing is used.
+        assert!(cpu_shares(&pod, [("idle".to_string(), 5)]).is_empty());
     }
 
     #[test]
