@@ -620,3 +620,153 @@ async fn a_runsc_pod_is_one_gvisor_sandbox_shared_by_its_containers() {
         "runsc state files left"
     );
 }
+
+/// `ContainerStats` of `id`.
+async fn container_stats(d: &Daemon, id: &str) -> cri::ContainerStats {
+    d.runtime()
+        .await
+        .container_stats(cri::ContainerStatsRequest {
+            container_id: id.to_string(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("ContainerStats({id}): {e}; log:\n{}", d.log()))
+        .into_inner()
+        .stats
+        .unwrap()
+}
+
+/// Cumulative CPU (ns) and CPU rate (billionths of a core) of a container's stats.
+fn cpu_of(s: &cri::ContainerStats) -> (Option<u64>, Option<u64>) {
+    let cpu = s.cpu.as_ref();
+    (
+        cpu.and_then(|c| c.usage_core_nano_seconds.as_ref())
+            .map(|v| v.value),
+        cpu.and_then(|c| c.usage_nano_cores.as_ref())
+            .map(|v| v.value),
+    )
+}
+
+/// `pod_sandbox = "pod"`: the containers of one gVisor sandbox have no host process in their
+/// own cgroups, so their CPU comes from runsc's `events --stats`. A container spinning in a
+/// loop shows CPU time that grows and a CPU rate, far above an idle container of the same
+/// sandbox; neither reports memory (runsc gives only the sandbox's), while the pod's stats
+/// do, from the pod's cgroup.
+#[tokio::test(flavor = "multi_thread")]
+async fn containers_of_a_runsc_pod_report_their_own_cpu() {
+    Handler::Runsc.require();
+    ensure_images();
+    let d = Daemon::start_full(Network::Bridge { subnet: 243 }, &[], RUNSC_POD_TOML).await;
+    pull(&d, &image("busybox")).await;
+    let pod = pod_config(&d, "stats");
+    let pod_id = run_pod_with(&d, &pod, "runsc-pod").await;
+    let busy = run_container(
+        &d,
+        &pod_id,
+        &pod,
+        container_config("busy", &image("busybox"), "echo ready; while :; do :; done"),
+    )
+    .await;
+    let idle = run_container(
+        &d,
+        &pod_id,
+        &pod,
+        container_config("idle", &image("busybox"), "echo ready; exec sleep 3600"),
+    )
+    .await;
+    wait_log_line(&d, &busy, "ready").await;
+    wait_log_line(&d, &idle, "ready").await;
+
+    let first = d
+        .poll(
+            "a CPU figure for the busy container",
+            Duration::from_secs(60),
+            || async {
+                cpu_of(&container_stats(&d, &busy).await)
+                    .0
+                    .filter(|ns| *ns > 0)
+            },
+        )
+        .await;
+    // At least one more second of CPU, a rate, and the idle container far below.
+    let (busy_stats, idle_stats) = d
+        .poll(
+            "the busy container's CPU to grow past the idle one's",
+            Duration::from_secs(60),
+            || async {
+                let b = container_stats(&d, &busy).await;
+                let i = container_stats(&d, &idle).await;
+                let (Some(busy_ns), Some(rate)) = cpu_of(&b) else {
+                    return None;
+                };
+                let idle_ns = cpu_of(&i).0?;
+                (busy_ns > first + 1_000_000_000
+                    && rate > 200_000_000
+                    && idle_ns.saturating_mul(10) < busy_ns)
+                    .then_some((b, i))
+            },
+        )
+        .await;
+    eprintln!(
+        "busy: {:?} (first {first}), idle: {:?} (ns, nano-cores)",
+        cpu_of(&busy_stats),
+        cpu_of(&idle_stats)
+    );
+    for s in [&busy_stats, &idle_stats] {
+        assert!(s.memory.is_none(), "a per-container memory figure: {s:?}");
+        let layer = s.writable_layer.as_ref().unwrap();
+        assert!(layer.inodes_used.is_some(), "{s:?}");
+    }
+
+    // ListContainerStats answers the same way, from the same cache.
+    let listed = d
+        .runtime()
+        .await
+        .list_container_stats(cri::ListContainerStatsRequest {
+            filter: Some(cri::ContainerStatsFilter {
+                pod_sandbox_id: pod_id.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats;
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    for s in &listed {
+        assert!(cpu_of(s).0.is_some(), "{s:?}");
+    }
+
+    // The pod's own stats (its cgroup holds the Sentry) have memory and at least the busy
+    // container's CPU.
+    let pod_stats = d
+        .runtime()
+        .await
+        .pod_sandbox_stats(cri::PodSandboxStatsRequest {
+            pod_sandbox_id: pod_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .and_then(|s| s.linux)
+        .unwrap();
+    let pod_mem = pod_stats
+        .memory
+        .and_then(|m| m.working_set_bytes)
+        .map(|v| v.value)
+        .unwrap_or(0);
+    assert!(pod_mem > 0, "pod memory: {pod_mem}");
+    let pod_cpu = pod_stats
+        .cpu
+        .and_then(|c| c.usage_core_nano_seconds)
+        .map(|v| v.value)
+        .unwrap_or(0);
+    assert!(
+        pod_cpu >= first,
+        "pod CPU {pod_cpu} below the busy container's {first}"
+    );
+
+    remove_pod(&d, &pod_id).await;
+    assert_eq!(gvisor_sandboxes(&d, "runsc-pod"), Vec::<i32>::new());
+    assert_eq!(d.processes(), Vec::<(i32, String)>::new(), "processes left");
+}
