@@ -11,44 +11,7 @@ use crate::manifest::{
     DOCKER_SCHEMA1, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST,
 };
 use crate::reference::Reference;
-
-/// xorshift64*: small, deterministic, good enough for input generation.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-    fn chance(&mut self, percent: usize) -> bool {
-        self.below(100) < percent
-    }
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-    fn hex(&mut self, n: usize) -> String {
-        (0..n)
-            .map(|_| char::from(b"0123456789abcdef"[self.below(16)]))
-            .collect()
-    }
-}
-
-fn iters(default: usize) -> usize {
-    std::env::var("KRIO_FUZZ_ITERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use krio_testutil::{iters, Rng};
 
 const TYPES: &[&str] = &[
     OCI_MANIFEST,
@@ -295,7 +258,7 @@ fn manifest_classification_never_panics_or_accepts_ambiguity() {
         let ct = content_type(&mut rng);
         let bytes: Vec<u8> = match round % 4 {
             // Pure noise.
-            0 => (0..rng.below(64)).map(|_| rng.next() as u8).collect(),
+            0 => (0..rng.below(64)).map(|_| rng.next_u64() as u8).collect(),
             // Structured documents.
             1 | 2 => serde_json::to_vec(&document(&mut rng)).unwrap_or_default(),
             // Mutated structured documents.

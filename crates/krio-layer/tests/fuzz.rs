@@ -11,24 +11,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use common::*;
+use krio_testutil::Rng;
 use tar::EntryType;
-
-/// xorshift64*: small, deterministic, good enough to pick entries.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
-        &v[(self.next() % v.len() as u64) as usize]
-    }
-    fn chance(&mut self, pct: u64) -> bool {
-        self.next() % 100 < pct
-    }
-}
 
 /// Snapshot of a tree: path -> (type bits+mode, size, mtime, nlink, ino), never following.
 fn snapshot(root: &Path) -> BTreeMap<String, (u32, u64, i64, u64, u64)> {
@@ -83,7 +67,7 @@ fn random_name(r: &mut Rng, token: &str) -> String {
         "l",
     ];
     let hostile = r.chance(25);
-    let n = 1 + r.next() % 3;
+    let n = 1 + r.next_u64() % 3;
     let mut parts = Vec::new();
     for _ in 0..n {
         if hostile {
@@ -103,7 +87,7 @@ fn random_name(r: &mut Rng, token: &str) -> String {
 }
 
 fn run_case(seed: u64) -> bool {
-    let mut r = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut r = Rng::new(seed);
     let token = format!("kfz{seed}");
     let sb = Sandbox::new();
     let lower = sb.dir("lower");
@@ -131,16 +115,16 @@ fn run_case(seed: u64) -> bool {
         format!("{outside}/canary"),
         "../../outside".to_string(),
     ];
-    let n = 1 + r.next() % 14;
+    let n = 1 + r.next_u64() % 14;
     let mut entries = Vec::new();
     for _ in 0..n {
         let name = random_name(&mut r, &token);
-        let e = match r.next() % 8 {
+        let e = match r.next_u64() % 8 {
             0 | 1 => E::file(&name, token.as_bytes()),
             2 => E::dir(&name),
             3 | 4 => E::symlink(&name, r.pick(&sym_targets[..]).as_str()),
             5 => {
-                let t = match r.next() % 6 {
+                let t = match r.next_u64() % 6 {
                     0 => random_name(&mut r, &token),
                     3 | 4 if !entries.is_empty() => {
                         let prev: &E = r.pick(&entries[..]);
@@ -153,7 +137,7 @@ fn run_case(seed: u64) -> bool {
                 E::hardlink(&name, &t)
             }
             6 => E::node(&name, EntryType::Fifo, 0, 0),
-            _ => E::file(&name, b"").mode(0o4755).owner(r.next() % 3, 0),
+            _ => E::file(&name, b"").mode(0o4755).owner(r.next_u64() % 3, 0),
         };
         entries.push(e);
     }

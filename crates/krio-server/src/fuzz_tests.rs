@@ -20,33 +20,19 @@ use krio_cri::v1 as cri;
 use crate::config::{Config, ConfigError};
 use crate::error::ServerError;
 use crate::{ids, validate};
+use krio_testutil::{iters, Rng};
 
-/// xorshift64*: small, deterministic, good enough for input generation.
-struct Rng(u64);
+/// Input generators of this file, on top of the shared [`Rng`].
+trait Inputs {
+    /// A number that is usually at an edge of the checks (0, ±1, port and `i32` limits).
+    fn int(&mut self) -> i64;
+    /// A string of 0-6 tokens chosen to hit the edges of the checks.
+    fn text(&mut self) -> String;
+}
 
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-    fn chance(&mut self, percent: usize) -> bool {
-        self.below(100) < percent
-    }
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
+impl Inputs for Rng {
     fn int(&mut self) -> i64 {
-        let random = self.next() as i32 as i64;
+        let random = self.next_u64() as i32 as i64;
         *self.pick(&[
             0,
             1,
@@ -59,7 +45,6 @@ impl Rng {
             random,
         ])
     }
-    /// A string of 0-6 tokens chosen to hit the edges of the checks.
     fn text(&mut self) -> String {
         const TOKENS: &[&str] = &[
             "a",
@@ -112,14 +97,6 @@ impl Rng {
         }
         s
     }
-}
-
-/// Iterations per property: `KRIO_FUZZ_ITERS` or `default`.
-fn iters(default: usize) -> usize {
-    std::env::var("KRIO_FUZZ_ITERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 /// Runs `f`, failing the test with the input when it panics.

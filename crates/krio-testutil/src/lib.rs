@@ -4,6 +4,7 @@
 //!   scripts that can be exec'd at once, even while other test threads fork.
 //! * [`poll`] and [`poll_blocking`] wait for a condition with a deadline instead of sleeping a
 //!   fixed time, and name what they waited for when it never came.
+//! * [`Rng`] and [`iters`] drive the seeded fuzz and property tests.
 //!
 //! # Why executables need care (`ETXTBSY`)
 //! Linux refuses to `execve` a file that any process holds open for writing ("Text file
@@ -21,6 +22,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+mod rng;
+pub use rng::{iters, Rng};
 
 /// How often [`poll`] and [`poll_blocking`] evaluate their condition.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
