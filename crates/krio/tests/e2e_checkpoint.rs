@@ -69,16 +69,14 @@ async fn checkpoint_refuses_bad_requests_and_leaves_nothing() {
     )
     .await;
     // A container that was created and never started.
-    let created = rt
-        .create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: pod_id.clone(),
-            config: Some(container_config("idle", &image("busybox"), "sleep 300")),
-            sandbox_config: Some(pod.clone()),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .container_id;
+    let created = try_create(
+        &d,
+        &pod_id,
+        Some(&pod),
+        container_config("idle", &image("busybox"), "sleep 300"),
+    )
+    .await
+    .unwrap();
     let out = tempfile::tempdir().unwrap();
     let loc = out.path().join("c.tar");
     let loc_s = loc.to_str().unwrap();
@@ -279,14 +277,7 @@ async fn checkpoint_archive_of_a_real_container_without_criu() {
     let before = entries(&d.root.join("containers"));
     let mut c = container_config("restored", loc.to_str().unwrap(), "");
     c.command.clear();
-    let e = rt
-        .create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: pod_id.clone(),
-            config: Some(c),
-            sandbox_config: Some(pod.clone()),
-        })
-        .await
-        .unwrap_err();
+    let e = try_create(&d, &pod_id, Some(&pod), c).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     assert!(
         e.message().contains("config.image.image") && e.message().contains("no CRIU image"),
@@ -515,14 +506,7 @@ async fn restore_refuses_crafted_archives_and_leaves_nothing() {
                 ..Default::default()
             });
         }
-        let e = rt
-            .create_container(cri::CreateContainerRequest {
-                pod_sandbox_id: pod_id.clone(),
-                config: Some(c),
-                sandbox_config: Some(pod.clone()),
-            })
-            .await
-            .unwrap_err();
+        let e = try_create(&d, &pod_id, Some(&pod), c).await.unwrap_err();
         assert_eq!(e.code(), want_code, "{name}: {e:?}");
         assert!(e.message().contains(want_msg), "{name}: {e:?}");
         if want_code == Code::InvalidArgument && name != "unrequested-mount" {
@@ -547,14 +531,7 @@ async fn restore_refuses_crafted_archives_and_leaves_nothing() {
     // A path with no file is NotFound.
     let mut c = container_config("missing", "/nonexistent-krio/ckpt.tar", "");
     c.command.clear();
-    let e = rt
-        .create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: pod_id.clone(),
-            config: Some(c),
-            sandbox_config: Some(pod.clone()),
-        })
-        .await
-        .unwrap_err();
+    let e = try_create(&d, &pod_id, Some(&pod), c).await.unwrap_err();
     assert_eq!(e.code(), Code::NotFound, "{e:?}");
     remove_pod(&d, &pod_id).await;
 }
@@ -615,18 +592,9 @@ async fn restore_builds_the_container_from_the_archive_up_to_runtime_restore() {
         host_path: host_data.path().to_string_lossy().into_owned(),
         ..Default::default()
     });
-    let id = d
-        .runtime()
+    let id = try_create(&d, &pod_id, Some(&pod), c)
         .await
-        .create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: pod_id.clone(),
-            config: Some(c),
-            sandbox_config: Some(pod.clone()),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e}; daemon log:\n{}", d.log()))
-        .into_inner()
-        .container_id;
+        .unwrap_or_else(|e| panic!("{e}; daemon log:\n{}", d.log()));
     let st = status(&d, &id).await;
     assert_eq!(st.state, cri::ContainerState::ContainerCreated as i32);
     // The checkpoint's process and image.

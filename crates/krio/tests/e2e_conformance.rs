@@ -193,14 +193,7 @@ async fn privileged_and_add_all_get_the_daemons_bounding_set() {
                 .into_inner()
                 .containers
                 .len();
-            let err = rt
-                .create_container(cri::CreateContainerRequest {
-                    pod_sandbox_id: pod_id.clone(),
-                    config: Some(c),
-                    sandbox_config: Some(pod.clone()),
-                })
-                .await
-                .unwrap_err();
+            let err = try_create(&d, &pod_id, Some(&pod), c).await.unwrap_err();
             assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
             assert!(
                 err.message().contains("add_capabilities[1]")
@@ -469,14 +462,7 @@ async fn mount_propagation_private_slave_shared() {
     ] {
         let mut c = container_config("refused", &image("busybox"), "true");
         c.mounts = vec![vol(&private.0, prop)];
-        let err = rt
-            .create_container(cri::CreateContainerRequest {
-                pod_sandbox_id: pod_id.clone(),
-                config: Some(c),
-                sandbox_config: Some(pod.clone()),
-            })
-            .await
-            .unwrap_err();
+        let err = try_create(&d, &pod_id, Some(&pod), c).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
         assert!(err.message().contains("mounts[0].propagation"), "{err:?}");
     }
@@ -644,14 +630,14 @@ async fn image_symlinks_to_host_paths_write_nothing_on_the_host() {
     let mut rt = d.runtime().await;
     for (reference, name) in [(&dev, "/dev"), (&proc_, "/proc")] {
         pull(&d, reference).await;
-        let err = rt
-            .create_container(cri::CreateContainerRequest {
-                pod_sandbox_id: pod_id.clone(),
-                config: Some(container_config("refused", reference, "true")),
-                sandbox_config: Some(pod.clone()),
-            })
-            .await
-            .unwrap_err();
+        let err = try_create(
+            &d,
+            &pod_id,
+            Some(&pod),
+            container_config("refused", reference, "true"),
+        )
+        .await
+        .unwrap_err();
         assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
         assert!(
             err.message().contains(&format!("{name} is a symlink")),
@@ -784,14 +770,7 @@ async fn recursive_read_only_mounts_every_submount_read_only() {
     for (m, why) in [(not_ro, "readonly"), (slave, "PROPAGATION_PRIVATE")] {
         let mut c = container_config("bad-rro", &image("busybox"), "true");
         c.mounts = vec![mount("/mnt/ok", false), m];
-        let err = rt
-            .create_container(cri::CreateContainerRequest {
-                pod_sandbox_id: pod_id.clone(),
-                config: Some(c),
-                sandbox_config: Some(pod.clone()),
-            })
-            .await
-            .unwrap_err();
+        let err = try_create(&d, &pod_id, Some(&pod), c).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
         assert!(
             err.message().contains("mounts[1].recursive_read_only") && err.message().contains(why),
@@ -835,16 +814,7 @@ async fn recursive_read_only_staging_does_not_hold_host_mounts() {
         ..Default::default()
     }];
     let mut rt = d.runtime().await;
-    let id = rt
-        .create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: pod_id.clone(),
-            config: Some(c),
-            sandbox_config: Some(pod.clone()),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .container_id;
+    let id = try_create(&d, &pod_id, Some(&pod), c).await.unwrap();
     let staging_dir = d.dir.path().join("run/containers").join(&id).join("rro");
     let staged = |d: &Daemon| -> Vec<String> {
         d.mounts()

@@ -336,14 +336,7 @@ async fn stop_signal_is_used_and_reported() {
     // A value the enum does not have is refused, naming the field.
     let mut c = container_config("bad", &image("busybox"), "true");
     c.stop_signal = 99;
-    let err = rt
-        .create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: pod_id.clone(),
-            config: Some(c),
-            sandbox_config: Some(pod.clone()),
-        })
-        .await
-        .unwrap_err();
+    let err = try_create(&d, &pod_id, Some(&pod), c).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     assert!(err.message().contains("config.stop_signal"), "{err:?}");
     remove_pod(&d, &pod_id).await;
@@ -475,14 +468,7 @@ async fn image_volumes_mount_read_only_sub_paths_inside_the_image() {
     for (i, (mount, code, field)) in cases.into_iter().enumerate() {
         let mut c = container_config(&format!("bad{i}"), &image("busybox"), "true");
         c.mounts = vec![mount];
-        let err = rt
-            .create_container(cri::CreateContainerRequest {
-                pod_sandbox_id: pod_id.clone(),
-                config: Some(c),
-                sandbox_config: Some(pod.clone()),
-            })
-            .await
-            .unwrap_err();
+        let err = try_create(&d, &pod_id, Some(&pod), c).await.unwrap_err();
         assert_eq!(err.code(), code, "case {i}: {err:?}");
         assert!(err.message().contains(field), "case {i}, {field}: {err:?}");
     }

@@ -183,15 +183,13 @@ async fn full_disk_fails_cleanly_and_recovers_when_freed() {
     assert_eq!(snapshot(&d), before, "the failed pull left something");
 
     // A create in the existing pod, from an image already present.
-    let r = d
-        .runtime()
-        .await
-        .create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: pod_id.clone(),
-            config: Some(container_config("during", &busybox, "sleep 1000")),
-            sandbox_config: Some(pod.clone()),
-        })
-        .await;
+    let r = try_create(
+        &d,
+        &pod_id,
+        Some(&pod),
+        container_config("during", &busybox, "sleep 1000"),
+    )
+    .await;
     assert_no_space(&d, "CreateContainer", r);
     assert_records_whole(&d, "after the failed create");
     assert_eq!(snapshot(&d), before, "the failed create left something");

@@ -16,14 +16,14 @@ async fn bad_requests_get_clear_statuses() {
     let mut img = d.images().await;
 
     // Unknown sandbox in CreateContainer: NotFound.
-    let err = rt
-        .create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: "0".repeat(64),
-            config: Some(container_config("c", &image("busybox"), "true")),
-            sandbox_config: None,
-        })
-        .await
-        .unwrap_err();
+    let err = try_create(
+        &d,
+        &"0".repeat(64),
+        None,
+        container_config("c", &image("busybox"), "true"),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
     assert!(err.message().contains(&"0".repeat(64)), "{}", err.message());
 
@@ -106,14 +106,7 @@ async fn bad_requests_get_clear_statuses() {
     let pod_id = run_pod(&d, &pod).await;
     let mut c = container_config("noimage", "", "true");
     c.image = None;
-    let err = rt
-        .create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: pod_id.clone(),
-            config: Some(c),
-            sandbox_config: None,
-        })
-        .await
-        .unwrap_err();
+    let err = try_create(&d, &pod_id, None, c).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(
         err.message().contains("config.image.image"),
@@ -121,26 +114,19 @@ async fn bad_requests_get_clear_statuses() {
         err.message()
     );
     // An image that is not pulled: NotFound.
-    let err = rt
-        .create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: pod_id.clone(),
-            config: Some(container_config("nopull", &image("zstd"), "true")),
-            sandbox_config: None,
-        })
-        .await
-        .unwrap_err();
+    let err = try_create(
+        &d,
+        &pod_id,
+        None,
+        container_config("nopull", &image("zstd"), "true"),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
     // A log path escaping the log directory: InvalidArgument.
     let mut c = container_config("escape", &image("busybox"), "true");
     c.log_path = "../../etc/evil.log".into();
-    let err = rt
-        .create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: pod_id.clone(),
-            config: Some(c),
-            sandbox_config: None,
-        })
-        .await
-        .unwrap_err();
+    let err = try_create(&d, &pod_id, None, c).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     // The same pod name again: AlreadyExists.
     let err = rt

@@ -571,18 +571,14 @@ async fn a_runsc_pod_is_one_gvisor_sandbox_shared_by_its_containers() {
     assert_eq!(gvisor_sandboxes(&d, "runsc-pod"), sentries);
 
     // A container created but never started is removed with the pod.
-    let idle = d
-        .runtime()
-        .await
-        .create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: pod_id.clone(),
-            config: Some(container_config("idle", &image("busybox"), "true")),
-            sandbox_config: Some(pod.clone()),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .container_id;
+    let idle = try_create(
+        &d,
+        &pod_id,
+        Some(&pod),
+        container_config("idle", &image("busybox"), "true"),
+    )
+    .await
+    .unwrap();
     remove_pod(&d, &pod_id).await;
     let gone = d
         .runtime()

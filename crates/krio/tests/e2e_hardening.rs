@@ -165,23 +165,6 @@ async fn wait_for_log(path: &Path, text: &str) {
     }
 }
 
-async fn create(
-    d: &Daemon,
-    pod_id: &str,
-    pod: &cri::PodSandboxConfig,
-    config: cri::ContainerConfig,
-) -> Result<String, tonic::Status> {
-    d.runtime()
-        .await
-        .create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: pod_id.to_string(),
-            config: Some(config),
-            sandbox_config: Some(pod.clone()),
-        })
-        .await
-        .map(|r| r.into_inner().container_id)
-}
-
 async fn reopen(d: &Daemon, id: &str) -> Result<(), tonic::Status> {
     d.runtime()
         .await
@@ -224,7 +207,9 @@ async fn log_paths_that_are_links_fifos_or_directories_are_refused() {
         let mut config = container_config("c", &image("busybox"), "echo leaked");
         config.log_path = log_path.to_string();
         let started = Instant::now();
-        let err = create(&d, &pod_id, &pod, config).await.unwrap_err();
+        let err = try_create(&d, &pod_id, Some(&pod), config)
+            .await
+            .unwrap_err();
         assert_eq!(
             err.code(),
             tonic::Code::FailedPrecondition,
@@ -235,7 +220,9 @@ async fn log_paths_that_are_links_fifos_or_directories_are_refused() {
     }
     let mut config = container_config("c", &image("busybox"), "echo leaked");
     config.log_path = "../escape.log".to_string();
-    let err = create(&d, &pod_id, &pod, config).await.unwrap_err();
+    let err = try_create(&d, &pod_id, Some(&pod), config)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
     assert!(err.message().contains("log_path"), "{err:?}");
     planted.assert_unchanged();
@@ -370,7 +357,9 @@ async fn the_images_stop_signal_stops_the_container_cleanly() {
     // An unknown enum value is refused, naming the field.
     let mut config = container_config("bad", &image("stopsignal"), "");
     config.stop_signal = 999;
-    let err = create(&d, &pod_id, &pod, config).await.unwrap_err();
+    let err = try_create(&d, &pod_id, Some(&pod), config)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
     assert!(err.message().contains("stop_signal"), "{err:?}");
     remove_pod(&d, &pod_id).await;
@@ -770,7 +759,9 @@ async fn requests_are_refused_rather_than_rewritten() {
             cri::NamespaceMode::Target,
             bad,
         );
-        let err = create(&d, &pod_id, &pod, config).await.unwrap_err();
+        let err = try_create(&d, &pod_id, Some(&pod), config)
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), tonic::Code::InvalidArgument, "{bad}: {err:?}");
         assert!(err.message().contains("target_id"), "{bad}: {err:?}");
     }
@@ -778,7 +769,9 @@ async fn requests_are_refused_rather_than_rewritten() {
     // working_dir: no '..', as for mount paths.
     let mut config = container_config("wd", &image("busybox"), "pwd");
     config.working_dir = "/tmp/../../etc".into();
-    let err = create(&d, &pod_id, &pod, config).await.unwrap_err();
+    let err = try_create(&d, &pod_id, Some(&pod), config)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
     assert!(err.message().contains("working_dir"), "{err:?}");
     let mut config = container_config("wd", &image("busybox"), "pwd");
@@ -803,14 +796,21 @@ async fn requests_are_refused_rather_than_rewritten() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{}", err.code());
     assert!(err.message().len() < 8192, "{}", err.message().len());
-    let err = create(&d, &pod_id, &pod, container_config("huge", &huge, "true"))
-        .await
-        .unwrap_err();
+    let err = try_create(
+        &d,
+        &pod_id,
+        Some(&pod),
+        container_config("huge", &huge, "true"),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound, "{}", err.code());
     assert!(err.message().len() < 8192, "{}", err.message().len());
     let mut config = container_config("huge", &image("busybox"), "true");
     config.log_path = format!("{huge}/../x.log");
-    let err = create(&d, &pod_id, &pod, config).await.unwrap_err();
+    let err = try_create(&d, &pod_id, Some(&pod), config)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{}", err.code());
 
     remove_pod(&d, &pod_id).await;

@@ -741,6 +741,26 @@ pub async fn run_pod(d: &Daemon, config: &cri::PodSandboxConfig) -> String {
         .pod_sandbox_id
 }
 
+/// Sends one CreateContainer for `config` in pod `pod_id`, on a new client, with `pod` as the
+/// request's `sandbox_config` (`None` leaves the field unset). Returns the new container's id,
+/// or the daemon's refusal as it came, for the caller to check code and message.
+pub async fn try_create(
+    d: &Daemon,
+    pod_id: &str,
+    pod: Option<&cri::PodSandboxConfig>,
+    config: cri::ContainerConfig,
+) -> Result<String, tonic::Status> {
+    d.runtime()
+        .await
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod_id.to_string(),
+            config: Some(config),
+            sandbox_config: pod.cloned(),
+        })
+        .await
+        .map(|r| r.into_inner().container_id)
+}
+
 /// Creates and starts a container; returns its id.
 pub async fn run_container(
     d: &Daemon,
