@@ -72,200 +72,72 @@ pub(super) const RUNNING_CONTAINER: &str = r#"{
   "volume_image_ids": []
 }"#;
 
-/// An exited (OOM-killed) container's record.
-const EXITED_CONTAINER: &str = r#"{
-  "id": "c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1",
-  "sandbox_id": "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a",
-  "config": {
-    "metadata": {
-      "name": "app",
-      "attempt": 1
-    },
-    "image": {
-      "image": "127.0.0.1:5000/busybox:latest",
-      "annotations": {},
-      "user_specified_image": "",
-      "runtime_handler": "",
-      "image_ref": ""
-    },
-    "command": [
-      "sh",
-      "-c",
-      "sleep 1000"
-    ],
-    "args": [],
-    "working_dir": "",
-    "envs": [],
-    "mounts": [],
-    "devices": [],
-    "labels": {
-      "app": "web"
-    },
-    "annotations": {},
-    "log_path": "app/1.log",
-    "stdin": false,
-    "stdin_once": false,
-    "tty": false,
-    "linux": null,
-    "windows": null,
-    "cdi_devices": [],
-    "stop_signal": 0
-  },
-  "image_ref": "127.0.0.1:5000/busybox:latest",
-  "image_id": "sha256:abababababababababababababababababababababababababababababababab",
-  "image_digest_ref": "127.0.0.1:5000/busybox@sha256:cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd",
-  "runtime_handler": "runc",
-  "log_path": "/var/log/pods/ns_web_uid/app/1.log",
-  "created_at": 1764780000000000000,
-  "started_at": 1764780001000000000,
-  "finished_at": 1764780009000000000,
-  "exit_code": 137,
-  "state": "Exited",
-  "reason": "OOMKilled",
-  "message": "",
-  "pid": 4242,
-  "monitor_pid": 4240,
-  "cgroups_path": "/krio/pod-5a5a5a5a5a5a/c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1",
-  "subcontainer": false,
-  "stop_signal": "SIGTERM",
-  "user": {
-    "uid": 1000,
-    "gid": 3000,
-    "groups": [
-      3000,
-      50000
-    ]
-  },
-  "volume_image_ids": []
-}"#;
+/// A container record as krio wrote it: the text of [`RUNNING_CONTAINER`] with each
+/// `(from, to)` of `changes` applied. Every `from` must stand in that text exactly once, so a
+/// fixture names all it changes and cannot touch a field it did not mean.
+fn container_record(changes: &[(&str, &str)]) -> String {
+    let mut json = RUNNING_CONTAINER.to_string();
+    for (from, to) in changes {
+        assert_eq!(json.matches(from).count(), 1, "{from:?} in {json}");
+        json = json.replacen(from, to, 1);
+    }
+    json
+}
+
+/// An exited (OOM-killed) container's record: how it differs from a running one.
+const EXITED_CONTAINER: &[(&str, &str)] = &[
+    (
+        r#""finished_at": 0,"#,
+        r#""finished_at": 1764780009000000000,"#,
+    ),
+    (r#""state": "Running","#, r#""state": "Exited","#),
+    (r#""exit_code": 0,"#, r#""exit_code": 137,"#),
+    (r#""reason": "","#, r#""reason": "OOMKilled","#),
+];
 
 /// A container whose monitor died, with the message krio recorded.
-const LOST_CONTAINER: &str = r#"{
-  "id": "c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1",
-  "sandbox_id": "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a",
-  "config": {
-    "metadata": {
-      "name": "app",
-      "attempt": 1
-    },
-    "image": {
-      "image": "127.0.0.1:5000/busybox:latest",
-      "annotations": {},
-      "user_specified_image": "",
-      "runtime_handler": "",
-      "image_ref": ""
-    },
-    "command": [
-      "sh",
-      "-c",
-      "sleep 1000"
-    ],
-    "args": [],
-    "working_dir": "",
-    "envs": [],
-    "mounts": [],
-    "devices": [],
-    "labels": {
-      "app": "web"
-    },
-    "annotations": {},
-    "log_path": "app/1.log",
-    "stdin": false,
-    "stdin_once": false,
-    "tty": false,
-    "linux": null,
-    "windows": null,
-    "cdi_devices": [],
-    "stop_signal": 0
-  },
-  "image_ref": "127.0.0.1:5000/busybox:latest",
-  "image_id": "sha256:abababababababababababababababababababababababababababababababab",
-  "image_digest_ref": "127.0.0.1:5000/busybox@sha256:cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd",
-  "runtime_handler": "runc",
-  "log_path": "/var/log/pods/ns_web_uid/app/1.log",
-  "created_at": 1764780000000000000,
-  "started_at": 1764780001000000000,
-  "finished_at": 1764780009000000000,
-  "exit_code": 255,
-  "state": "Exited",
-  "reason": "MonitorLost",
-  "message": "krio-monitor (pid 4240) died without recording the container's exit; the container's processes were killed",
-  "pid": 4242,
-  "monitor_pid": 4240,
-  "cgroups_path": "/krio/pod-5a5a5a5a5a5a/c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1",
-  "subcontainer": false,
-  "stop_signal": "SIGTERM",
-  "user": {
+const LOST_CONTAINER: &[(&str, &str)] = &[
+    (
+        r#""finished_at": 0,"#,
+        r#""finished_at": 1764780009000000000,"#,
+    ),
+    (r#""state": "Running","#, r#""state": "Exited","#),
+    (r#""exit_code": 0,"#, r#""exit_code": 255,"#),
+    (r#""reason": "","#, r#""reason": "MonitorLost","#),
+    (
+        r#""message": "","#,
+        r#""message": "krio-monitor (pid 4240) died without recording the container's exit; the container's processes were killed","#,
+    ),
+];
+
+/// A container created from a checkpoint, waiting for StartContainer to restore it.
+const RESTORE_PENDING_CONTAINER: &[(&str, &str)] = &[
+    (
+        r#""started_at": 1764780001000000000,"#,
+        r#""started_at": 0,"#,
+    ),
+    (r#""state": "Running","#, r#""state": "Created","#),
+    (r#""pid": 4242,"#, r#""pid": 0,"#),
+    (r#""monitor_pid": 4240,"#, r#""monitor_pid": 0,"#),
+    (
+        r#""user": {
     "uid": 1000,
     "gid": 3000,
     "groups": [
       3000,
       50000
     ]
-  },
-  "volume_image_ids": []
-}"#;
-
-/// A container created from a checkpoint, waiting for StartContainer to restore it.
-const RESTORE_PENDING_CONTAINER: &str = r#"{
-  "id": "c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1",
-  "sandbox_id": "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a",
-  "config": {
-    "metadata": {
-      "name": "app",
-      "attempt": 1
-    },
-    "image": {
-      "image": "127.0.0.1:5000/busybox:latest",
-      "annotations": {},
-      "user_specified_image": "",
-      "runtime_handler": "",
-      "image_ref": ""
-    },
-    "command": [
-      "sh",
-      "-c",
-      "sleep 1000"
-    ],
-    "args": [],
-    "working_dir": "",
-    "envs": [],
-    "mounts": [],
-    "devices": [],
-    "labels": {
-      "app": "web"
-    },
-    "annotations": {},
-    "log_path": "app/1.log",
-    "stdin": false,
-    "stdin_once": false,
-    "tty": false,
-    "linux": null,
-    "windows": null,
-    "cdi_devices": [],
-    "stop_signal": 0
-  },
-  "image_ref": "127.0.0.1:5000/busybox:latest",
-  "image_id": "sha256:abababababababababababababababababababababababababababababababab",
-  "image_digest_ref": "127.0.0.1:5000/busybox@sha256:cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd",
-  "runtime_handler": "runc",
-  "log_path": "/var/log/pods/ns_web_uid/app/1.log",
-  "created_at": 1764780000000000000,
-  "started_at": 0,
-  "finished_at": 0,
-  "exit_code": 0,
-  "state": "Created",
-  "reason": "",
-  "message": "",
-  "pid": 0,
-  "monitor_pid": 0,
-  "cgroups_path": "/krio/pod-5a5a5a5a5a5a/c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1",
-  "subcontainer": false,
-  "stop_signal": "SIGTERM",
-  "user": null,
-  "volume_image_ids": [],
+  },"#,
+        r#""user": null,"#,
+    ),
+    (
+        r#""volume_image_ids": []
+}"#,
+        r#""volume_image_ids": [],
   "restore_from": "/var/lib/krio/containers/x/checkpoint"
-}"#;
+}"#,
+    ),
+];
 
 /// A ready sandbox's record.
 const READY_SANDBOX: &str = r#"{
@@ -350,7 +222,7 @@ fn a_running_container_record_loads_unchanged() {
 
 #[test]
 fn an_exited_container_record_loads_with_its_exit() {
-    let rec = load(EXITED_CONTAINER);
+    let rec = load(&container_record(EXITED_CONTAINER));
     assert_eq!(rec.state(), ContainerState::Exited);
     assert_eq!(
         rec.exit(),
@@ -367,7 +239,7 @@ fn an_exited_container_record_loads_with_its_exit() {
         (status.exit_code, status.finished_at, status.reason.as_str()),
         (137, 1_764_780_009_000_000_000, "OOMKilled")
     );
-    let rec = load(LOST_CONTAINER);
+    let rec = load(&container_record(LOST_CONTAINER));
     let exit = rec.exit().cloned().unwrap();
     assert_eq!((exit.code, exit.reason), (255, ExitReason::MonitorLost));
     assert!(
@@ -382,7 +254,7 @@ fn an_exited_container_record_loads_with_its_exit() {
 
 #[test]
 fn a_restore_pending_container_record_loads_pending() {
-    let rec = load(RESTORE_PENDING_CONTAINER);
+    let rec = load(&container_record(RESTORE_PENDING_CONTAINER));
     assert_eq!(
         (rec.state(), rec.pid(), rec.monitor_pid()),
         (ContainerState::Created, 0, 0)
@@ -399,7 +271,7 @@ fn a_restore_pending_container_record_loads_pending() {
 
 #[test]
 fn a_reason_krio_does_not_write_is_kept() {
-    let json = EXITED_CONTAINER.replace("\"OOMKilled\"", "\"Evicted\"");
+    let json = container_record(EXITED_CONTAINER).replace("\"OOMKilled\"", "\"Evicted\"");
     let rec = load(&json);
     assert_eq!(
         rec.exit().map(|e| &e.reason),
@@ -481,6 +353,9 @@ fn assert_refused(e: TransitionError, id: &str, state: ObjectState, transition: 
     );
 }
 
+/// One transition attempted on a container record, for tables of refused transitions.
+type Step = fn(&mut ContainerRecord) -> Result<(), TransitionError>;
+
 #[test]
 fn a_sandbox_becomes_ready_once_and_not_ready_at_any_time() {
     let id = "5a".repeat(32);
@@ -538,24 +413,21 @@ fn a_container_is_created_then_runs_then_exits_once() {
     c.mark_started(100).unwrap();
     assert_eq!((c.state(), c.started_at()), (ContainerState::Running, 100));
     let running = ObjectState::Container(ContainerState::Running);
-    assert_refused(
-        c.check_start().unwrap_err(),
-        &id,
-        running,
-        Transition::Start,
-    );
-    assert_refused(
-        c.mark_started(101).unwrap_err(),
-        &id,
-        running,
-        Transition::Start,
-    );
-    assert_refused(
-        c.record_processes(7, 6).unwrap_err(),
-        &id,
-        running,
-        Transition::RecordProcesses,
-    );
+    let refused_while_running: [(&str, Step, Transition); 3] = [
+        ("check_start", |c| c.check_start(), Transition::Start),
+        ("mark_started", |c| c.mark_started(101), Transition::Start),
+        (
+            "record_processes",
+            |c| c.record_processes(7, 6),
+            Transition::RecordProcesses,
+        ),
+    ];
+    for (name, step, transition) in refused_while_running {
+        let Err(e) = step(&mut c) else {
+            panic!("{name} allowed on a running container")
+        };
+        assert_refused(e, &id, running, transition);
+    }
     assert_eq!((c.started_at(), c.pid()), (100, 42));
     c.mark_exited(exit(137, 200, ExitReason::OOMKilled))
         .unwrap();
@@ -572,25 +444,26 @@ fn a_container_is_created_then_runs_then_exits_once() {
         Transition::Exit,
     );
     assert_eq!(c.exit(), Some(&exit(137, 200, ExitReason::OOMKilled)));
-    assert_refused(c.check_start().unwrap_err(), &id, exited, Transition::Start);
-    assert_refused(
-        c.mark_started(400).unwrap_err(),
-        &id,
-        exited,
-        Transition::Start,
-    );
-    assert_refused(
-        c.record_processes(7, 6).unwrap_err(),
-        &id,
-        exited,
-        Transition::RecordProcesses,
-    );
-    assert_refused(
-        c.mark_not_restored(400).unwrap_err(),
-        &id,
-        exited,
-        Transition::EndUnrestored,
-    );
+    let refused_once_exited: [(&str, Step, Transition); 4] = [
+        ("check_start", |c| c.check_start(), Transition::Start),
+        ("mark_started", |c| c.mark_started(400), Transition::Start),
+        (
+            "record_processes",
+            |c| c.record_processes(7, 6),
+            Transition::RecordProcesses,
+        ),
+        (
+            "mark_not_restored",
+            |c| c.mark_not_restored(400),
+            Transition::EndUnrestored,
+        ),
+    ];
+    for (name, step, transition) in refused_once_exited {
+        let Err(e) = step(&mut c) else {
+            panic!("{name} allowed on an exited container")
+        };
+        assert_refused(e, &id, exited, transition);
+    }
     assert_eq!((c.state(), c.started_at()), (ContainerState::Exited, 100));
 }
 
