@@ -167,6 +167,7 @@ async fn a_runsc_pod_runs_in_gvisor_reaches_a_runc_pod_and_leaves_nothing() {
 
     for p in [&pod_id, &server_pod_id] {
         remove_pod(&d, p).await;
+        d.assert_pod_cgroups_gone(p);
     }
     assert_eq!(d.processes(), Vec::<(i32, String)>::new(), "processes left");
     assert_eq!(d.mounts(), Vec::<String>::new(), "mounts left");
@@ -393,6 +394,7 @@ async fn only_allowed_annotations_reach_the_runtime() {
             }
         }
         remove_pod(&d, &pod_id).await;
+        d.assert_pod_cgroups_gone(&pod_id);
     }
     assert_eq!(d.processes(), Vec::<(i32, String)>::new(), "processes left");
 }
@@ -580,6 +582,7 @@ async fn a_runsc_pod_is_one_gvisor_sandbox_shared_by_its_containers() {
     .await
     .unwrap();
     remove_pod(&d, &pod_id).await;
+    d.assert_pod_cgroups_gone(&pod_id);
     let gone = d
         .runtime()
         .await
@@ -763,6 +766,57 @@ async fn containers_of_a_runsc_pod_report_their_own_cpu() {
     );
 
     remove_pod(&d, &pod_id).await;
+    d.assert_pod_cgroups_gone(&pod_id);
     assert_eq!(gvisor_sandboxes(&d, "runsc-pod"), Vec::<i32>::new());
     assert_eq!(d.processes(), Vec::<(i32, String)>::new(), "processes left");
+}
+
+/// Runs a pod with a container sleeping in it; returns the pod's id.
+async fn pod_with_sleeper(d: &Daemon, name: &str) -> String {
+    let pod = pod_config(d, name);
+    let pod_id = run_pod(d, &pod).await;
+    let c = run_container(
+        d,
+        &pod_id,
+        &pod,
+        container_config("sleeper", &image("busybox"), "sleep 1000"),
+    )
+    .await;
+    assert_eq!(
+        status(d, &c).await.state,
+        cri::ContainerState::ContainerRunning as i32
+    );
+    assert!(!d.pod_cgroups(&pod_id).is_empty(), "no pod cgroup made");
+    pod_id
+}
+
+/// RemovePodSandbox of a pod whose container still runs (no StopPodSandbox first) leaves no
+/// cgroup of the pod in any hierarchy; and a test that fails halfway leaves its pods to the
+/// harness: dropping the daemon while a pod runs a container leaves no cgroup directory under
+/// the daemon's cgroup parent, in any hierarchy (the parent itself included). For each handler.
+#[tokio::test(flavor = "multi_thread")]
+async fn removed_pods_and_a_dropped_daemon_leave_no_cgroup() {
+    ensure_images();
+    for handler in [Handler::RunscPod, Handler::Runsc, Handler::Runc] {
+        let d = Daemon::start_handler(handler, Network::Loopback).await;
+        pull(&d, &image("busybox")).await;
+        let removed = pod_with_sleeper(&d, "removed").await;
+        d.runtime()
+            .await
+            .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                pod_sandbox_id: removed.clone(),
+            })
+            .await
+            .unwrap();
+        d.assert_pod_cgroups_gone(&removed);
+        pod_with_sleeper(&d, "dropped").await;
+        let parent = d.cgroup_parent.clone();
+        drop(d);
+        let left = cgroup_dirs(&parent);
+        assert!(
+            left.is_empty(),
+            "{}: cgroups left: {left:?}",
+            handler.name()
+        );
+    }
 }

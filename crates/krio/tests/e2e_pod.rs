@@ -203,6 +203,7 @@ async fn logs_exit_codes_and_clean_teardown(handler: Handler) {
         .unwrap();
     }
     remove_pod(&d, &pod_id).await;
+    d.assert_pod_cgroups_gone(&pod_id);
     assert_eq!(
         d.mounts(),
         Vec::<String>::new(),
@@ -367,6 +368,7 @@ async fn stop_escalation_and_pod_teardown(handler: Handler) {
         .into_inner()
         .containers;
     assert!(left.is_empty(), "{left:?}");
+    d.assert_pod_cgroups_gone(&pod_id);
     assert_eq!(d.mounts(), Vec::<String>::new());
     assert_eq!(d.processes(), Vec::<(i32, String)>::new());
     assert_eq!(

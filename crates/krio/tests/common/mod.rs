@@ -469,6 +469,30 @@ impl Daemon {
             .collect()
     }
 
+    /// Every cgroup directory of pod `pod_id` still present in any hierarchy under
+    /// `/sys/fs/cgroup` (each cgroup v1 controller and the unified one): the pod cgroup krio
+    /// makes, `<cgroup_parent>/pod-<first 12 characters of the id>`, and anything below it
+    /// (a runtime's container cgroups). Empty once the pod is removed.
+    pub fn pod_cgroups(&self, pod_id: &str) -> Vec<PathBuf> {
+        let rel = format!(
+            "{}/pod-{}",
+            self.cgroup_parent.trim_start_matches('/'),
+            &pod_id[..12.min(pod_id.len())]
+        );
+        cgroup_dirs(&rel)
+    }
+
+    /// Asserts that no cgroup directory of the removed pod `pod_id` is left in any hierarchy
+    /// (see [`Daemon::pod_cgroups`]).
+    pub fn assert_pod_cgroups_gone(&self, pod_id: &str) {
+        let left = self.pod_cgroups(pod_id);
+        assert!(
+            left.is_empty(),
+            "cgroups of removed pod {pod_id} left: {left:?}; daemon log:\n{}",
+            self.log()
+        );
+    }
+
     /// Pids of processes whose command line mentions the daemon's directory (monitors,
     /// runtimes), other than the daemon itself.
     pub fn processes(&self) -> Vec<(i32, String)> {
@@ -659,6 +683,34 @@ fn remove_cgroup_tree(p: &Path) {
         }
     }
     let _ = std::fs::remove_dir(p);
+}
+
+/// The directories of cgroup `rel` (relative to a hierarchy's root, leading `/` optional) and
+/// every cgroup below it, in every hierarchy under `/sys/fs/cgroup` (each cgroup v1 controller
+/// and the unified one, or the v2 root), parents before children.
+pub fn cgroup_dirs(rel: &str) -> Vec<PathBuf> {
+    let rel = rel.trim_start_matches('/');
+    let root = Path::new("/sys/fs/cgroup");
+    // The root itself is the hierarchy on a cgroup v2 only host.
+    let mut out = Vec::new();
+    collect_dirs(&root.join(rel), &mut out);
+    for e in std::fs::read_dir(root).unwrap().flatten() {
+        collect_dirs(&e.path().join(rel), &mut out);
+    }
+    out
+}
+
+/// `p` and every directory below it, if `p` is a directory (parents before children).
+fn collect_dirs(p: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(p) else {
+        return;
+    };
+    out.push(p.to_path_buf());
+    for e in entries.flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            collect_dirs(&e.path(), out);
+        }
+    }
 }
 
 /// Connects a tonic channel to a unix socket.
