@@ -534,25 +534,54 @@ impl Drop for Daemon {
                 }
             }
         }
-        for (pid, _) in self.processes() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+        // A SIGKILLed process takes a moment to exit (a gVisor sandbox more than most), and its
+        // cgroup refuses rmdir (EBUSY) until it has: kill until none is left, then remove the
+        // daemon's whole cgroup parent (this test's own), retrying busy cgroups.
+        let deadline = Instant::now() + DROP_CLEANUP_TIMEOUT;
+        loop {
+            let left = self.processes();
+            if left.is_empty() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                eprintln!("krio e2e harness: processes still running after the test: {left:?}");
+                break;
+            }
+            for (pid, _) in left {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            std::thread::sleep(krio_testutil::POLL_INTERVAL);
         }
         let mut mounts = self.mounts();
         mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
         for m in mounts {
             let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
         }
-        if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
-            for e in entries.flatten() {
-                let base = e.path().join(self.cgroup_parent.trim_start_matches('/'));
-                remove_cgroup_tree(&base);
+        let mut dirs = cgroup_dirs(&self.cgroup_parent);
+        // Children before parents.
+        dirs.reverse();
+        for dir in dirs {
+            while let Err(e) = std::fs::remove_dir(&dir) {
+                if e.raw_os_error() != Some(nix::errno::Errno::EBUSY as i32)
+                    || Instant::now() >= deadline
+                {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        eprintln!("krio e2e harness: cgroup {} left: {e}", dir.display());
+                    }
+                    break;
+                }
+                std::thread::sleep(krio_testutil::POLL_INTERVAL);
             }
         }
     }
 }
+
+/// How long a dropped [`Daemon`] waits for the processes it killed to exit and for their
+/// cgroups to become removable.
+const DROP_CLEANUP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// A small ext4 filesystem: an image file attached to a loop device and mounted. Dropping it
 /// unmounts it (lazily, so a busy mount never blocks the test's end) and detaches the device
@@ -672,17 +701,6 @@ impl Drop for LoopFs {
                 .status();
         }
     }
-}
-
-fn remove_cgroup_tree(p: &Path) {
-    if let Ok(entries) = std::fs::read_dir(p) {
-        for e in entries.flatten() {
-            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                remove_cgroup_tree(&e.path());
-            }
-        }
-    }
-    let _ = std::fs::remove_dir(p);
 }
 
 /// The directories of cgroup `rel` (relative to a hierarchy's root, leading `/` optional) and
