@@ -415,7 +415,9 @@ impl Krio {
         for e in self.teardown_sandbox_network(&rec).await {
             tracing::warn!(sandbox = %rec.id(), error = %e, "undoing half-made sandbox");
         }
-        self.remove_pod_cgroup(&rec);
+        if let Err(e) = crate::blocking(|| self.remove_pod_cgroup(&rec)) {
+            tracing::warn!(sandbox = %rec.id(), error = %e, "undoing half-made sandbox");
+        }
         let _ = std::fs::remove_dir_all(self.sandbox_run_dir(rec.id()));
         let _ = std::fs::remove_dir_all(self.cfg.root.join("sandboxes").join(rec.id()));
     }

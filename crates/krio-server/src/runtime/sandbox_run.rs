@@ -91,7 +91,9 @@ impl Krio {
                 for undo in self.teardown_sandbox_network(&record).await {
                     tracing::warn!(sandbox = %id, error = %undo, "undo after failed run");
                 }
-                self.remove_pod_cgroup(&record);
+                if let Err(undo) = crate::blocking(|| self.remove_pod_cgroup(&record)) {
+                    tracing::warn!(sandbox = %id, error = %undo, "undo after failed run");
+                }
                 for dir in [
                     self.sandbox_run_dir(&id),
                     self.cfg.root.join("sandboxes").join(&id),
